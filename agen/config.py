@@ -1,0 +1,269 @@
+"""Run configuration: the YAML schema, its validation, and errors that name the path and the fix.
+
+Validation happens before anything runs, so a wrong key or value costs no request.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agen.errors import ConfigError
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Strict):
+    """USD per million tokens. `cache_write` defaults to `input` when a provider does not say."""
+
+    input: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    output: float = Field(ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+
+
+class ModelConfig(_Strict):
+    """One model endpoint, and therefore one lane: its limits are shared by every stage using it."""
+
+    provider: Literal["openai", "anthropic"] = "openai"
+    model: str  # the wire id sent to the endpoint
+    base_url: str = "sim"  # "sim" means the built-in simulated provider of this run
+    api_key_env: str | None = None  # name of the environment variable holding the key
+    max_concurrency: int = Field(default=64, ge=1, le=100_000)
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
+    price: Price | None = None  # overrides configs/prices.yaml
+    supports_n: bool = True  # OpenAI-compatible `n`; Anthropic never does
+    max_retries: int = Field(default=8, ge=0)
+    bad_response_retries: int = Field(default=2, ge=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=120.0, gt=0)  # idle time between bytes
+    extra_params: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class SeedsConfig(_Strict):
+    path: str
+    question_field: str = "question"
+    answer_field: str | None = "answer"
+    answer_format: Literal["gsm8k", "boxed", "plain"] = "gsm8k"
+    category_field: str | None = None
+    limit: int | None = Field(default=None, ge=1)
+
+
+class StageConfig(_Strict):
+    """A generation stage (propose or amplify)."""
+
+    model: str
+    workers: int = Field(default=16, ge=1)
+    target: int = Field(default=10, ge=0)  # accepted examples wanted from this stage
+    shots: int = Field(default=2, ge=1, le=8)  # examples shown in each prompt
+    seed_mix: float = Field(default=0.0, ge=0, le=1)  # amplify: share of shots drawn from seeds
+    max_tokens: int = Field(default=1024, ge=16)
+    temperature: float = Field(default=0.8, ge=0, le=2)
+    template: str = "verifiable_generate.txt"
+    max_attempts: int | None = Field(default=None, ge=1)  # hard cap on candidates tried
+
+
+class VoteConfig(_Strict):
+    """Answer-Consistency: K solutions, majority must equal the candidate's answer."""
+
+    model: str
+    k: int = Field(default=16, ge=1, le=256)
+    min_share: float = Field(default=0.5, gt=0, le=1)
+    early_stop: bool = True
+    max_tokens: int = Field(default=512, ge=16)
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    template: str = "verifiable_solve.txt"
+    concurrency: int = Field(default=64, ge=1)  # candidates being voted at once
+
+
+class DedupConfig(_Strict):
+    near_threshold: float = Field(default=0.7, gt=0, le=1)  # ROUGE-L F1, Self-Instruct's rule
+
+
+class OutputConfig(_Strict):
+    dir: str = "runs/quickstart"
+    shard_max_records: int = Field(default=10_000, ge=1)
+    shard_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+
+
+class BudgetConfig(_Strict):
+    usd: float | None = Field(default=None, gt=0)
+    tokens: int | None = Field(default=None, gt=0)
+
+
+class SimulatorConfig(_Strict):
+    """Start the built-in simulated provider for this run (models with base_url: sim use it)."""
+
+    config: str | None = None  # a sim YAML; None means configs/sim_models.yaml
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)  # 0: pick a free port
+
+
+class RunConfig(_Strict):
+    task: Literal["verifiable"] = "verifiable"
+    seed: int = 0
+    seeds: SeedsConfig
+    models: dict[str, ModelConfig]
+    propose: StageConfig
+    amplify: StageConfig
+    vote: VoteConfig
+    dedup: DedupConfig = DedupConfig()
+    output: OutputConfig = OutputConfig()
+    budget: BudgetConfig = BudgetConfig()
+    simulator: SimulatorConfig | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _models_exist(self) -> RunConfig:
+        for where, name in (("propose.model", self.propose.model), ("amplify.model", self.amplify.model),
+                            ("vote.model", self.vote.model)):
+            if name not in self.models:
+                known = ", ".join(sorted(self.models)) or "(none)"
+                raise ValueError(f"{where}: no model named {name!r}; models defined: {known}")
+        if self.simulator is None:
+            for name, m in self.models.items():
+                if m.base_url == "sim":
+                    raise ValueError(f"models.{name}.base_url is 'sim' but the config has no "
+                                     f"'simulator:' section; add one or give a real base_url")
+        return self
+
+    def fingerprint(self) -> str:
+        """Hash of the fields that change what the run writes (see `OUTPUT_FIELDS`)."""
+        return hashlib.sha256(orjson.dumps(output_defining(self), option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+# Fields that do not change the output: they may differ when a run is resumed.
+RESUMABLE_FIELDS = {
+    "models.*.max_concurrency", "models.*.rpm", "models.*.tpm", "models.*.max_retries",
+    "models.*.bad_response_retries", "models.*.connect_timeout_s", "models.*.read_timeout_s",
+    "models.*.headers", "models.*.api_key_env", "models.*.base_url", "models.*.price",
+    "propose.workers", "amplify.workers", "vote.concurrency", "propose.target", "amplify.target",
+    "propose.max_attempts", "amplify.max_attempts", "budget", "output.dir", "simulator",
+    "log_level",
+}
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: obj}
+
+
+def _resumable(path: str) -> bool:
+    parts = path.split(".")
+    for pattern in RESUMABLE_FIELDS:
+        pp = pattern.split(".")
+        if len(parts) >= len(pp) and all(p == "*" or p == q for p, q in zip(pp, parts)):
+            return True
+    return False
+
+
+def output_defining(cfg: RunConfig) -> dict[str, Any]:
+    """The flattened config without the fields that may change on resume."""
+    flat = _flatten(cfg.model_dump(mode="json"))
+    return {k: v for k, v in flat.items() if not _resumable(k)}
+
+
+def changed_output_fields(old: RunConfig, new: RunConfig) -> list[str]:
+    """Paths of output-defining fields that differ between two configs (for resume refusal)."""
+    a, b = output_defining(old), output_defining(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _describe(err: dict[str, Any], raw: Any, source: str) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        parent = raw
+        for p in err["loc"][:-1]:
+            parent = parent.get(p, {}) if isinstance(parent, dict) else {}
+        model = _model_at(err["loc"][:-1])
+        allowed = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        return f"{source}: {loc}: unknown key{hint}"
+    if err["type"] == "missing":
+        return f"{source}: {loc}: required key is missing"
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+    return f"{source}: {loc or '(top level)'}: {err['msg']}{shown}"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = RunConfig
+    i = 0
+    while model is not None and i < len(loc):
+        field = model.model_fields.get(str(loc[i]))
+        if field is None:
+            return None
+        ann = field.annotation
+        if str(loc[i]) == "models":
+            model, i = ModelConfig, i + 2
+            continue
+        args = getattr(ann, "__args__", ())
+        cands = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = cands[0] if cands else None
+        i += 1
+    return model
+
+
+def parse_config(raw: Any, source: str = "config") -> RunConfig:
+    """Validate a loaded YAML document; raise ConfigError listing every problem with its path."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e, raw, source) for e in exc.errors()]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a YAML run config; `overrides` are dotted paths set after reading."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = raw
+        keys = dotted.split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return parse_config(raw, str(p))
+
+
+def load_prices(path: Path | None = None) -> dict[str, Price]:
+    """The dated price table shipped in configs/prices.yaml, keyed by wire model id."""
+    p = path or CONFIGS_DIR / "prices.yaml"
+    raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    return {name: Price.model_validate(v) for name, v in raw["models"].items()}
+
+
+def price_for(name: str, cfg: ModelConfig, table: dict[str, Price]) -> Price:
+    """The run config's price wins; then the table; unknown models cost 0 and are flagged."""
+    if cfg.price is not None:
+        return cfg.price
+    if cfg.model in table:
+        return table[cfg.model]
+    raise ConfigError(f"models.{name}: no price for model {cfg.model!r} in configs/prices.yaml; "
+                      f"add `price: {{input: ..., output: ...}}` (USD per million tokens) to the model")

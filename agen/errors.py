@@ -1,0 +1,94 @@
+"""agen's one exception tree; provider and storage failures are translated into it in one place.
+
+    AgenError
+     ├── ConfigError          bad config or seed file: nothing has been sent
+     ├── StorageError         disk full, EIO, failed fsync: stop cleanly, resumable
+     └── ProviderError        a model endpoint said no
+          ├── RetryableError
+          │    ├── ThrottledError      429 rate limit: slow the whole lane, retry
+          │    ├── CapacityError       5xx, 529, resets, timeouts: jittered backoff, retry
+          │    └── BadResponseError    200 without a usable body: limited retry
+          ├── FatalRunError      401, 403, 402, insufficient_quota, billing: stop the run
+          └── TaskFailedError    400, 413, context overflow, or retries exhausted: record, go on
+
+Only `agen.providers` raises ProviderError subclasses; the pipeline catches FatalRunError
+(stop) and TaskFailedError (record the task as failed) and nothing else.
+"""
+
+from __future__ import annotations
+
+
+class AgenError(Exception):
+    """Base of every error agen raises on purpose."""
+
+
+class ConfigError(AgenError):
+    """A config or seed file is wrong; the message names the file, the path in it, and the fix."""
+
+
+class StorageError(AgenError):
+    """Writing the run directory failed; the message names the path."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ProviderError(AgenError):
+    """An endpoint refused or broke a call. Carries what a person needs to look it up."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str = "",
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.model = model
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        parts = [f"{self.provider or 'provider'} model={self.model!r}"]
+        if self.status is not None:
+            parts.append(f"status={self.status}")
+        if self.code:
+            parts.append(f"code={self.code}")
+        if self.request_id:
+            parts.append(f"request_id={self.request_id}")
+        return f"{' '.join(parts)}: {self.message}"
+
+
+class RetryableError(ProviderError):
+    """Worth another attempt; `retry_after_s` is the server's own wish, if it said one."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after_s = retry_after_s
+
+
+class ThrottledError(RetryableError):
+    """429 rate limit: the lane, not just this task, must slow down."""
+
+
+class CapacityError(RetryableError):
+    """Server overloaded or connection lost: retry with jittered exponential backoff."""
+
+
+class BadResponseError(RetryableError):
+    """HTTP 200 whose body cannot be used (unparseable, no choices, an error inside)."""
+
+
+class FatalRunError(ProviderError):
+    """Credentials, permission, quota or billing: no call can succeed, stop the run."""
+
+
+class TaskFailedError(ProviderError):
+    """This request can never succeed (or ran out of retries): record the task as failed."""
