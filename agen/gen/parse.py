@@ -1,0 +1,172 @@
+"""Parse model outputs: a proposer's question + boxed answer, a solver's final answer.
+
+Parsing is strict on purpose: a generation that does not follow the template exactly is
+rejected with a short, stable reason (counted in the run's stats) rather than guessed at, because
+a mis-split question/answer pair costs a full vote and can poison the dataset.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "Candidate",
+    "ParseFailure",
+    "extract_boxed",
+    "gsm8k_reference",
+    "parse_generation",
+    "solution_answer",
+    "strip_think",
+]
+
+_THINK_TAG = re.compile(r"<(/?)think\s*>", re.IGNORECASE)
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+_Q_BEGIN = re.compile(r"\[\s*New\s+Question\s+Begin\s*\]", re.IGNORECASE)
+_Q_END = re.compile(r"\[\s*New\s+Question\s+End\s*\]", re.IGNORECASE)
+_A_BEGIN = re.compile(r"\[\s*Final\s+Answer\s+to\s+New\s+Question\s+Begin\s*\]", re.IGNORECASE)
+_A_END = re.compile(r"\[\s*Final\s+Answer\s+to\s+New\s+Question\s+End\s*\]", re.IGNORECASE)
+
+_GSM8K_NUMBER = re.compile(r"####\s*(-?\s*[\d,]*\.?\d+)")
+# The template's own placeholders, echoed back by a model that did not do the task.
+_PLACEHOLDERS = frozenset({"your_generated_question", "{your_generated_question}"})
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A proposed question and the proposer's own (boxed) answer, before any vote."""
+
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParseFailure:
+    """Why a generation was rejected: a short snake_case reason, stable for stats keys."""
+
+    reason: str
+
+
+def _strip_think(text: str) -> tuple[str, bool]:
+    """Return (text without reasoning, whether a `<think>` was left open)."""
+    kept: list[str] = []
+    depth = 0
+    pos = 0
+    for m in _THINK_TAG.finditer(text):
+        if depth == 0:
+            kept.append(text[pos : m.start()])
+        if m.group(1):  # </think>
+            if depth > 0:
+                depth -= 1
+            else:
+                # A close with no open: the chat template opened <think> in the prompt, so
+                # everything before it was reasoning.
+                kept.clear()
+        else:
+            depth += 1
+        pos = m.end()
+    if depth == 0:
+        kept.append(text[pos:])
+    return "".join(kept).strip(), depth > 0
+
+
+def strip_think(text: str) -> str:
+    """Remove `<think>…</think>` reasoning so markers quoted while thinking are not parsed.
+
+    A `</think>` with no opening tag drops everything before it (the template opened it). A
+    `<think>` that never closes means the model ran out of tokens while thinking: everything
+    from it on is dropped, which usually leaves no answer.
+    """
+    return _strip_think(text)[0]
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{…}` / `\\fbox{…}`, braces balanced; None if absent/unbalanced.
+
+    The last box is the final answer by convention. Escaped braces (`\\{`, `\\}`) do not count
+    toward nesting, so `\\boxed{\\{1,2\\}}` gives `\\{1,2\\}`. An unbalanced last box is
+    (almost always) a truncated output, so it yields None rather than an earlier box.
+    """
+    last = None
+    for last in _BOXED.finditer(text):
+        pass
+    if last is None:
+        return None
+    start = last.end()
+    depth = 1
+    i = start
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i].strip()
+        i += 1
+    return None
+
+
+def _one_block(text: str, begin: re.Pattern[str], end: re.Pattern[str], what: str) -> str | ParseFailure:
+    begins = begin.findall(text)
+    if not begins:
+        return ParseFailure(f"no_{what}" if what == "question" else "no_answer_block")
+    if len(begins) > 1:
+        return ParseFailure(f"multiple_{what}s")
+    m = begin.search(text)
+    assert m is not None
+    e = end.search(text, m.end())
+    if e is None:
+        return ParseFailure(f"unclosed_{what}")
+    if len(end.findall(text)) > 1:
+        return ParseFailure(f"multiple_{what}s")
+    return text[m.end() : e.start()]
+
+
+def parse_generation(text: str) -> Candidate | ParseFailure:
+    """Split a proposer's output into a Candidate, or say why it does not follow the template.
+
+    Reasons: `unclosed_think`, `no_question`, `multiple_questions`, `unclosed_question`,
+    `empty_question`, `answer_inside_question`, `placeholder_question`, `no_answer_block`,
+    `multiple_answers`, `unclosed_answer`, `no_boxed_answer`, `empty_answer`.
+    """
+    body, open_think = _strip_think(text)
+    question = _one_block(body, _Q_BEGIN, _Q_END, "question")
+    if isinstance(question, ParseFailure):
+        if open_think and question.reason == "no_question":
+            return ParseFailure("unclosed_think")
+        return question
+    question = question.strip()
+    if not question:
+        return ParseFailure("empty_question")
+    if _A_BEGIN.search(question) or _A_END.search(question):
+        return ParseFailure("answer_inside_question")
+    if question.lower() in _PLACEHOLDERS:
+        return ParseFailure("placeholder_question")
+    block = _one_block(body, _A_BEGIN, _A_END, "answer")
+    if isinstance(block, ParseFailure):
+        return block
+    answer = extract_boxed(block)
+    if answer is None:
+        return ParseFailure("no_boxed_answer")
+    if not answer or answer.lower() in {"your_final_answer", "{your_final_answer}"}:
+        return ParseFailure("empty_answer")
+    return Candidate(question=question, answer=answer)
+
+
+def solution_answer(text: str) -> str | None:
+    """A solver's final answer: the last box outside its reasoning; None if it gave none."""
+    return extract_boxed(strip_think(text))
+
+
+def gsm8k_reference(answer_field: str) -> str | None:
+    """GSM8K's reference answer: the number after `####`, thousands separators removed."""
+    m = _GSM8K_NUMBER.search(answer_field)
+    if m is None:
+        return None
+    return m.group(1).replace(",", "").replace(" ", "")

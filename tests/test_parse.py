@@ -1,0 +1,151 @@
+"""Tests for agen.gen.parse: strict template parsing of proposals and solver answers."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agen.gen.parse import (
+    Candidate,
+    ParseFailure,
+    extract_boxed,
+    gsm8k_reference,
+    parse_generation,
+    solution_answer,
+    strip_think,
+)
+
+GOOD = (
+    "Let me plan a question.\n"
+    "[New Question Begin]\n  A train travels 60 km in 1.5 hours. What is its speed?  \n[New Question End]\n"
+    "[Final Answer to New Question Begin]\\boxed{40}[Final Answer to New Question End]"
+)
+
+
+def test_strip_think_removes_closed_blocks() -> None:
+    """Closed think blocks vanish, text around them stays."""
+    assert strip_think("a<think>x\\boxed{1}</think>b<think>y</think>c") == "abc"
+
+
+def test_strip_think_leading_close_without_open() -> None:
+    """A stray `</think>` (template opened it) drops everything before it."""
+    assert strip_think("reasoning \\boxed{1}</think>\nanswer \\boxed{2}") == "answer \\boxed{2}"
+
+
+def test_strip_think_unclosed_leaves_no_answer() -> None:
+    """An unclosed `<think>` (ran out of tokens) drops the rest, so no answer is found."""
+    assert strip_think("<think>still thinking \\boxed{3}") == ""
+    assert solution_answer("<think>still thinking \\boxed{3}") is None
+
+
+def test_strip_think_nested_and_case() -> None:
+    """Nested and upper-case think tags are handled as one block."""
+    assert strip_think("<THINK>a<think>b</think>c</Think>done") == "done"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("so \\boxed{42}.", "42"),
+        ("\\boxed{1} then \\boxed{2}", "2"),
+        ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),
+        ("\\fbox{7}", "7"),
+        ("\\boxed {  x^{2} }", "x^{2}"),
+        ("\\boxed{}", ""),
+        ("no box here", None),
+        ("\\boxed{\\frac{1}{2}", None),
+        ("\\boxed{1} and \\boxed{\\frac{2", None),
+    ],
+)
+def test_extract_boxed(text: str, expected: str | None) -> None:
+    """Last box wins, nested braces balance, unbalanced or missing gives None."""
+    assert extract_boxed(text) == expected
+
+
+@given(st.text(alphabet="ab{}\\ ", max_size=20))
+def test_extract_boxed_roundtrip_balanced(inner: str) -> None:
+    """Any balanced content (ignoring escapes) comes back exactly as it was boxed."""
+    depth = 0
+    i = 0
+    while i < len(inner):
+        if inner[i] == "\\":
+            i += 2
+            continue
+        depth += {"{": 1, "}": -1}.get(inner[i], 0)
+        if depth < 0:
+            return
+        i += 1
+    if depth != 0 or inner.endswith("\\") or i > len(inner):
+        return
+    assert extract_boxed(f"x \\boxed{{{inner}}} y") == inner.strip()
+
+
+def test_parse_generation_good() -> None:
+    """A well-formed proposal yields its stripped question and boxed answer."""
+    assert parse_generation(GOOD) == Candidate(
+        "A train travels 60 km in 1.5 hours. What is its speed?", "40"
+    )
+
+
+def test_parse_generation_ignores_markers_inside_think() -> None:
+    """Markers drafted inside reasoning are not counted as extra blocks."""
+    text = "<think>[New Question Begin]draft[New Question End]</think>" + GOOD
+    assert isinstance(parse_generation(text), Candidate)
+
+
+def test_parse_generation_whitespace_tolerant_markers() -> None:
+    """Extra spaces inside and around the markers are accepted."""
+    text = "[ New  Question Begin ]Q?[New Question End ]\n\n[Final Answer to New Question Begin ]  \\boxed{ 3 } [ Final Answer to New Question End]"
+    assert parse_generation(text) == Candidate("Q?", "3")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("nothing", "no_question"),
+        ("<think>forever", "unclosed_think"),
+        ("[New Question Begin]a[New Question End][New Question Begin]b[New Question End]", "multiple_questions"),
+        ("[New Question Begin]a", "unclosed_question"),
+        ("[New Question Begin]  \n [New Question End]", "empty_question"),
+        ("[New Question Begin]{your_generated_question}[New Question End]", "placeholder_question"),
+        ("[New Question Begin]Q[New Question End]", "no_answer_block"),
+        ("[New Question Begin]Q[New Question End][Final Answer to New Question Begin]\\boxed{1}", "unclosed_answer"),
+        ("[New Question Begin]Q[New Question End][Final Answer to New Question Begin]1[Final Answer to New Question End]", "no_boxed_answer"),
+        ("[New Question Begin]Q[New Question End][Final Answer to New Question Begin]\\boxed{ }[Final Answer to New Question End]", "empty_answer"),
+        (
+            "[New Question Begin]Q[New Question End][Final Answer to New Question Begin]\\boxed{1}[Final Answer to New Question End]"
+            "[Final Answer to New Question Begin]\\boxed{2}[Final Answer to New Question End]",
+            "multiple_answers",
+        ),
+        (
+            "[New Question Begin]Q [Final Answer to New Question Begin]\\boxed{1}[Final Answer to New Question End][New Question End]",
+            "answer_inside_question",
+        ),
+    ],
+)
+def test_parse_generation_failures(text: str, reason: str) -> None:
+    """Each template violation maps to its stable reason."""
+    assert parse_generation(text) == ParseFailure(reason)
+
+
+def test_solution_answer_uses_last_box_after_think() -> None:
+    """A solver's answer is its last box outside the reasoning."""
+    assert solution_answer("<think>maybe \\boxed{5}</think>So \\boxed{6}.") == "6"
+    assert solution_answer("no box") is None
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("She pays 3*4=<<3*4=12>>12 dollars.\n#### 12", "12"),
+        ("... \n#### 1,234", "1234"),
+        ("#### -5", "-5"),
+        ("#### 2.5", "2.5"),
+        ("no marker", None),
+    ],
+)
+def test_gsm8k_reference(field: str, expected: str | None) -> None:
+    """GSM8K's answer is the number after ####, commas dropped."""
+    assert gsm8k_reference(field) == expected
