@@ -1,0 +1,5 @@
+"""`python -m agen` is the `agen` command."""
+
+from agen.cli import main
+
+main()

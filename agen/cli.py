@@ -1,0 +1,97 @@
+"""The `agen` command: run, resume, status and sim."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from agen.config import load_config
+from agen.errors import AgenError
+from agen.logs import configure_logging
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """agen: propose-and-amplify verified training examples with CoT-Self-Instruct."""
+
+
+def _finish(outcome) -> None:
+    stream = sys.stderr if outcome.exit_code else sys.stdout
+    click.echo(f"agen: {outcome.message}", file=stream)
+    sys.exit(outcome.exit_code)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", help="Run directory (overrides output.dir).")
+@click.option("--target", type=int, help="Accepted amplified examples wanted (amplify.target).")
+@click.option("--proposals", type=int, help="Accepted proposals wanted (propose.target).")
+@click.option("--budget-usd", type=float, help="Stop cleanly once this much has been spent.")
+@click.option("--k", "k", type=int, help="Votes per candidate (vote.k).")
+@click.option("--grace", type=float, default=30.0, show_default=True,
+              help="Seconds in-flight work may take to finish after the first Ctrl-C.")
+def run(config: Path, out: str | None, target: int | None, proposals: int | None,
+        budget_usd: float | None, k: int | None, grace: float) -> None:
+    """Run CONFIG (or resume it, if its output directory holds the same run)."""
+    from agen.runner import run_session
+
+    overrides = {"output.dir": out, "amplify.target": target, "propose.target": proposals,
+                 "budget.usd": budget_usd, "vote.k": k}
+    try:
+        cfg = load_config(config, overrides)
+    except AgenError as exc:
+        click.echo(f"agen: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(cfg.log_level)
+    _finish(run_session(cfg, config_dir=config.parent, grace_s=grace))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--budget-usd", type=float, help="A new spending limit for the whole run.")
+@click.option("--grace", type=float, default=30.0, show_default=True)
+def resume(run_dir: Path, budget_usd: float | None, grace: float) -> None:
+    """Resume RUN_DIR with the config it was started with."""
+    from agen.runner import run_session
+
+    try:
+        cfg = load_config(run_dir / "config.yaml", {"budget.usd": budget_usd, "output.dir": str(run_dir)})
+    except AgenError as exc:
+        click.echo(f"agen: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(cfg.log_level)
+    _finish(run_session(cfg, grace_s=grace))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def status(run_dir: Path) -> None:
+    """Progress, spend and what is left in RUN_DIR, read from its data files."""
+    from agen.status import run_status
+
+    try:
+        click.echo(run_status(run_dir))
+    except AgenError as exc:
+        click.echo(f"agen: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Simulated models YAML.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def sim(config_path: str | None, host: str, port: int) -> None:
+    """Serve the simulated provider (OpenAI and Anthropic wire formats) until interrupted."""
+    from agen.sim.server import serve
+
+    serve(config_path, host, port)
+
+
+def main() -> None:
+    cli(prog_name="agen")
+
+
+if __name__ == "__main__":
+    main()

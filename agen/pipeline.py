@@ -1,0 +1,422 @@
+"""The generator: seeds → propose → dedup → vote → amplify → dedup → vote → sink, on one event loop.
+
+Worker pools are joined by bounded queues, so memory stays flat whatever the targets:
+
+    producer(stage) ─task_q─▶ generate workers ─vote_q─▶ vote workers ─▶ Sink (group commit)
+
+Producers admit work guided by the running acceptance rate until the stage's target of *committed*
+accepted examples is met, the budget is spent, or a stop is asked for. Every task id is stable
+(`{fingerprint}-{stage}-{index}`), so a resumed run skips what is committed and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from agen.config import RunConfig
+from agen.cost import CostBook
+from agen.errors import FatalRunError, StorageError, TaskFailedError
+from agen.gen.dedup import Deduper
+from agen.gen.parse import Candidate, ParseFailure, parse_generation, solution_answer
+from agen.gen.prompts import generation_prompt, solve_prompt
+from agen.gen.seeds import Example
+from agen.gen.vote import Tally, VoteDecision
+from agen.providers import Providers
+from agen.providers.client import ModelClient
+from agen.run.restore import Restored
+from agen.run.rundir import RunDir
+from agen.run.sink import Sink
+from agen.types import CallRecord, ChatRequest, Completion
+
+log = structlog.get_logger("agen.pipeline")
+
+STAGES = ("propose", "amplify")
+_PRIOR_RATE = 0.5  # assumed acceptance before any result is in
+_MIN_RATE = 0.05  # never plan on fewer than 1 in 20 being accepted
+
+
+@dataclass(slots=True)
+class GenTask:
+    id: str
+    stage: str
+    index: int
+    examples: list[Example]
+
+
+@dataclass(slots=True)
+class VoteTask:
+    task: GenTask
+    candidate: Candidate
+    gen_model: str
+    raw_len: int
+
+
+@dataclass
+class StageCounts:
+    """Committed outcomes of one stage (the acceptance funnel), plus work in flight."""
+
+    accepted: int = 0
+    finished: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    inflight: int = 0
+
+    @property
+    def rate(self) -> float:
+        if self.finished < 4:
+            return _PRIOR_RATE
+        return max(_MIN_RATE, self.accepted / self.finished)
+
+
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") & 0x3FFFFFFF
+
+
+class Pipeline:
+    """One run of the generator over an opened run directory and provider lanes."""
+
+    def __init__(self, cfg: RunConfig, run_dir: RunDir, providers: Providers, seeds: list[Example],
+                 restored: Restored, costs: CostBook) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.providers = providers
+        self.seeds = seeds
+        self.costs = costs
+        self.counts = {s: StageCounts() for s in STAGES}
+        for stage, c in restored.counts.items():
+            self.counts[stage].accepted = c.accepted
+            self.counts[stage].finished = c.finished
+            self.counts[stage].reasons.update(c.reasons)
+        self.pool: list[Example] = list(restored.pool)  # accepted proposals: amplify's few-shots
+        self.done_ids = restored.done_ids
+        self.dedup = Deduper(threshold=cfg.dedup.near_threshold)
+        for ex in seeds:
+            self.dedup.add(ex.question, ex.id)
+        for rid, question in restored.dedup_items:
+            self.dedup.add(question, rid)
+        self.sink = Sink(run_dir, cfg.output, self.done_ids, self._on_commit)
+        self.stop_reason: str | None = None
+        self.fatal: FatalRunError | None = None
+        self.started = time.monotonic()
+        self._task_cost: Counter[str] = Counter()
+        self._changed = asyncio.Event()
+        self._req_ids = itertools.count()
+        self._propose_done = asyncio.Event()
+        self._work: asyncio.Task[None] | None = None
+        self.accepted_this_session = 0
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+
+    def on_call(self, rec: CallRecord) -> None:
+        """Ledger hook for every HTTP attempt: durable line, cost book, per-task cost."""
+        self.sink.log({"ev": "call", "session": self.run_dir.session, "ts": rec.ts, "model": rec.model,
+                       "stage": rec.stage, "task_id": rec.task_id, "outcome": rec.outcome,
+                       "status": rec.status, "cost_usd": rec.cost_usd, "latency_s": rec.latency_s,
+                       "request_id": rec.request_id, "usage": _usage_dict(rec.usage)})
+        self.costs.add(rec)
+        self._task_cost[rec.task_id.split("/", 1)[0]] += rec.cost_usd
+
+    def _on_commit(self, batch: list[dict[str, Any]]) -> None:
+        for r in batch:
+            c = self.counts[r["stage"]]
+            c.finished += 1
+            c.inflight -= 1
+            c.reasons[r["reason"]] += 1
+            if r["status"] == "accepted":
+                c.accepted += 1
+                self.accepted_this_session += 1
+                if r["stage"] == "propose":
+                    self.pool.append(Example(r["id"], r["question"], r["answer"]))
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def request_stop(self, reason: str) -> None:
+        """Stop admitting work; in-flight tasks finish and are committed."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            log.info("stopping", reason=reason)
+        self._notify()
+
+    def cancel_now(self) -> None:
+        """Abandon in-flight work (it is redone on resume); the sink still flushes what it has."""
+        if self._work is not None:
+            self._work.cancel()
+
+    def budget_left(self) -> bool:
+        b = self.cfg.budget
+        if b.usd is not None and self.costs.total_usd >= b.usd:
+            return False
+        if b.tokens is not None and self.costs.total_tokens >= b.tokens:
+            return False
+        return True
+
+    # ---- calls -------------------------------------------------------------------------------
+
+    async def _call(self, client: ModelClient, req: ChatRequest) -> Completion:
+        """complete() bracketed by ledger begin/end, so a crash leaves 'billing unknown', not nothing."""
+        rid = next(self._req_ids)
+        self.sink.log({"ev": "begin", "session": self.run_dir.session, "req": rid,
+                       "task_id": req.task_id, "model": client.name, "stage": req.stage})
+        cut = True
+        try:
+            result = await client.complete(req)
+            cut = False
+            return result
+        except (FatalRunError, TaskFailedError):
+            cut = False
+            raise
+        finally:
+            self.sink.log({"ev": "end", "session": self.run_dir.session, "req": rid, "cut": cut})
+
+    # ---- producers -----------------------------------------------------------------------------
+
+    def _stage_cfg(self, stage: str):
+        return self.cfg.propose if stage == "propose" else self.cfg.amplify
+
+    def _max_attempts(self, stage: str) -> int:
+        sc = self._stage_cfg(stage)
+        return sc.max_attempts or (20 * sc.target + 100)
+
+    def _examples(self, stage: str, index: int) -> list[Example]:
+        sc = self._stage_cfg(stage)
+        rng = random.Random(f"{self.cfg.seed}/{stage}/{index}")
+        if stage == "propose" or not self.pool:
+            return rng.sample(self.seeds, min(sc.shots, len(self.seeds)))
+        shots: list[Example] = []
+        for _ in range(sc.shots):
+            source = self.seeds if rng.random() < sc.seed_mix else self.pool
+            pick = rng.choice(source)
+            if pick not in shots:
+                shots.append(pick)
+        return shots
+
+    async def _produce(self, stage: str, task_q: asyncio.Queue[GenTask | None], workers: int) -> None:
+        sc = self._stage_cfg(stage)
+        c = self.counts[stage]
+        try:
+            if stage == "amplify":
+                while len(self.pool) < sc.shots and not self._propose_done.is_set() and self.stop_reason is None:
+                    await self._changed.wait()
+                if not self.pool:
+                    log.warning("amplify_without_proposals", detail="no accepted proposals; amplifying from seeds")
+            for index in range(self._max_attempts(stage)):
+                tid = f"{self.run_dir.fingerprint[:8]}-{stage}-{index:08d}"
+                if tid in self.done_ids:
+                    continue
+                while True:
+                    if self.stop_reason is not None or c.accepted >= sc.target:
+                        return
+                    if not self.budget_left():
+                        self.request_stop("budget")
+                        return
+                    if c.accepted + c.inflight * c.rate < sc.target:
+                        break
+                    await self._changed.wait()
+                c.inflight += 1
+                await task_q.put(GenTask(tid, stage, index, self._examples(stage, index)))
+            else:
+                log.warning("max_attempts_reached", stage=stage, attempts=self._max_attempts(stage))
+        finally:
+            for _ in range(workers):
+                await task_q.put(None)
+
+    # ---- generate → parse → dedup ----------------------------------------------------------------
+
+    async def _generate_worker(self, stage: str, task_q: asyncio.Queue[GenTask | None],
+                               vote_q: asyncio.Queue[VoteTask | None]) -> None:
+        sc = self._stage_cfg(stage)
+        client = self.providers[sc.model]
+        while (task := await task_q.get()) is not None:
+            prompt = generation_prompt(sc.template, task.examples)
+            req = ChatRequest(messages=({"role": "user", "content": prompt},), max_tokens=sc.max_tokens,
+                              temperature=sc.temperature, seed=_stable_int(task.id), stage=stage,
+                              task_id=task.id)
+            try:
+                out = await self._call(client, req)
+            except TaskFailedError as exc:
+                await self._finish(task, None, "failed", f"generate_failed:{type(exc).__name__}",
+                                   sc.model, error=str(exc))
+                continue
+            except FatalRunError as exc:
+                self._fatal(exc, task)
+                continue
+            parsed = parse_generation(out.texts[0])
+            if isinstance(parsed, ParseFailure):
+                await self._finish(task, None, "rejected", f"parse:{parsed.reason}", sc.model,
+                                   raw=out.texts[0][-2000:])
+                continue
+            dup = self.dedup.check_and_add(parsed.question, task.id)
+            if dup is not None:
+                await self._finish(task, parsed, "rejected", f"duplicate:{dup.kind}", sc.model,
+                                   duplicate_of=dup.match_id, duplicate_score=round(dup.score, 4))
+                continue
+            await vote_q.put(VoteTask(task, parsed, sc.model, len(out.texts[0])))
+
+    def _fatal(self, exc: FatalRunError, task: GenTask) -> None:
+        """The run cannot go on; the task is left uncommitted so a resume redoes it."""
+        if self.fatal is None:
+            self.fatal = exc
+            log.error("fatal_provider_error", error=str(exc))
+        self.counts[task.stage].inflight -= 1
+        self.request_stop("fatal_provider_error")
+
+    # ---- vote ----------------------------------------------------------------------------------
+
+    async def _vote_worker(self, vote_q: asyncio.Queue[VoteTask | None]) -> None:
+        vc = self.cfg.vote
+        client = self.providers[vc.model]
+        while (vt := await vote_q.get()) is not None:
+            task = vt.task
+            try:
+                decision, votes = await self._vote(client, vt)
+            except TaskFailedError as exc:
+                await self._finish(task, vt.candidate, "failed", f"vote_failed:{type(exc).__name__}",
+                                   vt.gen_model, error=str(exc))
+                continue
+            except FatalRunError as exc:
+                self._fatal(exc, task)
+                continue
+            status = "accepted" if decision.accepted else "rejected"
+            await self._finish(task, vt.candidate, status, f"vote:{decision.reason}", vt.gen_model,
+                               vote=_vote_dict(decision, votes, vc.k, vc.model))
+
+    async def _vote(self, client: ModelClient, vt: VoteTask) -> tuple[VoteDecision, list[str | None]]:
+        """Sample solutions in `n`-sized batches until the K-sample outcome cannot change."""
+        vc = self.cfg.vote
+        tally = Tally(vt.candidate.answer, vc.k, vc.min_share)
+        prompt = solve_prompt(vc.template, vt.candidate.question)
+        base_seed = _stable_int(vt.task.id + "/vote")
+        offset = 0
+        stage = f"{vt.task.stage}.vote"
+        while (decision := tally.decision()) is None:
+            want = tally.needed_before_decision() if vc.early_stop else vc.k - offset
+            want = max(1, min(want, vc.k - offset))
+            reqs = self._vote_requests(client, prompt, base_seed, offset, want, stage, vt.task.id)
+            outs = await asyncio.gather(*(self._call(client, r) for r in reqs))
+            for out in outs:
+                for text in out.texts:
+                    tally.add(solution_answer(text))
+            offset += want
+        return decision, list(tally.votes)
+
+    def _vote_requests(self, client: ModelClient, prompt: str, base_seed: int, offset: int, want: int,
+                       stage: str, task_id: str) -> list[ChatRequest]:
+        """One request with n=want where the endpoint supports it, else `want` concurrent n=1 calls."""
+        vc = self.cfg.vote
+        messages = ({"role": "user", "content": prompt},)
+        if client.supports_n:
+            return [ChatRequest(messages, vc.max_tokens, n=want, temperature=vc.temperature,
+                                seed=base_seed + offset, stage=stage, task_id=f"{task_id}/v{offset}")]
+        return [ChatRequest(messages, vc.max_tokens, n=1, temperature=vc.temperature,
+                            seed=base_seed + offset + j, stage=stage, task_id=f"{task_id}/v{offset + j}")
+                for j in range(want)]
+
+    # ---- records -------------------------------------------------------------------------------
+
+    async def _finish(self, task: GenTask, cand: Candidate | None, status: str, reason: str,
+                      model: str, **extra: Any) -> None:
+        rec: dict[str, Any] = {
+            "id": task.id, "stage": task.stage, "status": status, "reason": reason,
+            "question": cand.question if cand else None, "answer": cand.answer if cand else None,
+            "model": model, "wire_model": self.cfg.models[model].model,
+            "seeds": [ex.id for ex in task.examples], "session": self.run_dir.session,
+            "created": time.time(),
+        }
+        rec.update(extra)
+        rec["cost_usd"] = round(self._task_cost.pop(task.id, 0.0), 8)
+        await self.sink.put(rec)
+
+    # ---- orchestration -------------------------------------------------------------------------
+
+    async def _run_stage(self, stage: str, vote_q: asyncio.Queue[VoteTask | None]) -> None:
+        sc = self._stage_cfg(stage)
+        if sc.target <= self.counts[stage].accepted:
+            if stage == "propose":
+                self._propose_done.set()
+            return
+        task_q: asyncio.Queue[GenTask | None] = asyncio.Queue(maxsize=sc.workers)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._produce(stage, task_q, sc.workers))
+                for _ in range(sc.workers):
+                    tg.create_task(self._generate_worker(stage, task_q, vote_q))
+        finally:
+            if stage == "propose":
+                self._propose_done.set()
+                self._notify()
+
+    async def _work_all(self) -> None:
+        vc = self.cfg.vote
+        vote_q: asyncio.Queue[VoteTask | None] = asyncio.Queue(maxsize=vc.concurrency)
+        async with asyncio.TaskGroup() as tg:
+            voters = [tg.create_task(self._vote_worker(vote_q)) for _ in range(vc.concurrency)]
+
+            async def stages() -> None:
+                try:
+                    async with asyncio.TaskGroup() as inner:
+                        inner.create_task(self._run_stage("propose", vote_q))
+                        inner.create_task(self._run_stage("amplify", vote_q))
+                finally:
+                    for _ in voters:
+                        await vote_q.put(None)
+
+            tg.create_task(stages())
+
+    async def run(self) -> None:
+        """Run to the targets (or a stop); always flush the sink before returning."""
+        self.sink.open()
+        sink_task = asyncio.create_task(self.sink.run(), name="sink")
+        self._work = asyncio.create_task(self._work_all(), name="work")
+        watch = asyncio.create_task(self._watch_sink(sink_task), name="watch-sink")
+        try:
+            await self._work
+        except asyncio.CancelledError:
+            if self.stop_reason is None:
+                raise
+        finally:
+            watch.cancel()
+            await self.sink.aclose()
+            await asyncio.shield(sink_task)
+        if self.sink.error is not None:
+            raise self.sink.error
+
+    async def _watch_sink(self, sink_task: asyncio.Task[None]) -> None:
+        await asyncio.wait([sink_task])
+        if self.sink.error is not None:
+            self.request_stop("storage_error")
+            self.cancel_now()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counts and spend for the manifest, the progress display and the summary."""
+        return {
+            "fingerprint": self.run_dir.fingerprint,
+            "session": self.run_dir.session,
+            "stages": {s: {"accepted": c.accepted, "target": self._stage_cfg(s).target,
+                           "finished": c.finished, "inflight": c.inflight, "reasons": dict(c.reasons)}
+                       for s, c in self.counts.items()},
+            "costs": self.costs.snapshot(),
+            "stop_reason": self.stop_reason,
+            "elapsed_s": round(time.monotonic() - self.started, 3),
+        }
+
+
+def _usage_dict(u: Any) -> dict[str, int]:
+    return {"input": u.input_tokens, "cached_input": u.cached_input_tokens,
+            "cache_write": u.cache_write_tokens, "output": u.output_tokens, "reasoning": u.reasoning_tokens}
+
+
+def _vote_dict(d: VoteDecision, votes: list[str | None], k: int, model: str) -> dict[str, Any]:
+    return {"model": model, "k": k, "samples": d.samples, "agree": d.agree,
+            "majority_answer": d.majority_answer, "majority_share": round(d.majority_share, 4),
+            "early_stopped": d.samples < k, "votes": votes}

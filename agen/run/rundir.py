@@ -1,0 +1,152 @@
+"""The run directory is its own checkpoint: config snapshot, shards, ledger and a manifest hint.
+
+    RUN_DIR/
+      run.json            fingerprint, sessions (rewritten atomically)
+      config.yaml         the validated config of the first session (no secrets: keys stay in env)
+      manifest.json       counts and spend, replaced atomically; a hint, never the truth
+      accepted/part-*.jsonl   accepted records
+      rejected/part-*.jsonl   rejected and failed records, each with its reason
+      ledger/part-*.jsonl     every API call (begin/end of each request, one line per HTTP attempt)
+
+The data files are the truth: resume rebuilds everything from them by set difference of ids.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from agen.config import RunConfig, changed_output_fields, parse_config
+from agen.errors import ConfigError, StorageError
+from agen.run.shards import fsync_dir, read_records, repair_torn_tail, shard_paths
+
+STREAMS = ("accepted", "rejected", "ledger")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write temp, fsync, rename, fsync the folder: readers see the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise StorageError(f"writing {path} failed: {exc.strerror or exc}", str(path)) from None
+
+
+@dataclass
+class RunDir:
+    """Paths of one run directory, and the session this process is."""
+
+    root: Path
+    fingerprint: str
+    session: int
+    resumed: bool
+
+    def stream(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def write_manifest(self, data: dict[str, Any]) -> None:
+        atomic_write(self.manifest_path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise StorageError(f"{path}: cannot read run metadata ({exc})", str(path)) from None
+
+
+def load_snapshot(root: Path) -> RunConfig:
+    """The config a run directory was started with."""
+    path = root / "config.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{root}: not a run directory ({path}: {exc.strerror})") from None
+    return parse_config(raw, str(path))
+
+
+def open_run_dir(cfg: RunConfig, root: Path) -> RunDir:
+    """Start a new run directory, or reopen one whose output-defining config is unchanged."""
+    meta_path = root / "run.json"
+    fp = cfg.fingerprint()
+    if meta_path.exists():
+        old = load_snapshot(root)
+        changed = changed_output_fields(old, cfg)
+        if changed:
+            raise ConfigError(
+                f"{root}: cannot resume: these fields change the output and differ from the run's "
+                f"config ({root / 'config.yaml'}): {', '.join(changed)}. Restore them, or use a new "
+                f"output directory.")
+        meta = _read_json(meta_path)
+        if meta.get("fingerprint") != fp:
+            raise ConfigError(f"{root}: run fingerprint {meta.get('fingerprint')} does not match this "
+                              f"config's {fp}; use a new output directory")
+        sessions = meta.get("sessions", [])
+        meta["sessions"] = sessions + [{"started": time.time(), "pid": os.getpid()}]
+        for name in STREAMS:  # torn tails first, before any reader or writer looks
+            folder = root / name
+            if folder.exists() and shard_paths(folder):
+                try:
+                    repair_torn_tail(shard_paths(folder)[-1])
+                except OSError as exc:
+                    raise StorageError(f"repairing {folder} failed: {exc.strerror}", str(folder)) from None
+        atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+        return RunDir(root, fp, len(sessions), resumed=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create run directory {root}: {exc.strerror}", str(root)) from None
+    if any(root.iterdir()):
+        raise ConfigError(f"{root}: exists, is not empty and is not an agen run directory; "
+                          f"choose another output.dir")
+    snapshot = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode()
+    atomic_write(root / "config.yaml", snapshot)
+    meta = {"fingerprint": fp, "created": time.time(),
+            "sessions": [{"started": time.time(), "pid": os.getpid()}]}
+    atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+    return RunDir(root, fp, 0, resumed=False)
+
+
+@dataclass
+class LedgerSummary:
+    """What the ledger says was spent, including calls cut off by a crash."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    open_requests: dict[str, dict[str, Any]] = field(default_factory=dict)  # begun, never ended
+
+    @property
+    def billing_unknown(self) -> int:
+        return len(self.open_requests)
+
+
+def read_ledger(root: Path) -> LedgerSummary:
+    """Every call line, and the requests that began but never ended (billing unknown)."""
+    out = LedgerSummary()
+    folder = root / "ledger"
+    if not folder.exists():
+        return out
+    for row in read_records(folder):
+        ev = row.get("ev")
+        key = f"{row.get('session')}/{row.get('req')}"
+        if ev == "begin":
+            out.open_requests[key] = row
+        elif ev == "end" and not row.get("cut"):
+            out.open_requests.pop(key, None)
+        elif ev == "call":
+            out.calls.append(row)
+    return out

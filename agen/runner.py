@@ -1,0 +1,179 @@
+"""One session of a run: check everything, open the run directory, run the pipeline, report.
+
+Everything that can be wrong with the input (config, keys, seeds, templates, a changed config on
+resume) is found before the first request. Exit codes: 0 done or stopped by budget, 2 bad input,
+3 fatal provider error, 4 storage error, 130 interrupted; every non-zero exit leaves the run
+directory resumable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import structlog
+
+from agen.config import RunConfig, load_prices, price_for
+from agen.cost import CostBook
+from agen.errors import ConfigError, StorageError
+from agen.gen.prompts import check_template
+from agen.gen.seeds import load_seeds
+from agen.pipeline import Pipeline
+from agen.progress import Progress
+from agen.providers import Providers, check_api_keys
+from agen.run.ledger import costs_from_ledger
+from agen.run.restore import restore
+from agen.run.rundir import open_run_dir
+from agen.summary import render_summary
+
+log = structlog.get_logger("agen.runner")
+
+EXIT_OK, EXIT_INPUT, EXIT_PROVIDER, EXIT_STORAGE, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    message: str
+    snapshot: dict[str, Any]
+
+
+@contextlib.contextmanager
+def _simulator(cfg: RunConfig) -> Iterator[str | None]:
+    """Start the built-in simulated provider in its own process when the config asks for it."""
+    if cfg.simulator is None:
+        yield None
+        return
+    from agen.sim.process import SimProcess
+
+    with SimProcess(cfg.simulator.config, host=cfg.simulator.host, port=cfg.simulator.port) as sim:
+        yield sim.base_url
+
+
+def _base_urls(cfg: RunConfig, sim_url: str | None) -> dict[str, str]:
+    urls = {}
+    for name, m in cfg.models.items():
+        if m.base_url == "sim":
+            assert sim_url is not None
+            urls[name] = sim_url + ("/v1" if m.provider == "openai" else "")
+        else:
+            urls[name] = m.base_url
+    return urls
+
+
+def preflight(cfg: RunConfig, config_dir: Path | None = None) -> tuple[list, dict]:
+    """Seeds, prices, keys and templates, checked before anything is sent or written."""
+    seeds = load_seeds(cfg.seeds, config_dir)
+    table = load_prices()
+    prices = {name: price_for(name, m, table) for name, m in cfg.models.items()}
+    check_api_keys({n: m for n, m in cfg.models.items() if m.base_url != "sim"})
+    for stage in (cfg.propose, cfg.amplify):
+        check_template(stage.template, {"examples"})
+    check_template(cfg.vote.template, {"question"})
+    return seeds, prices
+
+
+def run_session(cfg: RunConfig, *, config_dir: Path | None = None, grace_s: float = 30.0,
+                live: bool | None = None) -> Outcome:
+    """Run (or resume) the run in `cfg.output.dir` to its targets."""
+    try:
+        seeds, prices = preflight(cfg, config_dir)
+        run_dir = open_run_dir(cfg, Path(cfg.output.dir))
+        restored = restore(run_dir)
+        costs, previous = costs_from_ledger(run_dir.root, restored.done_ids)
+    except ConfigError as exc:
+        return Outcome(EXIT_INPUT, str(exc), {})
+    except StorageError as exc:
+        return Outcome(EXIT_STORAGE, f"storage error: {exc}", {})
+    if run_dir.resumed:
+        log.info("resuming", run_dir=str(run_dir.root), done=len(restored.done_ids),
+                 spent_usd=round(costs.total_usd, 6), billing_unknown=previous.billing_unknown)
+    try:
+        with _simulator(cfg) as sim_url:
+            return _run_async(cfg, run_dir, seeds, prices, restored, costs, previous,
+                              _base_urls(cfg, sim_url), grace_s, live)
+    except OSError as exc:
+        return Outcome(EXIT_INPUT, f"could not start the simulated provider: {exc}", {})
+
+
+def _run_async(cfg, run_dir, seeds, prices, restored, costs, previous, base_urls, grace_s, live) -> Outcome:
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(_session(cfg, run_dir, seeds, prices, restored, costs, previous,
+                                   base_urls, grace_s, live))
+
+
+async def _session(cfg, run_dir, seeds, prices, restored, costs, previous, base_urls, grace_s, live) -> Outcome:
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+    pipeline: Pipeline | None = None
+
+    def on_signal(signame: str) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if pipeline is None:
+            return
+        if interrupts == 1:
+            pipeline.request_stop(f"interrupted ({signame}): finishing in-flight work")
+            loop.call_later(grace_s, pipeline.cancel_now)
+        else:
+            pipeline.request_stop(f"interrupted twice ({signame})")
+            pipeline.cancel_now()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+    async with Providers(cfg.models, prices=prices, base_urls=base_urls, on_call=lambda r: pipeline.on_call(r)) as providers:
+        pipeline = Pipeline(cfg, run_dir, providers, seeds, restored, costs)
+        progress = Progress(pipeline, providers, live=live)
+        manifest_task = asyncio.create_task(_manifest_loop(pipeline, run_dir, previous))
+        progress.start()
+        error: StorageError | None = None
+        try:
+            await pipeline.run()
+        except StorageError as exc:
+            error = exc
+        finally:
+            await progress.aclose()
+            manifest_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await manifest_task
+        snap = pipeline.snapshot()
+        snap["providers"] = providers.statistics()
+    snap["previous_sessions"] = {"billing_unknown_requests": previous.billing_unknown,
+                                 "redone_usd": round(previous.redone_usd, 8)}
+    with contextlib.suppress(StorageError):
+        run_dir.write_manifest(snap)
+    print(render_summary(snap), file=sys.stdout, flush=True)
+    if error is not None:
+        return Outcome(EXIT_STORAGE, f"storage error: {error}. Free space or fix the path, then "
+                                     f"`agen resume {run_dir.root}`", snap)
+    if pipeline.fatal is not None:
+        return Outcome(EXIT_PROVIDER, f"stopped: {pipeline.fatal}. Fix the cause, then "
+                                      f"`agen resume {run_dir.root}`", snap)
+    if interrupts:
+        return Outcome(EXIT_INTERRUPTED, f"interrupted; resume with `agen resume {run_dir.root}`", snap)
+    return Outcome(EXIT_OK, "budget reached" if pipeline.stop_reason == "budget" else "done", snap)
+
+
+async def _manifest_loop(pipeline: Pipeline, run_dir, previous, every_s: float = 2.0) -> None:
+    """Refresh the manifest hint now and then; the data files stay the truth."""
+    while True:
+        await asyncio.sleep(every_s)
+        snap = pipeline.snapshot()
+        snap["updated"] = time.time()
+        try:
+            await asyncio.to_thread(run_dir.write_manifest, snap)
+        except StorageError:
+            pass  # the sink reports storage errors; the manifest is only a hint
