@@ -1,0 +1,96 @@
+"""Provider clients for the run: one aiohttp session, one lane-holding ModelClient per model.
+
+    async with Providers(cfg.models, base_urls={...}, on_call=ledger.write) as providers:
+        completion = await providers["solver"].complete(ChatRequest(...))
+
+Only this package knows aiohttp, HTTP and the providers' JSON; it raises FatalRunError or
+TaskFailedError (agen.errors) and reports every HTTP attempt to `on_call`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from types import TracebackType
+
+import aiohttp
+
+from agen.config import ModelConfig, Price, load_prices, price_for
+from agen.errors import ConfigError
+from agen.providers.client import ModelClient
+from agen.providers.transport import Transport
+from agen.types import CallRecord
+
+__all__ = ["ModelClient", "Providers", "check_api_keys"]
+
+
+def check_api_keys(models: dict[str, ModelConfig]) -> None:
+    """Raise ConfigError naming the model and the env var for every missing key (never shows a key)."""
+    missing = [f"models.{name}: environment variable {m.api_key_env} is not set (it should hold the API key)"
+               for name, m in models.items() if m.api_key_env and not os.environ.get(m.api_key_env)]
+    if missing:
+        raise ConfigError("missing API keys:\n  " + "\n  ".join(missing))
+
+
+class Providers:
+    """One aiohttp.ClientSession for the run (connector limit = sum of the lanes' max_concurrency),
+    one ModelClient per configured model."""
+
+    def __init__(self, models: dict[str, ModelConfig], *, prices: dict[str, Price] | None = None,
+                 base_urls: dict[str, str] | None = None,
+                 on_call: Callable[[CallRecord], None] | None = None) -> None:
+        self._models = models
+        self._on_call = on_call
+        self._base_urls = dict(base_urls or {})
+        table = prices if prices is not None else (load_prices() if any(m.price is None for m in models.values()) else {})
+        self._prices = {name: price_for(name, m, table) for name, m in models.items()}
+        for name, m in models.items():
+            url = self._base_urls.get(name, m.base_url)
+            if url == "sim":
+                raise ConfigError(f"models.{name}: base_url is 'sim' but no simulator URL was given (base_urls)")
+            self._base_urls[name] = url
+        self._session: aiohttp.ClientSession | None = None
+        self._clients: dict[str, ModelClient] = {}
+
+    async def __aenter__(self) -> Providers:
+        check_api_keys(self._models)
+        limit = sum(m.max_concurrency for m in self._models.values())
+        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(connector=connector, json_serialize=None,  # type: ignore[arg-type]
+                                              auto_decompress=True, trust_env=False)
+        for name, m in self._models.items():
+            transport = Transport(self._session, m.provider, name, m.connect_timeout_s, m.read_timeout_s)
+            key = os.environ.get(m.api_key_env) if m.api_key_env else None
+            self._clients[name] = ModelClient(name, m, transport=transport, base_url=self._base_urls[name],
+                                              price=self._prices[name], api_key=key, on_call=self._on_call)
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def __getitem__(self, name: str) -> ModelClient:
+        try:
+            return self._clients[name]
+        except KeyError:
+            raise KeyError(f"no model named {name!r}; known: {', '.join(sorted(self._clients))}") from None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._clients)
+
+    @property
+    def prices(self) -> dict[str, Price]:
+        return dict(self._prices)
+
+    def statistics(self) -> dict[str, int | float]:
+        """Every client's statistics, keys prefixed by the model name (`solver/requests`)."""
+        out: dict[str, int | float] = {}
+        for name, c in self._clients.items():
+            for k, v in c.statistics().items():
+                out[f"{name}/{k}"] = v
+        return out

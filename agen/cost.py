@@ -1,0 +1,90 @@
+"""What every call cost, from its real usage: the price arithmetic and the run's cost book.
+
+`cost_usd` prices one Usage; `CostBook` sums CallRecords (every HTTP attempt, including failed
+attempts that were billed, such as a 200 with usage but an unusable body) by model, by stage and
+by (stage, model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agen.config import Price
+from agen.types import CallRecord, Usage
+
+PER = 1_000_000.0
+
+
+def cost_usd(usage: Usage, price: Price) -> float:
+    """USD for one call: uncached input, cached input, cache writes, output (reasoning included).
+
+    `cached_input` and `cache_write` default to `input` when the price does not give them.
+    """
+    cached_p = price.input if price.cached_input is None else price.cached_input
+    write_p = price.input if price.cache_write is None else price.cache_write
+    uncached = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
+    return (uncached * price.input + usage.cached_input_tokens * cached_p
+            + usage.cache_write_tokens * write_p + usage.output_tokens * price.output) / PER
+
+
+@dataclass(slots=True)
+class Tally:
+    """Calls, billed usage and cost of one slice of the run."""
+
+    calls: int = 0
+    ok_calls: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+
+    def add(self, rec: CallRecord) -> None:
+        self.calls += 1
+        self.ok_calls += rec.outcome == "ok"
+        self.usage = self.usage + rec.usage
+        self.cost_usd += rec.cost_usd
+
+    def as_dict(self) -> dict[str, Any]:
+        u = self.usage
+        return {"calls": self.calls, "ok_calls": self.ok_calls, "cost_usd": self.cost_usd,
+                "input_tokens": u.input_tokens, "cached_input_tokens": u.cached_input_tokens,
+                "cache_write_tokens": u.cache_write_tokens, "output_tokens": u.output_tokens,
+                "reasoning_tokens": u.reasoning_tokens, "total_tokens": u.total_tokens}
+
+
+class CostBook:
+    """Running totals of every CallRecord; `snapshot()` is JSON-ready."""
+
+    def __init__(self) -> None:
+        self.total = Tally()
+        self.by_model: dict[str, Tally] = {}
+        self.by_stage: dict[str, Tally] = {}
+        self.by_stage_model: dict[tuple[str, str], Tally] = {}
+
+    def add(self, record: CallRecord) -> None:
+        self.total.add(record)
+        for book, key in ((self.by_model, record.model), (self.by_stage, record.stage),
+                          (self.by_stage_model, (record.stage, record.model))):
+            t = book.get(key)  # type: ignore[call-overload]
+            if t is None:
+                t = book[key] = Tally()  # type: ignore[index]
+            t.add(record)
+
+    @property
+    def total_usd(self) -> float:
+        return self.total.cost_usd
+
+    @property
+    def total_tokens(self) -> int:
+        return self.total.usage.total_tokens
+
+    @property
+    def usage(self) -> Usage:
+        return self.total.usage
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "total": self.total.as_dict(),
+            "by_model": {m: t.as_dict() for m, t in sorted(self.by_model.items())},
+            "by_stage": {s: t.as_dict() for s, t in sorted(self.by_stage.items())},
+            "by_stage_model": {f"{s}/{m}": t.as_dict() for (s, m), t in sorted(self.by_stage_model.items())},
+        }

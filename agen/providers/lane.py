@@ -1,0 +1,254 @@
+"""One lane per model endpoint: a FIFO dispatcher holding concurrency, requests/min and tokens/min.
+
+Why not asyncio-throttle (the original pick): it polls every waiting task every 10 ms, cannot
+weight a request by its tokens, is not FIFO and cannot be paused after a 429 (see
+docs/LIBRARIES notes and benchmarks/rate_limits.py). Here waiters sit in one deque and a single
+`loop.call_at` timer wakes the dispatcher when the head of the queue may go: no polling.
+
+The admission arithmetic lives in `Pacer`, a pure function of `now` so tests drive a fake clock:
+  * requests and tokens are each a GCRA (a token bucket written as a "theoretical arrival time")
+    with `burst_s` seconds of tolerance; a request reserves `prompt chars/4 + n x max_tokens`
+    tokens and is settled with its real usage afterwards (refund or extra charge);
+  * the effective rate is `min(configured, learned from x-ratelimit-limit-*) x margin x factor`;
+  * a 429 pauses the whole lane for the server's retry-after and halves `factor` (at most once per
+    generation of requests: a 429 for a request sent before the last decrease does not count
+    again), which then recovers linearly to 1 over `recover_s` (AIMD);
+  * a response saying `remaining == 0` pauses the lane until the reset it announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from agen.providers.headers import RateLimitInfo
+
+NEG_INF = -math.inf
+
+
+@dataclass(slots=True)
+class Ticket:
+    """An admitted request: what it reserved and when it went out."""
+
+    est_tokens: int
+    admitted_at: float
+
+
+class Pacer:
+    """Admission arithmetic of one lane; every method takes `now` (seconds, monotonic)."""
+
+    def __init__(self, *, rpm: float | None, tpm: float | None, margin: float = 0.98, burst_s: float = 0.5,
+                 recover_s: float = 20.0, min_factor: float = 1 / 64, default_pause_s: float = 1.0,
+                 max_header_pause_s: float = 60.0) -> None:
+        self.rpm, self.tpm = rpm, tpm
+        self.learned_rpm: float | None = None
+        self.learned_tpm: float | None = None
+        self.margin, self.burst_s, self.recover_s = margin, burst_s, recover_s
+        self.min_factor, self.default_pause_s, self.max_header_pause_s = min_factor, default_pause_s, max_header_pause_s
+        self.req_tat = NEG_INF
+        self.tok_tat = NEG_INF
+        self.pause_until = NEG_INF
+        self._f0 = 1.0
+        self.decreased_at = NEG_INF
+        self.pauses = 0
+        self.decreases = 0
+        self.header_pauses = 0
+
+    # ---- rates
+    def factor(self, now: float) -> float:
+        if self._f0 >= 1.0:
+            return 1.0
+        return min(1.0, self._f0 + (now - self.decreased_at) / self.recover_s)
+
+    @staticmethod
+    def _cap(configured: float | None, learned: float | None) -> float | None:
+        vals = [v for v in (configured, learned) if v]
+        return min(vals) if vals else None
+
+    def req_rate(self, now: float) -> float | None:
+        """Requests per second allowed now, or None when unlimited."""
+        rpm = self._cap(self.rpm, self.learned_rpm)
+        return None if rpm is None else rpm / 60.0 * self.margin * self.factor(now)
+
+    def tok_rate(self, now: float) -> float | None:
+        tpm = self._cap(self.tpm, self.learned_tpm)
+        return None if tpm is None else tpm / 60.0 * self.margin * self.factor(now)
+
+    @property
+    def rate_limited(self) -> bool:
+        return any((self.rpm, self.tpm, self.learned_rpm, self.learned_tpm))
+
+    # ---- admission
+    def ready_at(self, now: float, est_tokens: int) -> float:
+        """Earliest time a request reserving `est_tokens` may be sent (<= now: send it now)."""
+        t = self.pause_until
+        r = self.req_rate(now)
+        if r:
+            t = max(t, self.req_tat - self.burst_s)
+        rho = self.tok_rate(now)
+        if rho:
+            capacity = max(rho * self.burst_s, float(est_tokens))
+            t = max(t, self.tok_tat + (est_tokens - capacity) / rho)
+        return t
+
+    def admit(self, now: float, est_tokens: int) -> None:
+        r = self.req_rate(now)
+        if r:
+            self.req_tat = max(self.req_tat, now) + 1.0 / r
+        rho = self.tok_rate(now)
+        if rho:
+            self.tok_tat = max(self.tok_tat, now) + est_tokens / rho
+
+    def settle(self, now: float, est_tokens: int, actual_tokens: int) -> None:
+        """Replace a reservation by the real usage: refund (or charge) the difference."""
+        rho = self.tok_rate(now)
+        if rho and self.tok_tat > NEG_INF:
+            self.tok_tat -= (est_tokens - actual_tokens) / rho
+
+    # ---- closed loop
+    def throttled(self, now: float, admitted_at: float, wait_s: float | None) -> None:
+        """A 429: pause everyone for the server's wait, and halve the rate once per generation."""
+        self.pause_until = max(self.pause_until, now + (self.default_pause_s if wait_s is None else wait_s))
+        self.pauses += 1
+        if admitted_at >= self.decreased_at:
+            self._f0 = max(self.min_factor, self.factor(now) * 0.5)
+            self.decreased_at = now
+            self.decreases += 1
+
+    def observe(self, now: float, info: RateLimitInfo) -> None:
+        """Learn the server's limits and pause when it says the budget is spent."""
+        if info.limit_requests:
+            self.learned_rpm = float(info.limit_requests)
+        if info.limit_tokens:
+            self.learned_tpm = float(info.limit_tokens)
+        for remaining, reset in ((info.remaining_requests, info.reset_requests_s),
+                                 (info.remaining_tokens, info.reset_tokens_s)):
+            if remaining is not None and remaining <= 0 and reset:
+                until = now + min(reset, self.max_header_pause_s)
+                if until > self.pause_until:
+                    self.pause_until = until
+                    self.header_pauses += 1
+
+
+class Lane:
+    """FIFO admission for one endpoint; `acquire` returns a Ticket, `release` settles it."""
+
+    def __init__(self, name: str, *, max_concurrency: int, pacer: Pacer) -> None:
+        self.name = name
+        self.max_concurrency = max_concurrency
+        self.pacer = pacer
+        self._queue: deque[tuple[asyncio.Future[Ticket], int]] = deque()
+        self._in_flight = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._closed: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.admitted = 0
+
+    def _now(self) -> float:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop.time()
+
+    def _concurrency(self, now: float) -> int:
+        if self.pacer.rate_limited:
+            return self.max_concurrency
+        # No rate known: AIMD acts on concurrency instead.
+        return max(1, int(self.max_concurrency * self.pacer.factor(now)))
+
+    async def acquire(self, est_tokens: int, *, front: bool = False) -> Ticket:
+        """Wait for this request's turn (FIFO; retries may go to the `front`)."""
+        if self._closed is not None:
+            raise copy.copy(self._closed)
+        now = self._now()
+        if not self._queue and self._in_flight < self._concurrency(now) and self.pacer.ready_at(now, est_tokens) <= now:
+            return self._admit(now, est_tokens)
+        fut: asyncio.Future[Ticket] = self._loop.create_future()  # type: ignore[union-attr]
+        if front:
+            self._queue.appendleft((fut, est_tokens))
+        else:
+            self._queue.append((fut, est_tokens))
+        self._dispatch()
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(fut.result(), None)  # admitted, then cancelled before use
+            raise
+
+    def _admit(self, now: float, est_tokens: int) -> Ticket:
+        self.pacer.admit(now, est_tokens)
+        self._in_flight += 1
+        self.admitted += 1
+        return Ticket(est_tokens, now)
+
+    def release(self, ticket: Ticket, actual_tokens: int | None) -> None:
+        """The request is done; `actual_tokens` (None: unknown, keep the reservation) settles it."""
+        self._in_flight -= 1
+        if actual_tokens is not None:
+            self.pacer.settle(self._now(), ticket.est_tokens, actual_tokens)
+        self._dispatch()
+
+    def throttled(self, ticket: Ticket, wait_s: float | None) -> None:
+        self.pacer.throttled(self._now(), ticket.admitted_at, wait_s)
+        self._dispatch()
+
+    def observe(self, info: RateLimitInfo) -> None:
+        if not info.empty:
+            self.pacer.observe(self._now(), info)
+
+    def close(self, exc: BaseException) -> None:
+        """Refuse everything from now on: queued waiters get `exc` without being sent."""
+        self._closed = exc
+        while self._queue:
+            fut, _ = self._queue.popleft()
+            if not fut.done():
+                fut.set_exception(copy.copy(exc))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        if self._closed is not None:
+            return
+        now = self._now()
+        q = self._queue
+        while q:
+            fut, est = q[0]
+            if fut.done():
+                q.popleft()
+                continue
+            if self._in_flight >= self._concurrency(now):
+                return
+            t = self.pacer.ready_at(now, est)
+            if t > now:
+                if t < self._timer_at:
+                    if self._timer is not None:
+                        self._timer.cancel()
+                    self._timer = self._loop.call_at(t, self._on_timer)  # type: ignore[union-attr]
+                    self._timer_at = t
+                return
+            q.popleft()
+            fut.set_result(self._admit(now, est))
+
+    def statistics(self) -> dict[str, int | float]:
+        now = self._now() if self._loop is not None else 0.0
+        p = self.pacer
+        return {
+            "lane/admitted": self.admitted,
+            "lane/in_flight": self._in_flight,
+            "lane/queued": sum(1 for f, _ in self._queue if not f.done()),
+            "lane/pauses": p.pauses,
+            "lane/header_pauses": p.header_pauses,
+            "lane/decreases": p.decreases,
+            "lane/factor": round(p.factor(now), 4),
+            "lane/rpm_effective": round((p.req_rate(now) or 0.0) * 60, 2),
+            "lane/tpm_effective": round((p.tok_rate(now) or 0.0) * 60, 2),
+        }

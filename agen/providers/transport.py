@@ -1,0 +1,109 @@
+"""The only module that knows aiohttp and HTTP status codes: send one POST, translate what came back.
+
+    aiohttp exception (reset, timeout, DNS...) -> CapacityError (status None)
+    2xx                                       -> HttpResult (the wire module parses the body)
+    429 rate limit                            -> ThrottledError   (retry_after_s from the headers)
+    429 insufficient_quota, 401, 402, 403,
+        404, billing/credit errors            -> FatalRunError
+    408, 409, 5xx, 529 overloaded             -> CapacityError
+    400, 413, 422, other 4xx                  -> TaskFailedError
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from agen.errors import CapacityError, FatalRunError, ProviderError, TaskFailedError, ThrottledError
+from agen.providers.headers import parse_retry_after
+
+_BILLING = re.compile(r"insufficient_quota|billing|credit balance|exceeded your current quota|payment required"
+                      r"|quota exceeded|out of credits", re.IGNORECASE)
+_FATAL_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_error", "billing_not_active",
+                "invalid_api_key", "authentication_error", "permission_error", "account_deactivated"}
+_CAPACITY_STATUSES = {408, 409, 425, 500, 502, 503, 504, 520, 522, 524, 529}
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResult:
+    status: int
+    headers: Mapping[str, str]  # case-insensitive (aiohttp's CIMultiDictProxy)
+    body: bytes
+    latency_s: float
+
+
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    return headers.get("x-request-id") or headers.get("request-id") or headers.get("anthropic-request-id")
+
+
+def error_fields(body: bytes) -> tuple[str, str | None, str | None]:
+    """(message, code, type) from an OpenAI or Anthropic error body; tolerant of junk."""
+    try:
+        doc: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body[:300].decode("utf-8", "replace").strip()
+        return (text or "(empty body)"), None, None
+    err = doc.get("error") if isinstance(doc, dict) else None
+    if isinstance(err, dict):
+        code, typ = err.get("code"), err.get("type")
+        return (str(err.get("message") or "(no message)"), str(code) if code is not None else None,
+                str(typ) if typ is not None else None)
+    if isinstance(err, str):
+        return err, None, None
+    return str(doc)[:300], None, None
+
+
+def classify(provider: str, model: str, status: int, body: bytes, headers: Mapping[str, str],
+             redact: str | None = None) -> ProviderError:
+    """The error a non-2xx response means (pure: no I/O). `redact` is scrubbed from the message."""
+    message, code, typ = error_fields(body)
+    if redact:
+        message = message.replace(redact, "[redacted]")
+    message = message[:500]
+    kw: dict[str, Any] = {"provider": provider, "model": model, "status": status, "code": code or typ,
+                          "request_id": request_id_of(headers)}
+    billing = bool(code in _FATAL_CODES or typ in _FATAL_CODES or _BILLING.search(message))
+    if status == 429:
+        if billing:
+            return FatalRunError(message, **kw)
+        return ThrottledError(message, retry_after_s=parse_retry_after(headers), **kw)
+    if status in (401, 402, 403, 404) or (400 <= status < 500 and billing):
+        return FatalRunError(message, **kw)
+    if status in _CAPACITY_STATUSES or status >= 500:
+        return CapacityError(message, retry_after_s=parse_retry_after(headers), **kw)
+    return TaskFailedError(message, **kw)
+
+
+class Transport:
+    """Posts JSON bodies on the run's one session; every aiohttp failure becomes a CapacityError."""
+
+    def __init__(self, session: aiohttp.ClientSession, provider: str, model: str,
+                 connect_timeout_s: float, read_timeout_s: float) -> None:
+        self._session = session
+        self._provider = provider
+        self._model = model
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s,
+                                              sock_read=read_timeout_s)
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
+        t0 = time.perf_counter()
+        try:
+            async with self._session.post(url, data=body, headers=headers, timeout=self._timeout) as resp:
+                data = await resp.read()
+                return HttpResult(resp.status, resp.headers, data, time.perf_counter() - t0)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            # Only the class name and aiohttp's own short text: never the request (it holds the key).
+            detail = type(exc).__name__
+            if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+                detail = f"timeout ({detail}): no byte for the read-idle limit or connect limit"
+            elif isinstance(exc, OSError) and exc.strerror:
+                detail = f"{detail}: {exc.strerror}"
+            raise CapacityError(f"transport failure: {detail}", provider=self._provider,
+                                model=self._model, code="transport") from None

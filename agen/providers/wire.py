@@ -1,0 +1,153 @@
+"""The two wire formats: build a request body from a ChatRequest, parse a 200 body (pure functions).
+
+OpenAI-compatible `/chat/completions` and Anthropic `/v1/messages`. Usage is mapped to
+`agen.types.Usage`'s one convention: `input_tokens` counts all prompt tokens, so Anthropic's
+cache reads and cache writes (reported outside `input_tokens`) are added in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agen.types import ChatRequest, Usage
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+class WireError(Exception):
+    """A 200 body that cannot be used; `usage` is whatever billing it still reported."""
+
+    def __init__(self, message: str, usage: Usage | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    texts: tuple[str, ...]
+    finish_reasons: tuple[str | None, ...]
+    usage: Usage
+    request_id: str | None
+
+
+def openai_body(req: ChatRequest, model: str, extra_params: dict[str, Any], n: int) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "messages": list(req.messages), "max_tokens": req.max_tokens}
+    if n != 1:
+        body["n"] = n
+    if req.temperature is not None:
+        body["temperature"] = req.temperature
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    if req.seed is not None:
+        body["seed"] = req.seed
+    body.update(extra_params)
+    body.update(req.extra)
+    return body
+
+
+def anthropic_body(req: ChatRequest, model: str, extra_params: dict[str, Any]) -> dict[str, Any]:
+    """System messages become the top-level `system`; Anthropic has no `n` and no `seed`."""
+    system = [m["content"] for m in req.messages if m.get("role") == "system"]
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [m for m in req.messages if m.get("role") != "system"],
+        "max_tokens": req.max_tokens,
+    }
+    if system:
+        body["system"] = "\n\n".join(system)
+    if req.temperature is not None:
+        body["temperature"] = req.temperature
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    body.update(extra_params)
+    body.update(req.extra)
+    return body
+
+
+def _n(d: Any, key: str) -> int:
+    v = d.get(key) if isinstance(d, dict) else None
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+
+
+def openai_usage(u: Any) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    return Usage(
+        input_tokens=_n(u, "prompt_tokens"),
+        cached_input_tokens=_n(u.get("prompt_tokens_details"), "cached_tokens"),
+        output_tokens=_n(u, "completion_tokens"),
+        reasoning_tokens=_n(u.get("completion_tokens_details"), "reasoning_tokens"),
+    )
+
+
+def anthropic_usage(u: Any) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    read, write = _n(u, "cache_read_input_tokens"), _n(u, "cache_creation_input_tokens")
+    return Usage(
+        input_tokens=_n(u, "input_tokens") + read + write,
+        cached_input_tokens=read,
+        cache_write_tokens=write,
+        output_tokens=_n(u, "output_tokens"),
+    )
+
+
+def _error_in_body(doc: dict[str, Any]) -> tuple[str, str | None] | None:
+    err = doc.get("error")
+    if not err:
+        return None
+    if isinstance(err, dict):
+        code = err.get("code") or err.get("type")
+        return str(err.get("message") or "error object in a 200 body"), (str(code) if code else None)
+    return str(err), None
+
+
+def parse_openai(doc: Any) -> Parsed:
+    if not isinstance(doc, dict):
+        raise WireError("200 body is not a JSON object")
+    usage = openai_usage(doc.get("usage"))
+    err = _error_in_body(doc)
+    if err is not None:
+        raise WireError(f"error inside a 200 body: {err[0]}", usage, err[1])
+    choices = doc.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise WireError("200 body has no choices", usage)
+    texts, reasons = [], []
+    for c in sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0):
+        msg = c.get("message") if isinstance(c, dict) else None
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if not isinstance(content, str):
+            raise WireError("a choice has no message content", usage)
+        texts.append(content)
+        reasons.append(c.get("finish_reason"))
+    if usage is None:
+        raise WireError("200 body has no usage", None)
+    rid = doc.get("id")
+    return Parsed(tuple(texts), tuple(reasons), usage, rid if isinstance(rid, str) else None)
+
+
+def parse_anthropic(doc: Any) -> Parsed:
+    if not isinstance(doc, dict):
+        raise WireError("200 body is not a JSON object")
+    usage = anthropic_usage(doc.get("usage"))
+    if doc.get("type") == "error" or doc.get("error"):
+        err = _error_in_body(doc) or ("error inside a 200 body", None)
+        raise WireError(f"error inside a 200 body: {err[0]}", usage, err[1])
+    content = doc.get("content")
+    if not isinstance(content, list):
+        raise WireError("200 body has no content", usage)
+    parts = [b.get("text") for b in content if isinstance(b, dict) and b.get("type") == "text"]
+    if not parts or not all(isinstance(p, str) for p in parts):
+        raise WireError("200 body has no text block", usage)
+    if usage is None:
+        raise WireError("200 body has no usage", None)
+    rid = doc.get("id")
+    return Parsed(("".join(parts),), (doc.get("stop_reason"),), usage, rid if isinstance(rid, str) else None)
+
+
+def estimate_tokens(req: ChatRequest, n: int) -> int:
+    """What to reserve against a tokens-per-minute budget: prompt chars/4 + n x max_tokens."""
+    chars = sum(len(m.get("content", "")) for m in req.messages)
+    return chars // 4 + 4 * len(req.messages) + n * req.max_tokens
