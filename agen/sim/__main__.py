@@ -1,0 +1,20 @@
+"""`python -m agen.sim --config PATH --host H --port P`: run the simulated provider until signalled."""
+
+from __future__ import annotations
+
+import argparse
+
+from agen.sim.server import serve
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m agen.sim", description="Run agen's simulated LLM provider.")
+    parser.add_argument("--config", default=None, help="sim YAML (default: configs/sim_models.yaml)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    serve(args.config, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

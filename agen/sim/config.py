@@ -1,0 +1,88 @@
+"""The simulated provider's configuration: per-model latency, limits, quality and faults.
+
+Loaded from YAML (default `configs/sim_models.yaml`) or built inline from a dict in tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agen.errors import ConfigError
+
+DEFAULT_SIM_CONFIG = Path(__file__).resolve().parent.parent.parent / "configs" / "sim_models.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Latency(_Strict):
+    """Lognormal time to answer: median * exp(sigma * N(0, 1)). median 0 means answer at once."""
+
+    median: float = Field(default=0.0, ge=0)  # milliseconds
+    sigma: float = Field(default=0.0, ge=0)
+
+
+class Faults(_Strict):
+    """Random failures, drawn per request (scripted responses skip them)."""
+
+    error_5xx_p: float = Field(default=0.0, ge=0, le=1)
+    error_429_p: float = Field(default=0.0, ge=0, le=1)
+    hang_p: float = Field(default=0.0, ge=0, le=1)
+    hang_s: float = Field(default=30.0, ge=0)
+    malformed_p: float = Field(default=0.0, ge=0, le=1)
+    quota_after: int | None = Field(default=None, ge=0)  # calls allowed before quota errors start
+
+
+class SimModel(_Strict):
+    """One simulated model."""
+
+    latency_ms: Latency = Latency()
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
+    propose_wrong_p: float = Field(default=0.1, ge=0, le=1)
+    format_broken_p: float = Field(default=0.05, ge=0, le=1)
+    solve_correct_p: float = Field(default=0.8, ge=0, le=1)
+    context_window: int = Field(default=32768, ge=1)
+    default_max_tokens: int = Field(default=4096, ge=1)  # OpenAI requests that omit max_tokens
+    faults: Faults = Faults()
+
+
+class SimConfig(_Strict):
+    """The whole simulator: shared settings and the models it serves (unknown names get 404)."""
+
+    require_api_key: str | None = None
+    seed: int = 0  # seeds the fault/latency RNG (content is seeded per request, see agen.sim.model)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)  # larger bodies get 413
+    cache_min_tokens: int = Field(default=1024, ge=1)
+    cache_ttl_s: float = Field(default=300.0, gt=0)
+    models: dict[str, SimModel] = Field(default_factory=dict)
+
+
+def parse_sim_config(raw: Any, source: str = "sim config") -> SimConfig:
+    """Validate a dict (YAML document or inline test config) into a SimConfig."""
+    if isinstance(raw, SimConfig):
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return SimConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{source}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("invalid sim config:\n  " + "\n  ".join(lines)) from None
+
+
+def load_sim_config(path: str | Path | None = None) -> SimConfig:
+    """Read a sim YAML; None means the shipped `configs/sim_models.yaml`."""
+    p = Path(path) if path is not None else DEFAULT_SIM_CONFIG
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such sim config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    return parse_sim_config(raw, str(p))

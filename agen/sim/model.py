@@ -1,0 +1,136 @@
+"""What a simulated model writes: propose, solve or chat, deterministic per (model, prompt, sample).
+
+Sample `s` of a prompt is generated from `random.Random(blake2b(model, prompt, s))`, so choice `i`
+of a request with `seed=s` equals the single choice of a request with `seed=s+i`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import random
+import re
+
+from agen.sim.config import SimModel
+from agen.sim.world import explain, generate_problem, parse_problem, plausible_wrong, true_answer
+
+__all__ = ["count_tokens", "generate", "prompt_digest", "sample_rng", "truncate_tokens"]
+
+TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+_SEED_LINE = re.compile(r"^Seed Question \d+:\s*(.+)$", re.M)
+_PROBLEM_LINE = re.compile(r"^Problem:[ \t]*$", re.M)
+_SENTENCE_END = re.compile(r"[.?!](?:\s|$)")
+WRONG_WEIGHTS = (0.60, 0.25, 0.15)  # how wrong answers spread over plausible_wrong()'s values
+
+
+@functools.lru_cache(maxsize=8192)
+def count_tokens(text: str) -> int:
+    """The sim's tokenizer: words and single punctuation marks. Deterministic and cheap."""
+    return len(TOKEN_RE.findall(text))
+
+
+def truncate_tokens(text: str, max_tokens: int) -> str:
+    """The prefix of `text` holding its first `max_tokens` tokens."""
+    end = 0
+    for i, m in enumerate(TOKEN_RE.finditer(text)):
+        if i == max_tokens:
+            break
+        end = m.end()
+    return text[:end]
+
+
+def prompt_digest(model: str, prompt: str) -> bytes:
+    """Hash of (model, prompt text); combined with a sample index to seed that sample."""
+    return hashlib.blake2b(f"{model}\x00{prompt}".encode(), digest_size=16).digest()
+
+
+def sample_rng(digest: bytes, sample: int) -> random.Random:
+    """The RNG of one sample; depends only on the prompt digest and the sample index."""
+    h = hashlib.blake2b(digest + sample.to_bytes(8, "little", signed=True), digest_size=8).digest()
+    return random.Random(int.from_bytes(h, "little"))
+
+
+def _pick_wrong(rng: random.Random, question: str) -> str:
+    wrong = plausible_wrong(question)
+    r = rng.random()
+    acc = 0.0
+    for value, w in zip(wrong, WRONG_WEIGHTS):
+        acc += w
+        if r < acc:
+            return value
+    return wrong[-1]
+
+
+def solve(question: str, rng: random.Random, cfg: SimModel) -> str:
+    """A short solution ending in \\boxed{...}: right with p = solve_correct_p ** (steps / 3)."""
+    prob = parse_problem(question)
+    truth = true_answer(question)
+    if prob is None or truth is None:
+        answer = _pick_wrong(rng, question)
+    else:
+        p = cfg.solve_correct_p ** (prob.steps / 3)
+        answer = truth if rng.random() < p else _pick_wrong(rng, question)
+    lines = explain(question, answer)
+    return "Let's solve this step by step.\n" + "\n".join(lines) + f"\nThe answer is\n\\boxed{{{answer}}}"
+
+
+def _target_steps(prompt: str, rng: random.Random) -> int:
+    seeds = _SEED_LINE.findall(prompt)
+    if not seeds:
+        return rng.randint(2, 5)
+    sentences = sum(len(_SENTENCE_END.findall(s)) or 1 for s in seeds) / len(seeds)
+    return max(2, min(5, round(sentences) - 1 + rng.choice((-1, 0, 0, 1))))
+
+
+def propose(prompt: str, rng: random.Random, cfg: SimModel) -> str:
+    """A short CoT and a new problem in the required markers; sometimes wrong or broken."""
+    steps = _target_steps(prompt, rng)
+    n_seeds = len(_SEED_LINE.findall(prompt))
+    question, answer = generate_problem(rng, steps)
+    if rng.random() < cfg.propose_wrong_p:
+        answer = _pick_wrong(rng, question)
+    cot = (f"Analysis: the {n_seeds or 'given'} seed questions are multi-step arithmetic word problems; "
+           f"each needs a few careful operations on one quantity.\n"
+           f"Plan: write a new problem with {steps} operations whose numbers divide exactly.\n"
+           f"Solution:\n" + "\n".join(explain(question, answer)) + "\n")
+    q_block = f"[New Question Begin]{question}[New Question End]"
+    a_block = f"[Final Answer to New Question Begin]\\boxed{{{answer}}}[Final Answer to New Question End]"
+    if rng.random() < cfg.format_broken_p:
+        kind = rng.randrange(4)
+        if kind == 0:
+            q_block = f"[New Question Begin]{question}"  # end marker missing
+        elif kind == 1:
+            a_block = f"[Final Answer to New Question Begin]{answer}[Final Answer to New Question End]"
+        elif kind == 2:
+            a_block = f"The final answer is {answer}."
+        else:
+            q_block = f"New question: {question}"
+    return cot + q_block + "\n" + a_block
+
+
+def chat(prompt: str, rng: random.Random) -> str:
+    """A short generic reply for anything that is neither a propose nor a solve prompt."""
+    words = [w for w in TOKEN_RE.findall(prompt) if w.isalpha()][:8]
+    topic = " ".join(words) or "your message"
+    n = rng.randint(1, 99)
+    return f"This is a simulated reply about: {topic}. (sample note {n})"
+
+
+def problem_of(last_user: str) -> str | None:
+    """The problem text of a solve prompt: everything after a line reading `Problem:`."""
+    if "\\boxed" not in last_user:
+        return None
+    m = _PROBLEM_LINE.search(last_user)
+    if m is None:
+        return None
+    return last_user[m.end():].strip()
+
+
+def generate(cfg: SimModel, prompt: str, last_user: str, rng: random.Random) -> str:
+    """The text of one sample, dispatched on the kind of request the last user message is."""
+    if "[New Question Begin]" in last_user:
+        return propose(prompt, rng, cfg)
+    problem = problem_of(last_user)
+    if problem is not None:
+        return solve(problem, rng, cfg)
+    return chat(last_user, rng)

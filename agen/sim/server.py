@@ -1,0 +1,577 @@
+"""The simulated provider: an aiohttp server speaking OpenAI's and Anthropic's wire formats.
+
+Routes (base URL `http://HOST:PORT`; OpenAI SDKs use `base_url + "/v1"`, Anthropic SDKs the bare
+base URL):
+
+    POST /v1/chat/completions   OpenAI chat completions (n, seed, max_tokens; stream=false only)
+    POST /v1/messages           Anthropic Messages (system, max_tokens required, anthropic-version)
+    GET  /v1/models             OpenAI model list
+    GET  /sim/stats             per-model requests, status counts, billed usage (what responses said)
+    POST /sim/script            queue scripted responses for a model (FIFO, before normal processing)
+    POST /sim/reset             clear stats, scripts, rate buckets, quota counters and the prompt cache
+
+A request goes: scripted response? -> auth -> anthropic-version -> model known? -> body valid?
+-> context window -> quota -> rate limits -> random faults -> latency -> answer.
+Stats `input_tokens` follow agen's `Usage` convention: all prompt tokens, cached or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import itertools
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from agen.sim import limits, wire
+from agen.sim.config import SimConfig, SimModel, load_sim_config, parse_sim_config
+from agen.sim.model import TOKEN_RE, count_tokens, generate, prompt_digest, sample_rng, truncate_tokens
+
+__all__ = ["LISTENING", "SimServer", "build_app", "serve", "start_sim"]
+
+JSON = "application/json"
+LISTENING = "AGEN_SIM_LISTENING"  # first stdout line of `serve`: "AGEN_SIM_LISTENING http://HOST:PORT"
+
+
+@dataclass
+class ModelStats:
+    requests: int = 0
+    status: collections.Counter[int] = field(default_factory=collections.Counter)
+    input_tokens: int = 0  # all prompt tokens, incl. cached and cache-written
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "status": {str(k): v for k, v in sorted(self.status.items())},
+                "input_tokens": self.input_tokens, "cached_input_tokens": self.cached_input_tokens,
+                "cache_write_tokens": self.cache_write_tokens, "output_tokens": self.output_tokens,
+                "reasoning_tokens": self.reasoning_tokens}
+
+
+class ModelState:
+    """Mutable per-model state: buckets, quota counter, scripts, prompt cache."""
+
+    def __init__(self, cfg: SimModel, now: float) -> None:
+        self.cfg = cfg
+        self.req_bucket = limits.TokenBucket(cfg.rpm, now) if cfg.rpm else None
+        self.tok_bucket = limits.TokenBucket(cfg.tpm, now) if cfg.tpm else None
+        self.calls = 0
+        self.cache: dict[bytes, float] = {}  # prefix hash -> expiry (monotonic)
+
+    def rl_headers(self, fmt: wire.Wire, now: float) -> dict[str, str]:
+        if self.req_bucket is None and self.tok_bucket is None:
+            return {}
+        if fmt == "openai":
+            return limits.openai_headers(self.req_bucket, self.tok_bucket, now)
+        return limits.anthropic_headers(self.req_bucket, self.tok_bucket, now)
+
+
+class SimState:
+    """Everything the handlers share; reset by POST /sim/reset."""
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.ids = itertools.count(1)
+        self.samples = itertools.count(1_000_000)  # sample indices for requests without a seed
+        self.prefix = random.Random(cfg.seed ^ 0x5EED).getrandbits(32)
+        self.reset()
+
+    def reset(self) -> None:
+        now = time.monotonic()
+        self.models = {name: ModelState(m, now) for name, m in self.cfg.models.items()}
+        self.stats: dict[str, ModelStats] = collections.defaultdict(ModelStats)
+        self.scripts: dict[str, collections.deque[dict[str, Any]]] = collections.defaultdict(collections.deque)
+
+    def next_id(self) -> str:
+        return f"{self.prefix:08x}{next(self.ids):016x}"
+
+
+_STATE_KEY: web.AppKey[SimState] = web.AppKey("sim_state", SimState)
+
+
+class _Reply(Exception):
+    """Raised inside request processing to answer at once with an error (status, body, headers)."""
+
+    def __init__(self, status: int, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and isinstance(b.get("text"), str))
+    if content is None:
+        return ""
+    raise ValueError("content must be a string or a list of text blocks")
+
+
+@dataclass(slots=True)
+class Prompt:
+    key: str  # the full prompt (roles and contents), seeds every sample
+    last_user: str
+    tokens: int
+
+
+def _prompt(system: Any, messages: Any) -> Prompt:
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages must be a non-empty list")
+    parts: list[str] = []
+    tokens = 0
+    last_user = ""
+    if system is not None:
+        s = _text_of(system)
+        parts.append("system\x00" + s)
+        tokens += count_tokens(s)
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise ValueError("each message must be an object with a role")
+        text = _text_of(m.get("content"))
+        parts.append(m["role"] + "\x00" + text)
+        tokens += count_tokens(text)
+        if m["role"] == "user":
+            last_user = text
+    return Prompt("\x01".join(parts), last_user, tokens)
+
+
+def _cache_lookup(st: SimState, ms: ModelState, prompt: Prompt, now: float) -> tuple[int, int]:
+    """(cached tokens read, longest cacheable prefix) for a prompt; records its prefixes.
+
+    Prefixes are cached at cache_min_tokens and every 128 tokens after, like OpenAI; an entry
+    lives cache_ttl_s after its last use. Token offsets are positions in the joined prompt text.
+    """
+    lo = st.cfg.cache_min_tokens
+    if prompt.tokens < lo:
+        return 0, 0
+    h = hashlib.blake2b(digest_size=16)
+    pos = 0
+    hit = 0
+    longest = 0
+    boundary = lo
+    expiry = now + st.cfg.cache_ttl_s
+    for i, m in enumerate(TOKEN_RE.finditer(prompt.key), 1):
+        if i == boundary:
+            h.update(prompt.key[pos:m.end()].encode())
+            pos = m.end()
+            d = h.digest()
+            seen = ms.cache.get(d)
+            if seen is not None and seen > now:
+                hit = i
+            ms.cache[d] = expiry
+            longest = i
+            boundary += 128
+            if boundary > prompt.tokens:
+                break
+    if len(ms.cache) > 50_000:
+        ms.cache = {k: v for k, v in ms.cache.items() if v > now}
+    return hit, longest
+
+
+class Handlers:
+    def __init__(self, st: SimState) -> None:
+        self.st = st
+
+    # ------------------------------------------------------------ control routes
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps({k: v.as_dict() for k, v in self.st.stats.items()}), content_type=JSON)
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.st.reset()
+        return web.Response(body=b'{"ok":true}', content_type=JSON)
+
+    async def script(self, request: web.Request) -> web.Response:
+        try:
+            data = orjson.loads(await request.read())
+            model = data["model"]
+            items = data["responses"]
+            if not isinstance(model, str) or not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return web.Response(status=400, body=b'{"error":"expected {\\"model\\": str, \\"responses\\": [obj]}"}',
+                                content_type=JSON)
+        self.st.scripts[model].extend(items)
+        return web.Response(body=orjson.dumps({"ok": True, "queued": len(self.st.scripts[model])}), content_type=JSON)
+
+    async def models(self, request: web.Request) -> web.Response:
+        created = 1_700_000_000
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "agen-sim"} for name in self.st.models]
+        return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON,
+                            headers={"x-request-id": "req_" + self.st.next_id()})
+
+    # ------------------------------------------------------------ model routes
+
+    async def openai(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "openai")
+
+    async def anthropic(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "anthropic")
+
+    async def _serve(self, request: web.Request, fmt: wire.Wire) -> web.StreamResponse:
+        st = self.st
+        rid = "req_" + st.next_id()
+        id_header = "x-request-id" if fmt == "openai" else "request-id"
+        box: list[Any] = ["_unknown", None]  # model name, usage to bill
+        status = 499  # client closed the connection before we answered
+        try:
+            try:
+                status, body, headers = await self._process(request, fmt, rid, box)
+            except _Reply as r:
+                status, body, headers = r.status, r.body, r.headers
+            headers[id_header] = rid
+            if not isinstance(body, bytes):
+                body = orjson.dumps(body)
+            return web.Response(status=status, body=body, headers=headers, content_type=JSON)
+        finally:
+            s = st.stats[box[0]]
+            s.requests += 1
+            s.status[status] += 1
+            u = box[1]
+            if u is not None and status == 200:
+                s.input_tokens += u[0]
+                s.cached_input_tokens += u[1]
+                s.cache_write_tokens += u[2]
+                s.output_tokens += u[3]
+
+    async def _process(self, request: web.Request, fmt: wire.Wire, rid: str,
+                       box: list[Any]) -> tuple[int, bytes | dict[str, Any], dict[str, str]]:
+        st = self.st
+        cfg = st.cfg
+        if request.content_length is not None and request.content_length > cfg.max_body_bytes:
+            raise _Reply(*wire.error(fmt, "too_large", "Request exceeds the maximum allowed number of bytes.", rid))
+        raw = await request.read()
+        if len(raw) > cfg.max_body_bytes:
+            raise _Reply(*wire.error(fmt, "too_large", "Request exceeds the maximum allowed number of bytes.", rid))
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise _Reply(*wire.error(fmt, "bad_request", "We could not parse the JSON body of your request.", rid)) from None
+        if not isinstance(data, dict):
+            raise _Reply(*wire.error(fmt, "bad_request", "The request body must be a JSON object.", rid))
+        model = data.get("model")
+        if not isinstance(model, str):
+            raise _Reply(*wire.error(fmt, "bad_request", "model: field required", rid, param="model"))
+        box[0] = model
+
+        scripted: dict[str, Any] | None = None
+        extra: dict[str, str] = {}
+        queue = st.scripts.get(model)
+        if queue:
+            scripted = queue.popleft()
+            reply, extra = await self._scripted(scripted, fmt, rid)
+            if reply is not None:
+                return reply
+
+        # auth, then headers, then the model
+        key = cfg.require_api_key
+        if key is not None:
+            if fmt == "openai":
+                auth = request.headers.get("Authorization", "")
+                given = auth[7:] if auth.startswith("Bearer ") else ""
+            else:
+                given = request.headers.get("x-api-key", "")
+            if given != key:
+                msg = ("You didn't provide an API key." if not given and fmt == "openai" else
+                       f"Incorrect API key provided: {given[:8]}****. You can find your API key at "
+                       "https://platform.openai.com/account/api-keys." if fmt == "openai" else "invalid x-api-key")
+                raise _Reply(*wire.error(fmt, "auth", msg, rid))
+        if fmt == "anthropic" and "anthropic-version" not in request.headers:
+            raise _Reply(*wire.error(fmt, "bad_request", "anthropic-version: header is required", rid))
+        ms = st.models.get(model)
+        if ms is None:
+            msg = (f"The model `{model}` does not exist or you do not have access to it." if fmt == "openai"
+                   else f"model: {model}")
+            raise _Reply(*wire.error(fmt, "not_found", msg, rid, param="model"))
+        now = time.monotonic()
+        rl = ms.rl_headers(fmt, now)
+
+        # validate the body
+        try:
+            if fmt == "openai":
+                if data.get("stream"):
+                    raise ValueError("stream=true is not supported by the simulator")
+                max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
+                if max_tokens is None:
+                    max_tokens = ms.cfg.default_max_tokens
+                n = data.get("n") or 1
+                if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
+                    raise ValueError("n must be an integer between 1 and 128")
+                prompt = _prompt(None, data.get("messages"))
+            else:
+                max_tokens = data.get("max_tokens")
+                if max_tokens is None:
+                    raise ValueError("max_tokens: Field required")
+                n = 1
+                prompt = _prompt(data.get("system"), data.get("messages"))
+            if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+                raise ValueError("max_tokens must be a positive integer")
+            seed = data.get("seed")
+            if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+                raise ValueError("seed must be an integer")
+        except ValueError as exc:
+            raise _Reply(*wire.error(fmt, "bad_request", str(exc), rid), rl) from None
+        window = ms.cfg.context_window
+        if prompt.tokens > window:
+            msg = (f"This model's maximum context length is {window} tokens. However, your messages resulted in "
+                   f"{prompt.tokens} tokens. Please reduce the length of the messages." if fmt == "openai"
+                   else f"prompt is too long: {prompt.tokens} tokens > {window} maximum")
+            raise _Reply(*wire.error(fmt, "context_length", msg, rid, param="messages"), rl)
+
+        # quota, then rate limits
+        faults = ms.cfg.faults
+        ms.calls += 1
+        if faults.quota_after is not None and ms.calls > faults.quota_after:
+            msg = wire.QUOTA_OPENAI if fmt == "openai" else wire.QUOTA_ANTHROPIC
+            raise _Reply(*wire.error(fmt, "quota", msg, rid), rl)
+        if ms.req_bucket is not None or ms.tok_bucket is not None:
+            cost = prompt.tokens + n * max_tokens
+            wait_r = ms.req_bucket.wait_for(1, now) if ms.req_bucket else 0.0
+            wait_t = ms.tok_bucket.wait_for(cost, now) if ms.tok_bucket else 0.0
+            if wait_r > 0 or wait_t > 0:
+                raise _Reply(*self._rate_limited(fmt, ms, rid, model, wait_r, wait_t, cost, now))
+            if ms.req_bucket:
+                ms.req_bucket.take(1)
+            if ms.tok_bucket:
+                ms.tok_bucket.take(cost)
+            rl = ms.rl_headers(fmt, now)
+
+        # random faults (never for a scripted 200)
+        malformed = False
+        if scripted is None:
+            r = st.rng.random()
+            if r < faults.error_5xx_p:
+                kind = "server" if st.rng.random() < 0.5 else "overloaded"
+                status, body = wire.error(fmt, kind, wire._DEFAULT_MESSAGE[500 if kind == "server" else 503], rid)
+                if fmt == "openai" and kind == "overloaded" and st.rng.random() < 0.5:
+                    status = 502
+                raise _Reply(status, body, rl)
+            r -= faults.error_5xx_p
+            if r < faults.error_429_p:
+                raise _Reply(*self._rate_limited(fmt, ms, rid, model, 1.0, 0.0, 0, now, rl))
+            r -= faults.error_429_p
+            if r < faults.hang_p:
+                await asyncio.sleep(faults.hang_s)
+            else:
+                malformed = r - faults.hang_p < faults.malformed_p
+
+        lat = ms.cfg.latency_ms
+        if lat.median > 0:
+            delay = lat.median * (math.exp(lat.sigma * st.rng.gauss(0.0, 1.0)) if lat.sigma else 1.0)
+            await asyncio.sleep(delay / 1000.0)
+
+        # the answer
+        if seed is None:
+            base = next(st.samples)
+            for _ in range(n - 1):
+                next(st.samples)
+        else:
+            base = seed
+        digest = prompt_digest(model, prompt.key)
+        texts: list[str] = []
+        finishes: list[bool] = []
+        out_tokens = 0
+        for i in range(n):
+            text = generate(ms.cfg, prompt.key, prompt.last_user, sample_rng(digest, base + i))
+            t = count_tokens(text)
+            if t > max_tokens:
+                text = truncate_tokens(text, max_tokens)
+                t = max_tokens
+                finishes.append(True)
+            else:
+                finishes.append(False)
+            texts.append(text)
+            out_tokens += t
+        cached, cacheable = _cache_lookup(st, ms, prompt, now)
+        created = int(time.time())
+        if malformed:
+            return 200, self._malformed(fmt, rid, model, texts, created), rl
+        if fmt == "openai":
+            box[1] = (prompt.tokens, cached, 0, out_tokens)
+            body = {
+                "id": "chatcmpl-" + rid[4:], "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
+                             "finish_reason": "length" if cut else "stop", "logprobs": None}
+                            for i, (text, cut) in enumerate(zip(texts, finishes))],
+                "usage": {"prompt_tokens": prompt.tokens, "completion_tokens": out_tokens,
+                          "total_tokens": prompt.tokens + out_tokens,
+                          "prompt_tokens_details": {"cached_tokens": cached},
+                          "completion_tokens_details": {"reasoning_tokens": 0}},
+                "system_fingerprint": "fp_agen_sim",
+            }
+        else:
+            write = cacheable - cached
+            box[1] = (prompt.tokens, cached, write, out_tokens)
+            body = {
+                "id": "msg_" + rid[4:], "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": texts[0]}],
+                "stop_reason": "max_tokens" if finishes[0] else "end_turn", "stop_sequence": None,
+                "usage": {"input_tokens": prompt.tokens - cached - write, "output_tokens": out_tokens,
+                          "cache_creation_input_tokens": write, "cache_read_input_tokens": cached},
+            }
+        if extra:
+            rl = {**rl, **extra}
+        return 200, body, rl
+
+    def _rate_limited(self, fmt: wire.Wire, ms: ModelState, rid: str, model: str, wait_r: float, wait_t: float,
+                      cost: int, now: float, rl: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        tokens = wait_t > wait_r
+        wait = max(wait_r, wait_t)
+        headers = dict(rl if rl is not None else ms.rl_headers(fmt, now))
+        if math.isinf(wait):
+            wait = 60.0
+            msg = (f"Request too large for {model}: Limit {int(ms.tok_bucket.limit) if ms.tok_bucket else 0}, "
+                   f"Requested {cost}. The input or output tokens must be reduced in order to run successfully.")
+        elif tokens and ms.tok_bucket is not None:
+            b = ms.tok_bucket
+            msg = (f"Rate limit reached for {model} on tokens per min (TPM): Limit {int(b.limit)}, "
+                   f"Used {int(b.limit - b.remaining(now))}, Requested {cost}. "
+                   f"Please try again in {limits.duration(wait)}.")
+        else:
+            lim = int(ms.req_bucket.limit) if ms.req_bucket else 0
+            msg = (f"Rate limit reached for requests per min (RPM): Limit {lim}, Used {lim}, Requested 1. "
+                   f"Please try again in {limits.duration(wait)}.")
+        if fmt == "anthropic":
+            msg = "This request would exceed your organization's rate limit. Please try again later."
+        status, body = wire.error(fmt, "rate_tokens" if tokens else "rate_requests", msg, rid)
+        headers["retry-after"] = str(max(1, math.ceil(wait)))
+        if fmt == "openai":
+            headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+        return status, body, headers
+
+    def _malformed(self, fmt: wire.Wire, rid: str, model: str, texts: list[str], created: int) -> bytes:
+        kind = self.st.rng.randrange(3)
+        if fmt == "openai":
+            if kind == 0:
+                full = orjson.dumps({"id": "chatcmpl-" + rid[4:], "object": "chat.completion", "created": created,
+                                     "model": model, "choices": [{"index": 0, "message": {"role": "assistant",
+                                                                                          "content": texts[0]}}]})
+                return full[: len(full) // 2]
+            if kind == 1:
+                return orjson.dumps({"id": "chatcmpl-" + rid[4:], "object": "chat.completion", "created": created,
+                                     "model": model, "choices": []})
+            return orjson.dumps(wire.openai_error("The server had an error processing your request.", "server_error", None))
+        if kind == 0:
+            full = orjson.dumps({"id": "msg_" + rid[4:], "type": "message", "role": "assistant",
+                                 "content": [{"type": "text", "text": texts[0]}]})
+            return full[: len(full) // 2]
+        if kind == 1:
+            return orjson.dumps({"id": "msg_" + rid[4:], "type": "message", "role": "assistant", "model": model,
+                                 "content": [], "stop_reason": None, "stop_sequence": None})
+        return orjson.dumps(wire.anthropic_error("Internal server error", "api_error", rid))
+
+    async def _scripted(self, item: dict[str, Any], fmt: wire.Wire, rid: str
+                        ) -> tuple[tuple[int, bytes | dict[str, Any], dict[str, str]] | None, dict[str, str]]:
+        """(the scripted reply, its headers); reply None for a 200 without body: a normal, fault-free answer."""
+        hang = item.get("hang_s")
+        if hang:
+            await asyncio.sleep(float(hang))
+        status = int(item.get("status", 200))
+        headers = {str(k): str(v) for k, v in (item.get("headers") or {}).items()}
+        if item.get("retry_after_s") is not None:
+            headers["retry-after"] = f"{float(item['retry_after_s']):g}"
+        if item.get("retry_after_ms") is not None:
+            headers["retry-after-ms"] = f"{float(item['retry_after_ms']):g}"
+        if "body" in item:
+            b = item["body"]
+            return (status, b.encode() if isinstance(b, str) else orjson.dumps(b), headers), headers
+        if status == 200:
+            return None, headers
+        body = wire.scripted_error(fmt, status, rid, item.get("code"), item.get("type"), item.get("message"))
+        return (status, body, headers), headers
+
+
+def build_app(cfg: SimConfig | dict[str, Any] | None = None) -> web.Application:
+    """The aiohttp application for a config (a SimConfig, a dict, or None for the shipped YAML)."""
+    sim_cfg = load_sim_config() if cfg is None else parse_sim_config(cfg)
+    app = web.Application(client_max_size=sim_cfg.max_body_bytes * 2 + 1024)
+    st = SimState(sim_cfg)
+    app[_STATE_KEY] = st
+    h = Handlers(st)
+    app.router.add_post("/v1/chat/completions", h.openai)
+    app.router.add_post("/v1/messages", h.anthropic)
+    app.router.add_get("/v1/models", h.models)
+    app.router.add_get("/sim/stats", h.stats)
+    app.router.add_post("/sim/script", h.script)
+    app.router.add_post("/sim/reset", h.reset)
+    return app
+
+
+class SimServer:
+    """A running sim on this event loop. `.base_url` is `http://HOST:PORT` (OpenAI: add `/v1`)."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+        self._runner = runner
+        self.host = host
+        self.port = port
+        self.base_url = f"http://{host}:{port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.base_url + "/v1"
+
+    @property
+    def state(self) -> SimState:
+        return self._runner.app[_STATE_KEY]  # type: ignore[index]
+
+    async def aclose(self) -> None:
+        await self._runner.cleanup()
+
+    async def __aenter__(self) -> SimServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+async def start_sim(cfg: SimConfig | dict[str, Any] | None = None, host: str = "127.0.0.1", port: int = 0) -> SimServer:
+    """Start the sim on the running loop; port 0 picks a free port. Close with `await s.aclose()`."""
+    app = build_app(cfg)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5,
+                           handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    sockets = runner.addresses
+    real_port = sockets[0][1] if sockets else port
+    return SimServer(runner, host, real_port)
+
+
+def serve(config_path: str | None, host: str = "127.0.0.1", port: int = 0) -> None:
+    """Run the sim until SIGINT/SIGTERM (blocking). Prints `AGEN_SIM_LISTENING <base_url>` once ready."""
+    import signal
+    import sys
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        uvloop = None  # type: ignore[assignment]
+
+    cfg = load_sim_config(config_path)
+
+    async def main() -> None:
+        server = await start_sim(cfg, host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        sys.stdout.write(f"{LISTENING} {server.base_url}\n")
+        sys.stdout.flush()
+        try:
+            await stop.wait()
+        finally:
+            await server.aclose()
+
+    if uvloop is not None:
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
