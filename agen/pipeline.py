@@ -24,18 +24,17 @@ import structlog
 
 from agen.config import RunConfig
 from agen.cost import CostBook
-from agen.errors import FatalRunError, StorageError, TaskFailedError
+from agen.errors import FatalRunError, TaskFailedError
 from agen.gen.dedup import Deduper
 from agen.gen.parse import Candidate, ParseFailure, parse_generation, solution_answer
 from agen.gen.prompts import generation_prompt, solve_prompt
-from agen.gen.seeds import Example
 from agen.gen.vote import Tally, VoteDecision
 from agen.providers import Providers
 from agen.providers.client import ModelClient
 from agen.run.restore import Restored
 from agen.run.rundir import RunDir
 from agen.run.sink import Sink
-from agen.types import CallRecord, ChatRequest, Completion
+from agen.types import CallRecord, ChatRequest, Completion, Example
 
 log = structlog.get_logger("agen.pipeline")
 

@@ -87,3 +87,13 @@ class CallRecord:
     cost_usd: float
     latency_s: float
     request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """A question with its reference answer: a human seed or an accepted proposal."""
+
+    id: str
+    question: str
+    answer: str | None
+    category: str | None = None

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from agen.config import CONFIGS_DIR
 from agen.errors import ConfigError
-from agen.gen.seeds import Example
+from agen.types import Example
 
 TEMPLATES_DIR = CONFIGS_DIR / "templates"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -10,16 +9,7 @@ import orjson
 from agen.config import CONFIGS_DIR, SeedsConfig
 from agen.errors import ConfigError
 from agen.gen.parse import extract_boxed, gsm8k_reference
-
-
-@dataclass(frozen=True, slots=True)
-class Example:
-    """A question with its reference answer: a human seed or an accepted proposal."""
-
-    id: str
-    question: str
-    answer: str | None
-    category: str | None = None
+from agen.types import Example
 
 
 def _reference(raw: str | None, fmt: str) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from agen.gen.seeds import Example
+from agen.types import Example
 from agen.run.rundir import RunDir
 from agen.run.shards import read_records
 

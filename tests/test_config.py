@@ -1,0 +1,79 @@
+"""Config validation: every mistake is named with its path and a fix, before anything runs."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agen.config import changed_output_fields, load_config, parse_config
+from agen.errors import ConfigError
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
+
+
+def _raw() -> dict:
+    return yaml.safe_load(QUICKSTART.read_text())
+
+
+def test_shipped_configs_validate():
+    """Every YAML run config shipped in configs/ is valid."""
+    for path in QUICKSTART.parent.glob("*.yaml"):
+        if path.name in ("prices.yaml", "sim_models.yaml"):
+            continue
+        load_config(path)
+
+
+def test_unknown_key_names_path_and_suggestion():
+    """A misspelt key is reported with its dotted path and the closest valid key."""
+    raw = _raw()
+    raw["vote"]["kk"] = 3
+    raw["models"]["strong"]["max_concurency"] = 3
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "q.yaml")
+    msg = str(err.value)
+    assert "q.yaml: vote.kk: unknown key; did you mean 'k'?" in msg
+    assert "models.strong.max_concurency: unknown key; did you mean 'max_concurrency'?" in msg
+
+
+def test_bad_value_and_unknown_model_reference():
+    """A value out of range and a stage naming an undefined model are both reported."""
+    raw = _raw()
+    raw["vote"]["k"] = 0
+    with pytest.raises(ConfigError, match=r"vote\.k: .*greater than or equal to 1"):
+        parse_config(raw)
+    raw = _raw()
+    raw["amplify"]["model"] = "nope"
+    with pytest.raises(ConfigError, match="amplify.model: no model named 'nope'; models defined: cheap, strong"):
+        parse_config(raw)
+
+
+def test_sim_base_url_needs_simulator_section():
+    """base_url: sim without a simulator section is an error, not a silent network call."""
+    raw = _raw()
+    del raw["simulator"]
+    with pytest.raises(ConfigError, match="simulator"):
+        parse_config(raw)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    """A missing file and a YAML syntax error are ConfigErrors naming the file."""
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_output_defining_fields_vs_resumable_ones():
+    """Concurrency, limits and targets may change on resume; k and the seed may not."""
+    a = parse_config(_raw())
+    raw = _raw()
+    raw["models"]["cheap"]["max_concurrency"] = 7
+    raw["amplify"]["target"] = 9999
+    raw["budget"] = {"usd": 1.0}
+    assert changed_output_fields(a, parse_config(raw)) == []
+    assert a.fingerprint() == parse_config(raw).fingerprint()
+    raw["vote"]["k"] = 8
+    raw["seed"] = 3
+    assert changed_output_fields(a, parse_config(raw)) == ["seed", "vote.k"]

@@ -1,0 +1,52 @@
+"""The import layering of agen/ (leaves → mechanisms → stages → session/CLI) does not drift."""
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent.parent / "agen"
+
+# Lower number = lower layer. A module may import only from its own layer or below.
+LAYERS = {
+    "agen.types": 0, "agen.errors": 0, "agen.config": 1, "agen.cost": 2,
+    "agen.gen.parse": 2, "agen.gen.answers": 2, "agen.gen.vote": 3, "agen.gen.dedup": 2,
+    "agen.gen.rip": 3, "agen.logs": 1,
+    "agen.providers": 4, "agen.run": 4, "agen.sim": 4,
+    "agen.gen.seeds": 5, "agen.gen.prompts": 5, "agen.gen.categories": 5, "agen.pipeline": 6,
+    "agen.progress": 7, "agen.summary": 7, "agen.status": 7, "agen.report": 7, "agen.export": 7,
+    "agen.runner": 8, "agen.cli": 9, "agen.__main__": 10,
+}
+
+
+def layer_of(module: str) -> int | None:
+    best = None
+    for prefix, layer in LAYERS.items():
+        if module == prefix or module.startswith(prefix + "."):
+            if best is None or len(prefix) > len(best[0]):
+                best = (prefix, layer)
+    return None if best is None else best[1]
+
+
+def test_imports_point_downwards():
+    """No module imports from a layer above its own, and the simulator never imports the client."""
+    problems = []
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG.parent).with_suffix("")
+        mod = ".".join(rel.parts).removesuffix(".__init__")
+        own = layer_of(mod)
+        if own is None:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                if not name.startswith("agen"):
+                    continue
+                other = layer_of(name)
+                if other is not None and other > own:
+                    problems.append(f"{mod} (layer {own}) imports {name} (layer {other})")
+                if mod.startswith("agen.sim") and name.startswith(("agen.providers", "agen.run", "agen.pipeline")):
+                    problems.append(f"{mod}: the simulator must not depend on the client side ({name})")
+    assert not problems, "\n".join(problems)
