@@ -1,0 +1,123 @@
+"""Tests for agen.gen.answers: numeric keys, math-verify fallback, answer classes."""
+
+from __future__ import annotations
+
+import threading
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agen.gen.answers import AnswerClasses, answer_key, equivalent, group_answers, is_numeric_key
+
+
+@pytest.mark.parametrize(
+    ("spelling", "value"),
+    [
+        ("42", 42),
+        (" 42. ", 42),
+        ("3.0", 3),
+        ("\\frac{6}{2}", 3),
+        ("\\dfrac{3}{4}", Fraction(3, 4)),
+        ("\\tfrac12", Fraction(1, 2)),
+        ("3/4", Fraction(3, 4)),
+        ("-\\frac{1}{2}", Fraction(-1, 2)),
+        ("\\frac{-1}{2}", Fraction(-1, 2)),
+        ("\u22125", -5),
+        ("- 5", -5),
+        ("\\$1,200", 1200),
+        ("$1,200.50$", Fraction(2401, 2)),
+        ("1{,}000", 1000),
+        ("1\\,000", 1000),
+        ("18 \\text{ dollars}", 18),
+        ("18 apples", 18),
+        ("\\text{5}", 5),
+        ("50\\%", 50),
+        ("30^\\circ", 30),
+        ("x = 5", 5),
+        ("\\boxed{7}", 7),
+        ("{0.25}", Fraction(1, 4)),
+    ],
+)
+def test_answer_key_numeric_spellings(spelling: str, value: Fraction) -> None:
+    """Common spellings of a number all key to the exact same value."""
+    key = answer_key(spelling)
+    assert is_numeric_key(key)
+    assert key == value and hash(key) == hash(Fraction(value))
+
+
+@pytest.mark.parametrize("spelling", ["1,2", "(1,2)", "\\sqrt{2}", "3 pi", "2 x", "1/0", "5 \\text{cm}^2", "x+1"])
+def test_answer_key_non_numeric_stays_string(spelling: str) -> None:
+    """Tuples, radicals, symbols and ambiguous commas are not forced into numbers."""
+    assert isinstance(answer_key(spelling), str)
+
+
+def test_answer_key_string_normalization() -> None:
+    """Choice letters, yes/no case and LaTeX spacing normalize to one string."""
+    assert answer_key("(B)") == answer_key("b") == "B"
+    assert answer_key("Yes") == answer_key("yes")
+    assert answer_key("\\left(1, 2\\right)") == answer_key("(1,2)")
+    assert answer_key("\\dfrac{\\sqrt{3}}{2}") == answer_key("\\frac{\\sqrt{3}}{2}")
+
+
+@given(st.fractions(max_denominator=50).filter(lambda f: abs(f) < 10**6))
+def test_answer_key_fraction_spellings_agree(value: Fraction) -> None:
+    """`a/b`, `\\frac{a}{b}` and (for integers) the bare integer key identically."""
+    n, d = value.numerator, value.denominator
+    keys = {answer_key(f"{n}/{d}"), answer_key(f"\\frac{{{n}}}{{{d}}}")}
+    if d == 1:
+        keys.add(answer_key(str(n)))
+        keys.add(answer_key(f"{n}.0"))
+    assert keys == {value}
+
+
+def test_equivalent_numeric_fast_path() -> None:
+    """Plain numbers compare exactly without math-verify."""
+    assert equivalent("3", "\\frac{6}{2}")
+    assert not equivalent("0.333", "1/3")
+    assert not equivalent("3", "4")
+
+
+def test_equivalent_falls_back_to_math_verify() -> None:
+    """Non-numeric answers are settled by math-verify."""
+    assert equivalent("\\sqrt{4}", "2")
+    assert equivalent("2\\sqrt{2}", "\\sqrt{8}")
+    assert equivalent("(1,2)", "(1, 2)")
+    assert not equivalent("\\pi", "3")
+    assert not equivalent("\\sqrt{2}", "\\sqrt{3}")
+
+
+def test_equivalent_refuses_other_threads() -> None:
+    """The math-verify path raises off the main thread instead of failing obscurely."""
+    errors: list[BaseException] = []
+    numeric: list[bool] = []
+
+    def run() -> None:
+        numeric.append(equivalent("3", "3.0"))  # the numeric path is thread-safe
+        try:
+            equivalent("\\sqrt{5}", "\\sqrt{6}")
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert numeric == [True]
+    assert len(errors) == 1 and "main thread" in str(errors[0])
+
+
+def test_group_answers_merges_spellings() -> None:
+    """Equivalent spellings (numeric and symbolic) merge; missing answers are skipped."""
+    groups = group_answers(["3", "3.0", None, "\\frac{6}{2}", "\\sqrt{9}", "4", "", "4.0", "\\sqrt{16}"])
+    assert groups == [("3", 4), ("4", 3)]
+
+
+def test_answer_classes_seed_has_zero_count() -> None:
+    """A seeded class starts at zero and is class 0; blanks join nothing."""
+    classes = AnswerClasses(seed="\\frac{1}{2}")
+    assert classes.counts == [0]
+    assert classes.add("0.5") == 0
+    assert classes.add("  ") is None
+    assert classes.add("2") == 1
+    assert classes.counts == [1, 1]
