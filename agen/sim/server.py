@@ -120,60 +120,69 @@ def _text_of(content: Any) -> str:
 class Prompt:
     key: str  # the full prompt (roles and contents), seeds every sample
     last_user: str
-    tokens: int
+    tokens: int  # billed prompt tokens: the contents only, no per-message overhead
+    parts: list[tuple[str, str]]  # (role, text) in order
 
 
 def _prompt(system: Any, messages: Any) -> Prompt:
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list")
-    parts: list[str] = []
+    parts: list[tuple[str, str]] = []
     tokens = 0
     last_user = ""
     if system is not None:
         s = _text_of(system)
-        parts.append("system\x00" + s)
+        parts.append(("system", s))
         tokens += count_tokens(s)
     for m in messages:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise ValueError("each message must be an object with a role")
         text = _text_of(m.get("content"))
-        parts.append(m["role"] + "\x00" + text)
+        parts.append((m["role"], text))
         tokens += count_tokens(text)
         if m["role"] == "user":
             last_user = text
-    return Prompt("\x01".join(parts), last_user, tokens)
+    return Prompt("\x01".join(f"{r}\x00{t}" for r, t in parts), last_user, tokens, parts)
 
 
 def _cache_lookup(st: SimState, ms: ModelState, prompt: Prompt, now: float) -> tuple[int, int]:
     """(cached tokens read, longest cacheable prefix) for a prompt; records its prefixes.
 
     Prefixes are cached at cache_min_tokens and every 128 tokens after, like OpenAI; an entry
-    lives cache_ttl_s after its last use. Token offsets are positions in the joined prompt text.
+    lives cache_ttl_s after its last use. A prefix is identified by the roles and the text up to
+    its last token, so the same messages hit the cache in either wire format.
     """
     lo = st.cfg.cache_min_tokens
     if prompt.tokens < lo:
         return 0, 0
     h = hashlib.blake2b(digest_size=16)
-    pos = 0
-    hit = 0
-    longest = 0
+    hit = longest = count = 0
     boundary = lo
     expiry = now + st.cfg.cache_ttl_s
-    for i, m in enumerate(TOKEN_RE.finditer(prompt.key), 1):
-        if i == boundary:
-            h.update(prompt.key[pos:m.end()].encode())
-            pos = m.end()
-            d = h.digest()
-            seen = ms.cache.get(d)
-            if seen is not None and seen > now:
-                hit = i
-            ms.cache[d] = expiry
-            longest = i
-            boundary += 128
-            if boundary > prompt.tokens:
-                break
-    if len(ms.cache) > 50_000:
-        ms.cache = {k: v for k, v in ms.cache.items() if v > now}
+    cache = ms.cache
+    for role, text in prompt.parts:
+        h.update(b"\x01" + role.encode() + b"\x00")
+        n = count_tokens(text)
+        if count + n < boundary:  # no boundary inside this message
+            h.update(text.encode())
+            count += n
+            continue
+        pos = 0
+        for m in TOKEN_RE.finditer(text):
+            count += 1
+            if count == boundary:
+                h.update(text[pos:m.end()].encode())
+                pos = m.end()
+                d = h.digest()
+                seen = cache.get(d)
+                if seen is not None and seen > now:
+                    hit = count
+                cache[d] = expiry
+                longest = count
+                boundary += 128
+        h.update(text[pos:].encode())
+    if len(cache) > 50_000:
+        ms.cache = {k: v for k, v in cache.items() if v > now}
     return hit, longest
 
 
