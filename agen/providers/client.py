@@ -186,7 +186,7 @@ class ModelClient:
             except ProviderError as exc:  # transport failure (CapacityError)
                 err: ProviderError = exc
             else:
-                self.lane.observe(parse_rate_limits(res.headers, self.provider))
+                self.lane.observe(parse_rate_limits(res.headers, self.provider), ticket)
                 if 200 <= res.status < 300:
                     try:
                         parsed: Parsed = self._parse(orjson.loads(res.body))

@@ -70,13 +70,17 @@ def parse_instant(text: str, now_epoch: float) -> float | None:
 
 
 def parse_retry_after(headers: Mapping[str, str], now_epoch: float | None = None) -> float | None:
-    """Seconds the server asked us to wait: the larger of `retry-after-ms` and `retry-after`."""
+    """Seconds the server asked us to wait.
+
+    `retry-after-ms` wins when present: it is the precise form of the same wish (OpenAI rounds
+    `retry-after` up to whole seconds next to it), as the official SDKs read it.
+    """
     now = time.time() if now_epoch is None else now_epoch
     waits: list[float] = []
     ms = headers.get("retry-after-ms")
     if ms is not None:
         try:
-            waits.append(max(0.0, float(ms) / 1000.0))
+            return max(0.0, float(ms) / 1000.0)
         except ValueError:
             pass
     ra = headers.get("retry-after")

@@ -2,7 +2,7 @@
 
 Why not asyncio-throttle (the original pick): it polls every waiting task every 10 ms, cannot
 weight a request by its tokens, is not FIFO and cannot be paused after a 429 (see
-docs/LIBRARIES notes and benchmarks/rate_limits.py). Here waiters sit in one deque and a single
+/work/shared/LIBRARIES.md and benchmarks/rate_limits.py). Here waiters sit in one deque and a single
 `loop.call_at` timer wakes the dispatcher when the head of the queue may go: no polling.
 
 The admission arithmetic lives in `Pacer`, a pure function of `now` so tests drive a fake clock:
@@ -13,7 +13,9 @@ The admission arithmetic lives in `Pacer`, a pure function of `now` so tests dri
   * a 429 pauses the whole lane for the server's retry-after and halves `factor` (at most once per
     generation of requests: a 429 for a request sent before the last decrease does not count
     again), which then recovers linearly to 1 over `recover_s` (AIMD);
-  * a response saying `remaining == 0` pauses the lane until the reset it announced.
+  * with `limit` headers the server's own bucket is mirrored (remaining at the report, refill
+    limit/60 per second, minus what was sent since) and a request waits until it fits there too;
+    without them, a response saying `remaining == 0` pauses the lane until the announced reset.
 """
 
 from __future__ import annotations
@@ -31,16 +33,39 @@ NEG_INF = -math.inf
 
 @dataclass(slots=True)
 class Ticket:
-    """An admitted request: what it reserved and when it went out."""
+    """An admitted request: what it reserved, when it went out, and the lane's running totals then."""
 
     est_tokens: int
     admitted_at: float
+    seq_req: int = 0  # requests admitted by the lane up to and including this one
+    seq_tok: float = 0.0  # tokens reserved up to and including this one
+
+
+@dataclass(slots=True)
+class _Mirror:
+    """The server's own bucket as last reported: `level` units at `at`, refilling at `limit/60`/s.
+
+    `spent_before` is the lane's running total up to the reporting request (whose own charge, or
+    rejection, the report already reflects); everything admitted since is charged on top.
+    """
+
+    limit: float
+    level: float
+    at: float
+    spent_before: float
+
+    def wait_s(self, now: float, spent_total: float, cost: float) -> float:
+        if cost > self.limit:
+            return 0.0  # can never fit: let the server say so
+        rate = self.limit / 60.0
+        avail = min(self.limit, self.level + rate * (now - self.at)) - (spent_total - self.spent_before)
+        return 0.0 if avail >= cost else (cost - avail) / rate
 
 
 class Pacer:
     """Admission arithmetic of one lane; every method takes `now` (seconds, monotonic)."""
 
-    def __init__(self, *, rpm: float | None, tpm: float | None, margin: float = 0.98, burst_s: float = 0.5,
+    def __init__(self, *, rpm: float | None, tpm: float | None, margin: float = 0.99, burst_s: float = 0.5,
                  recover_s: float = 20.0, min_factor: float = 1 / 64, default_pause_s: float = 1.0,
                  max_header_pause_s: float = 60.0) -> None:
         self.rpm, self.tpm = rpm, tpm
@@ -53,6 +78,11 @@ class Pacer:
         self.pause_until = NEG_INF
         self._f0 = 1.0
         self.decreased_at = NEG_INF
+        self.seq_req = 0
+        self.seq_tok = 0.0
+        self._mirror_req: _Mirror | None = None
+        self._mirror_tok: _Mirror | None = None
+        self._mirror_from = NEG_INF  # admission time of the request whose headers we mirror
         self.pauses = 0
         self.decreases = 0
         self.header_pauses = 0
@@ -92,18 +122,28 @@ class Pacer:
         if rho:
             capacity = max(rho * self.burst_s, float(est_tokens))
             t = max(t, self.tok_tat + (est_tokens - capacity) / rho)
+        if self._mirror_req is not None:
+            t = max(t, now + self._mirror_req.wait_s(now, self.seq_req, 1))
+        if self._mirror_tok is not None:
+            t = max(t, now + self._mirror_tok.wait_s(now, self.seq_tok, est_tokens))
         return t
 
-    def admit(self, now: float, est_tokens: int) -> None:
+    def admit(self, now: float, est_tokens: int) -> Ticket:
         r = self.req_rate(now)
         if r:
             self.req_tat = max(self.req_tat, now) + 1.0 / r
         rho = self.tok_rate(now)
         if rho:
             self.tok_tat = max(self.tok_tat, now) + est_tokens / rho
+        self.seq_req += 1
+        self.seq_tok += est_tokens
+        return Ticket(est_tokens, now, self.seq_req, self.seq_tok)
 
     def settle(self, now: float, est_tokens: int, actual_tokens: int) -> None:
-        """Replace a reservation by the real usage: refund (or charge) the difference."""
+        """Replace a reservation by the real usage in our own budget: refund (or charge) the difference.
+
+        The server's bucket (mirrored from headers) is left alone: it says itself what it charged.
+        """
         rho = self.tok_rate(now)
         if rho and self.tok_tat > NEG_INF:
             self.tok_tat -= (est_tokens - actual_tokens) / rho
@@ -118,15 +158,29 @@ class Pacer:
             self.decreased_at = now
             self.decreases += 1
 
-    def observe(self, now: float, info: RateLimitInfo) -> None:
-        """Learn the server's limits and pause when it says the budget is spent."""
+    def observe(self, now: float, info: RateLimitInfo, ticket: Ticket | None = None) -> None:
+        """Learn the server's limits and mirror its bucket; pause when it says the budget is spent.
+
+        With a `limit` header the server's bucket is mirrored (level = remaining at the report,
+        refilling limit/60 per second, minus what we sent since). Without one, `remaining == 0`
+        pauses the lane until the announced reset.
+        """
         if info.limit_requests:
             self.learned_rpm = float(info.limit_requests)
         if info.limit_tokens:
             self.learned_tpm = float(info.limit_tokens)
-        for remaining, reset in ((info.remaining_requests, info.reset_requests_s),
-                                 (info.remaining_tokens, info.reset_tokens_s)):
-            if remaining is not None and remaining <= 0 and reset:
+        fresh = ticket is None or ticket.admitted_at >= self._mirror_from
+        if fresh and ticket is not None:
+            self._mirror_from = ticket.admitted_at
+            if info.limit_requests and info.remaining_requests is not None:
+                self._mirror_req = _Mirror(float(info.limit_requests), float(info.remaining_requests), now,
+                                           float(ticket.seq_req))
+            if info.limit_tokens and info.remaining_tokens is not None:
+                self._mirror_tok = _Mirror(float(info.limit_tokens), float(info.remaining_tokens), now,
+                                           ticket.seq_tok)
+        for limit, remaining, reset in ((info.limit_requests, info.remaining_requests, info.reset_requests_s),
+                                        (info.limit_tokens, info.remaining_tokens, info.reset_tokens_s)):
+            if not limit and remaining is not None and remaining <= 0 and reset:
                 until = now + min(reset, self.max_header_pause_s)
                 if until > self.pause_until:
                     self.pause_until = until
@@ -180,10 +234,10 @@ class Lane:
             raise
 
     def _admit(self, now: float, est_tokens: int) -> Ticket:
-        self.pacer.admit(now, est_tokens)
+        ticket = self.pacer.admit(now, est_tokens)
         self._in_flight += 1
         self.admitted += 1
-        return Ticket(est_tokens, now)
+        return ticket
 
     def release(self, ticket: Ticket, actual_tokens: int | None) -> None:
         """The request is done; `actual_tokens` (None: unknown, keep the reservation) settles it."""
@@ -196,9 +250,11 @@ class Lane:
         self.pacer.throttled(self._now(), ticket.admitted_at, wait_s)
         self._dispatch()
 
-    def observe(self, info: RateLimitInfo) -> None:
+    def observe(self, info: RateLimitInfo, ticket: Ticket | None = None) -> None:
+        """Feed one response's rate-limit headers (for the request holding `ticket`) to the pacer."""
         if not info.empty:
-            self.pacer.observe(self._now(), info)
+            self.pacer.observe(self._now(), info, ticket)
+            self._dispatch()
 
     def close(self, exc: BaseException) -> None:
         """Refuse everything from now on: queued waiters get `exc` without being sent."""
