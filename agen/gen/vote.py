@@ -1,0 +1,164 @@
+"""Answer-Consistency: accept a proposed question only if K solvers mostly agree with its answer.
+
+Rule over K samples: c = samples equivalent to the candidate's answer, o = the largest class of
+*other* answers (samples without an answer count toward K but form no class). Accept iff
+c > o (a tie rejects) and c / K ≥ min_share.
+
+`Tally` applies the same rule incrementally and stops as soon as no continuation of the
+remaining samples can change the outcome, which saves most of the solver calls on clearly good
+or clearly bad questions; `decide_full` is the reference it is tested against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agen.gen.answers import AnswerClasses
+
+__all__ = ["Tally", "VoteDecision", "decide_full", "min_agree"]
+
+
+@dataclass(frozen=True, slots=True)
+class VoteDecision:
+    """The outcome of a vote and the counts behind it.
+
+    `reason` is "agree" on acceptance. A full vote rejects with "majority_disagrees" (another
+    answer got more votes), "tie", "below_min_share" (won, but too few votes) or "no_answers"
+    (no sample gave an answer). An early stop rejects with "cannot_win" (even if every
+    remaining sample agreed, the candidate would not beat the largest other answer) or
+    "cannot_reach_min_share". `samples` is how many votes were seen; `agree` of them matched.
+    """
+
+    accepted: bool
+    reason: str
+    agree: int
+    samples: int
+    majority_answer: str | None
+    majority_share: float
+
+
+def min_agree(k: int, min_share: float) -> int:
+    """Fewest agreeing votes with agree / k ≥ min_share, computed with that very comparison."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not 0.0 <= min_share <= 1.0:
+        raise ValueError(f"min_share must be in [0, 1], got {min_share}")
+    return next(c for c in range(k + 1) if c / k >= min_share)
+
+
+def _make(classes: AnswerClasses, samples: int, accepted: bool, reason: str) -> VoteDecision:
+    counts = classes.counts
+    top = max(range(len(counts)), key=counts.__getitem__)  # the candidate (class 0) wins ties
+    return VoteDecision(
+        accepted=accepted,
+        reason=reason,
+        agree=counts[0],
+        samples=samples,
+        majority_answer=classes.representatives[top] if counts[top] > 0 else None,
+        majority_share=counts[top] / samples if samples else 0.0,
+    )
+
+
+def _final(classes: AnswerClasses, samples: int, needed: int) -> VoteDecision:
+    """The full-vote rule, given every sample (class 0 is the candidate's answer)."""
+    c = classes.counts[0]
+    o = max(classes.counts[1:], default=0)
+    if c == 0 and o == 0:
+        return _make(classes, samples, False, "no_answers")
+    if c < o:
+        return _make(classes, samples, False, "majority_disagrees")
+    if c == o:
+        return _make(classes, samples, False, "tie")
+    if c < needed:
+        return _make(classes, samples, False, "below_min_share")
+    return _make(classes, samples, True, "agree")
+
+
+class Tally:
+    """An Answer-Consistency vote fed one sample at a time, deciding as early as is safe.
+
+    After each `add`, `decision()` is not None exactly when every possible sequence of the
+    remaining samples leads to the same accept/reject as the full K-sample vote: accept once
+    c ≥ needed and c > o + remaining (all remaining could join the largest other answer);
+    reject once c + remaining ≤ o or c + remaining < needed (even if all remaining agreed).
+    Both bounds are tight, so no vote runs longer than it must.
+    """
+
+    __slots__ = ("_classes", "_needed", "_votes", "k", "min_share")
+
+    def __init__(self, candidate_answer: str, k: int, min_share: float) -> None:
+        self._needed = min_agree(k, min_share)
+        self.k = k
+        self.min_share = min_share
+        # Class 0 is the candidate's own answer, so "agrees" and "other" use one equivalence.
+        self._classes = AnswerClasses(seed=candidate_answer)
+        self._votes: list[str | None] = []
+
+    @property
+    def votes(self) -> tuple[str | None, ...]:
+        """Every vote in arrival order; records keep them so thresholds can be re-cut offline."""
+        return tuple(self._votes)
+
+    @property
+    def remaining(self) -> int:
+        """Samples still missing from the full K."""
+        return self.k - len(self._votes)
+
+    def add(self, answer: str | None) -> None:
+        """Count one solver's final answer (None when it gave none)."""
+        if len(self._votes) >= self.k:
+            raise ValueError(f"vote already has its k={self.k} samples")
+        self._votes.append(answer)
+        self._classes.add(answer)
+
+    def _counts(self) -> tuple[int, int]:
+        counts = self._classes.counts
+        return counts[0], max(counts[1:], default=0)
+
+    def decision(self) -> VoteDecision | None:
+        """The vote's outcome if it is already certain, else None; always set after K samples."""
+        c, o = self._counts()
+        left = self.remaining
+        samples = len(self._votes)
+        if left == 0:
+            return _final(self._classes, samples, self._needed)
+        if c >= self._needed and c > o + left:
+            return _make(self._classes, samples, True, "agree")
+        if c + left <= o:
+            return _make(self._classes, samples, False, "cannot_win")
+        if c + left < self._needed:
+            return _make(self._classes, samples, False, "cannot_reach_min_share")
+        return None
+
+    def needed_before_decision(self) -> int:
+        """Fewest further samples after which some outcome could already decide the vote.
+
+        0 if decided. Use it as the `n` of the next solver request: asking for fewer cannot
+        finish the vote, asking for more may waste samples. A fresh K=16, min_share=0.5 vote
+        needs 8 (eight identical wrong answers make c + 8 ≤ o).
+        """
+        c, o = self._counts()
+        left = self.remaining
+        for m in range(left + 1):
+            rest = left - m
+            # Best case for accepting: all m agree. Best case for rejecting: all m join the
+            # largest other answer (which also keeps c as low as possible).
+            if c + m >= self._needed and c + m > o + rest:
+                return m
+            if c + rest <= o + m or c + rest < self._needed:
+                return m
+        return left  # unreachable: with m = left the first or second test holds
+
+
+def decide_full(
+    candidate_answer: str, votes: Sequence[str | None], k: int, min_share: float
+) -> VoteDecision:
+    """The Answer-Consistency decision over all K votes (the reference for `Tally`)."""
+    if len(votes) != k:
+        raise ValueError(f"decide_full needs exactly k={k} votes, got {len(votes)}")
+    needed = min_agree(k, min_share)
+    classes = AnswerClasses(seed=candidate_answer)
+    for vote in votes:
+        classes.add(vote)
+    return _final(classes, k, needed)
