@@ -21,10 +21,13 @@ class _Strict(BaseModel):
 
 
 class Latency(_Strict):
-    """Lognormal time to answer: median * exp(sigma * N(0, 1)). median 0 means answer at once."""
+    """Time to answer in ms: median * exp(sigma * N(0, 1)) + per_output_token_ms * longest choice.
 
-    median: float = Field(default=0.0, ge=0)  # milliseconds
+    All zero means answer at once (benchmarks)."""
+
+    median: float = Field(default=0.0, ge=0)
     sigma: float = Field(default=0.0, ge=0)
+    per_output_token_ms: float = Field(default=0.0, ge=0)
 
 
 class Faults(_Strict):

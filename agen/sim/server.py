@@ -21,6 +21,7 @@ import asyncio
 import collections
 import hashlib
 import itertools
+import logging
 import math
 import random
 import time
@@ -37,6 +38,7 @@ from agen.sim.model import TOKEN_RE, count_tokens, generate, prompt_digest, samp
 __all__ = ["LISTENING", "SimServer", "build_app", "serve", "start_sim"]
 
 JSON = "application/json"
+_log = logging.getLogger("agen.sim")
 LISTENING = "AGEN_SIM_LISTENING"  # first stdout line of `serve`: "AGEN_SIM_LISTENING http://HOST:PORT"
 
 
@@ -237,6 +239,13 @@ class Handlers:
                 status, body, headers = await self._process(request, fmt, rid, box)
             except _Reply as r:
                 status, body, headers = r.status, r.body, r.headers
+            except Exception:  # a sim bug: answer like a provider would, and say so on stderr
+                _log.exception("agen sim: unhandled error while answering %s", request.path)
+                status, body = wire.error(fmt, "server", wire._DEFAULT_MESSAGE[500], rid)
+                headers = {}
+            ms = st.models.get(box[0])
+            if ms is not None and (ms.req_bucket is not None or ms.tok_bucket is not None):
+                headers = {**ms.rl_headers(fmt, time.monotonic()), **headers}  # limits on every response
             headers[id_header] = rid
             if not isinstance(body, bytes):
                 body = orjson.dumps(body)
@@ -258,8 +267,14 @@ class Handlers:
         cfg = st.cfg
         if request.content_length is not None and request.content_length > cfg.max_body_bytes:
             raise _Reply(*wire.error(fmt, "too_large", "Request exceeds the maximum allowed number of bytes.", rid))
-        raw = await request.read()
-        if len(raw) > cfg.max_body_bytes:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raw = b""
+            too_large = True
+        else:
+            too_large = len(raw) > cfg.max_body_bytes
+        if too_large:
             raise _Reply(*wire.error(fmt, "too_large", "Request exceeds the maximum allowed number of bytes.", rid))
         try:
             data = orjson.loads(raw)
@@ -373,11 +388,6 @@ class Handlers:
             else:
                 malformed = r - faults.hang_p < faults.malformed_p
 
-        lat = ms.cfg.latency_ms
-        if lat.median > 0:
-            delay = lat.median * (math.exp(lat.sigma * st.rng.gauss(0.0, 1.0)) if lat.sigma else 1.0)
-            await asyncio.sleep(delay / 1000.0)
-
         # the answer
         if seed is None:
             base = next(st.samples)
@@ -400,6 +410,11 @@ class Handlers:
                 finishes.append(False)
             texts.append(text)
             out_tokens += t
+        lat = ms.cfg.latency_ms
+        if lat.median > 0 or lat.per_output_token_ms > 0:
+            delay = lat.median * (math.exp(lat.sigma * st.rng.gauss(0.0, 1.0)) if lat.sigma else 1.0)
+            delay += lat.per_output_token_ms * max(count_tokens(t) for t in texts)
+            await asyncio.sleep(delay / 1000.0)
         cached, cacheable = _cache_lookup(st, ms, prompt, now)
         created = int(time.time())
         if malformed:

@@ -431,6 +431,19 @@ def generate_problem(rng: random.Random, steps: int) -> tuple[str, str]:
     return " ".join(sentences), str(x)
 
 
+_STEP_TEXT = {
+    "add": "Adding {k} more: {x} + {k} = {y}.",
+    "add_groups": "{a} groups of {b} add {a} * {b}, so {x} + {a} * {b} = {y}.",
+    "sub": "Taking away {k}: {x} - {k} = {y}.",
+    "mul": "Multiplying by {k}: {x} * {k} = {y}.",
+    "share": "One of {k} equal shares: {x} / {k} = {y}.",
+    "frac": "Removing 1/{k} of them: {x} - {x} / {k} = {y}.",
+    "pct": "Removing {d}%: {x} - {x} * {d} / 100 = {y}.",
+    "price": "At ${p} each: {x} * {p} = {y} dollars.",
+    "discount": "At ${p} each with {d}% off: {x} * {p} * (100 - {d}) / 100 = {y} dollars.",
+}
+
+
 def explain(question: str, answer: str) -> list[str]:
     """Short step-by-step lines for a solution ending in `answer` (cheap, template-based)."""
     prob = parse_problem(question.strip())
@@ -442,7 +455,7 @@ def explain(question: str, answer: str) -> list[str]:
     for kind, params in prob.ops:
         v = dict(params)
         y = OPS[kind](x, v)
-        lines.append(f"After the {kind.replace('_', ' ')} step: {x} becomes {y}.")
+        lines.append(_STEP_TEXT[kind].format(x=x, y=y, **v))
         x = y
     if str(x) != answer:
         lines.append(f"Double-checking the steps, I get {answer}.")
