@@ -210,12 +210,13 @@ class ModelClient:
             cost = cost_usd(u, self.price) if usage else 0.0
             self._record(req, outcome_of(err), err.status, u, cost, res.latency_s if res else 0.0, err.request_id)
             delay = retry_delay(err, retries_done=retries, bad_responses_done=bad, policy=self.policy)
-            if isinstance(err, ThrottledError):
+            if isinstance(err, FatalRunError):
+                self._set_fatal(err)  # before release: the next waiter must not be admitted
+            elif isinstance(err, ThrottledError):
                 self.lane.throttled(ticket, delay)
             self.lane.release(ticket, u.total_tokens if res is not None else None)
             if isinstance(err, FatalRunError):
                 self._stats["fatal_run"] += 1
-                self._set_fatal(err)
                 raise err
             if isinstance(err, TaskFailedError):
                 self._stats["task_failed"] += 1
