@@ -1,7 +1,8 @@
 """What a simulated model writes: propose, solve or chat, deterministic per (model, prompt, sample).
 
-Sample `s` of a prompt is generated from `random.Random(blake2b(model, prompt, s))`, so choice `i`
-of a request with `seed=s` equals the single choice of a request with `seed=s+i`.
+Sample `s` of a prompt is generated from the 64-bit seed blake2b(model, prompt, s), so choice `i`
+of a request with `seed=s` equals the single choice of a request with `seed=s+i`. Temperature and
+top_p are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import random
 import re
 
 from agen.sim.config import SimModel
-from agen.sim.world import explain, generate_problem, parse_problem, plausible_wrong, true_answer
+from agen.sim.world import explain, generate_problem, parse_problem, plausible_wrong
 
-__all__ = ["count_tokens", "generate", "prompt_digest", "sample_rng", "truncate_tokens"]
+__all__ = ["count_tokens", "generate", "prompt_digest", "sample_rng", "sample_seed", "truncate_tokens"]
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _SEED_LINE = re.compile(r"^Seed Question \d+:\s*(.+)$", re.M)
@@ -44,15 +45,20 @@ def prompt_digest(model: str, prompt: str) -> bytes:
     return hashlib.blake2b(f"{model}\x00{prompt}".encode(), digest_size=16).digest()
 
 
-def sample_rng(digest: bytes, sample: int) -> random.Random:
-    """The RNG of one sample; depends only on the prompt digest and the sample index."""
+def sample_seed(digest: bytes, sample: int) -> int:
+    """The 64-bit seed of one sample; depends only on the prompt digest and the sample index."""
     h = hashlib.blake2b(digest + sample.to_bytes(8, "little", signed=True), digest_size=8).digest()
-    return random.Random(int.from_bytes(h, "little"))
+    return int.from_bytes(h, "little")
 
 
-def _pick_wrong(rng: random.Random, question: str) -> str:
+def sample_rng(digest: bytes, sample: int) -> random.Random:
+    """The RNG of one sample (see `sample_seed`)."""
+    return random.Random(sample_seed(digest, sample))
+
+
+def _pick_wrong(u: float, question: str) -> str:
     wrong = plausible_wrong(question)
-    r = rng.random()
+    r = u
     acc = 0.0
     for value, w in zip(wrong, WRONG_WEIGHTS):
         acc += w
@@ -61,15 +67,26 @@ def _pick_wrong(rng: random.Random, question: str) -> str:
     return wrong[-1]
 
 
-def solve(question: str, rng: random.Random, cfg: SimModel) -> str:
-    """A short solution ending in \\boxed{...}: right with p = solve_correct_p ** (steps / 3)."""
+def solve(question: str, seed: int, cfg: SimModel) -> str:
+    """A short solution ending in \\boxed{...}: right with p = solve_correct_p ** (steps / 3).
+
+    The two uniform draws come straight from the 64-bit sample seed (no RNG object: this is
+    the hot path of voting), and the text is cached per (question, answer).
+    """
+    u1 = (seed & 0xFFFFFFFF) / 4294967296.0
+    u2 = (seed >> 32) / 4294967296.0
     prob = parse_problem(question)
-    truth = true_answer(question)
-    if prob is None or truth is None:
-        answer = _pick_wrong(rng, question)
+    if prob is None:
+        answer = _pick_wrong(u2, question)
     else:
         p = cfg.solve_correct_p ** (prob.steps / 3)
-        answer = truth if rng.random() < p else _pick_wrong(rng, question)
+        answer = str(prob.evaluate()) if u1 < p else _pick_wrong(u2, question)
+    return solution_text(question, answer)
+
+
+@functools.lru_cache(maxsize=32768)
+def solution_text(question: str, answer: str) -> str:
+    """The worked solution the sim writes for `question` when it concludes `answer`."""
     lines = explain(question, answer)
     return "Let's solve this step by step.\n" + "\n".join(lines) + f"\nThe answer is\n\\boxed{{{answer}}}"
 
@@ -88,7 +105,7 @@ def propose(prompt: str, rng: random.Random, cfg: SimModel) -> str:
     n_seeds = len(_SEED_LINE.findall(prompt))
     question, answer = generate_problem(rng, steps)
     if rng.random() < cfg.propose_wrong_p:
-        answer = _pick_wrong(rng, question)
+        answer = _pick_wrong(rng.random(), question)
     cot = (f"Analysis: the {n_seeds or 'given'} seed questions are multi-step arithmetic word problems; "
            f"each needs a few careful operations on one quantity.\n"
            f"Plan: write a new problem with {steps} operations whose numbers divide exactly.\n"
@@ -126,11 +143,11 @@ def problem_of(last_user: str) -> str | None:
     return last_user[m.end():].strip()
 
 
-def generate(cfg: SimModel, prompt: str, last_user: str, rng: random.Random) -> str:
-    """The text of one sample, dispatched on the kind of request the last user message is."""
+def generate(cfg: SimModel, prompt: str, last_user: str, seed: int) -> str:
+    """The text of one sample (`seed` from `sample_seed`), dispatched on the last user message."""
     if "[New Question Begin]" in last_user:
-        return propose(prompt, rng, cfg)
+        return propose(prompt, random.Random(seed), cfg)
     problem = problem_of(last_user)
     if problem is not None:
-        return solve(problem, rng, cfg)
-    return chat(last_user, rng)
+        return solve(problem, seed, cfg)
+    return chat(last_user, random.Random(seed))

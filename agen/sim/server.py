@@ -33,7 +33,7 @@ from aiohttp import web
 
 from agen.sim import limits, wire
 from agen.sim.config import SimConfig, SimModel, load_sim_config, parse_sim_config
-from agen.sim.model import TOKEN_RE, count_tokens, generate, prompt_digest, sample_rng, truncate_tokens
+from agen.sim.model import TOKEN_RE, count_tokens, generate, prompt_digest, sample_seed, truncate_tokens
 
 __all__ = ["LISTENING", "SimServer", "build_app", "serve", "start_sim"]
 
@@ -400,7 +400,7 @@ class Handlers:
         finishes: list[bool] = []
         out_tokens = 0
         for i in range(n):
-            text = generate(ms.cfg, prompt.key, prompt.last_user, sample_rng(digest, base + i))
+            text = generate(ms.cfg, prompt.key, prompt.last_user, sample_seed(digest, base + i))
             t = count_tokens(text)
             if t > max_tokens:
                 text = truncate_tokens(text, max_tokens)
