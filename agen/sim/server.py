@@ -12,7 +12,10 @@ base URL):
 
 A request goes: scripted response? -> auth -> anthropic-version -> model known? -> body valid?
 -> context window -> quota -> rate limits -> random faults -> latency -> answer.
-Stats `input_tokens` follow agen's `Usage` convention: all prompt tokens, cached or not.
+Stats `input_tokens` follow agen's `Usage` convention: all prompt tokens, cached or not. Requests
+whose body names no model (unparseable, too large) are counted under `_unknown`; a request whose
+client hung up before the answer is counted with status 499. Prompt caching is automatic in both
+formats (Anthropic reports a cache write on a miss, as if the prompt carried cache_control).
 """
 
 from __future__ import annotations
