@@ -39,8 +39,7 @@ from agen.types import CallRecord, ChatRequest, Completion, Example
 log = structlog.get_logger("agen.pipeline")
 
 STAGES = ("propose", "amplify")
-_PRIOR_RATE = 0.5  # assumed acceptance before any result is in
-_MIN_RATE = 0.05  # never plan on fewer than 1 in 20 being accepted
+_PRIOR = 4  # pseudo-successes behind each acceptance estimate
 
 
 @dataclass(slots=True)
@@ -61,18 +60,46 @@ class VoteTask:
 
 @dataclass
 class StageCounts:
-    """Committed outcomes of one stage (the acceptance funnel), plus work in flight."""
+    """Committed outcomes of one stage (the funnel), and the live counts that steer admission.
 
-    accepted: int = 0
-    finished: int = 0
+    Admission needs the chance that a task admitted now ends accepted. Fast rejections (parse,
+    duplicate) finish long before slow acceptances (a full vote), so one pooled rate would be
+    biased low early on and over-admit; each gate gets its own estimate instead, with an
+    optimistic prior worth a few successes (admitting too little costs a little time at the end,
+    admitting too much costs money for examples nobody asked for).
+    """
+
+    accepted: int = 0  # committed
+    finished: int = 0  # committed
     reasons: Counter[str] = field(default_factory=Counter)
-    inflight: int = 0
+    generating: int = 0  # admitted; generation not back yet
+    voting: int = 0  # passed parse and dedup; vote under way
+    committing: int = 0  # decided; waiting for the writer
+    committing_accepted: int = 0
+    generated: int = 0
+    passed: int = 0
+    voted: int = 0
+    vote_accepted: int = 0
 
     @property
-    def rate(self) -> float:
-        if self.finished < 4:
-            return _PRIOR_RATE
-        return max(_MIN_RATE, self.accepted / self.finished)
+    def inflight(self) -> int:
+        return self.generating + self.voting + self.committing
+
+    def expected_accepted(self) -> float:
+        """Accepted so far plus what the work in flight is expected to add."""
+        p_pass = (self.passed + _PRIOR) / (self.generated + _PRIOR)
+        p_vote = (self.vote_accepted + _PRIOR) / (self.voted + _PRIOR)
+        return (self.accepted + self.committing_accepted + self.voting * p_vote
+                + self.generating * p_pass * p_vote)
+
+    def restore(self, accepted: int, finished: int, reasons: Counter[str]) -> None:
+        self.accepted, self.finished = accepted, finished
+        self.reasons.update(reasons)
+        self.generated = finished
+        self.passed = finished - sum(n for r, n in reasons.items()
+                                     if r.startswith(("parse:", "duplicate:", "generate_failed")))
+        self.voted = sum(n for r, n in reasons.items() if r.startswith("vote:"))
+        self.vote_accepted = accepted
 
 
 def _stable_int(text: str) -> int:
@@ -91,9 +118,7 @@ class Pipeline:
         self.costs = costs
         self.counts = {s: StageCounts() for s in STAGES}
         for stage, c in restored.counts.items():
-            self.counts[stage].accepted = c.accepted
-            self.counts[stage].finished = c.finished
-            self.counts[stage].reasons.update(c.reasons)
+            self.counts[stage].restore(c.accepted, c.finished, c.reasons)
         self.pool: list[Example] = list(restored.pool)  # accepted proposals: amplify's few-shots
         self.done_ids = restored.done_ids
         self.dedup = Deduper(threshold=cfg.dedup.near_threshold)
@@ -127,9 +152,10 @@ class Pipeline:
         for r in batch:
             c = self.counts[r["stage"]]
             c.finished += 1
-            c.inflight -= 1
+            c.committing -= 1
             c.reasons[r["reason"]] += 1
             if r["status"] == "accepted":
+                c.committing_accepted -= 1
                 c.accepted += 1
                 self.accepted_this_session += 1
                 if r["stage"] == "propose":
@@ -219,10 +245,10 @@ class Pipeline:
                     if not self.budget_left():
                         self.request_stop("budget")
                         return
-                    if c.accepted + c.inflight * c.rate < sc.target:
+                    if c.expected_accepted() < sc.target:
                         break
                     await self._changed.wait()
-                c.inflight += 1
+                c.generating += 1
                 await task_q.put(GenTask(tid, stage, index, self._examples(stage, index)))
             else:
                 log.warning("max_attempts_reached", stage=stage, attempts=self._max_attempts(stage))
@@ -241,15 +267,21 @@ class Pipeline:
             req = ChatRequest(messages=({"role": "user", "content": prompt},), max_tokens=sc.max_tokens,
                               temperature=sc.temperature, seed=_stable_int(task.id), stage=stage,
                               task_id=task.id)
+            c = self.counts[stage]
             try:
                 out = await self._call(client, req)
             except TaskFailedError as exc:
+                c.generating -= 1
+                c.generated += 1
                 await self._finish(task, None, "failed", f"generate_failed:{type(exc).__name__}",
                                    sc.model, error=str(exc))
                 continue
             except FatalRunError as exc:
-                self._fatal(exc, task)
+                c.generating -= 1
+                self._fatal(exc)
                 continue
+            c.generating -= 1
+            c.generated += 1
             parsed = parse_generation(out.texts[0])
             if isinstance(parsed, ParseFailure):
                 await self._finish(task, None, "rejected", f"parse:{parsed.reason}", sc.model,
@@ -260,14 +292,15 @@ class Pipeline:
                 await self._finish(task, parsed, "rejected", f"duplicate:{dup.kind}", sc.model,
                                    duplicate_of=dup.match_id, duplicate_score=round(dup.score, 4))
                 continue
+            c.passed += 1
+            c.voting += 1
             await vote_q.put(VoteTask(task, parsed, sc.model, len(out.texts[0])))
 
-    def _fatal(self, exc: FatalRunError, task: GenTask) -> None:
+    def _fatal(self, exc: FatalRunError) -> None:
         """The run cannot go on; the task is left uncommitted so a resume redoes it."""
         if self.fatal is None:
             self.fatal = exc
             log.error("fatal_provider_error", error=str(exc))
-        self.counts[task.stage].inflight -= 1
         self.request_stop("fatal_provider_error")
 
     # ---- vote ----------------------------------------------------------------------------------
@@ -277,15 +310,21 @@ class Pipeline:
         client = self.providers[vc.model]
         while (vt := await vote_q.get()) is not None:
             task = vt.task
+            c = self.counts[task.stage]
             try:
                 decision, votes = await self._vote(client, vt)
             except TaskFailedError as exc:
+                c.voting -= 1
                 await self._finish(task, vt.candidate, "failed", f"vote_failed:{type(exc).__name__}",
                                    vt.gen_model, error=str(exc))
                 continue
             except FatalRunError as exc:
-                self._fatal(exc, task)
+                c.voting -= 1
+                self._fatal(exc)
                 continue
+            c.voting -= 1
+            c.voted += 1
+            c.vote_accepted += decision.accepted
             status = "accepted" if decision.accepted else "rejected"
             await self._finish(task, vt.candidate, status, f"vote:{decision.reason}", vt.gen_model,
                                vote=_vote_dict(decision, votes, vc.k, vc.model))
@@ -334,6 +373,9 @@ class Pipeline:
         }
         rec.update(extra)
         rec["cost_usd"] = round(self._task_cost.pop(task.id, 0.0), 8)
+        c = self.counts[task.stage]
+        c.committing += 1
+        c.committing_accepted += status == "accepted"
         await self.sink.put(rec)
 
     # ---- orchestration -------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import structlog
 
-from agen.config import RunConfig, load_prices, price_for
+from agen.config import Price, RunConfig, load_prices, price_for
 from agen.cost import CostBook
 from agen.errors import ConfigError, StorageError
 from agen.gen.prompts import check_template
@@ -31,6 +31,7 @@ from agen.run.ledger import costs_from_ledger
 from agen.run.restore import restore
 from agen.run.rundir import open_run_dir
 from agen.summary import render_summary
+from agen.types import Example
 
 log = structlog.get_logger("agen.runner")
 
@@ -67,16 +68,17 @@ def _base_urls(cfg: RunConfig, sim_url: str | None) -> dict[str, str]:
     return urls
 
 
-def preflight(cfg: RunConfig, config_dir: Path | None = None) -> tuple[list, dict]:
+def preflight(cfg: RunConfig, config_dir: Path | None = None) -> tuple[list[Example], dict[str, Price]]:
     """Seeds, prices, keys and templates, checked before anything is sent or written."""
     seeds = load_seeds(cfg.seeds, config_dir)
     table = load_prices()
-    prices = {name: price_for(name, m, table) for name, m in cfg.models.items()}
+    for name, m in cfg.models.items():
+        price_for(name, m, table)  # every model must have a price before anything is spent
     check_api_keys({n: m for n, m in cfg.models.items() if m.base_url != "sim"})
     for stage in (cfg.propose, cfg.amplify):
         check_template(stage.template, {"examples"})
     check_template(cfg.vote.template, {"question"})
-    return seeds, prices
+    return seeds, table
 
 
 def run_session(cfg: RunConfig, *, config_dir: Path | None = None, grace_s: float = 30.0,

@@ -67,8 +67,9 @@ class Pacer:
 
     def __init__(self, *, rpm: float | None, tpm: float | None, margin: float = 0.99, burst_s: float = 0.5,
                  recover_s: float = 20.0, min_factor: float = 1 / 64, default_pause_s: float = 1.0,
-                 max_header_pause_s: float = 60.0) -> None:
+                 max_header_pause_s: float = 60.0, header_feedback: bool = True) -> None:
         self.rpm, self.tpm = rpm, tpm
+        self.header_feedback = header_feedback  # False: only retry-after and AIMD (benchmarks the fallback)
         self.learned_rpm: float | None = None
         self.learned_tpm: float | None = None
         self.margin, self.burst_s, self.recover_s = margin, burst_s, recover_s
@@ -165,6 +166,8 @@ class Pacer:
         refilling limit/60 per second, minus what we sent since). Without one, `remaining == 0`
         pauses the lane until the announced reset.
         """
+        if not self.header_feedback:
+            return
         if info.limit_requests:
             self.learned_rpm = float(info.limit_requests)
         if info.limit_tokens:
