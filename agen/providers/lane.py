@@ -12,7 +12,9 @@ The admission arithmetic lives in `Pacer`, a pure function of `now` so tests dri
   * the effective rate is `min(configured, learned from x-ratelimit-limit-*) x margin x factor`;
   * a 429 pauses the whole lane for the server's retry-after and halves `factor` (at most once per
     generation of requests: a 429 for a request sent before the last decrease does not count
-    again), which then recovers linearly to 1 over `recover_s` (AIMD);
+    again), which then recovers linearly to 1 over `recover_s` (AIMD); when the server's bucket
+    is mirrored (below) the decrease is only x0.9, since the mirror already corrects the cause;
+  * a lane starts paced, without burst credit, and gets none right after a pause;
   * with `limit` headers the server's own bucket is mirrored (remaining at the report, refill
     limit/60 per second, minus what was sent since) and a request waits until it fits there too;
     without them, a response saying `remaining == 0` pauses the lane until the announced reset.
@@ -132,9 +134,13 @@ class Pacer:
     def admit(self, now: float, est_tokens: int) -> Ticket:
         r = self.req_rate(now)
         if r:
+            if self.req_tat == NEG_INF:  # start paced, without burst credit: the server may be at 0
+                self.req_tat = now + self.burst_s
             self.req_tat = max(self.req_tat, now) + 1.0 / r
         rho = self.tok_rate(now)
         if rho:
+            if self.tok_tat == NEG_INF:
+                self.tok_tat = now + max(0.0, rho * self.burst_s - est_tokens) / rho
             self.tok_tat = max(self.tok_tat, now) + est_tokens / rho
         self.seq_req += 1
         self.seq_tok += est_tokens
@@ -153,9 +159,16 @@ class Pacer:
     def throttled(self, now: float, admitted_at: float, wait_s: float | None) -> None:
         """A 429: pause everyone for the server's wait, and halve the rate once per generation."""
         self.pause_until = max(self.pause_until, now + (self.default_pause_s if wait_s is None else wait_s))
+        # no burst right after the pause: the server's bucket is empty
+        if self.req_tat > NEG_INF:
+            self.req_tat = max(self.req_tat, self.pause_until + self.burst_s)
+        if self.tok_tat > NEG_INF:
+            self.tok_tat = max(self.tok_tat, self.pause_until + self.burst_s)
         self.pauses += 1
         if admitted_at >= self.decreased_at:
-            self._f0 = max(self.min_factor, self.factor(now) * 0.5)
+            # Mirroring the server's bucket already corrects the cause; then only a gentle decrease.
+            mirrored = self._mirror_req is not None or self._mirror_tok is not None
+            self._f0 = max(self.min_factor, self.factor(now) * (0.9 if mirrored else 0.5))
             self.decreased_at = now
             self.decreases += 1
 
