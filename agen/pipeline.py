@@ -49,6 +49,12 @@ class GenTask:
     index: int
     examples: list[Example]
 
+    @property
+    def key(self) -> str:
+        """What sampling seeds derive from: the task's place, not the run's fingerprint, so two
+        runs that differ only in how they filter see the same candidates and the same samples."""
+        return f"{self.stage}/{self.index}"
+
 
 @dataclass(slots=True)
 class VoteTask:
@@ -265,7 +271,7 @@ class Pipeline:
         while (task := await task_q.get()) is not None:
             prompt = generation_prompt(sc.template, task.examples)
             req = ChatRequest(messages=({"role": "user", "content": prompt},), max_tokens=sc.max_tokens,
-                              temperature=sc.temperature, seed=_stable_int(task.id), stage=stage,
+                              temperature=sc.temperature, seed=_stable_int(f"{self.cfg.seed}/{task.key}"), stage=stage,
                               task_id=task.id)
             c = self.counts[stage]
             try:
@@ -334,7 +340,7 @@ class Pipeline:
         vc = self.cfg.vote
         tally = Tally(vt.candidate.answer, vc.k, vc.min_share)
         prompt = solve_prompt(vc.template, vt.candidate.question)
-        base_seed = _stable_int(vt.task.id + "/vote")
+        base_seed = _stable_int(f"{self.cfg.seed}/{vt.task.key}/vote")
         offset = 0
         stage = f"{vt.task.stage}.vote"
         while (decision := tally.decision()) is None:

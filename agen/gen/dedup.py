@@ -1,0 +1,287 @@
+"""Drop exact and near-duplicate questions as they stream in, in small memory at 1M items.
+
+Self-Instruct's rule: a question is a near-duplicate when its ROUGE-L F1 against any kept
+question is ≥ threshold (0.7), on lowercased word tokens. All-pairs ROUGE-L does not scale,
+so each check goes:
+
+1. exact: a 64-bit hash of the case- and whitespace-normalized text;
+2. candidates: MinHash-LSH over the question's *content words* (stop words and numbers left
+   out: they are what unrelated math questions share) as a multiset, `bands` × `rows`;
+3. verify: exact ROUGE-L (rapidfuzz LCS) against the candidates only.
+
+Why unigrams: for a pair at ROUGE-L F1 = 0.7 the multiset Jaccard of its words is ≥ 0.54 (tight
+for scattered word swaps), while word n-grams fall much lower. Why bands=32, rows=4: measured
+on GSM8K questions with synthetic edits, it finds ~99% of pairs at ROUGE-L ≥ 0.7 (~96% of those
+in [0.70, 0.75)) at ~1e-4 candidates per stored unrelated question.
+
+Memory per item (~0.45 kB, vs ~5 kB for datasketch's LSH): the LSH is a sorted-array multimap
+(uint32 band key + int32 item = 8 bytes per band, plus a small dict buffer merged in batches),
+tokens are kept as 20-bit codes in one uint32 array (4 bytes per word) so ROUGE-L runs on
+`str`s of codes, and ids live in one bytes buffer. A 20-bit code collision can only raise an
+LCS, by about one word in ~0.2% of comparisons: immaterial at a 0.7 threshold.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import re
+import zlib
+from array import array
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from rapidfuzz.distance import LCSseq
+
+__all__ = ["DupMatch", "Deduper", "rouge_l", "tokenize"]
+
+_WORD = re.compile(r"[^\W_]+")
+# Words shared by most unrelated questions: left out of the LSH features only (ROUGE-L
+# still counts them), so unrelated questions rarely collide in a band.
+_STOP = frozenset(
+    """a an the and or but if then else of to in on at by for with from as is are was were be
+    been being am do does did done have has had having it its this that these those there here
+    he she they we you i me him her them us his hers their our your my what which who whom whose
+    when where why how many much more most less least some any each every all both either
+    neither no not nor only own same so than too very can could will would shall should may
+    might must just also into over under about above below up down out off again further once
+    per after before during while until because through between against s t""".split()
+)
+_CODE_SPAN = 0x110000 - 0x800  # code points minus the surrogate block
+_MASK64 = (1 << 64) - 1
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercased word tokens as rouge-score makes them (runs of letters/digits, any script)."""
+    return _WORD.findall(text.lower())
+
+
+def rouge_l(a: str, b: str) -> float:
+    """ROUGE-L F1 of two texts on `tokenize` tokens: 2·LCS / (len_a + len_b)."""
+    ta, tb = tokenize(a), tokenize(b)
+    if not ta or not tb:
+        return 0.0
+    return 2 * LCSseq.similarity(ta, tb) / (len(ta) + len(tb))
+
+
+def _code(token: str) -> int:
+    c = zlib.crc32(token.encode()) % _CODE_SPAN
+    return c + 0x800 if c >= 0xD800 else c
+
+
+@dataclass(frozen=True, slots=True)
+class DupMatch:
+    """Why a text was judged a duplicate: which kept item it matches, and how closely."""
+
+    kind: Literal["exact", "near"]
+    match_id: str
+    score: float
+
+
+class _MultiMap:
+    """Append-only key → item multimap: a sorted numpy run plus a dict buffer merged in batches.
+
+    Costs 4–8 bytes per key + 4 per value, against ~100 for a Python dict entry.
+    """
+
+    __slots__ = ("_buf", "_buffered", "_dtype", "_keys", "_merge_at", "_vals")
+
+    def __init__(self, dtype: type[np.unsignedinteger], merge_at: int = 1 << 17) -> None:
+        self._dtype = dtype
+        self._keys = np.empty(0, dtype=dtype)
+        self._vals = np.empty(0, dtype=np.int32)
+        self._buf: dict[int, list[int]] = {}
+        self._buffered = 0
+        self._merge_at = merge_at
+
+    def add(self, keys: list[int], value: int) -> None:
+        for k in keys:
+            bucket = self._buf.get(k)
+            if bucket is None:
+                self._buf[k] = [value]
+            else:
+                bucket.append(value)
+        self._buffered += len(keys)
+        if self._buffered >= self._merge_at:
+            self._merge()
+
+    def _merge(self) -> None:
+        n = self._buffered
+        keys = np.empty(n, dtype=self._dtype)
+        vals = np.empty(n, dtype=np.int32)
+        i = 0
+        for k, bucket in self._buf.items():
+            j = i + len(bucket)
+            keys[i:j] = k
+            vals[i:j] = bucket
+            i = j
+        order = np.argsort(keys, kind="stable")  # keeps each bucket's insertion order
+        keys, vals = keys[order], vals[order]
+        at = np.searchsorted(self._keys, keys, side="right")  # new items after old ones
+        self._keys = np.insert(self._keys, at, keys)
+        self._vals = np.insert(self._vals, at, vals)
+        self._buf = {}
+        self._buffered = 0
+
+    def get(self, keys: np.ndarray, limit: int) -> list[int]:
+        """Values stored under any of `keys`, at most `limit` (the most recent) per key."""
+        out: list[int] = []
+        if len(self._keys):
+            lo = np.searchsorted(self._keys, keys, side="left")
+            hi = np.searchsorted(self._keys, keys, side="right")
+            for i in np.flatnonzero(hi > lo):
+                out.extend(self._vals[max(lo[i], hi[i] - limit) : hi[i]].tolist())
+        if self._buf:
+            for k in keys.tolist():
+                bucket = self._buf.get(k)
+                if bucket is not None:
+                    out.extend(bucket[-limit:])
+        return out
+
+    def nbytes(self) -> int:
+        return self._keys.nbytes + self._vals.nbytes
+
+
+@dataclass(slots=True)
+class _Prepared:
+    exact: int
+    codes: list[int]
+    band_keys: np.ndarray | None
+
+
+class Deduper:
+    """Streaming exact + near-duplicate filter over a growing pool of kept questions.
+
+    `check` never changes the pool; `check_and_add` keeps a text only if it is not a
+    duplicate, which is how the pipeline uses it. Not thread-safe; no I/O.
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.7,
+        *,
+        bands: int = 32,
+        rows: int = 4,
+        max_bucket: int = 64,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        self.threshold = threshold
+        self.bands = bands
+        self.rows = rows
+        self.max_bucket = max_bucket  # per band bucket, bounds the work for crowded buckets
+        rng = np.random.default_rng(seed)
+        n = bands * rows
+        self._a = (rng.integers(0, 1 << 63, n, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
+        self._c = rng.integers(0, 1 << 63, n, dtype=np.uint64)
+        self._mix = rng.integers(0, 1 << 63, rows, dtype=np.uint64) | np.uint64(1)
+        self._band_salt = rng.integers(0, 1 << 63, bands, dtype=np.uint64)
+        self._exact = _MultiMap(np.uint64)
+        self._lsh = _MultiMap(np.uint32)
+        self._codes = array("I")  # every kept item's token codes, back to back
+        self._code_off = array("Q", [0])
+        self._ids = bytearray()
+        self._id_off = array("Q", [0])
+        self.candidates_checked = 0
+
+    def __len__(self) -> int:
+        return len(self._code_off) - 1
+
+    # -- features ---------------------------------------------------------------------------
+
+    def _prepare(self, text: str) -> _Prepared:
+        norm = " ".join(text.casefold().split())
+        exact = int.from_bytes(hashlib.blake2b(norm.encode(), digest_size=8).digest(), "little")
+        tokens = tokenize(text)
+        codes = [_code(t) for t in tokens]
+        return _Prepared(exact, codes, self._band_keys(tokens, codes) if codes else None)
+
+    def _band_keys(self, tokens: list[str], codes: list[int]) -> np.ndarray:
+        content = [(t, c) for t, c in zip(tokens, codes, strict=True) if t not in _STOP and not t.isdigit()]
+        if len(content) < 3:  # nearly all numbers / stop words: use every word
+            content = list(zip(tokens, codes, strict=True))
+        seen: dict[int, int] = {}
+        feats = []
+        for _, c in content:  # multiset: the 2nd "apple" is its own feature
+            k = seen.get(c, 0)
+            seen[c] = k + 1
+            feats.append((c | (k << 21)) & 0xFFFFFFFF)
+        x = np.array(feats, dtype=np.uint64)
+        # Multiply-add-shift hashing of 32-bit keys, one row per MinHash permutation.
+        h = (self._a[:, None] * x[None, :] + self._c[:, None]) >> np.uint64(32)
+        mins = h.min(axis=1).reshape(self.bands, self.rows)
+        keys = (mins * self._mix).sum(axis=1, dtype=np.uint64) + self._band_salt
+        return (keys >> np.uint64(32)).astype(np.uint32)
+
+    # -- lookups ----------------------------------------------------------------------------
+
+    def _item_id(self, idx: int) -> str:
+        return self._ids[self._id_off[idx] : self._id_off[idx + 1]].decode()
+
+    def _check(self, p: _Prepared) -> DupMatch | None:
+        hits = self._exact.get(np.array([p.exact], dtype=np.uint64), 1)
+        if hits:
+            return DupMatch("exact", self._item_id(hits[-1]), 1.0)
+        if p.band_keys is None:
+            return None
+        cands = set(self._lsh.get(p.band_keys, self.max_bucket))
+        if not cands:
+            return None
+        n = len(p.codes)
+        query = "".join(map(chr, p.codes))
+        t = self.threshold
+        best, best_idx = 0.0, -1
+        off = self._code_off
+        with memoryview(self._codes).cast("B") as mv:
+            for j in sorted(cands):
+                a, b = off[j], off[j + 1]
+                m = b - a
+                if 2 * min(n, m) < t * (n + m):  # even a full overlap could not reach t
+                    continue
+                self.candidates_checked += 1
+                other = codecs.utf_32_le_decode(mv[4 * a : 4 * b])[0]
+                score = 2 * LCSseq.similarity(query, other) / (n + m)
+                if score > best:
+                    best, best_idx = score, j
+        if best >= t:
+            return DupMatch("near", self._item_id(best_idx), best)
+        return None
+
+    def _add(self, p: _Prepared, item_id: str) -> None:
+        idx = len(self)
+        self._exact.add([p.exact], idx)
+        if p.band_keys is not None:
+            self._lsh.add(p.band_keys.tolist(), idx)
+        self._codes.extend(p.codes)
+        self._code_off.append(len(self._codes))
+        self._ids += item_id.encode()
+        self._id_off.append(len(self._ids))
+
+    def check(self, text: str) -> DupMatch | None:
+        """The kept item `text` duplicates (exact first, else the best near match), or None."""
+        return self._check(self._prepare(text))
+
+    def add(self, text: str, item_id: str) -> None:
+        """Keep `text` in the pool unconditionally (e.g. seeds, or restoring a run)."""
+        self._add(self._prepare(text), item_id)
+
+    def check_and_add(self, text: str, item_id: str) -> DupMatch | None:
+        """Check `text` and keep it only if it is not a duplicate; returns the match if any."""
+        p = self._prepare(text)
+        match = self._check(p)
+        if match is None:
+            self._add(p, item_id)
+        return match
+
+    def nbytes(self) -> int:
+        """Bytes held in the compact stores (excludes the not-yet-merged dict buffers)."""
+        return (
+            self._exact.nbytes()
+            + self._lsh.nbytes()
+            + self._codes.itemsize * len(self._codes)
+            + self._code_off.itemsize * len(self._code_off)
+            + len(self._ids)
+            + self._id_off.itemsize * len(self._id_off)
+        )

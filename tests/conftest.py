@@ -1,0 +1,63 @@
+"""Shared fixtures: run configs for the simulated provider, and reading a run directory back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agen.config import RunConfig, parse_config
+from agen.run.shards import read_records
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+SIM_MODELS = ROOT / "configs" / "sim_models.yaml"
+
+
+def sim_config_file(tmp_path: Path, *, faults: dict[str, Any] | None = None, latency_ms: float | None = None,
+                    **model_overrides: Any) -> Path:
+    """A copy of configs/sim_models.yaml with faults or behaviour changed on every model."""
+    raw = yaml.safe_load(SIM_MODELS.read_text())
+    for m in raw["models"].values():
+        if faults:
+            m.setdefault("faults", {}).update(faults)
+        if latency_ms is not None:
+            m["latency_ms"] = {"median": latency_ms, "sigma": 0.2}
+        m.update(model_overrides)
+    path = tmp_path / "sim.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def quick_raw(tmp_path: Path, *, proposals: int = 8, target: int = 40, **sections: Any) -> dict[str, Any]:
+    """The quick-start config as a dict, small targets, output inside tmp_path."""
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw["seeds"]["path"] = str(ROOT / "data" / "gsm8k_sample.jsonl")
+    raw["propose"]["target"] = proposals
+    raw["amplify"]["target"] = target
+    raw["output"]["dir"] = str(tmp_path / "run")
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key].update(value)
+        else:
+            raw[key] = value
+    return raw
+
+
+def quick_cfg(tmp_path: Path, **kw: Any) -> RunConfig:
+    return parse_config(quick_raw(tmp_path, **kw))
+
+
+def records(run_dir: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for stream in ("accepted", "rejected"):
+        if (run_dir / stream).exists():
+            out.extend(read_records(run_dir / stream))
+    return out
+
+
+@pytest.fixture
+def tmp_run(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,132 @@
+"""End to end over real HTTP: the pipeline against the simulated provider in its own process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from agen.config import parse_config
+from agen.run.rundir import read_ledger
+from agen.runner import EXIT_INPUT, EXIT_OK, run_session
+from agen.sim.process import SimProcess
+from agen.sim.world import true_answer
+from agen.gen.answers import equivalent
+from conftest import ROOT, quick_cfg, quick_raw, records, sim_config_file
+
+
+def _ids_unique(recs: list[dict]) -> None:
+    ids = Counter(r["id"] for r in recs)
+    assert not [i for i, n in ids.items() if n > 1], "a record id was written twice"
+
+
+def test_filter_raises_precision_of_accepted_examples(tmp_path):
+    """Accepted examples are correct far more often than the unfiltered candidates."""
+    cfg = quick_cfg(tmp_path, proposals=10, target=120, simulator={"config": str(sim_config_file(tmp_path, latency_ms=5))})
+    out = run_session(cfg, live=False)
+    assert out.exit_code == EXIT_OK, out.message
+    recs = records(Path(cfg.output.dir))
+    _ids_unique(recs)
+    voted = [r for r in recs if r["reason"].startswith("vote:")]
+    accepted = [r for r in recs if r["status"] == "accepted"]
+    assert len(accepted) >= 130
+    correct = lambda r: equivalent(r["answer"], true_answer(r["question"]) or "nan")  # noqa: E731
+    before = sum(map(correct, voted)) / len(voted)
+    after = sum(map(correct, accepted)) / len(accepted)
+    print(f"precision before vote {before:.3f} ({len(voted)} candidates), after {after:.3f} ({len(accepted)} accepted)")
+    assert after >= 0.93 and after - before >= 0.10
+    samples = sum(r["vote"]["samples"] for r in voted)
+    print(f"early stopping used {samples} of {16 * len(voted)} samples ({samples / (16 * len(voted)):.0%})")
+    assert samples < 0.8 * 16 * len(voted)
+    assert all(len(r["vote"]["votes"]) == r["vote"]["samples"] for r in voted)
+
+
+def test_early_stop_decides_as_the_full_vote(tmp_path):
+    """With the same samples, early-stopped voting accepts and rejects exactly what the full vote does."""
+    sim = str(sim_config_file(tmp_path, latency_ms=2))
+    results = {}
+    for early in (True, False):
+        cfg = quick_cfg(tmp_path / str(early), proposals=25, target=0, simulator={"config": sim},
+                        vote={"early_stop": early}, propose={"max_attempts": 30})
+        assert run_session(cfg, live=False).exit_code == EXIT_OK
+        results[early] = {r["id"].rsplit("-", 1)[1]: r for r in records(Path(cfg.output.dir))
+                          if r["reason"].startswith("vote:")}
+    common = set(results[True]) & set(results[False])
+    assert len(common) >= 20
+    for idx in common:
+        assert results[True][idx]["status"] == results[False][idx]["status"], idx
+        full_votes = results[False][idx]["vote"]["votes"]
+        early_votes = results[True][idx]["vote"]["votes"]
+        assert full_votes[: len(early_votes)] == early_votes  # same samples, stopped sooner
+    saved = sum(16 - results[True][i]["vote"]["samples"] for i in common)
+    print(f"early stopping saved {saved} of {16 * len(common)} samples")
+    assert saved > 0
+
+
+def test_faults_every_candidate_ends_once_with_a_reason(tmp_path):
+    """With 5xx, 429 and malformed bodies injected, every candidate ends in one of accepted/rejected/failed."""
+    sim = sim_config_file(tmp_path, latency_ms=3, faults={"error_5xx_p": 0.05, "error_429_p": 0.05, "malformed_p": 0.03})
+    cfg = quick_cfg(tmp_path, proposals=8, target=40, simulator={"config": str(sim)},
+                    models={"strong": {"provider": "openai", "model": "sim-large", "base_url": "sim", "max_retries": 2},
+                            "cheap": {"provider": "openai", "model": "sim-small", "base_url": "sim", "max_retries": 2}})
+    out = run_session(cfg, live=False)
+    assert out.exit_code == EXIT_OK, out.message
+    root = Path(cfg.output.dir)
+    recs = records(root)
+    _ids_unique(recs)
+    assert {r["status"] for r in recs} <= {"accepted", "rejected", "failed"}
+    assert all(r["reason"] for r in recs)
+    outcomes = Counter(row["outcome"] for row in read_ledger(root).calls)
+    assert outcomes["throttle"] and outcomes["capacity"] and outcomes["bad_response"], outcomes
+    ledger_tasks = {row["task_id"].split("/")[0] for row in read_ledger(root).calls}
+    assert ledger_tasks == {r["id"] for r in recs}  # every task that spent money ended in a record
+    assert sum(r["status"] == "accepted" for r in recs) >= 48
+
+
+def test_bad_input_sends_no_request(tmp_path):
+    """A malformed seed file is reported with file and line, exit 2, and the provider sees no request."""
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"question": "What is 2+2?", "answer": "#### 4"}\n{"question": 7}\n')
+    with SimProcess() as sim:
+        raw = quick_raw(tmp_path)
+        del raw["simulator"]
+        for m in raw["models"].values():
+            m["base_url"] = sim.base_url + "/v1"
+        raw["seeds"]["path"] = str(seeds)
+        out = run_session(parse_config(raw), live=False)
+        assert out.exit_code == EXIT_INPUT
+        assert f"{seeds}:2: no text in field 'question'" in out.message
+        import asyncio
+
+        async def stats():
+            async with aiohttp.ClientSession() as s, s.get(sim.base_url + "/sim/stats") as r:
+                return await r.json()
+
+        stats = asyncio.run(stats())
+        assert sum(m.get("requests", 0) for m in stats.values()) == 0
+    assert not (tmp_path / "run").exists()
+
+
+def test_rerun_of_a_finished_run_sends_nothing_and_writes_nothing(tmp_path):
+    """Running a finished run again finds every target met: no new records, no duplicate ids."""
+    cfg = quick_cfg(tmp_path, proposals=4, target=10, simulator={"config": str(sim_config_file(tmp_path, latency_ms=2))})
+    assert run_session(cfg, live=False).exit_code == EXIT_OK
+    root = Path(cfg.output.dir)
+    before = sorted(r["id"] for r in records(root))
+    calls = len(read_ledger(root).calls)
+    assert run_session(cfg, live=False).exit_code == EXIT_OK
+    assert sorted(r["id"] for r in records(root)) == before
+    assert len(read_ledger(root).calls) == calls
+
+
+def test_quickstart_command_writes_shards_and_summary(tmp_path):
+    """`python -m agen run configs/quickstart.yaml` as a new user runs it: shards and a funnel."""
+    proc = subprocess.run([sys.executable, "-m", "agen", "run", "configs/quickstart.yaml", "--out",
+                           str(tmp_path / "qs")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Acceptance funnel" in proc.stdout and "each" in proc.stdout
+    assert (tmp_path / "qs" / "accepted" / "part-00000.jsonl").stat().st_size > 0
