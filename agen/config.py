@@ -62,7 +62,7 @@ class SeedsConfig(_Strict):
 
 
 class StageConfig(_Strict):
-    """A generation stage (propose or amplify)."""
+    """A generation stage (propose or amplify). Templates default by task kind."""
 
     model: str
     workers: int = Field(default=16, ge=1)
@@ -71,7 +71,8 @@ class StageConfig(_Strict):
     seed_mix: float = Field(default=0.0, ge=0, le=1)  # amplify: share of shots drawn from seeds
     max_tokens: int = Field(default=1024, ge=16)
     temperature: float = Field(default=0.8, ge=0, le=2)
-    template: str = "verifiable_generate.txt"
+    template: str | None = None  # default: {task}_generate.txt
+    example_template: str | None = None  # default: {task}_example.txt
     max_attempts: int | None = Field(default=None, ge=1)  # hard cap on candidates tried
 
 
@@ -86,6 +87,51 @@ class VoteConfig(_Strict):
     temperature: float = Field(default=0.7, ge=0, le=2)
     template: str = "verifiable_solve.txt"
     concurrency: int = Field(default=64, ge=1)  # candidates being voted at once
+
+
+class Threshold(_Strict):
+    """A fixed value, or a percentile of the pilot pool (frozen once calibrated)."""
+
+    percentile: float | None = Field(default=None, ge=0, le=100)
+    value: float | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Threshold:
+        if (self.percentile is None) == (self.value is None):
+            raise ValueError("give exactly one of 'percentile' or 'value'")
+        return self
+
+
+class RipThresholdsConfig(_Strict):
+    min_reward: Threshold = Threshold(percentile=50)  # tau1: lowest reward must reach this
+    min_len: Threshold = Threshold(percentile=50)  # tau2: the lowest-reward response's length
+    max_gap: Threshold = Threshold(percentile=50)  # tau3: highest minus lowest reward
+
+
+class RipConfig(_Strict):
+    """RIP (arXiv 2501.18578): K responses per prompt, scored; keep prompts whose worst is good."""
+
+    model: str  # the policy model that answers the candidate prompt
+    k: int = Field(default=8, ge=2, le=64)
+    judge_model: str
+    judge_kind: Literal["llm", "reward"] = "llm"  # LLM judge via chat, or a reward-model endpoint
+    respond_template: str = "open_respond.txt"
+    judge_template: str = "open_judge.txt"
+    max_tokens: int = Field(default=768, ge=16)
+    judge_max_tokens: int = Field(default=512, ge=16)
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    min_scored: float = Field(default=0.75, gt=0, le=1)  # share of K that must get a valid score
+    thresholds: RipThresholdsConfig = RipThresholdsConfig()
+    pilot: int = Field(default=32, ge=1)  # candidates scored before percentile thresholds freeze
+    concurrency: int = Field(default=32, ge=1)
+
+
+class CategoriesConfig(_Strict):
+    """Seeds without a category get one from a cheap classification call, cached in the run."""
+
+    model: str
+    template: str = "classify_category.txt"
+    max_tokens: int = Field(default=64, ge=8)
 
 
 class DedupConfig(_Strict):
@@ -112,13 +158,15 @@ class SimulatorConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    task: Literal["verifiable"] = "verifiable"
+    task: Literal["verifiable", "open_ended"] = "verifiable"
     seed: int = 0
     seeds: SeedsConfig
     models: dict[str, ModelConfig]
     propose: StageConfig
     amplify: StageConfig
-    vote: VoteConfig
+    vote: VoteConfig | None = None  # verifiable tasks
+    rip: RipConfig | None = None  # open-ended tasks
+    categories: CategoriesConfig | None = None  # open-ended: classify seeds lacking a category
     dedup: DedupConfig = DedupConfig()
     output: OutputConfig = OutputConfig()
     budget: BudgetConfig = BudgetConfig()
@@ -127,8 +175,18 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _models_exist(self) -> RunConfig:
-        for where, name in (("propose.model", self.propose.model), ("amplify.model", self.amplify.model),
-                            ("vote.model", self.vote.model)):
+        if self.task == "verifiable" and self.vote is None:
+            raise ValueError("task 'verifiable' needs a 'vote:' section (answer-consistency filter)")
+        if self.task == "open_ended" and self.rip is None:
+            raise ValueError("task 'open_ended' needs a 'rip:' section (RIP filter)")
+        refs = [("propose.model", self.propose.model), ("amplify.model", self.amplify.model)]
+        if self.vote is not None:
+            refs.append(("vote.model", self.vote.model))
+        if self.rip is not None:
+            refs += [("rip.model", self.rip.model), ("rip.judge_model", self.rip.judge_model)]
+        if self.categories is not None:
+            refs.append(("categories.model", self.categories.model))
+        for where, name in refs:
             if name not in self.models:
                 known = ", ".join(sorted(self.models)) or "(none)"
                 raise ValueError(f"{where}: no model named {name!r}; models defined: {known}")
@@ -138,6 +196,11 @@ class RunConfig(_Strict):
                     raise ValueError(f"models.{name}.base_url is 'sim' but the config has no "
                                      f"'simulator:' section; add one or give a real base_url")
         return self
+
+    def template(self, stage: StageConfig, part: str = "generate") -> str:
+        """The generation (or example) template of a stage, defaulting by task kind."""
+        chosen = stage.template if part == "generate" else stage.example_template
+        return chosen or f"{'verifiable' if self.task == 'verifiable' else 'open'}_{part}.txt"
 
     def fingerprint(self) -> str:
         """Hash of the fields that change what the run writes (see `OUTPUT_FIELDS`)."""
@@ -149,7 +212,7 @@ RESUMABLE_FIELDS = {
     "models.*.max_concurrency", "models.*.rpm", "models.*.tpm", "models.*.max_retries",
     "models.*.bad_response_retries", "models.*.connect_timeout_s", "models.*.read_timeout_s",
     "models.*.headers", "models.*.api_key_env", "models.*.base_url", "models.*.price",
-    "propose.workers", "amplify.workers", "vote.concurrency", "propose.target", "amplify.target",
+    "propose.workers", "amplify.workers", "vote.concurrency", "rip.concurrency", "propose.target", "amplify.target",
     "propose.max_attempts", "amplify.max_attempts", "budget", "output.dir", "simulator",
     "log_level",
 }

@@ -1,8 +1,10 @@
-"""The generator: seeds → propose → dedup → vote → amplify → dedup → vote → sink, on one event loop.
+"""The generator: seeds → propose → dedup → filter → amplify → dedup → filter → sink, one event loop.
+
+The filter is Answer-Consistency voting for verifiable tasks and RIP for open-ended ones.
 
 Worker pools are joined by bounded queues, so memory stays flat whatever the targets:
 
-    producer(stage) ─task_q─▶ generate workers ─vote_q─▶ vote workers ─▶ Sink (group commit)
+    producer(stage) ─task_q─▶ generate workers ─filter_q─▶ filter workers ─▶ Sink (group commit)
 
 Producers admit work guided by the running acceptance rate until the stage's target of *committed*
 accepted examples is met, the budget is spent, or a stop is asked for. Every task id is stable
@@ -12,13 +14,12 @@ accepted examples is met, the budget is spent, or a stop is asked for. Every tas
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import structlog
 
@@ -26,11 +27,12 @@ from agen.config import RunConfig
 from agen.cost import CostBook
 from agen.errors import FatalRunError, TaskFailedError
 from agen.gen.dedup import Deduper
-from agen.gen.parse import Candidate, ParseFailure, parse_generation, solution_answer
-from agen.gen.prompts import generation_prompt, solve_prompt
-from agen.gen.vote import Tally, VoteDecision
+from agen.filters import Call, CandidateFilter, FilterTask
+from agen.gen.parse import Candidate, ParseFailure, parse_generation, parse_open_generation
+from agen.gen.prompts import generation_prompt
 from agen.providers import Providers
 from agen.providers.client import ModelClient
+from agen.seeding import stable_int
 from agen.run.restore import Restored
 from agen.run.rundir import RunDir
 from agen.run.sink import Sink
@@ -39,6 +41,8 @@ from agen.types import CallRecord, ChatRequest, Completion, Example
 log = structlog.get_logger("agen.pipeline")
 
 STAGES = ("propose", "amplify")
+FILTER_REASONS = ("vote:", "rip:")  # reasons given by a filter's verdict
+FilterFactory = Callable[[Call], CandidateFilter]
 _PRIOR = 4  # pseudo-successes behind each acceptance estimate
 
 
@@ -57,11 +61,10 @@ class GenTask:
 
 
 @dataclass(slots=True)
-class VoteTask:
+class FilterJob:
     task: GenTask
     candidate: Candidate
     gen_model: str
-    raw_len: int
 
 
 @dataclass
@@ -79,24 +82,24 @@ class StageCounts:
     finished: int = 0  # committed
     reasons: Counter[str] = field(default_factory=Counter)
     generating: int = 0  # admitted; generation not back yet
-    voting: int = 0  # passed parse and dedup; vote under way
+    filtering: int = 0  # passed parse and dedup; vote or RIP under way
     committing: int = 0  # decided; waiting for the writer
     committing_accepted: int = 0
     generated: int = 0
     passed: int = 0
-    voted: int = 0
-    vote_accepted: int = 0
+    judged: int = 0
+    judged_accepted: int = 0
 
     @property
     def inflight(self) -> int:
-        return self.generating + self.voting + self.committing
+        return self.generating + self.filtering + self.committing
 
     def expected_accepted(self) -> float:
         """Accepted so far plus what the work in flight is expected to add."""
         p_pass = (self.passed + _PRIOR) / (self.generated + _PRIOR)
-        p_vote = (self.vote_accepted + _PRIOR) / (self.voted + _PRIOR)
-        return (self.accepted + self.committing_accepted + self.voting * p_vote
-                + self.generating * p_pass * p_vote)
+        p_keep = (self.judged_accepted + _PRIOR) / (self.judged + _PRIOR)
+        return (self.accepted + self.committing_accepted + self.filtering * p_keep
+                + self.generating * p_pass * p_keep)
 
     def restore(self, accepted: int, finished: int, reasons: Counter[str]) -> None:
         self.accepted, self.finished = accepted, finished
@@ -104,19 +107,15 @@ class StageCounts:
         self.generated = finished
         self.passed = finished - sum(n for r, n in reasons.items()
                                      if r.startswith(("parse:", "duplicate:", "generate_failed")))
-        self.voted = sum(n for r, n in reasons.items() if r.startswith("vote:"))
-        self.vote_accepted = accepted
-
-
-def _stable_int(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") & 0x3FFFFFFF
+        self.judged = sum(n for r, n in reasons.items() if r.startswith(FILTER_REASONS))
+        self.judged_accepted = accepted
 
 
 class Pipeline:
     """One run of the generator over an opened run directory and provider lanes."""
 
     def __init__(self, cfg: RunConfig, run_dir: RunDir, providers: Providers, seeds: list[Example],
-                 restored: Restored, costs: CostBook) -> None:
+                 restored: Restored, costs: CostBook, make_filter: FilterFactory) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
         self.providers = providers
@@ -142,6 +141,8 @@ class Pipeline:
         self._propose_done = asyncio.Event()
         self._work: asyncio.Task[None] | None = None
         self.accepted_this_session = 0
+        self.parse = parse_generation if cfg.task == "verifiable" else parse_open_generation
+        self.filter = make_filter(self._call)
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
@@ -165,7 +166,7 @@ class Pipeline:
                 c.accepted += 1
                 self.accepted_this_session += 1
                 if r["stage"] == "propose":
-                    self.pool.append(Example(r["id"], r["question"], r["answer"]))
+                    self.pool.append(Example(r["id"], r["question"], r["answer"], r.get("category")))
         self._notify()
 
     def _notify(self) -> None:
@@ -220,16 +221,24 @@ class Pipeline:
         return sc.max_attempts or (20 * sc.target + 100)
 
     def _examples(self, stage: str, index: int) -> list[Example]:
+        """The few-shot examples of task `index`: seeds for propose; accepted proposals (mixed with
+        seeds at `seed_mix`) for amplify. Open-ended tasks draw all shots from one category."""
         sc = self._stage_cfg(stage)
         rng = random.Random(f"{self.cfg.seed}/{stage}/{index}")
-        if stage == "propose" or not self.pool:
-            return rng.sample(self.seeds, min(sc.shots, len(self.seeds)))
+        use_pool = stage == "amplify" and bool(self.pool)
+        category = None
+        if self.cfg.task == "open_ended":
+            category = rng.choice(self.pool if use_pool else self.seeds).category
         shots: list[Example] = []
-        for _ in range(sc.shots):
-            source = self.seeds if rng.random() < sc.seed_mix else self.pool
+        for _ in range(sc.shots * 4):  # a few redraws for duplicates and thin categories
+            source = self.seeds if not use_pool or rng.random() < sc.seed_mix else self.pool
             pick = rng.choice(source)
+            if category is not None and pick.category != category:
+                pick = rng.choice([ex for ex in source if ex.category == category] or source)
             if pick not in shots:
                 shots.append(pick)
+            if len(shots) == sc.shots:
+                break
         return shots
 
     async def _produce(self, stage: str, task_q: asyncio.Queue[GenTask | None], workers: int) -> None:
@@ -265,13 +274,13 @@ class Pipeline:
     # ---- generate → parse → dedup ----------------------------------------------------------------
 
     async def _generate_worker(self, stage: str, task_q: asyncio.Queue[GenTask | None],
-                               vote_q: asyncio.Queue[VoteTask | None]) -> None:
+                               filter_q: asyncio.Queue[FilterJob | None]) -> None:
         sc = self._stage_cfg(stage)
         client = self.providers[sc.model]
         while (task := await task_q.get()) is not None:
-            prompt = generation_prompt(sc.template, task.examples)
+            prompt = generation_prompt(self.cfg.template(sc), self.cfg.template(sc, "example"), task.examples)
             req = ChatRequest(messages=({"role": "user", "content": prompt},), max_tokens=sc.max_tokens,
-                              temperature=sc.temperature, seed=_stable_int(f"{self.cfg.seed}/{task.key}"), stage=stage,
+                              temperature=sc.temperature, seed=stable_int(f"{self.cfg.seed}/{task.key}"), stage=stage,
                               task_id=task.id)
             c = self.counts[stage]
             try:
@@ -288,7 +297,7 @@ class Pipeline:
                 continue
             c.generating -= 1
             c.generated += 1
-            parsed = parse_generation(out.texts[0])
+            parsed = self.parse(out.texts[0])
             if isinstance(parsed, ParseFailure):
                 await self._finish(task, None, "rejected", f"parse:{parsed.reason}", sc.model,
                                    raw=out.texts[0][-2000:])
@@ -299,8 +308,8 @@ class Pipeline:
                                    duplicate_of=dup.match_id, duplicate_score=round(dup.score, 4))
                 continue
             c.passed += 1
-            c.voting += 1
-            await vote_q.put(VoteTask(task, parsed, sc.model, len(out.texts[0])))
+            c.filtering += 1
+            await filter_q.put(FilterJob(task, parsed, sc.model))
 
     def _fatal(self, exc: FatalRunError) -> None:
         """The run cannot go on; the task is left uncommitted so a resume redoes it."""
@@ -309,62 +318,30 @@ class Pipeline:
             log.error("fatal_provider_error", error=str(exc))
         self.request_stop("fatal_provider_error")
 
-    # ---- vote ----------------------------------------------------------------------------------
+    # ---- filter (vote or RIP) ---------------------------------------------------------------------
 
-    async def _vote_worker(self, vote_q: asyncio.Queue[VoteTask | None]) -> None:
-        vc = self.cfg.vote
-        client = self.providers[vc.model]
-        while (vt := await vote_q.get()) is not None:
-            task = vt.task
+    async def _filter_worker(self, filter_q: asyncio.Queue[FilterJob | None]) -> None:
+        while (job := await filter_q.get()) is not None:
+            task = job.task
             c = self.counts[task.stage]
+            ftask = FilterTask(task.id, f"{self.cfg.seed}/{task.key}", task.stage,
+                               job.candidate.question, job.candidate.answer)
             try:
-                decision, votes = await self._vote(client, vt)
+                verdict = await self.filter.judge(ftask)
             except TaskFailedError as exc:
-                c.voting -= 1
-                await self._finish(task, vt.candidate, "failed", f"vote_failed:{type(exc).__name__}",
-                                   vt.gen_model, error=str(exc))
+                c.filtering -= 1
+                await self._finish(task, job.candidate, "failed", f"filter_failed:{type(exc).__name__}",
+                                   job.gen_model, error=str(exc))
                 continue
             except FatalRunError as exc:
-                c.voting -= 1
+                c.filtering -= 1
                 self._fatal(exc)
                 continue
-            c.voting -= 1
-            c.voted += 1
-            c.vote_accepted += decision.accepted
-            status = "accepted" if decision.accepted else "rejected"
-            await self._finish(task, vt.candidate, status, f"vote:{decision.reason}", vt.gen_model,
-                               vote=_vote_dict(decision, votes, vc.k, vc.model))
-
-    async def _vote(self, client: ModelClient, vt: VoteTask) -> tuple[VoteDecision, list[str | None]]:
-        """Sample solutions in `n`-sized batches until the K-sample outcome cannot change."""
-        vc = self.cfg.vote
-        tally = Tally(vt.candidate.answer, vc.k, vc.min_share)
-        prompt = solve_prompt(vc.template, vt.candidate.question)
-        base_seed = _stable_int(f"{self.cfg.seed}/{vt.task.key}/vote")
-        offset = 0
-        stage = f"{vt.task.stage}.vote"
-        while (decision := tally.decision()) is None:
-            want = tally.needed_before_decision() if vc.early_stop else vc.k - offset
-            want = max(1, min(want, vc.k - offset))
-            reqs = self._vote_requests(client, prompt, base_seed, offset, want, stage, vt.task.id)
-            outs = await asyncio.gather(*(self._call(client, r) for r in reqs))
-            for out in outs:
-                for text in out.texts:
-                    tally.add(solution_answer(text))
-            offset += want
-        return decision, list(tally.votes)
-
-    def _vote_requests(self, client: ModelClient, prompt: str, base_seed: int, offset: int, want: int,
-                       stage: str, task_id: str) -> list[ChatRequest]:
-        """One request with n=want where the endpoint supports it, else `want` concurrent n=1 calls."""
-        vc = self.cfg.vote
-        messages = ({"role": "user", "content": prompt},)
-        if client.supports_n:
-            return [ChatRequest(messages, vc.max_tokens, n=want, temperature=vc.temperature,
-                                seed=base_seed + offset, stage=stage, task_id=f"{task_id}/v{offset}")]
-        return [ChatRequest(messages, vc.max_tokens, n=1, temperature=vc.temperature,
-                            seed=base_seed + offset + j, stage=stage, task_id=f"{task_id}/v{offset + j}")
-                for j in range(want)]
+            c.filtering -= 1
+            c.judged += 1
+            c.judged_accepted += verdict.accepted
+            await self._finish(task, job.candidate, "accepted" if verdict.accepted else "rejected",
+                               verdict.reason, job.gen_model, **verdict.detail)
 
     # ---- records -------------------------------------------------------------------------------
 
@@ -377,6 +354,8 @@ class Pipeline:
             "seeds": [ex.id for ex in task.examples], "session": self.run_dir.session,
             "created": time.time(),
         }
+        if self.cfg.task == "open_ended":
+            rec["category"] = task.examples[0].category if task.examples else None
         rec.update(extra)
         rec["cost_usd"] = round(self._task_cost.pop(task.id, 0.0), 8)
         c = self.counts[task.stage]
@@ -386,7 +365,7 @@ class Pipeline:
 
     # ---- orchestration -------------------------------------------------------------------------
 
-    async def _run_stage(self, stage: str, vote_q: asyncio.Queue[VoteTask | None]) -> None:
+    async def _run_stage(self, stage: str, filter_q: asyncio.Queue[FilterJob | None]) -> None:
         sc = self._stage_cfg(stage)
         if sc.target <= self.counts[stage].accepted:
             if stage == "propose":
@@ -397,26 +376,26 @@ class Pipeline:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._produce(stage, task_q, sc.workers))
                 for _ in range(sc.workers):
-                    tg.create_task(self._generate_worker(stage, task_q, vote_q))
+                    tg.create_task(self._generate_worker(stage, task_q, filter_q))
         finally:
             if stage == "propose":
                 self._propose_done.set()
                 self._notify()
 
     async def _work_all(self) -> None:
-        vc = self.cfg.vote
-        vote_q: asyncio.Queue[VoteTask | None] = asyncio.Queue(maxsize=vc.concurrency)
+        width = self.cfg.vote.concurrency if self.cfg.vote is not None else self.cfg.rip.concurrency  # type: ignore[union-attr]
+        filter_q: asyncio.Queue[FilterJob | None] = asyncio.Queue(maxsize=width)
         async with asyncio.TaskGroup() as tg:
-            voters = [tg.create_task(self._vote_worker(vote_q)) for _ in range(vc.concurrency)]
+            voters = [tg.create_task(self._filter_worker(filter_q)) for _ in range(width)]
 
             async def stages() -> None:
                 try:
                     async with asyncio.TaskGroup() as inner:
-                        inner.create_task(self._run_stage("propose", vote_q))
-                        inner.create_task(self._run_stage("amplify", vote_q))
+                        inner.create_task(self._run_stage("propose", filter_q))
+                        inner.create_task(self._run_stage("amplify", filter_q))
                 finally:
                     for _ in voters:
-                        await vote_q.put(None)
+                        await filter_q.put(None)
 
             tg.create_task(stages())
 
@@ -461,9 +440,3 @@ class Pipeline:
 def _usage_dict(u: Any) -> dict[str, int]:
     return {"input": u.input_tokens, "cached_input": u.cached_input_tokens,
             "cache_write": u.cache_write_tokens, "output": u.output_tokens, "reasoning": u.reasoning_tokens}
-
-
-def _vote_dict(d: VoteDecision, votes: list[str | None], k: int, model: str) -> dict[str, Any]:
-    return {"model": model, "k": k, "samples": d.samples, "agree": d.agree,
-            "majority_answer": d.majority_answer, "majority_share": round(d.majority_share, 4),
-            "early_stopped": d.samples < k, "votes": votes}

@@ -22,6 +22,8 @@ import structlog
 from agen.config import Price, RunConfig, load_prices, price_for
 from agen.cost import CostBook
 from agen.errors import ConfigError, StorageError
+from agen.filters import Call, CandidateFilter
+from agen.filters.answer_consistency import AnswerConsistency
 from agen.gen.prompts import check_template
 from agen.gen.seeds import load_seeds
 from agen.pipeline import Pipeline
@@ -29,7 +31,7 @@ from agen.progress import Progress
 from agen.providers import Providers, check_api_keys
 from agen.run.ledger import costs_from_ledger
 from agen.run.restore import restore
-from agen.run.rundir import open_run_dir
+from agen.run.rundir import RunDir, open_run_dir
 from agen.summary import render_summary
 from agen.types import Example
 
@@ -68,6 +70,13 @@ def _base_urls(cfg: RunConfig, sim_url: str | None) -> dict[str, str]:
     return urls
 
 
+def make_filter(cfg: RunConfig, providers: Providers, call: Call, run_dir: RunDir) -> CandidateFilter:
+    """Answer-Consistency for verifiable tasks, RIP for open-ended ones."""
+    if cfg.vote is not None and cfg.task == "verifiable":
+        return AnswerConsistency(cfg.vote, providers[cfg.vote.model], call)
+    raise ConfigError(f"task {cfg.task!r} has no filter configured")
+
+
 def preflight(cfg: RunConfig, config_dir: Path | None = None) -> tuple[list[Example], dict[str, Price]]:
     """Seeds, prices, keys and templates, checked before anything is sent or written."""
     seeds = load_seeds(cfg.seeds, config_dir)
@@ -76,8 +85,16 @@ def preflight(cfg: RunConfig, config_dir: Path | None = None) -> tuple[list[Exam
         price_for(name, m, table)  # every model must have a price before anything is spent
     check_api_keys({n: m for n, m in cfg.models.items() if m.base_url != "sim"})
     for stage in (cfg.propose, cfg.amplify):
-        check_template(stage.template, {"examples"})
-    check_template(cfg.vote.template, {"question"})
+        check_template(cfg.template(stage), {"examples"})
+        check_template(cfg.template(stage, "example"), {"index", "question"})
+    if cfg.vote is not None:
+        check_template(cfg.vote.template, {"question"})
+    if cfg.rip is not None:
+        check_template(cfg.rip.respond_template, {"prompt"})
+        if cfg.rip.judge_kind == "llm":
+            check_template(cfg.rip.judge_template, {"prompt", "response"})
+    if cfg.categories is not None:
+        check_template(cfg.categories.template, {"prompt"})
     return seeds, table
 
 
@@ -137,7 +154,8 @@ async def _session(cfg, run_dir, seeds, prices, restored, costs, previous, base_
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig.name)
     async with Providers(cfg.models, prices=prices, base_urls=base_urls, on_call=lambda r: pipeline.on_call(r)) as providers:
-        pipeline = Pipeline(cfg, run_dir, providers, seeds, restored, costs)
+        pipeline = Pipeline(cfg, run_dir, providers, seeds, restored, costs,
+                            make_filter=lambda call: make_filter(cfg, providers, call, run_dir))
         progress = Progress(pipeline, providers, live=live)
         manifest_task = asyncio.create_task(_manifest_loop(pipeline, run_dir, previous))
         progress.start()

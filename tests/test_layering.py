@@ -7,11 +7,12 @@ PKG = Path(__file__).resolve().parent.parent / "agen"
 
 # Lower number = lower layer. A module may import only from its own layer or below.
 LAYERS = {
-    "agen.types": 0, "agen.errors": 0, "agen.config": 1, "agen.cost": 2,
+    "agen.types": 0, "agen.errors": 0, "agen.seeding": 0, "agen.config": 1, "agen.cost": 2,
     "agen.gen.parse": 2, "agen.gen.answers": 2, "agen.gen.vote": 3, "agen.gen.dedup": 2,
     "agen.gen.rip": 3, "agen.logs": 1,
     "agen.providers": 4, "agen.run": 4, "agen.sim": 4,
-    "agen.gen.seeds": 5, "agen.gen.prompts": 5, "agen.gen.categories": 5, "agen.pipeline": 6,
+    "agen.gen.seeds": 5, "agen.gen.prompts": 5, "agen.gen.categories": 2, "agen.gen.judge": 2,
+    "agen.filters": 5, "agen.pipeline": 6,
     "agen.progress": 7, "agen.summary": 7, "agen.status": 7, "agen.report": 7, "agen.export": 7,
     "agen.runner": 8, "agen.cli": 9, "agen.__main__": 10,
 }

@@ -149,3 +149,18 @@ def test_solution_answer_uses_last_box_after_think() -> None:
 def test_gsm8k_reference(field: str, expected: str | None) -> None:
     """GSM8K's answer is the number after ####, commas dropped."""
     assert gsm8k_reference(field) == expected
+
+
+def test_open_generation_keeps_only_the_step_3_prompt():
+    """Open-ended output: only the prompt between the markers is kept; broken formats are named."""
+    from agen.gen.parse import parse_open_generation
+
+    text = ("Step 1: both ask for advice.\nStep 2: plan a travel question.\nStep 3:\n"
+            "[New Prompt Begin]\nPlan a 3-day trip to Kyoto on a $500 budget.\n[New Prompt End]")
+    got = parse_open_generation("<think>hmm</think>" + text)
+    assert isinstance(got, Candidate) and got.question == "Plan a 3-day trip to Kyoto on a $500 budget."
+    assert got.answer is None
+    assert parse_open_generation("no markers").reason == "no_prompt"
+    assert parse_open_generation("[New Prompt Begin] x").reason == "unclosed_prompt"
+    assert parse_open_generation("[New Prompt Begin]  [New Prompt End]").reason == "empty_prompt"
+    assert parse_open_generation("[New Prompt Begin]a[New Prompt End][New Prompt Begin]b[New Prompt End]").reason == "multiple_prompts"

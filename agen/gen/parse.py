@@ -16,6 +16,7 @@ __all__ = [
     "extract_boxed",
     "gsm8k_reference",
     "parse_generation",
+    "parse_open_generation",
     "solution_answer",
     "strip_think",
 ]
@@ -28,6 +29,9 @@ _Q_END = re.compile(r"\[\s*New\s+Question\s+End\s*\]", re.IGNORECASE)
 _A_BEGIN = re.compile(r"\[\s*Final\s+Answer\s+to\s+New\s+Question\s+Begin\s*\]", re.IGNORECASE)
 _A_END = re.compile(r"\[\s*Final\s+Answer\s+to\s+New\s+Question\s+End\s*\]", re.IGNORECASE)
 
+_P_BEGIN = re.compile(r"\[\s*New\s+Prompt\s+Begin\s*\]", re.IGNORECASE)
+_P_END = re.compile(r"\[\s*New\s+Prompt\s+End\s*\]", re.IGNORECASE)
+
 _GSM8K_NUMBER = re.compile(r"####\s*(-?\s*[\d,]*\.?\d+)")
 # The template's own placeholders, echoed back by a model that did not do the task.
 _PLACEHOLDERS = frozenset({"your_generated_question", "{your_generated_question}"})
@@ -35,10 +39,13 @@ _PLACEHOLDERS = frozenset({"your_generated_question", "{your_generated_question}
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A proposed question and the proposer's own (boxed) answer, before any vote."""
+    """A proposed question and the proposer's own (boxed) answer, before any filter.
+
+    Open-ended candidates have no answer: RIP judges the prompt by its responses instead.
+    """
 
     question: str
-    answer: str
+    answer: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +122,7 @@ def extract_boxed(text: str) -> str | None:
 def _one_block(text: str, begin: re.Pattern[str], end: re.Pattern[str], what: str) -> str | ParseFailure:
     begins = begin.findall(text)
     if not begins:
-        return ParseFailure(f"no_{what}" if what == "question" else "no_answer_block")
+        return ParseFailure("no_answer_block" if what == "answer" else f"no_{what}")
     if len(begins) > 1:
         return ParseFailure(f"multiple_{what}s")
     m = begin.search(text)
@@ -157,6 +164,24 @@ def parse_generation(text: str) -> Candidate | ParseFailure:
     if not answer or answer.lower() in {"your_final_answer", "{your_final_answer}"}:
         return ParseFailure("empty_answer")
     return Candidate(question=question, answer=answer)
+
+
+def parse_open_generation(text: str) -> Candidate | ParseFailure:
+    """The one step-3 prompt of an open-ended generation, between `[New Prompt Begin/End]`.
+
+    Reasons: `unclosed_think`, `no_prompt`, `multiple_prompts`, `unclosed_prompt`, `empty_prompt`,
+    `placeholder_prompt`.
+    """
+    body, open_think = _strip_think(text)
+    prompt = _one_block(body, _P_BEGIN, _P_END, "prompt")
+    if isinstance(prompt, ParseFailure):
+        return ParseFailure("unclosed_think") if open_think and prompt.reason == "no_prompt" else prompt
+    prompt = prompt.strip()
+    if not prompt:
+        return ParseFailure("empty_prompt")
+    if prompt.lower().strip("{}") in {"your_generated_prompt", "new_prompt", "your_new_prompt"}:
+        return ParseFailure("placeholder_prompt")
+    return Candidate(question=prompt, answer=None)
 
 
 def solution_answer(text: str) -> str | None:

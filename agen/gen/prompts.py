@@ -33,9 +33,9 @@ def check_template(name: str, fields: set[str]) -> None:
             raise ConfigError(f"template {name!r} has no {{{field}}} placeholder")
 
 
-def generation_prompt(template: str, examples: Sequence[Example]) -> str:
-    """The CoT-Self-Instruct prompt showing `examples` as seed questions."""
-    item = load_template("verifiable_example.txt")
+def generation_prompt(template: str, example_template: str, examples: Sequence[Example]) -> str:
+    """The CoT-Self-Instruct prompt showing `examples` as seed questions (or seed prompts)."""
+    item = load_template(example_template)
     shown = "\n".join(item.format(index=i, question=ex.question).rstrip("\n")
                       for i, ex in enumerate(examples, start=1))
     return load_template(template).format(examples=shown)

@@ -29,6 +29,9 @@ _OUTCOME = {ThrottledError: "throttle", BadResponseError: "bad_response", FatalR
             TaskFailedError: "fatal_task"}
 
 
+_STATUS_KEYS = {s: f"status/{s}" for s in (200, 400, 401, 403, 404, 413, 429, 500, 502, 503, 504, 529)}
+
+
 class _Secret:
     """Holds an API key; its repr never shows it."""
 
@@ -78,6 +81,11 @@ class ModelClient:
         base.update(cfg.headers)
         self._static_headers = base
         self._parse = parse_anthropic if cfg.provider == "anthropic" else parse_openai
+        self._rl_probe = (("anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-tokens-remaining",
+                           "anthropic-ratelimit-input-tokens-remaining", "anthropic-ratelimit-output-tokens-remaining")
+                          if cfg.provider == "anthropic" else
+                          ("x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
+                           "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens"))
         self._fatal: FatalRunError | None = None
         self._stats: Counter[str] = Counter()
         self._cost = 0.0
@@ -157,9 +165,9 @@ class ModelClient:
                 latency: float, request_id: str | None) -> None:
         st = self._stats
         st["requests"] += 1
-        st[f"outcome/{outcome}"] += 1
+        st["outcome/" + outcome] += 1
         if status is not None:
-            st[f"status/{status}"] += 1
+            st[_STATUS_KEYS.get(status) or f"status/{status}"] += 1
         if usage.input_tokens or usage.output_tokens:
             st["tokens/input"] += usage.input_tokens
             st["tokens/cached_input"] += usage.cached_input_tokens
@@ -185,8 +193,12 @@ class ModelClient:
                 res = await self._transport.post(self._url, body, self._headers())
             except ProviderError as exc:  # transport failure (CapacityError)
                 err: ProviderError = exc
+            except BaseException:  # cancelled mid-call: give the slot back
+                self.lane.release(ticket, None)
+                raise
             else:
-                self.lane.observe(parse_rate_limits(res.headers, self.provider), ticket)
+                if any(k in res.headers for k in self._rl_probe):
+                    self.lane.observe(parse_rate_limits(res.headers, self.provider), ticket)
                 if 200 <= res.status < 300:
                     try:
                         parsed: Parsed = self._parse(orjson.loads(res.body))

@@ -118,6 +118,8 @@ class Pacer:
     def ready_at(self, now: float, est_tokens: int) -> float:
         """Earliest time a request reserving `est_tokens` may be sent (<= now: send it now)."""
         t = self.pause_until
+        if not (self.rpm or self.tpm or self.learned_rpm or self.learned_tpm):
+            return t  # fast path: nothing but pauses (and concurrency) limits this lane
         r = self.req_rate(now)
         if r:
             t = max(t, self.req_tat - self.burst_s)
@@ -132,6 +134,10 @@ class Pacer:
         return t
 
     def admit(self, now: float, est_tokens: int) -> Ticket:
+        self.seq_req += 1
+        self.seq_tok += est_tokens
+        if not (self.rpm or self.tpm or self.learned_rpm or self.learned_tpm):
+            return Ticket(est_tokens, now, self.seq_req, self.seq_tok)
         r = self.req_rate(now)
         if r:
             if self.req_tat == NEG_INF:  # start paced, without burst credit: the server may be at 0
@@ -142,8 +148,6 @@ class Pacer:
             if self.tok_tat == NEG_INF:
                 self.tok_tat = now + max(0.0, rho * self.burst_s - est_tokens) / rho
             self.tok_tat = max(self.tok_tat, now) + est_tokens / rho
-        self.seq_req += 1
-        self.seq_tok += est_tokens
         return Ticket(est_tokens, now, self.seq_req, self.seq_tok)
 
     def settle(self, now: float, est_tokens: int, actual_tokens: int) -> None:

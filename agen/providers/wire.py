@@ -67,8 +67,12 @@ def anthropic_body(req: ChatRequest, model: str, extra_params: dict[str, Any]) -
 
 
 def _n(d: Any, key: str) -> int:
-    v = d.get(key) if isinstance(d, dict) else None
-    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+    if d.__class__ is not dict:
+        return 0
+    v = d.get(key)
+    if v.__class__ is int:
+        return v  # type: ignore[no-any-return]
+    return int(v) if isinstance(v, float) else 0
 
 
 def openai_usage(u: Any) -> Usage | None:

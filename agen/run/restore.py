@@ -43,7 +43,7 @@ def restore(run_dir: RunDir) -> Restored:
             if r["status"] == "accepted":
                 c.accepted += 1
                 if r["stage"] == "propose":
-                    out.pool.append(Example(rid, r["question"], r["answer"]))
+                    out.pool.append(Example(rid, r["question"], r["answer"], r.get("category")))
             reason = r["reason"]
             if r.get("question") and not reason.startswith(("parse:", "duplicate:")):
                 out.dedup_items.append((rid, r["question"]))

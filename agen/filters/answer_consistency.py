@@ -1,0 +1,63 @@
+"""Answer-Consistency: K sampled solutions vote; keep the candidate if the majority agrees with it.
+
+Samples are asked for in batches sized by `Tally.needed_before_decision()`, in one request with
+`n` where the endpoint allows it; sample j always uses seed `base + j`, so the samples (and the
+decision) do not depend on how they were batched, and early stopping decides exactly as the
+full K-sample vote would on the same samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agen.config import VoteConfig
+from agen.filters import Call, FilterTask, Verdict
+from agen.gen.parse import solution_answer
+from agen.gen.prompts import solve_prompt
+from agen.gen.vote import Tally
+from agen.providers.client import ModelClient
+from agen.seeding import stable_int
+from agen.types import ChatRequest
+
+
+class AnswerConsistency:
+    def __init__(self, cfg: VoteConfig, client: ModelClient, call: Call) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.call = call
+        self.model = cfg.model
+
+    async def judge(self, task: FilterTask) -> Verdict:
+        vc = self.cfg
+        tally = Tally(task.answer or "", vc.k, vc.min_share)
+        prompt = solve_prompt(vc.template, task.question)
+        base_seed = stable_int(f"{task.key}/vote")
+        offset = 0
+        stage = f"{task.stage}.vote"
+        while (decision := tally.decision()) is None:
+            want = tally.needed_before_decision() if vc.early_stop else vc.k - offset
+            want = max(1, min(want, vc.k - offset))
+            reqs = self._requests(prompt, base_seed, offset, want, stage, task.id)
+            outs = await asyncio.gather(*(self.call(self.client, r) for r in reqs))
+            for out in outs:
+                for text in out.texts:
+                    tally.add(solution_answer(text))
+            offset += want
+        detail: dict[str, Any] = {"vote": {
+            "model": vc.model, "k": vc.k, "samples": decision.samples, "agree": decision.agree,
+            "majority_answer": decision.majority_answer, "majority_share": round(decision.majority_share, 4),
+            "early_stopped": decision.samples < vc.k, "votes": list(tally.votes)}}
+        return Verdict(decision.accepted, f"vote:{decision.reason}", detail)
+
+    def _requests(self, prompt: str, base_seed: int, offset: int, want: int, stage: str,
+                  task_id: str) -> list[ChatRequest]:
+        """One request with n=want where the endpoint supports it, else `want` concurrent n=1 calls."""
+        vc = self.cfg
+        messages = ({"role": "user", "content": prompt},)
+        if self.client.supports_n:
+            return [ChatRequest(messages, vc.max_tokens, n=want, temperature=vc.temperature,
+                                seed=base_seed + offset, stage=stage, task_id=f"{task_id}/v{offset}")]
+        return [ChatRequest(messages, vc.max_tokens, n=1, temperature=vc.temperature,
+                            seed=base_seed + offset + j, stage=stage, task_id=f"{task_id}/v{offset + j}")
+                for j in range(want)]
