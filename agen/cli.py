@@ -89,6 +89,20 @@ def sim(config_path: str | None, host: str, port: int) -> None:
     serve(config_path, host, port)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def report(run_dir: Path) -> None:
+    """Write RUN_DIR/report.html (charts, no network needed) and RUN_DIR/report.json."""
+    from agen.report import write_report
+
+    try:
+        json_path, html_path = write_report(run_dir)
+    except AgenError as exc:
+        click.echo(f"agen: {exc}", file=sys.stderr)
+        sys.exit(2)
+    click.echo(f"agen: wrote {html_path} and {json_path}")
+
+
 def main() -> None:
     cli(prog_name="agen")
 
