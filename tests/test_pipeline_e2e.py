@@ -85,6 +85,24 @@ def test_faults_every_candidate_ends_once_with_a_reason(tmp_path):
     ledger_tasks = {row["task_id"].split("/")[0] for row in read_ledger(root).calls}
     assert ledger_tasks == {r["id"] for r in recs}  # every task that spent money ended in a record
     assert sum(r["status"] == "accepted" for r in recs) >= 48
+    _loads_with_datasets(root, len(recs))
+
+
+def _loads_with_datasets(root: Path, n: int) -> None:
+    """The shards load with `datasets.load_dataset("json", ...)` unchanged."""
+    import os
+
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    total = 0
+    for stream in ("accepted", "rejected"):
+        ds = datasets.load_dataset("json", data_files=str(root / stream / "*.jsonl"), split="train",
+                                   cache_dir=str(root.parent / "hf-cache"))
+        assert {"id", "question", "answer", "status", "reason"} <= set(ds.column_names)
+        total += ds.num_rows
+    assert total == n
 
 
 def test_bad_input_sends_no_request(tmp_path):
