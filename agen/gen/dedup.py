@@ -29,6 +29,7 @@ import re
 import zlib
 from array import array
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -49,7 +50,7 @@ _STOP = frozenset(
     per after before during while until because through between against s t""".split()
 )
 _CODE_SPAN = 0x110000 - 0x800  # code points minus the surrogate block
-_MASK64 = (1 << 64) - 1
+_SHIFT = np.uint64(32)
 
 
 def tokenize(text: str) -> list[str]:
@@ -65,6 +66,7 @@ def rouge_l(a: str, b: str) -> float:
     return 2 * LCSseq.similarity(ta, tb) / (len(ta) + len(tb))
 
 
+@lru_cache(maxsize=1 << 18)
 def _code(token: str) -> int:
     c = zlib.crc32(token.encode()) % _CODE_SPAN
     return c + 0x800 if c >= 0xD800 else c
@@ -107,15 +109,13 @@ class _MultiMap:
             self._merge()
 
     def _merge(self) -> None:
-        n = self._buffered
-        keys = np.empty(n, dtype=self._dtype)
-        vals = np.empty(n, dtype=np.int32)
-        i = 0
+        flat_keys: list[int] = []
+        flat_vals: list[int] = []
         for k, bucket in self._buf.items():
-            j = i + len(bucket)
-            keys[i:j] = k
-            vals[i:j] = bucket
-            i = j
+            flat_keys.extend([k] * len(bucket))
+            flat_vals.extend(bucket)
+        keys = np.array(flat_keys, dtype=self._dtype)
+        vals = np.array(flat_vals, dtype=np.int32)
         order = np.argsort(keys, kind="stable")  # keeps each bucket's insertion order
         keys, vals = keys[order], vals[order]
         at = np.searchsorted(self._keys, keys, side="right")  # new items after old ones
@@ -174,8 +174,9 @@ class Deduper:
         self.max_bucket = max_bucket  # per band bucket, bounds the work for crowded buckets
         rng = np.random.default_rng(seed)
         n = bands * rows
-        self._a = (rng.integers(0, 1 << 63, n, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
-        self._c = rng.integers(0, 1 << 63, n, dtype=np.uint64)
+        a = (rng.integers(0, 1 << 63, n, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
+        self._a = a[:, None]  # (n, 1): broadcasts against a row of features
+        self._c = rng.integers(0, 1 << 63, n, dtype=np.uint64)[:, None]
         self._mix = rng.integers(0, 1 << 63, rows, dtype=np.uint64) | np.uint64(1)
         self._band_salt = rng.integers(0, 1 << 63, bands, dtype=np.uint64)
         self._exact = _MultiMap(np.uint64)
@@ -199,21 +200,27 @@ class Deduper:
         return _Prepared(exact, codes, self._band_keys(tokens, codes) if codes else None)
 
     def _band_keys(self, tokens: list[str], codes: list[int]) -> np.ndarray:
-        content = [(t, c) for t, c in zip(tokens, codes, strict=True) if t not in _STOP and not t.isdigit()]
+        content = [c for t, c in zip(tokens, codes, strict=True) if t not in _STOP and not t.isdigit()]
         if len(content) < 3:  # nearly all numbers / stop words: use every word
-            content = list(zip(tokens, codes, strict=True))
-        seen: dict[int, int] = {}
-        feats = []
-        for _, c in content:  # multiset: the 2nd "apple" is its own feature
-            k = seen.get(c, 0)
-            seen[c] = k + 1
-            feats.append((c | (k << 21)) & 0xFFFFFFFF)
-        x = np.array(feats, dtype=np.uint64)
+            content = codes
+        feats = set(content)
+        if len(feats) < len(content):  # multiset: the 2nd "apple" is a feature of its own
+            seen: dict[int, int] = {}
+            feats = set()
+            for c in content:
+                k = seen.get(c, 0)
+                seen[c] = k + 1
+                feats.add((c | (k << 21)) & 0xFFFFFFFF)
         # Multiply-add-shift hashing of 32-bit keys, one row per MinHash permutation.
-        h = (self._a[:, None] * x[None, :] + self._c[:, None]) >> np.uint64(32)
+        h = self._a * np.fromiter(feats, dtype=np.uint64, count=len(feats))
+        h += self._c
+        h >>= _SHIFT
         mins = h.min(axis=1).reshape(self.bands, self.rows)
-        keys = (mins * self._mix).sum(axis=1, dtype=np.uint64) + self._band_salt
-        return (keys >> np.uint64(32)).astype(np.uint32)
+        mins *= self._mix
+        keys = mins.sum(axis=1, dtype=np.uint64)
+        keys += self._band_salt
+        keys >>= _SHIFT
+        return keys.astype(np.uint32)
 
     # -- lookups ----------------------------------------------------------------------------
 
