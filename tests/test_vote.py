@@ -51,7 +51,7 @@ votes_and_k = st.integers(min_value=1, max_value=20).flatmap(
 shares = st.sampled_from([0.0, 0.25, 0.3, 0.5, 0.51, 2 / 3, 0.75, 1.0])
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(votes_and_k, st.sampled_from(CANDIDATES), shares)
 def test_early_stop_decides_as_full_vote(kv: tuple[int, list[str | None]], candidate: str, min_share: float) -> None:
     """Stopping at Tally's first decision gives the full K-vote outcome, within K samples."""
@@ -64,7 +64,7 @@ def test_early_stop_decides_as_full_vote(kv: tuple[int, list[str | None]], candi
         assert early == full
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(votes_and_k, st.sampled_from(CANDIDATES), shares, st.randoms(use_true_random=False))
 def test_full_vote_independent_of_order(
     kv: tuple[int, list[str | None]], candidate: str, min_share: float, rnd: random.Random
@@ -82,7 +82,7 @@ def test_full_vote_independent_of_order(
         assert answer_key(a.majority_answer) == answer_key(b.majority_answer or "")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(votes_and_k, st.sampled_from(CANDIDATES), shares)
 def test_needed_before_decision_is_exact(kv: tuple[int, list[str | None]], candidate: str, min_share: float) -> None:
     """No decision comes sooner than promised, and the promise can be met by some answers."""
