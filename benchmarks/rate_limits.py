@@ -9,6 +9,8 @@ calling `complete` back to back:
                                                           charges it: prompt + n x max_tokens), <= 1% 429s
   rpm-3x       client rpm = 3 x server rpm                target: <= 5% 429s after --settle seconds
   rpm-3x-aimd  same, but the lane ignores rate-limit headers: only retry-after + AIMD act
+  rpm-asyncio-throttle  client rpm = server rpm through asyncio-throttle (Throttler(rpm/60, 1 s),
+               8 waiters in front, lane paused on 429): the user's original pick, for comparison
 
 The server's buckets start full (a minute's worth), which would flatter any client; so each
 model's buckets are first drained with a bare burst until the sim answers 429, and then the
@@ -33,10 +35,12 @@ import orjson
 import uvloop
 import yaml
 
+from asyncio_throttle import Throttler
+
 from agen.config import ModelConfig, Price
 from agen.errors import AgenError
 from agen.providers import Providers
-from agen.providers.lane import Lane, Pacer
+from agen.providers.lane import Lane, Pacer, Ticket
 from agen.sim.process import SimProcess
 from agen.types import CallRecord, ChatRequest
 
@@ -50,7 +54,29 @@ class Scenario:
     server: dict[str, float]  # rpm / tpm enforced by the sim
     client: dict[str, float]  # rpm / tpm configured in the lane
     header_feedback: bool = True
+    throttle_lib: bool = False
     records: list[CallRecord] = field(default_factory=list)
+
+
+class ThrottlerLane(Lane):
+    """asyncio-throttle as the request-rate gate: a semaphore of 8 in front, a pause after a 429."""
+
+    def __init__(self, name: str, rpm: float, workers: int) -> None:
+        super().__init__(name, max_concurrency=workers, pacer=Pacer(rpm=None, tpm=None, header_feedback=False))
+        self._front = asyncio.Semaphore(8)
+        self._throttler = Throttler(rate_limit=max(1, round(rpm / 60)), period=1.0)
+        self._paused_until = 0.0
+
+    async def acquire(self, est_tokens: int, *, front: bool = False) -> Ticket:
+        async with self._front:
+            wait = self._paused_until - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await self._throttler.acquire()
+        return await super().acquire(est_tokens)
+
+    def throttled(self, ticket: Ticket, wait_s: float | None) -> None:
+        self._paused_until = max(self._paused_until, time.monotonic() + (1.0 if wait_s is None else wait_s))
 
 
 def request(i: int) -> ChatRequest:
@@ -127,7 +153,9 @@ async def run(base: str, scenarios: list[Scenario], seconds: float, warm: float,
     await asyncio.gather(*(drain(base, sc.name) for sc in scenarios))
     async with Providers(models, base_urls={n: base + "/v1" for n in models}, on_call=on_call) as p:
         for sc in scenarios:
-            if not sc.header_feedback:
+            if sc.throttle_lib:
+                p[sc.name].lane = ThrottlerLane(sc.name, sc.client["rpm"], workers)
+            elif not sc.header_feedback:
                 c = p[sc.name]
                 c.lane = Lane(sc.name, max_concurrency=workers,
                               pacer=Pacer(rpm=sc.client.get("rpm"), tpm=sc.client.get("tpm"), header_feedback=False))
@@ -161,12 +189,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds, args.warm, args.settle, args.workers = 3.0, 1.0, 2.0, 16
+        args.rpm, args.tpm = 300.0, 20000.0
     rpm, tpm = args.rpm, args.tpm
     scenarios = [
         Scenario("rpm", {"rpm": rpm}, {"rpm": rpm}),
         Scenario("tpm", {"tpm": tpm}, {"tpm": tpm}),
         Scenario("rpm-3x", {"rpm": rpm}, {"rpm": 3 * rpm}),
         Scenario("rpm-3x-aimd", {"rpm": rpm}, {"rpm": 3 * rpm}, header_feedback=False),
+        Scenario("rpm-asyncio-throttle", {"rpm": rpm}, {"rpm": rpm}, throttle_lib=True),
     ]
     lat = {"median": args.latency_ms, "sigma": 0.3}
     cfg = {"seed": 1, "models": {sc.name: {"latency_ms": lat, **sc.server} for sc in scenarios}}
@@ -175,13 +205,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         path.write_text(yaml.safe_dump(cfg))
         with SimProcess(path) as sim:
             results = uvloop.run(run(sim.base_url, scenarios, args.seconds, args.warm, args.settle, args.workers))
-    print(f"{'scenario':<14}{'attempts':>9}{'ok':>7}{'achieved':>12}{'of limit':>10}{'429 share':>11}{'429 early':>11}")
+    print(f"{'scenario':<22}{'attempts':>9}{'ok':>7}{'achieved':>12}{'of limit':>10}{'429 share':>11}{'429 early':>11}")
     for name, r in results.items():
         achieved = r.get("rpm", r.get("tpm", 0.0))
         frac = r.get("of_rpm", r.get("of_tpm", 0.0))
         unit = "rpm" if "rpm" in r else "tpm"
         early = f"{r['share_429_first']:.2%}" if "share_429_first" in r else "-"
-        print(f"{name:<14}{int(r['attempts']):>9}{int(r['ok']):>7}{achieved:>9.0f}{unit:>3}{frac:>10.2%}"
+        print(f"{name:<22}{int(r['attempts']):>9}{int(r['ok']):>7}{achieved:>9.0f}{unit:>3}{frac:>10.2%}"
               f"{r['share_429']:>11.2%}{early:>11}")
     print(orjson.dumps({"benchmark": "rate_limits", "seconds": args.seconds, "settle": args.settle,
                         "rpm_limit": rpm, "tpm_limit": tpm, "results": results}).decode())
