@@ -279,11 +279,11 @@ def _funnel_html(funnel: dict[str, Any]) -> str:
             continue
         steps = [(k, [("candidates", float(v))]) for k, v in f["steps"].items()]
         parts.append(hbars(steps, title=f"{stage}: acceptance funnel (target {f['target']})", width=560,
-                           label_w=90, fmt=lambda x: f"{x:,.0f}"))
+                           label_w=90, fmt=lambda x: f"{x:,.0f}", integer=True))
         rej = [(r, [(r.split(":", 1)[0], float(n))]) for r, n in f["rejections"].items()]
         if rej:
             parts.append(hbars(rej, title=f"{stage}: why candidates were rejected", width=560, label_w=230,
-                               fmt=lambda x: f"{x:,.0f}"))
+                               fmt=lambda x: f"{x:,.0f}", integer=True))
     return "<div class='grid'>" + "".join(parts) + "</div>"
 
 
@@ -342,7 +342,7 @@ def _latency_html(lat: dict[str, Any]) -> str:
                            height=220, title=f"{model}: latency of successful calls (n={m['n']:,})",
                            x_fmt=lambda s: f"{s * 1000:.3g} ms" if s < 1 else f"{s:.3g} s", y_label="calls",
                            colors=[("#4C78A8", "#F58518", "#54A24B", "#B279A2")[i % 4]],
-                           markers=[("p50", m["p50_s"]), ("p99", m["p99_s"])]))
+                           markers=[("p50", m["p50_s"]), ("p99", m["p99_s"])], integer=True))
     table = _table(["model", "calls", "mean", "p50", "p90", "p99", "max"],
                    [[mo, m["n"], *(f"{m[k] * 1000:.1f} ms" for k in ("mean_s", "p50_s", "p90_s", "p99_s", "max_s"))]
                     for mo, m in lat.items()])
@@ -358,11 +358,11 @@ def _votes_html(v: dict[str, Any]) -> str:
         vbars(v["share_edges"], [("accepted", [float(x) for x in v["agree_share"]["accepted"]]),
                                  ("rejected", [float(x) for x in v["agree_share"]["rejected"]])],
               title="Share of votes agreeing with the candidate's answer", width=540, height=240, x_fmt=pct,
-              colors=cols, y_label="candidates"),
+              colors=cols, y_label="candidates", integer=True),
         vbars(v["share_edges"], [("accepted", [float(x) for x in v["majority_share"]["accepted"]]),
                                  ("rejected", [float(x) for x in v["majority_share"]["rejected"]])],
               title="Majority answer's share of the votes", width=540, height=240, x_fmt=pct, colors=cols,
-              y_label="candidates"),
+              y_label="candidates", integer=True),
     ]
     k = v["k"]
     if k:
@@ -370,7 +370,7 @@ def _votes_html(v: dict[str, Any]) -> str:
         charts.append(vbars(edges, [("accepted", [float(x) for x in v["samples_hist"]["accepted"]]),
                                     ("rejected", [float(x) for x in v["samples_hist"]["rejected"]])],
                             title=f"Samples drawn before the decision (K = {k})", width=540, height=240,
-                            x_fmt=lambda x: f"{x + 0.5:.0f}", colors=cols, y_label="candidates"))
+                            x_fmt=lambda x: f"{x + 0.5:.0f}", colors=cols, y_label="candidates", integer=True))
     saved = 1 - v["samples_used"] / v["samples_full_vote"] if v["samples_full_vote"] else 0.0
     note = (f"<p class='note'>{v['voted']:,} candidates voted; {v['early_stopped']:,} stopped early; "
             f"{v['samples_used']:,} samples drawn of {v['samples_full_vote']:,} for full votes ({saved:.0%} saved).</p>")

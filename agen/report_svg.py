@@ -37,13 +37,16 @@ def fmt_usd(x: float) -> str:
     return f"${x:.3g}" if abs(x) < 1 else f"${x:,.2f}"
 
 
-def nice_ticks(hi: float, n: int = 5) -> list[float]:
-    """0 and a few round steps up to at least `hi`."""
+def nice_ticks(hi: float, n: int = 5, integer: bool = False) -> list[float]:
+    """0 and a few round steps up to at least `hi` (whole steps only for counts)."""
     if hi <= 0:
         return [0.0, 1.0]
     raw = hi / n
     mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    steps = (1, 2, 5, 10) if integer else (1, 2, 2.5, 5, 10)
+    step = next(m * mag for m in steps if m * mag >= raw)
+    if integer:
+        step = max(1.0, step)
     count = math.ceil(hi / step - 1e-9)
     return [i * step for i in range(count + 1)]
 
@@ -69,7 +72,8 @@ def legend(names: Sequence[str], x: float, y: float, width: float, colors: Seque
 
 
 def hbars(rows: Sequence[tuple[str, Sequence[tuple[str, float]]]], *, title: str = "", width: int = 720,
-          fmt: Fmt = fmt_num, label_w: int = 170, bar_h: int = 22, total_label: bool = True) -> str:
+          fmt: Fmt = fmt_num, label_w: int = 170, bar_h: int = 22, total_label: bool = True,
+          integer: bool = False) -> str:
     """Horizontal stacked bars: one row per label, segments (name, value) stacked left to right.
 
     Segment colours are assigned by segment name, the same name always the same colour."""
@@ -80,7 +84,7 @@ def hbars(rows: Sequence[tuple[str, Sequence[tuple[str, float]]]], *, title: str
                 names.append(n)
     cmap = {n: color(i) for i, n in enumerate(names)}
     hi = max((sum(v for _, v in segs) for _, segs in rows), default=0.0)
-    ticks = nice_ticks(hi)
+    ticks = nice_ticks(hi, integer=integer)
     top = 28 if title else 8
     plot_w = width - label_w - 70
     scale = plot_w / ticks[-1]
@@ -115,20 +119,24 @@ def hbars(rows: Sequence[tuple[str, Sequence[tuple[str, float]]]], *, title: str
 def vbars(edges: Sequence[float], series: Sequence[tuple[str, Sequence[float]]], *, title: str = "",
           width: int = 720, height: int = 260, x_fmt: Fmt = fmt_num, y_fmt: Fmt = fmt_num, x_label: str = "",
           y_label: str = "", colors: Sequence[str] | None = None, lines: Sequence[tuple[str, Sequence[float]]] = (),
-          markers: Sequence[tuple[str, float]] = (), log_x: bool = False) -> str:
+          markers: Sequence[tuple[str, float]] = (), log_x: bool = False, integer: bool = False) -> str:
     """Vertical stacked bars over bins [edges[i], edges[i+1]) — histograms and time series.
 
     `lines` are extra series drawn as polylines over the bin centres (their own right-hand axis);
     `markers` are labelled vertical rules (e.g. percentiles). `log_x` positions bins by log10."""
     nb = len(edges) - 1
-    left, right, top, bottom = 58, 58 if lines else 16, 30 if title else 10, 42
+    names = [s[0] for s in series] + [n for n, _ in lines]
+    leg_w = 24 + sum(22 + 7 * len(n) for n in names) if len(names) > 1 else 0
+    crowded = bool(title) and leg_w and 16 + 8.5 * len(title) + leg_w > width
+    left, right, bottom = 58, 58 if lines else 16, 42
+    top = (48 if crowded else 30) if title else 10
     pw, ph = width - left - right, height - top - bottom
     pos = (lambda v: math.log10(max(v, 1e-12))) if log_x else (lambda v: v)
     x0, x1 = pos(edges[0]), pos(edges[-1])
     sx = pw / ((x1 - x0) or 1)
     X = lambda v: left + (pos(v) - x0) * sx  # noqa: E731
     totals = [sum(s[1][i] for s in series) for i in range(nb)]
-    ticks = nice_ticks(max(totals, default=0))
+    ticks = nice_ticks(max(totals, default=0), integer=integer)
     sy = ph / ticks[-1]
     out = [_text(8, 18, title, size=14, weight="600")] if title else []
     for t in ticks:
@@ -175,11 +183,10 @@ def vbars(edges: Sequence[float], series: Sequence[tuple[str, Sequence[float]]],
     if y_label:
         out.append(f"<text transform='translate(12,{top + ph / 2:.0f}) rotate(-90)' text-anchor='middle' "
                    f"font-size='11' fill='#444' {FONT}>{escape(y_label)}</text>")
-    names = [s[0] for s in series] + [n for n, _ in lines]
     leg_cols = list(cols) + ["#222" if i == 0 else color(len(series) + i) for i in range(len(lines))]
     if len(names) > 1:
-        leg, _ = legend(names, width - right - min(pw, 24 + sum(22 + 7 * len(n) for n in names)), 18 if title else 12,
-                        pw, leg_cols)
+        y_leg = 36 if crowded else (18 if title else 12)
+        leg, _ = legend(names, width - right - min(pw, leg_w), y_leg, pw, leg_cols)
         out.append(leg)
     return (f"<svg xmlns='http://www.w3.org/2000/svg' class='chart' width='{width}' height='{height}' "
             f"viewBox='0 0 {width} {height}' role='img' aria-label='{escape(title)}'>{''.join(out)}</svg>")
