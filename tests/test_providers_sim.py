@@ -318,3 +318,17 @@ def test_check_api_keys_names_model_and_env(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("AGEN_MISSING_KEY", raising=False)
     with pytest.raises(ConfigError, match=r"models\.solver.*AGEN_MISSING_KEY"):
         check_api_keys({"solver": oa(api_key_env="AGEN_MISSING_KEY")})
+
+
+async def test_cancelled_call_gives_its_slot_back(sim: SimServer) -> None:
+    """Cancelling a call mid-request releases its lane slot (no leaked concurrency)."""
+    await script(sim, "sim-large", {"status": 200, "hang_s": 0.8})
+    run = Run(sim, m=oa(max_concurrency=1))
+    async with run as p:
+        task = asyncio.ensure_future(p["m"].complete(req()))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert p["m"].statistics()["lane/in_flight"] == 0
+        await asyncio.wait_for(p["m"].complete(req()), 1.0)  # the single slot is free again
