@@ -50,6 +50,11 @@ class SimModel(_Strict):
     propose_wrong_p: float = Field(default=0.1, ge=0, le=1)
     format_broken_p: float = Field(default=0.05, ge=0, le=1)
     solve_correct_p: float = Field(default=0.8, ge=0, le=1)
+    # open-ended behaviour (agen.sim.open_world)
+    open_skill: float = Field(default=0.6, ge=0, le=1)  # better prompts when proposing, better responses
+    judge_noise: float = Field(default=0.8, ge=0)  # std of a judge's score, in points of the 1-10 scale
+    judge_malformed_p: float = Field(default=0.03, ge=0, le=1)  # judge replies with no usable score line
+    reward_noise: float = Field(default=0.3, ge=0)  # std of the reward model's scalar (/pooling)
     context_window: int = Field(default=32768, ge=1)
     default_max_tokens: int = Field(default=4096, ge=1)  # OpenAI requests that omit max_tokens
     faults: Faults = Faults()

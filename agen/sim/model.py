@@ -12,6 +12,7 @@ import hashlib
 import random
 import re
 
+from agen.sim import open_world
 from agen.sim.config import SimModel
 from agen.sim.world import explain, generate_problem, parse_problem, plausible_wrong
 
@@ -143,10 +144,81 @@ def problem_of(last_user: str) -> str | None:
     return last_user[m.end():].strip()
 
 
+# ---------------------------------------------------------------- open-ended requests
+# Detected by the markers of configs/templates/open_*.txt and classify_category.txt, checked
+# in this order (a judge request quotes a prompt, so it is recognised first).
+JUDGE_MARKERS = ("[Response Begin]", "[Response End]", "[User Request Begin]", "[User Request End]")
+CLASSIFY_MARKERS = ("[Prompt Begin]", "[Prompt End]", "Category:")
+OPEN_PROPOSE_MARKER = "[New Prompt Begin]"
+RESPOND_MARKERS = ("[Request Begin]", "[Request End]")
+_SEED_PROMPT = re.compile(r"^Seed Prompt \d+:[ \t]*", re.M)
+
+
+def _between(text: str, begin: str, end: str) -> str | None:
+    i = text.find(begin)
+    if i < 0:
+        return None
+    j = text.find(end, i + len(begin))
+    return None if j < 0 else text[i + len(begin):j].strip()
+
+
+def _seed_prompts_text(prompt: str) -> str:
+    """Everything the seed prompts say: from the first `Seed Prompt N:` to the template's `Step 1`."""
+    m = _SEED_PROMPT.search(prompt)
+    if m is None:
+        return ""
+    end = prompt.find("Step 1:", m.start())
+    return _SEED_PROMPT.sub("", prompt[m.start(): end if end >= 0 else len(prompt)])
+
+
+def propose_open(prompt: str, rng: random.Random, cfg: SimModel) -> str:
+    """Steps 1-3 of the open-ended template and one new prompt in the seeds' category."""
+    n_seeds = len(_SEED_PROMPT.findall(prompt))
+    category = open_world.classify_text(_seed_prompts_text(prompt))
+    name = open_world.CATEGORY_NAMES[category]
+    new = open_world.generate_open_prompt(rng, category, cfg.open_skill)
+    cot = (f"Step 1: The {n_seeds or 'given'} seed prompts are {name} tasks; each names a concrete task, "
+           f"a topic and some constraints on the answer.\n"
+           f"Step 2: Plan: keep the task type, choose a fresh topic, add constraints that make the answer checkable.\n"
+           f"Step 3: Here is the new prompt.\n")
+    block = f"[New Prompt Begin]{new}[New Prompt End]"
+    if rng.random() < cfg.format_broken_p:
+        kind = rng.randrange(4)
+        if kind == 0:
+            block = f"[New Prompt Begin]{new}"  # end marker missing
+        elif kind == 1:
+            block = f"New prompt: {new}"
+        elif kind == 2:
+            block = f"[New Prompt Begin]{new}[New Prompt End]\n[New Prompt Begin]{new} Be brief.[New Prompt End]"
+        else:
+            block = "[New Prompt Begin][New Prompt End]"
+    return cot + block
+
+
+def open_request(cfg: SimModel, last_user: str, seed: int) -> str | None:
+    """The answer to an open-ended request (judge, classify, propose, respond), or None if it is none."""
+    if all(m in last_user for m in JUDGE_MARKERS):
+        user = _between(last_user, "[User Request Begin]", "[User Request End]") or ""
+        response = _between(last_user, "[Response Begin]", "[Response End]") or ""
+        return open_world.judge_text(user, response, random.Random(seed), cfg)
+    if all(m in last_user for m in CLASSIFY_MARKERS):
+        text = _between(last_user, "[Prompt Begin]", "[Prompt End]") or ""
+        return f"Category: {open_world.CATEGORY_NAMES[open_world.classify_text(text)]}"
+    if OPEN_PROPOSE_MARKER in last_user:
+        return propose_open(last_user, random.Random(seed), cfg)
+    if all(m in last_user for m in RESPOND_MARKERS):
+        return open_world.respond(_between(last_user, "[Request Begin]", "[Request End]") or "", seed, cfg)
+    return None
+
+
 def generate(cfg: SimModel, prompt: str, last_user: str, seed: int) -> str:
     """The text of one sample (`seed` from `sample_seed`), dispatched on the last user message."""
     if "[New Question Begin]" in last_user:
         return propose(prompt, random.Random(seed), cfg)
+    if "[" in last_user:
+        text = open_request(cfg, last_user, seed)
+        if text is not None:
+            return text
     problem = problem_of(last_user)
     if problem is not None:
         return solve(problem, seed, cfg)

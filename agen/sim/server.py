@@ -5,6 +5,7 @@ base URL):
 
     POST /v1/chat/completions   OpenAI chat completions (n, seed, max_tokens; stream=false only)
     POST /v1/messages           Anthropic Messages (system, max_tokens required, anthropic-version)
+    POST /pooling               vLLM's Pooling API as served for reward models: one scalar per input
     GET  /v1/models             OpenAI model list
     GET  /sim/stats             per-model requests, status counts, billed usage (what responses said)
     POST /sim/script            queue scripted responses for a model (FIFO, before normal processing)
@@ -37,6 +38,7 @@ from aiohttp import web
 from agen.sim import limits, wire
 from agen.sim.config import SimConfig, SimModel, load_sim_config, parse_sim_config
 from agen.sim.model import TOKEN_RE, count_tokens, generate, prompt_digest, sample_seed, truncate_tokens
+from agen.sim.open_world import reward_value
 
 __all__ = ["LISTENING", "SimServer", "build_app", "serve", "start_sim"]
 
@@ -231,7 +233,10 @@ class Handlers:
     async def anthropic(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "anthropic")
 
-    async def _serve(self, request: web.Request, fmt: wire.Wire) -> web.StreamResponse:
+    async def pooling(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "openai", pooling=True)
+
+    async def _serve(self, request: web.Request, fmt: wire.Wire, pooling: bool = False) -> web.StreamResponse:
         st = self.st
         rid = "req_" + st.next_id()
         id_header = "x-request-id" if fmt == "openai" else "request-id"
@@ -239,7 +244,7 @@ class Handlers:
         status = 499  # client closed the connection before we answered
         try:
             try:
-                status, body, headers = await self._process(request, fmt, rid, box)
+                status, body, headers = await self._process(request, fmt, rid, box, pooling)
             except _Reply as r:
                 status, body, headers = r.status, r.body, r.headers
             except Exception:  # a sim bug: answer like a provider would, and say so on stderr
@@ -264,8 +269,8 @@ class Handlers:
                 s.cache_write_tokens += u[2]
                 s.output_tokens += u[3]
 
-    async def _process(self, request: web.Request, fmt: wire.Wire, rid: str,
-                       box: list[Any]) -> tuple[int, bytes | dict[str, Any], dict[str, str]]:
+    async def _process(self, request: web.Request, fmt: wire.Wire, rid: str, box: list[Any],
+                       pooling: bool = False) -> tuple[int, bytes | dict[str, Any], dict[str, str]]:
         st = self.st
         cfg = st.cfg
         if request.content_length is not None and request.content_length > cfg.max_body_bytes:
@@ -323,8 +328,12 @@ class Handlers:
         rl = ms.rl_headers(fmt, now)
 
         # validate the body
+        pairs: list[tuple[str, str]] = []  # pooling: (prompt, response) per input
         try:
-            if fmt == "openai":
+            if pooling:
+                prompt, pairs = _pooling_inputs(data)
+                max_tokens, n = 1, 1
+            elif fmt == "openai":
                 if data.get("stream"):
                     raise ValueError("stream=true is not supported by the simulator")
                 max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
@@ -361,7 +370,7 @@ class Handlers:
             msg = wire.QUOTA_OPENAI if fmt == "openai" else wire.QUOTA_ANTHROPIC
             raise _Reply(*wire.error(fmt, "quota", msg, rid), rl)
         if ms.req_bucket is not None or ms.tok_bucket is not None:
-            cost = prompt.tokens + n * max_tokens
+            cost = prompt.tokens + (0 if pooling else n * max_tokens)
             wait_r = ms.req_bucket.wait_for(1, now) if ms.req_bucket else 0.0
             wait_t = ms.tok_bucket.wait_for(cost, now) if ms.tok_bucket else 0.0
             if wait_r > 0 or wait_t > 0:
@@ -390,6 +399,9 @@ class Handlers:
                 await asyncio.sleep(faults.hang_s)
             else:
                 malformed = r - faults.hang_p < faults.malformed_p
+
+        if pooling:
+            return await self._pool(ms, model, rid, prompt, pairs, malformed, rl, box)
 
         # the answer
         if seed is None:
@@ -448,6 +460,31 @@ class Handlers:
         if extra:
             rl = {**rl, **extra}
         return 200, body, rl
+
+    async def _pool(self, ms: ModelState, model: str, rid: str, prompt: Prompt, pairs: list[tuple[str, str]],
+                    malformed: bool, rl: dict[str, str], box: list[Any]) -> tuple[int, bytes | dict[str, Any], dict[str, str]]:
+        """vLLM's PoolingResponse with one reward per input, as a sequence-level reward model returns it.
+
+        Prompt tokens are billed (input only, no completion tokens); latency is the model's median.
+        """
+        lat = ms.cfg.latency_ms
+        if lat.median > 0:
+            await asyncio.sleep(lat.median * (math.exp(lat.sigma * self.st.rng.gauss(0.0, 1.0)) if lat.sigma else 1.0)
+                                / 1000.0)
+        created = int(time.time())
+        if malformed:
+            kind = self.st.rng.randrange(2)
+            if kind == 0:
+                return 200, orjson.dumps({"id": "pool-" + rid[4:], "object": "list", "data": [{"index": 0}]})[:40], rl
+            return 200, {"id": "pool-" + rid[4:], "object": "list", "created": created, "model": model, "data": [],
+                         "usage": {"prompt_tokens": prompt.tokens, "total_tokens": prompt.tokens,
+                                   "completion_tokens": 0, "prompt_tokens_details": None}}, rl
+        box[1] = (prompt.tokens, 0, 0, 0)
+        data = [{"index": i, "object": "pooling", "data": [reward_value(model, p, r, ms.cfg)]}
+                for i, (p, r) in enumerate(pairs)]
+        return 200, {"id": "pool-" + rid[4:], "object": "list", "created": created, "model": model, "data": data,
+                     "usage": {"prompt_tokens": prompt.tokens, "total_tokens": prompt.tokens, "completion_tokens": 0,
+                               "prompt_tokens_details": None}}, rl
 
     def _rate_limited(self, fmt: wire.Wire, ms: ModelState, rid: str, model: str, wait_r: float, wait_t: float,
                       cost: int, now: float, rl: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -517,6 +554,25 @@ class Handlers:
         return (status, body, headers), headers
 
 
+def _pooling_inputs(data: dict[str, Any]) -> tuple[Prompt, list[tuple[str, str]]]:
+    """The (prompt, response) pairs of a /pooling body: `messages` (one conversation: the user turns
+    are the prompt, the last assistant turn the response) or `input` (a string or a list of
+    strings, each scored as a response without a prompt)."""
+    if data.get("messages") is not None:
+        prompt = _prompt(None, data.get("messages"))
+        users = [t for r, t in prompt.parts if r == "user"]
+        answers = [t for r, t in prompt.parts if r == "assistant"]
+        if not answers:
+            raise ValueError("messages: a reward request needs an assistant turn to score")
+        return prompt, [("\n".join(users), answers[-1])]
+    inp = data.get("input")
+    items = [inp] if isinstance(inp, str) else inp
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
+        raise ValueError("give either 'messages' or 'input' (a string or a non-empty list of strings)")
+    tokens = sum(count_tokens(i) for i in items)
+    return Prompt("\x01".join(items), items[-1], tokens, [("user", i) for i in items]), [("", i) for i in items]
+
+
 def build_app(cfg: SimConfig | dict[str, Any] | None = None) -> web.Application:
     """The aiohttp application for a config (a SimConfig, a dict, or None for the shipped YAML)."""
     sim_cfg = load_sim_config() if cfg is None else parse_sim_config(cfg)
@@ -526,6 +582,7 @@ def build_app(cfg: SimConfig | dict[str, Any] | None = None) -> web.Application:
     h = Handlers(st)
     app.router.add_post("/v1/chat/completions", h.openai)
     app.router.add_post("/v1/messages", h.anthropic)
+    app.router.add_post("/pooling", h.pooling)
     app.router.add_get("/v1/models", h.models)
     app.router.add_get("/sim/stats", h.stats)
     app.router.add_post("/sim/script", h.script)
