@@ -24,6 +24,7 @@ import yaml
 
 from agen.config import RunConfig, changed_output_fields, parse_config
 from agen.errors import ConfigError, StorageError
+from agen.run import faults
 from agen.run.shards import fsync_dir, read_records, repair_torn_tail, shard_paths
 
 STREAMS = ("accepted", "rejected", "ledger")
@@ -37,7 +38,9 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        faults.crashpoint("atomic.before_rename")
         os.replace(tmp, path)
+        faults.crashpoint("atomic.after_rename")
         fsync_dir(path.parent)
     except OSError as exc:
         raise StorageError(f"writing {path} failed: {exc.strerror or exc}", str(path)) from None
@@ -105,6 +108,7 @@ def open_run_dir(cfg: RunConfig, root: Path) -> RunDir:
                     repair_torn_tail(shard_paths(folder)[-1])
                 except OSError as exc:
                     raise StorageError(f"repairing {folder} failed: {exc.strerror}", str(folder)) from None
+        faults.crashpoint("rundir.after_repair")
         atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
         return RunDir(root, fp, len(sessions), resumed=True)
     try:

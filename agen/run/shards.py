@@ -17,6 +17,7 @@ import aiofiles
 import orjson
 
 from agen.errors import StorageError
+from agen.run import faults
 
 
 class CorruptShardError(StorageError):
@@ -153,13 +154,19 @@ class ShardWriter:
                     is_new = not path.exists()
                     self._file = await aiofiles.open(path, "ab")
                     if is_new:  # the new name must survive a crash too
+                        faults.crashpoint("shard.after_create")
                         await asyncio.to_thread(fsync_dir, self.folder)
                     self._file_index = idx
                     if idx != self._state.index:
                         self._state = _Open(idx, 0, 0)
                 chunk = b"".join(lines[a:b])
                 path = self.folder / shard_name(idx)
+                if faults.ENOSPC_AFTER is not None and (room := faults.disk_room(len(chunk))) < len(chunk):
+                    await self._file.write(chunk[:room])  # type: ignore[union-attr]
+                    await self._file.flush()  # type: ignore[union-attr]
+                    raise faults.enospc(str(path))
                 await self._file.write(chunk)  # type: ignore[union-attr]
+                faults.crashpoint("shard.after_write")
                 self._state.records += b - a
                 self._state.size += len(chunk)
             await self._sync()
@@ -169,7 +176,9 @@ class ShardWriter:
     async def _sync(self) -> None:
         if self._file is not None:
             await self._file.flush()
+            faults.crashpoint("shard.after_flush")
             await asyncio.to_thread(os.fsync, self._file.fileno())
+            faults.crashpoint("shard.after_fsync")
 
     async def _close_file(self, sync: bool) -> None:
         if self._file is not None:

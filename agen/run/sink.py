@@ -2,7 +2,9 @@
 
 An example counts (in progress, totals, the amplify pool) only after `on_commit` has seen it,
 and `on_commit` runs only after the lines are fsynced. Ledger lines are written before the
-records of the same batch, so a committed record's calls are always on disk too.
+records of the same batch, so a committed record's calls are always on disk too. A request's
+`begin` line is durable before the request is sent (`log_durable`, group-committed like the
+rest), so a crash can never leave a billed request the ledger does not know about.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import orjson
 
 from agen.config import OutputConfig
 from agen.errors import StorageError
+from agen.run import faults
 from agen.run.rundir import RunDir
 from agen.run.shards import ShardWriter
 
 _LEDGER_SHARD_RECORDS = 1_000_000
 _STOP = object()
+_FLUSH = object()  # a durable ledger line is waiting: commit now
 
 
 class DuplicateIdError(StorageError):
@@ -39,6 +43,8 @@ class Sink:
         }
         self._queue: asyncio.Queue[Any] = asyncio.Queue(max_queue)
         self._ledger: list[bytes] = []
+        self._durable: list[asyncio.Future[None]] = []  # log_durable callers waiting for the next fsync
+        self._flush_queued = False
         self._committed = committed_ids
         self._pending: set[str] = set()
         self._on_commit = on_commit
@@ -66,6 +72,23 @@ class Sink:
         """Buffer one ledger line; it is written with the next commit."""
         self._ledger.append(orjson.dumps(row) + b"\n")
 
+    async def log_durable(self, row: dict[str, Any]) -> None:
+        """Buffer one ledger line and return once it is fsynced (with whatever else is pending).
+
+        After a storage error this never returns: the pipeline is being cancelled, and no request
+        may be sent whose `begin` is not on disk.
+        """
+        self._ledger.append(orjson.dumps(row) + b"\n")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._durable.append(fut)
+        if self.error is None and not self._flush_queued:
+            try:
+                self._queue.put_nowait(_FLUSH)
+                self._flush_queued = True
+            except asyncio.QueueFull:
+                pass  # the writer is busy and commits again soon, taking this line with it
+        await fut
+
     async def run(self) -> None:
         """Write until `aclose`; a storage error is kept in `self.error` and ends the loop."""
         stopping = False
@@ -76,6 +99,8 @@ class Sink:
                     item = await asyncio.wait_for(self._queue.get(), self._linger_s * 4)
                     if item is _STOP:
                         stopping = True
+                    elif item is _FLUSH:
+                        self._flush_queued = False
                     else:
                         batch.append(item)
                 except TimeoutError:
@@ -85,6 +110,9 @@ class Sink:
                     item = self._queue.get_nowait()
                     if item is _STOP:
                         stopping = True
+                        continue
+                    if item is _FLUSH:
+                        self._flush_queued = False
                         continue
                     batch.append(item)
                 await self._commit(batch)
@@ -99,11 +127,18 @@ class Sink:
 
     async def _commit(self, batch: list[dict[str, Any]]) -> None:
         ledger, self._ledger = self._ledger, []
+        durable, self._durable = self._durable, []
         await self._writers["ledger"].write_batch(ledger)
+        for fut in durable:
+            if not fut.done():
+                fut.set_result(None)
+        faults.crashpoint("sink.after_ledger")
         acc = [orjson.dumps(r) + b"\n" for r in batch if r["status"] == "accepted"]
         rej = [orjson.dumps(r) + b"\n" for r in batch if r["status"] != "accepted"]
         await self._writers["accepted"].write_batch(acc)
+        faults.crashpoint("sink.after_accepted")
         await self._writers["rejected"].write_batch(rej)
+        faults.crashpoint("sink.before_on_commit")
         for r in batch:
             self._pending.discard(r["id"])
             self._committed.add(r["id"])
@@ -111,6 +146,7 @@ class Sink:
         self.last_commit = time.monotonic()
         if batch:
             self._on_commit(batch)
+            faults.crashpoint("sink.after_on_commit")
 
     async def aclose(self) -> None:
         """Flush everything queued, then stop; safe to call after a storage error."""
