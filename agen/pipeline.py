@@ -198,10 +198,11 @@ class Pipeline:
     async def _call(self, client: ModelClient, req: ChatRequest) -> Completion:
         """complete() bracketed by ledger begin/end, so a crash leaves 'billing unknown', not nothing."""
         rid = next(self._req_ids)
-        self.sink.log({"ev": "begin", "session": self.run_dir.session, "req": rid,
-                       "task_id": req.task_id, "model": client.name, "stage": req.stage})
-        cut = True
+        cut = False  # not sent yet: a cancel while `begin` is being made durable cuts nothing
         try:
+            await self.sink.log_durable({"ev": "begin", "session": self.run_dir.session, "req": rid,
+                                         "task_id": req.task_id, "model": client.name, "stage": req.stage})
+            cut = True
             result = await client.complete(req)
             cut = False
             return result
