@@ -4,7 +4,8 @@ The sim runs in its own process with one model answering after exactly --latency
 limits). agen's `Providers`/`ModelClient` get `max_concurrency = C`, and C workers call `complete`
 back to back; completions are counted over a window after a warm-up. With no client overhead the
 rate would be C / latency, so the share shows how much the client (and the 2-core machine it
-shares with the sim) loses. Target: >= 95% at C = 2,000.
+shares with the sim) loses. Target: >= 95% at C = 2,000. For scale, the same C is also run
+through a bare aiohttp loop (`sim_throughput.hammer`): the ceiling of this machine and this sim.
 
     python benchmarks/latency_throughput.py [--concurrency 250,1000,2000] [--seconds 10] [--quick]
 
@@ -29,6 +30,7 @@ from agen.config import ModelConfig, Price
 from agen.providers import Providers
 from agen.sim.process import SimProcess
 from agen.types import CallRecord, ChatRequest
+from sim_throughput import hammer  # benchmarks/ is on sys.path when run as a script
 
 MODEL = "sim-slow"
 
@@ -105,13 +107,21 @@ def main(argv: list[str] | None = None) -> dict:
                 ideal = c / (args.latency_ms / 1000)
                 r["littles_law_req_per_s"] = round(ideal, 1)
                 r["share"] = round(r["req_per_s"] / ideal, 4)
+                url = sim.base_url + "/v1/chat/completions"
+                bodies = [orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": f"Say hello to {i}."}],
+                                        "max_tokens": 16}) for i in range(100)]
+                uvloop.run(hammer(url, bodies, args.warmup, c))
+                bare = uvloop.run(hammer(url, bodies, args.seconds, c))
+                r["bare_req_per_s"] = bare["req_per_s"]
+                r["bare_share"] = round(bare["req_per_s"] / ideal, 4)
                 rows.append(r)
     print(f"latency {args.latency_ms:.0f} ms (sigma 0), window {args.seconds:.0f} s after {args.warmup:.0f} s "
           f"warm-up, RLIMIT_NOFILE {nofile}")
-    print(f"{'C':>6}{'req/s':>10}{'C/latency':>11}{'share':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'client CPU s':>14}")
+    print(f"{'C':>6}{'req/s':>10}{'C/latency':>11}{'share':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'client CPU s':>14}{'bare req/s':>12}{'bare share':>11}")
     for r in rows:
         print(f"{r['concurrency']:>6}{r['req_per_s']:>10.1f}{r['littles_law_req_per_s']:>11.1f}{r['share']:>8.1%}"
-              f"{r['p50_ms'] or 0:>9.1f}{r['p99_ms'] or 0:>9.1f}{r['errors']:>8}{r['client_cpu_s']:>14.2f}")
+              f"{r['p50_ms'] or 0:>9.1f}{r['p99_ms'] or 0:>9.1f}{r['errors']:>8}{r['client_cpu_s']:>14.2f}"
+              f"{r['bare_req_per_s']:>12.1f}{r['bare_share']:>11.1%}")
     result = {"benchmark": "latency_throughput", "latency_ms": args.latency_ms, "seconds": args.seconds,
               "results": rows, "target": "share >= 0.95 at C = 2000"}
     print(orjson.dumps(result).decode())

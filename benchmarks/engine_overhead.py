@@ -1,0 +1,124 @@
+"""CPU per 1,000 requests of agen's whole pipeline vs a bare aiohttp+uvloop+orjson loop.
+
+The sim runs in its own process with every model on `sim-fast` (zero latency, no limits), so
+`time.process_time()` of this process measures agen alone. The agen row is a real run
+(`agen.runner.run_session`: lanes, client, ledger, parse, dedup, early-stopped votes with `n`,
+group-committed fsynced shards) after a small warm-up run in the same process; its requests are
+the ledger's call lines. The bare row sends the same number of requests with the same mix (one
+proposal-style body per generation call, one solve body with the pipeline's mean `n` per vote
+call) from a semaphore-bounded aiohttp loop: the floor for any Python client.
+`benchmarks/client_overhead.py` measures the lane+client path alone.
+
+    python benchmarks/engine_overhead.py [--accepted 1500] [--quick]
+
+Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import uvloop
+import yaml
+
+from agen.config import parse_config
+from agen.run.rundir import read_ledger
+from agen.run.shards import read_records
+from agen.runner import EXIT_OK, run_session
+from agen.sim.process import SimProcess
+from sim_throughput import bodies  # benchmarks/ is on sys.path when run as a script
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "sim-fast"
+
+
+def run_pipeline(out: Path, sim_url: str, proposals: int, amplified: int) -> tuple[float, float, list[dict[str, Any]]]:
+    raw = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+    raw["seeds"]["path"] = str(ROOT / "data" / "gsm8k_sample.jsonl")
+    raw["propose"]["target"], raw["amplify"]["target"] = proposals, amplified
+    raw["output"]["dir"] = str(out)
+    raw["simulator"] = None
+    raw["budget"] = {"usd": 1000.0}
+    raw["log_level"] = "error"
+    for m in raw["models"].values():
+        m.update(model=MODEL, base_url=sim_url + "/v1")
+    cfg = parse_config(raw, "engine_overhead")
+    c0, w0 = time.process_time(), time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        res = run_session(cfg, live=False)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    if res.exit_code != EXIT_OK:
+        raise SystemExit(f"pipeline run failed: {res.message}")
+    return cpu, wall, read_ledger(out).calls
+
+
+async def run_bare(url: str, payloads: list[bytes], conc: int) -> tuple[float, float, int]:
+    sem = asyncio.Semaphore(conc)
+    ok = 0
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as s:
+
+        async def one(body: bytes) -> None:
+            nonlocal ok
+            async with sem:
+                async with s.post(url, data=body, headers=headers) as resp:
+                    doc = orjson.loads(await resp.read())
+            ok += resp.status == 200 and bool(doc["choices"])
+
+        await asyncio.gather(*(one(b) for b in payloads[:conc]))  # warm the pool
+        ok = 0
+        c0, w0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(one(b) for b in payloads))
+        return time.process_time() - c0, time.perf_counter() - w0, ok
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--accepted", type=int, default=1500, help="accepted examples in the measured run")
+    ap.add_argument("--concurrency", type=int, default=64, help="bare loop concurrency")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run")
+    args = ap.parse_args(argv)
+    n = 30 if args.quick else args.accepted
+    cfg = {"models": {MODEL: {"latency_ms": {"median": 0, "sigma": 0}}}}
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "sim.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        with SimProcess(path) as sim:
+            run_pipeline(Path(d) / "warm", sim.base_url, 2, 8)  # imports, caches, connection pool
+            cpu, wall, calls = run_pipeline(Path(d) / "run", sim.base_url, max(2, n // 10), n - max(2, n // 10))
+            gen = [c for c in calls if not c["stage"].endswith(".vote")]
+            votes = [c for c in calls if c["stage"].endswith(".vote")]
+            samples = sum(r["vote"]["samples"] for s in ("accepted", "rejected")
+                          for r in read_records(Path(d) / "run" / s) if r.get("vote"))
+            mean_n = max(1, round(samples / max(1, len(votes))))
+            prop, solve = bodies("propose", 1), bodies("solve", mean_n)
+            payloads = [prop[i % len(prop)] for i in range(len(gen))] + [solve[i % len(solve)] for i in range(len(votes))]
+            bcpu, bwall, ok = uvloop.run(run_bare(sim.base_url + "/v1/chat/completions", payloads, args.concurrency))
+    reqs = len(calls)
+    result = {"requests": reqs, "generation_calls": len(gen), "vote_calls": len(votes), "bare_vote_n": mean_n,
+              "agen_cpu_s_per_1k": round(cpu / reqs * 1000, 4), "agen_req_per_s": round(reqs / wall, 1),
+              "bare_cpu_s_per_1k": round(bcpu / len(payloads) * 1000, 4),
+              "bare_req_per_s": round(len(payloads) / bwall, 1), "bare_ok": ok}
+    result["ratio"] = round(result["agen_cpu_s_per_1k"] / result["bare_cpu_s_per_1k"], 3)
+    print(f"{reqs} requests ({len(gen)} generation, {len(votes)} vote), sim-fast in its own process")
+    print(f"{'path':<34}{'CPU s / 1k req':>16}{'req/s':>10}")
+    print(f"{'bare aiohttp+uvloop+orjson':<34}{result['bare_cpu_s_per_1k']:>16.4f}{result['bare_req_per_s']:>10.1f}")
+    print(f"{'agen full pipeline (run_session)':<34}{result['agen_cpu_s_per_1k']:>16.4f}{result['agen_req_per_s']:>10.1f}")
+    print(f"ratio agen/bare = {result['ratio']:.2f}")
+    print(orjson.dumps({"benchmark": "engine_overhead", **result}).decode())
+    sys.stdout.flush()
+    return result
+
+
+if __name__ == "__main__":
+    main()
