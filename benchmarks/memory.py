@@ -1,0 +1,166 @@
+"""Peak RSS of the pipeline as the number of candidate tasks grows (bounded queues keep it flat).
+
+Each size runs in a fresh child process (so `ru_maxrss` is that size's peak) and drives the real
+`agen.pipeline.Pipeline` — producers, bounded task/filter queues, parse, dedup, early-stopped
+votes, the group-commit sink writing fsynced shards and the ledger — with a **stub provider** in
+place of HTTP: generation returns a fresh sim-grammar problem in the CoT-Self-Instruct markers,
+and every vote answers with the candidate's own answer on 3 of 4 samples. Going through HTTP
+against the sim would measure the same queues at a twentieth of the speed, too slow for 1M here.
+
+Two things grow with the run by design, and are reported separately from the queues: the
+committed-id set (resume's set difference) and the dedup index (every admitted question). The
+`--no-dedup` variant swaps the Deduper for a no-op to show what the queues alone hold.
+
+    python benchmarks/memory.py [--sizes 10000,100000,1000000] [--no-dedup] [--quick]
+
+Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child(n: int, out: Path, dedup: bool) -> dict[str, Any]:
+    """Run the pipeline over `n` amplify tasks in this process; returns RSS figures."""
+    import uvloop
+
+    from agen.config import parse_config
+    from agen.cost import CostBook
+    from agen.filters.answer_consistency import AnswerConsistency
+    from agen.gen.seeds import load_seeds
+    from agen.pipeline import Pipeline
+    from agen.run.restore import restore
+    from agen.run.rundir import open_run_dir
+    from agen.sim.world import generate_problem
+    from agen.types import CallRecord, ChatRequest, Completion, Usage
+
+    raw = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+    raw["seeds"]["path"] = str(ROOT / "data" / "gsm8k_sample.jsonl")
+    raw["propose"]["target"] = 0
+    raw["amplify"].update(target=n, max_attempts=n, workers=64)
+    raw["output"]["dir"] = str(out)
+    raw["output"]["shard_max_records"] = 100_000
+    raw["budget"] = {"usd": 1e9}
+    raw["simulator"] = None
+    for m in raw["models"].values():
+        m["base_url"] = "http://stub.invalid/v1"  # never contacted: the clients are stubs
+    raw["log_level"] = "error"
+    cfg = parse_config(raw, "memory")
+    box = re.compile(r"Problem:\s*(.+)", re.S)
+    answers: dict[str, str] = {}  # question -> answer, only while the candidate is being voted
+
+    class StubClient:
+        supports_n = True
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.pipeline: Pipeline | None = None
+
+        async def complete(self, req: ChatRequest) -> Completion:
+            prompt = req.messages[-1]["content"]
+            if req.stage.endswith(".vote"):
+                m = box.search(prompt)
+                q = m.group(1).strip() if m else ""
+                ans = answers.get(q, "0")
+                texts = tuple(f"So the answer is \\boxed{{{ans if (req.seed + i) % 4 else int(ans) + 1}}}"
+                              for i in range(req.n))
+            else:
+                rng = random.Random(req.seed)
+                q, ans = generate_problem(rng, rng.randint(2, 5))
+                answers[q] = ans
+                if len(answers) > 50_000:  # the stub's own memory must not grow with n
+                    answers.pop(next(iter(answers)))
+                texts = (f"Plan: done.\n[New Question Begin]{q}[New Question End]\n"
+                         f"[Final Answer to New Question Begin]\\boxed{{{ans}}}[Final Answer to New Question End]",)
+            await asyncio.sleep(0)
+            usage = Usage(300, 0, 0, 100 * req.n, 0)
+            assert self.pipeline is not None
+            self.pipeline.on_call(CallRecord(time.time(), self.name, req.stage, req.task_id, "ok", 200, usage,
+                                             0.0, 0.0, None))
+            return Completion(texts, usage, 0.0, self.name)
+
+    clients = {name: StubClient(name) for name in cfg.models}
+
+    async def main() -> Pipeline:
+        run_dir = open_run_dir(cfg, out)
+        seeds = load_seeds(cfg.seeds, None)
+        p = Pipeline(cfg, run_dir, clients, seeds, restore(run_dir), CostBook(),  # type: ignore[arg-type]
+                     make_filter=lambda call: AnswerConsistency(cfg.vote, clients[cfg.vote.model], call))  # type: ignore[arg-type]
+        if not dedup:
+            class NoDedup:
+                def check_and_add(self, *_a: object) -> None:
+                    return None
+            p.dedup = NoDedup()  # type: ignore[assignment]
+        for c in clients.values():
+            c.pipeline = p
+        await p.run()
+        return p
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    p = uvloop.run(main())
+    c = p.counts["amplify"]
+    return {"tasks": n, "finished": c.finished, "accepted": c.accepted, "seconds": round(time.perf_counter() - t0, 1),
+            "rss_start_mb": round(rss0 / 1024, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "committed_ids": len(p.done_ids)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="10000,100000", help="comma-separated task counts")
+    ap.add_argument("--no-dedup", action="store_true", help="replace the Deduper with a no-op")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (300 and 1,000 tasks)")
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child is not None:
+        print(orjson.dumps(child(args.child, Path(args.out), not args.no_dedup)).decode())
+        return {}
+    sizes = [300, 1000] if args.quick else [int(s) for s in args.sizes.split(",")]
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as d:
+            cmd = [sys.executable, __file__, "--child", str(n), "--out", str(Path(d) / "run")]
+            if args.no_dedup:
+                cmd.append("--no-dedup")
+            res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            if res.returncode != 0:
+                raise SystemExit(f"size {n} failed:\n{res.stderr[-3000:]}")
+            rows.append(orjson.loads(res.stdout.strip().splitlines()[-1]))
+    base = rows[0]
+    for r in rows:
+        extra = r["tasks"] - base["tasks"]
+        r["kb_per_extra_task"] = round((r["peak_rss_mb"] - base["peak_rss_mb"]) * 1024 / extra, 3) if extra else None
+    mode = "no-op dedup" if args.no_dedup else "real dedup"
+    print(f"Pipeline with a stub provider (no HTTP), {mode}; peak RSS per size in a fresh process")
+    print(f"{'tasks':>10}{'finished':>10}{'accepted':>10}{'seconds':>9}{'start MB':>10}{'peak MB':>9}{'KB/extra task':>15}")
+    for r in rows:
+        kb = "-" if r["kb_per_extra_task"] is None else f"{r['kb_per_extra_task']:.3f}"
+        print(f"{r['tasks']:>10}{r['finished']:>10}{r['accepted']:>10}{r['seconds']:>9}{r['rss_start_mb']:>10}"
+              f"{r['peak_rss_mb']:>9}{kb:>15}")
+    result = {"benchmark": "memory", "provider": "stub (in-process, no HTTP)", "dedup": not args.no_dedup,
+              "results": rows}
+    print(orjson.dumps(result).decode())
+    sys.stdout.flush()
+    return result
+
+
+if __name__ == "__main__":
+    main()
