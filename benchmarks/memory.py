@@ -126,14 +126,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,100000", help="comma-separated task counts")
     ap.add_argument("--no-dedup", action="store_true", help="replace the Deduper with a no-op")
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run (300 and 1,000 tasks)")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (200 and 500 tasks)")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
         print(orjson.dumps(child(args.child, Path(args.out), not args.no_dedup)).decode())
         return {}
-    sizes = [300, 1000] if args.quick else [int(s) for s in args.sizes.split(",")]
+    sizes = [200, 500] if args.quick else [int(s) for s in args.sizes.split(",")]
     rows = []
     for n in sizes:
         with tempfile.TemporaryDirectory() as d:

@@ -1,0 +1,74 @@
+"""Smoke runs of the benchmarks (--quick): each runs on a tiny size and prints a table and a JSON line.
+
+Never timing assertions: this machine's speed is not what the suite checks.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ("engine_overhead", "latency_throughput", "memory", "strategy_cost")
+
+
+@pytest.fixture(scope="module")
+def outputs() -> dict[str, tuple[int, str, str]]:
+    """All four quick runs at once (they are mostly waiting on subprocess start-up and the sim)."""
+    procs = {name: subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+             for name in SCRIPTS}
+    out = {}
+    for name, p in procs.items():
+        try:
+            stdout, stderr = p.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            stdout, stderr = p.communicate()
+        out[name] = (p.returncode, stdout, stderr)
+    return out
+
+
+def _doc(outputs: dict[str, tuple[int, str, str]], name: str) -> tuple[list[str], dict]:
+    code, stdout, stderr = outputs[name]
+    assert code == 0, stderr[-3000:]
+    lines = stdout.strip().splitlines()
+    doc = orjson.loads(lines[-1])
+    assert doc["benchmark"] == name
+    assert len(lines) >= 3  # a table before the JSON line
+    return lines, doc
+
+
+def test_engine_overhead_quick(outputs) -> None:
+    """engine_overhead --quick reports CPU per 1k requests for both paths and their ratio."""
+    _, doc = _doc(outputs, "engine_overhead")
+    assert doc["requests"] > 0 and doc["bare_ok"] == doc["requests"]
+    assert doc["agen_cpu_s_per_1k"] > 0 and doc["bare_cpu_s_per_1k"] > 0 and doc["ratio"] > 0
+
+
+def test_latency_throughput_quick(outputs) -> None:
+    """latency_throughput --quick reports achieved req/s and its share of C/latency per concurrency."""
+    _, doc = _doc(outputs, "latency_throughput")
+    (row,) = doc["results"]
+    assert row["errors"] == 0 and row["req_per_s"] > 0 and 0 < row["share"] <= 1.5
+
+
+def test_memory_quick(outputs) -> None:
+    """memory --quick runs the pipeline at two sizes and reports each one's peak RSS."""
+    _, doc = _doc(outputs, "memory")
+    assert [r["tasks"] for r in doc["results"]] == [200, 500]
+    assert all(r["finished"] == r["tasks"] and r["peak_rss_mb"] > 0 for r in doc["results"])
+
+
+def test_strategy_cost_quick(outputs) -> None:
+    """strategy_cost --quick compares strategies on cost per accepted example and precision."""
+    _, doc = _doc(outputs, "strategy_cost")
+    names = [r["strategy"] for r in doc["results"]]
+    assert names[:3] == ["frontier-only", "propose+amplify", "amplify-only"]
+    for r in doc["results"]:
+        assert r["accepted"] > 0 and r["cost_per_accepted"] > 0 and r["calls"] > 0
+        assert 0 <= r["precision_candidates"] <= 1 and 0 <= r["precision_accepted"] <= 1
