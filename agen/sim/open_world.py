@@ -251,7 +251,8 @@ def judge_text(prompt: str, response: str, rng: random.Random, cfg: SimModel) ->
             return reasoning + f"\nOverall I would rate it around {score} out of ten."
         if kind == 1:
             return reasoning + "\nScore: N/A"
-        return reasoning + f"\nScore: {score}\nOn reflection, a stricter reading gives:\nScore: {max(1, score - 2)}"
+        other = score - 2 if score > 2 else score + 2  # two final scores that disagree
+        return reasoning + f"\nScore: {score}\nOn reflection, a stricter reading gives:\nScore: {other}"
     return f"{reasoning}\nScore: {score}"
 
 

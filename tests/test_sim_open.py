@@ -1,0 +1,143 @@
+"""The sim's open-ended world over real HTTP: prompts with hidden quality, responses, judge, classifier,
+and the leaf-level RIP check that filtering by responses finds the better prompts."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from agen.config import ModelConfig, Price
+from agen.gen.categories import CATEGORIES, parse_category
+from agen.gen.judge import parse_judge_score
+from agen.gen.parse import ParseFailure, parse_open_generation
+from agen.gen.prompts import generation_prompt, load_template
+from agen.gen.rip import calibrate, compute_metrics, keep, response_length
+from agen.providers import Providers
+from agen.sim import SimServer, prompt_quality, start_sim
+from agen.sim.open_world import CONSTRAINTS, GRAMMAR, classify_text
+from agen.types import ChatRequest, Example
+from tests.conftest import ROOT
+
+FAST = {"latency_ms": {"median": 0, "sigma": 0}}
+CFG: dict[str, Any] = {"models": {
+    "big": {**FAST, "open_skill": 0.75, "format_broken_p": 0.04, "judge_noise": 0.7, "judge_malformed_p": 0.02},
+    "small": {**FAST, "open_skill": 0.5},
+    "broken": {**FAST, "format_broken_p": 1.0, "judge_malformed_p": 1.0},
+}}
+SEEDS = [orjson.loads(line)["question"] for line in (ROOT / "data" / "self_instruct_prompts.jsonl").read_bytes().splitlines()]
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimServer]:
+    server = await start_sim(CFG)
+    yield server
+    await server.aclose()
+
+
+@pytest.fixture
+async def providers(sim: SimServer) -> AsyncIterator[Providers]:
+    models = {name: ModelConfig(model=name, base_url=sim.openai_base_url, price=Price(input=1, output=1))
+              for name in CFG["models"]}
+    async with Providers(models, prices={}) as p:
+        yield p
+
+
+async def ask(providers: Providers, model: str, text: str, *, n: int = 1, seed: int = 0) -> list[str]:
+    out = await providers[model].complete(ChatRequest(({"role": "user", "content": text},), max_tokens=2048, n=n,
+                                                      seed=seed))
+    return list(out.texts)
+
+
+def propose_prompt(seeds: list[str]) -> str:
+    return generation_prompt("open_generate.txt", "open_example.txt",
+                             [Example(f"s{i}", q, None) for i, q in enumerate(seeds)])
+
+
+def test_prompt_quality_from_text() -> None:
+    """q is in [0, 1], recomputed from the text; constraints raise it and vague phrasing lowers it."""
+    assert prompt_quality("") is None
+    topics = [t for _, (_, ts) in GRAMMAR.items() for t in ts]
+    plain = [prompt_quality(f"Write a short story about {t}.") for t in topics]
+    rich = [prompt_quality(f"Write a short story about {t}. " + " ".join(CONSTRAINTS[:3])) for t in topics]
+    vague = [prompt_quality(f"Tell me something about {t}.") for t in topics]
+    assert all(q is not None and 0 <= q <= 1 for q in plain + rich + vague)
+    assert statistics.mean(rich) > statistics.mean(plain) + 0.3 > statistics.mean(vague) + 0.3  # type: ignore[arg-type]
+    assert prompt_quality("Write a short story about a robot learning to paint.") == prompt_quality(
+        "Write a short story about a robot learning to paint.")
+
+
+async def test_propose_stays_in_the_seeds_category(providers: Providers) -> None:
+    """A generated prompt parses, and its category (by the classification call) is the seeds' category."""
+    rng = random.Random(3)
+    same = total = 0
+    for i in range(40):
+        cat = rng.choice(list(GRAMMAR))
+        tasks, topics = GRAMMAR[cat]
+        seeds = [f"{rng.choice(tasks)} {t}." for t in rng.sample(topics, 2)]
+        text = (await ask(providers, "big", propose_prompt(seeds), seed=i))[0]
+        cand = parse_open_generation(text)
+        if isinstance(cand, ParseFailure):
+            continue
+        reply = (await ask(providers, "small", load_template("classify_category.txt").format(prompt=cand.question)))[0]
+        total += 1
+        same += parse_category(reply) == cat
+    assert total >= 35 and same == total
+
+
+async def test_broken_model_breaks_format_and_judge(providers: Providers) -> None:
+    """format_broken_p=1 never gives a parseable prompt; judge_malformed_p=1 never a parseable score."""
+    for i in range(12):
+        text = (await ask(providers, "broken", propose_prompt(SEEDS[:2]), seed=i))[0]
+        assert isinstance(parse_open_generation(text), ParseFailure)
+        judge = load_template("open_judge.txt").format(prompt="Plan a trip.", response="- It depends.")
+        assert parse_judge_score((await ask(providers, "broken", judge, seed=i))[0]) is None
+
+
+async def test_responses_are_deterministic_per_choice(providers: Providers) -> None:
+    """Choice i of a request with seed s equals the single choice of a request with seed s+i."""
+    text = load_template("open_respond.txt").format(prompt="Write a poem about a robot learning to paint.")
+    batch = await ask(providers, "small", text, n=3, seed=100)
+    assert batch[2] == (await ask(providers, "small", text, seed=102))[0]
+    assert len(set(batch)) == 3
+
+
+def test_classifier_reads_self_instruct_seeds() -> None:
+    """Every shipped seed gets one of the eight categories, and more than one category is used."""
+    cats = {classify_text(q) for q in SEEDS}
+    assert cats <= set(CATEGORIES) and len(cats) >= 5
+
+
+async def test_rip_keeps_better_prompts(providers: Providers) -> None:
+    """~300 proposed prompts, K=8 responses each, judged: prompts kept by RIP at the 50th percentiles
+    have clearly higher hidden quality than the whole pool."""
+    respond_t, judge_t = load_template("open_respond.txt"), load_template("open_judge.txt")
+    rng = random.Random(7)
+    shots = [rng.sample(SEEDS, 2) for _ in range(300)]
+    sem = asyncio.Semaphore(64)
+
+    async def one(i: int) -> tuple[str, Any] | None:
+        async with sem:
+            cand = parse_open_generation((await ask(providers, "big", propose_prompt(shots[i]), seed=i))[0])
+            if isinstance(cand, ParseFailure):
+                return None
+            responses = await ask(providers, "small", respond_t.format(prompt=cand.question), n=8, seed=1000 * i)
+            judged = await asyncio.gather(*(ask(providers, "big", judge_t.format(prompt=cand.question, response=r),
+                                                seed=1000 * i + j) for j, r in enumerate(responses)))
+            scores = [parse_judge_score(t[0]) for t in judged]
+            return cand.question, compute_metrics(scores, [response_length(r) for r in responses])
+
+    pool = [r for r in await asyncio.gather(*(one(i) for i in range(300))) if r is not None]
+    thresholds = calibrate([m for _, m in pool], {})
+    kept = [q for q, m in pool if keep(m, thresholds)[0]]
+    q_all = statistics.mean(prompt_quality(q) or 0.0 for q, _ in pool)
+    q_kept = statistics.mean(prompt_quality(q) or 0.0 for q in kept)
+    print(f"\nRIP leaf check: {len(pool)} prompts, mean q(all)={q_all:.3f}; "
+          f"{len(kept)} kept, mean q(kept)={q_kept:.3f}; thresholds={thresholds}")
+    assert len(pool) >= 270 and 0.15 * len(pool) <= len(kept) <= 0.6 * len(pool)
+    assert q_kept > q_all + 0.12
