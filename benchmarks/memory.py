@@ -84,7 +84,7 @@ def child(n: int, out: Path, dedup: bool) -> dict[str, Any]:
                 rng = random.Random(req.seed)
                 q, ans = generate_problem(rng, rng.randint(2, 5))
                 answers[q] = ans
-                if len(answers) > 50_000:  # the stub's own memory must not grow with n
+                if len(answers) > 4096:  # in-flight only: the stub's own memory must not grow with n
                     answers.pop(next(iter(answers)))
                 texts = (f"Plan: done.\n[New Question Begin]{q}[New Question End]\n"
                          f"[Final Answer to New Question Begin]\\boxed{{{ans}}}[Final Answer to New Question End]",)
