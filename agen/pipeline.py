@@ -269,8 +269,11 @@ class Pipeline:
             else:
                 log.warning("max_attempts_reached", stage=stage, attempts=self._max_attempts(stage))
         finally:
-            for _ in range(workers):
-                await task_q.put(None)
+            # Cancelled (second Ctrl-C, storage error): the workers are too, and put() on a full
+            # queue nobody reads would block this finally, and the whole shutdown, forever.
+            if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                for _ in range(workers):
+                    await task_q.put(None)
 
     # ---- generate → parse → dedup ----------------------------------------------------------------
 
@@ -395,8 +398,9 @@ class Pipeline:
                         inner.create_task(self._run_stage("propose", filter_q))
                         inner.create_task(self._run_stage("amplify", filter_q))
                 finally:
-                    for _ in voters:
-                        await filter_q.put(None)
+                    if not asyncio.current_task().cancelling():  # type: ignore[union-attr]  # see _produce
+                        for _ in voters:
+                            await filter_q.put(None)
 
             tg.create_task(stages())
 
