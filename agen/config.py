@@ -36,6 +36,7 @@ class ModelConfig(_Strict):
     """One model endpoint, and therefore one lane: its limits are shared by every stage using it."""
 
     provider: Literal["openai", "anthropic"] = "openai"
+    kind: Literal["chat", "reward"] = "chat"  # reward: a reward-model endpoint (vLLM Pooling API)
     model: str  # the wire id sent to the endpoint
     base_url: str = "sim"  # "sim" means the built-in simulated provider of this run
     api_key_env: str | None = None  # name of the environment variable holding the key
@@ -190,6 +191,10 @@ class RunConfig(_Strict):
             if name not in self.models:
                 known = ", ".join(sorted(self.models)) or "(none)"
                 raise ValueError(f"{where}: no model named {name!r}; models defined: {known}")
+            wants_reward = where == "rip.judge_model" and self.rip is not None and self.rip.judge_kind == "reward"
+            if (self.models[name].kind == "reward") != wants_reward:
+                need = "reward" if wants_reward else "chat"
+                raise ValueError(f"{where}: model {name!r} has kind {self.models[name].kind!r}, needs kind {need!r}")
         if self.simulator is None:
             for name, m in self.models.items():
                 if m.base_url == "sim":

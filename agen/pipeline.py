@@ -14,6 +14,7 @@ accepted examples is met, the budget is spent, or a stop is asked for. Every tas
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 import time
@@ -24,10 +25,11 @@ from typing import Any, Callable
 import structlog
 
 from agen.config import RunConfig
+from agen.categorize import categorize_seeds
 from agen.cost import CostBook
 from agen.errors import FatalRunError, TaskFailedError
 from agen.gen.dedup import Deduper
-from agen.filters import Call, CandidateFilter, FilterTask
+from agen.filters import Call, CandidateFilter, FilterAborted, FilterTask
 from agen.gen.parse import Candidate, ParseFailure, parse_generation, parse_open_generation
 from agen.gen.prompts import generation_prompt
 from agen.providers import Providers
@@ -36,7 +38,7 @@ from agen.seeding import stable_int
 from agen.run.restore import Restored
 from agen.run.rundir import RunDir
 from agen.run.sink import Sink
-from agen.types import CallRecord, ChatRequest, Completion, Example
+from agen.types import CallRecord, ChatRequest, Example, ScoreRequest
 
 log = structlog.get_logger("agen.pipeline")
 
@@ -178,6 +180,7 @@ class Pipeline:
         if self.stop_reason is None:
             self.stop_reason = reason
             log.info("stopping", reason=reason)
+        self.filter.abort_pilot()
         self._notify()
 
     def cancel_now(self) -> None:
@@ -195,15 +198,19 @@ class Pipeline:
 
     # ---- calls -------------------------------------------------------------------------------
 
-    async def _call(self, client: ModelClient, req: ChatRequest) -> Completion:
-        """complete() bracketed by ledger begin/end, so a crash leaves 'billing unknown', not nothing."""
+    async def _call(self, client: Any, req: Any) -> Any:
+        """A chat completion (ChatRequest) or a reward score (ScoreRequest), bracketed by ledger
+        begin/end lines, so a crash leaves 'billing unknown', never nothing."""
         rid = next(self._req_ids)
         cut = False  # not sent yet: a cancel while `begin` is being made durable cuts nothing
         try:
             await self.sink.log_durable({"ev": "begin", "session": self.run_dir.session, "req": rid,
                                          "task_id": req.task_id, "model": client.name, "stage": req.stage})
             cut = True
-            result = await client.complete(req)
+            if isinstance(req, ScoreRequest):
+                result = await client.score(req.prompt, req.response, stage=req.stage, task_id=req.task_id)
+            else:
+                result = await client.complete(req)
             cut = False
             return result
         except (FatalRunError, TaskFailedError):
@@ -263,6 +270,8 @@ class Pipeline:
                         return
                     if c.expected_accepted() < sc.target:
                         break
+                    if c.generating + c.filtering < self.filter.min_in_flight():
+                        break  # a calibration pilot needs more candidates before any is decided
                     await self._changed.wait()
                 c.generating += 1
                 await task_q.put(GenTask(tid, stage, index, self._examples(stage, index)))
@@ -332,6 +341,9 @@ class Pipeline:
                                job.candidate.question, job.candidate.answer)
             try:
                 verdict = await self.filter.judge(ftask)
+            except FilterAborted:
+                c.filtering -= 1  # left uncommitted: redone on resume
+                continue
             except TaskFailedError as exc:
                 c.filtering -= 1
                 await self._finish(task, job.candidate, "failed", f"filter_failed:{type(exc).__name__}",
@@ -386,7 +398,7 @@ class Pipeline:
                 self._propose_done.set()
                 self._notify()
 
-    async def _work_all(self) -> None:
+    async def _stages_and_filters(self) -> None:
         width = self.cfg.vote.concurrency if self.cfg.vote is not None else self.cfg.rip.concurrency  # type: ignore[union-attr]
         filter_q: asyncio.Queue[FilterJob | None] = asyncio.Queue(maxsize=width)
         async with asyncio.TaskGroup() as tg:
@@ -397,12 +409,32 @@ class Pipeline:
                     async with asyncio.TaskGroup() as inner:
                         inner.create_task(self._run_stage("propose", filter_q))
                         inner.create_task(self._run_stage("amplify", filter_q))
+                    self.filter.finish_pilot()  # no candidate is coming that a pilot could wait for
                 finally:
                     if not asyncio.current_task().cancelling():  # type: ignore[union-attr]  # see _produce
                         for _ in voters:
                             await filter_q.put(None)
 
             tg.create_task(stages())
+
+    async def _prepare_seeds(self) -> None:
+        """Open-ended runs: every seed gets a category before any prompt shows two of one kind."""
+        cc = self.cfg.categories
+        if self.cfg.task != "open_ended" or all(s.category for s in self.seeds):
+            return
+        if cc is None:
+            self.seeds = [dataclasses.replace(s, category=s.category or "miscellaneous") for s in self.seeds]
+            return
+        self.seeds = await categorize_seeds(self.seeds, cc, self.providers[cc.model], self._call,
+                                            self.run_dir.root / "seed_categories.json")
+
+    async def _work_all(self) -> None:
+        try:
+            await self._prepare_seeds()
+        except FatalRunError as exc:
+            self._fatal(exc)
+            return
+        await self._stages_and_filters()
 
     async def run(self) -> None:
         """Run to the targets (or a stop); always flush the sink before returning."""

@@ -16,12 +16,13 @@ log = structlog.get_logger("agen.progress")
 
 
 def count_429s(stats: dict[str, Any]) -> int:
-    return int(sum(v for k, v in stats.items() if k.endswith("/429") and isinstance(v, (int, float))))
+    """HTTP 429 responses over every lane (`<model>/status/429`)."""
+    return int(sum(v for k, v in stats.items() if k.endswith("/status/429")))
 
 
 def count_requests(stats: dict[str, Any]) -> int:
-    return int(sum(v for k, v in stats.items() if k.endswith("requests") and "/" in k
-                   and k.count("/") == 1 and isinstance(v, (int, float))) or stats.get("requests", 0))
+    """HTTP attempts over every lane (`<model>/requests`)."""
+    return int(sum(v for k, v in stats.items() if k.count("/") == 1 and k.endswith("/requests")))
 
 
 class Progress:

@@ -24,6 +24,7 @@ from agen.cost import CostBook
 from agen.errors import ConfigError, StorageError
 from agen.filters import Call, CandidateFilter
 from agen.filters.answer_consistency import AnswerConsistency
+from agen.filters.rip import RipFilter
 from agen.gen.prompts import check_template
 from agen.gen.seeds import load_seeds
 from agen.pipeline import Pipeline
@@ -72,8 +73,11 @@ def _base_urls(cfg: RunConfig, sim_url: str | None) -> dict[str, str]:
 
 def make_filter(cfg: RunConfig, providers: Providers, call: Call, run_dir: RunDir) -> CandidateFilter:
     """Answer-Consistency for verifiable tasks, RIP for open-ended ones."""
-    if cfg.vote is not None and cfg.task == "verifiable":
+    if cfg.task == "verifiable" and cfg.vote is not None:
         return AnswerConsistency(cfg.vote, providers[cfg.vote.model], call)
+    if cfg.task == "open_ended" and cfg.rip is not None:
+        return RipFilter(cfg.rip, providers[cfg.rip.model], providers[cfg.rip.judge_model], call,
+                         run_dir.root / "rip_thresholds.json")
     raise ConfigError(f"task {cfg.task!r} has no filter configured")
 
 

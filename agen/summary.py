@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-FUNNEL = (("parse:", "parse failed"), ("duplicate:", "duplicate"), ("vote:", "voted"),
-          ("generate_failed", "gen failed"), ("vote_failed", "vote failed"))
+# (reason prefixes, column): a filter verdict is "vote:..." (Answer-Consistency) or "rip:..." (RIP).
+FUNNEL = ((("parse:",), "parse failed"), (("duplicate:",), "duplicate"), (("generate_failed",), "gen failed"),
+          (("vote:", "rip:"), "filtered"), (("filter_failed", "vote_failed"), "filter failed"))
 
 
 def _usd(x: float) -> str:
@@ -18,9 +19,9 @@ def funnel_rows(stages: dict[str, Any]) -> list[dict[str, Any]]:
     for name, s in stages.items():
         reasons: dict[str, int] = s["reasons"]
         row = {"stage": name, "finished": s["finished"], "accepted": s["accepted"], "target": s["target"]}
-        for prefix, label in FUNNEL:
-            row[label] = sum(n for r, n in reasons.items() if r.startswith(prefix))
-        row["vote rejected"] = row["voted"] - s["accepted"]
+        for prefixes, label in FUNNEL:
+            row[label] = sum(n for r, n in reasons.items() if r.startswith(prefixes))
+        row["filter rejected"] = row["filtered"] - s["accepted"]
         rows.append(row)
     return rows
 
@@ -30,7 +31,8 @@ def cost_rows(snap: dict[str, Any]) -> list[tuple[str, float, int, float | None]
     by_stage = snap["costs"]["by_stage"]
     out: list[tuple[str, float, int, float | None]] = []
     for name, s in snap["stages"].items():
-        usd = by_stage.get(name, {}).get("cost_usd", 0.0) + by_stage.get(f"{name}.vote", {}).get("cost_usd", 0.0)
+        # the stage's generation ("amplify") and its filter's calls ("amplify.vote", ".respond", ".judge")
+        usd = sum(t["cost_usd"] for key, t in by_stage.items() if key == name or key.startswith(name + "."))
         out.append((name, usd, s["accepted"], usd / s["accepted"] if s["accepted"] else None))
     total = snap["costs"]["total"]["cost_usd"]
     accepted = sum(s["accepted"] for s in snap["stages"].values())
@@ -44,13 +46,13 @@ def render_summary(snap: dict[str, Any]) -> str:
              + (f", stopped: {snap['stop_reason']}" if snap.get("stop_reason") else "")]
     lines.append("")
     lines.append("Acceptance funnel")
-    head = ("stage", "finished", "parse failed", "duplicate", "gen failed", "voted", "vote rejected",
-            "vote failed", "accepted", "target")
+    head = ("stage", "finished", "parse failed", "duplicate", "gen failed", "filtered", "filter rejected",
+            "filter failed", "accepted", "target")
     lines.append("  " + "  ".join(f"{h:>13}" for h in head))
     for row in funnel_rows(snap["stages"]):
         lines.append("  " + "  ".join(f"{row[h]!s:>13}" for h in head))
     lines.append("")
-    lines.append("Cost per accepted example (generation + its votes)")
+    lines.append("Cost per accepted example (generation + its filter; 'all' includes every call)")
     for name, usd, acc, per in cost_rows(snap):
         lines.append(f"  {name:>8}  {_usd(usd):>12} for {acc:>6} accepted  →  "
                      f"{_usd(per) if per is not None else '-':>12} each")

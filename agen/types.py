@@ -26,6 +26,16 @@ class ChatRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ScoreRequest:
+    """Ask a reward-model endpoint to score one response to one prompt."""
+
+    prompt: str
+    response: str
+    stage: str = "misc"
+    task_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     """Tokens billed for one call, in one convention for every provider.
 

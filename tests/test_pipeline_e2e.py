@@ -69,7 +69,7 @@ def test_early_stop_decides_as_the_full_vote(tmp_path):
 
 def test_faults_every_candidate_ends_once_with_a_reason(tmp_path):
     """With 5xx, 429 and malformed bodies injected, every candidate ends in one of accepted/rejected/failed."""
-    sim = sim_config_file(tmp_path, latency_ms=3, faults={"error_5xx_p": 0.05, "error_429_p": 0.05, "malformed_p": 0.03})
+    sim = sim_config_file(tmp_path, latency_ms=3, faults={"error_5xx_p": 0.05, "error_429_p": 0.02, "malformed_p": 0.03})
     cfg = quick_cfg(tmp_path, proposals=8, target=40, simulator={"config": str(sim)},
                     models={"strong": {"provider": "openai", "model": "sim-large", "base_url": "sim", "max_retries": 2},
                             "cheap": {"provider": "openai", "model": "sim-small", "base_url": "sim", "max_retries": 2}})

@@ -10,10 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
-from agen.providers.client import ModelClient
-from agen.types import ChatRequest, Completion
+from agen.types import ChatRequest, ScoreRequest
 
-Call = Callable[[ModelClient, ChatRequest], Awaitable[Completion]]
+# The pipeline's ledger-bracketed call: (ModelClient, ChatRequest) -> Completion, or
+# (RewardClient, ScoreRequest) -> Reward.
+Call = Callable[[Any, ChatRequest | ScoreRequest], Awaitable[Any]]
+
+
+class FilterAborted(Exception):
+    """The run stopped while the candidate waited (e.g. on a pilot): leave it uncommitted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,4 +44,16 @@ class CandidateFilter(Protocol):
 
     async def judge(self, task: FilterTask) -> Verdict:
         """Raises FatalRunError (stop the run) or TaskFailedError (record the task as failed)."""
+        ...
+
+    def min_in_flight(self) -> int:
+        """Candidates that must be in flight together before any can be decided (a pilot)."""
+        ...
+
+    def finish_pilot(self) -> None:
+        """No more candidates are coming: decide with what there is."""
+        ...
+
+    def abort_pilot(self) -> None:
+        """The run is stopping: release candidates waiting on the pilot undecided."""
         ...

@@ -28,6 +28,15 @@ class AnswerConsistency:
         self.call = call
         self.model = cfg.model
 
+    def min_in_flight(self) -> int:
+        return 0  # every vote decides on its own samples
+
+    def finish_pilot(self) -> None:
+        pass
+
+    def abort_pilot(self) -> None:
+        pass
+
     async def judge(self, task: FilterTask) -> Verdict:
         vc = self.cfg
         tally = Tally(task.answer or "", vc.k, vc.min_share)

@@ -18,6 +18,7 @@ import aiohttp
 from agen.config import ModelConfig, Price, load_prices, price_for
 from agen.errors import ConfigError
 from agen.providers.client import ModelClient
+from agen.providers.reward import RewardClient
 from agen.providers.transport import Transport
 from agen.types import CallRecord
 
@@ -34,7 +35,7 @@ def check_api_keys(models: dict[str, ModelConfig]) -> None:
 
 class Providers:
     """One aiohttp.ClientSession for the run (connector limit = sum of the lanes' max_concurrency),
-    one ModelClient per configured model."""
+    one ModelClient per configured chat model (a RewardClient for `kind: reward`)."""
 
     def __init__(self, models: dict[str, ModelConfig], *, prices: dict[str, Price] | None = None,
                  base_urls: dict[str, str] | None = None,
@@ -50,7 +51,7 @@ class Providers:
                 raise ConfigError(f"models.{name}: base_url is 'sim' but no simulator URL was given (base_urls)")
             self._base_urls[name] = url
         self._session: aiohttp.ClientSession | None = None
-        self._clients: dict[str, ModelClient] = {}
+        self._clients: dict[str, ModelClient | RewardClient] = {}
 
     async def __aenter__(self) -> Providers:
         check_api_keys(self._models)
@@ -59,8 +60,12 @@ class Providers:
         self._session = aiohttp.ClientSession(connector=connector, json_serialize=None,  # type: ignore[arg-type]
                                               auto_decompress=True, trust_env=False)
         for name, m in self._models.items():
-            transport = Transport(self._session, m.provider, name, m.connect_timeout_s, m.read_timeout_s)
             key = os.environ.get(m.api_key_env) if m.api_key_env else None
+            if m.kind == "reward":
+                self._clients[name] = RewardClient(name, m, session=self._session, base_url=self._base_urls[name],
+                                                   price=self._prices[name], api_key=key, on_call=self._on_call)
+                continue
+            transport = Transport(self._session, m.provider, name, m.connect_timeout_s, m.read_timeout_s)
             self._clients[name] = ModelClient(name, m, transport=transport, base_url=self._base_urls[name],
                                               price=self._prices[name], api_key=key, on_call=self._on_call)
         return self
@@ -74,7 +79,7 @@ class Providers:
             await self._session.close()
             self._session = None
 
-    def __getitem__(self, name: str) -> ModelClient:
+    def __getitem__(self, name: str) -> ModelClient | RewardClient:
         try:
             return self._clients[name]
         except KeyError:

@@ -35,6 +35,6 @@ def costs_from_ledger(root: Path, done_ids: set[str]) -> tuple[CostBook, Previou
     for row in summary.calls:
         rec = call_from_row(row)
         book.add(rec)
-        if rec.task_id.split("/", 1)[0] not in done_ids:
-            redone += rec.cost_usd
+        if rec.stage.split(".", 1)[0] in ("propose", "amplify") and rec.task_id.split("/", 1)[0] not in done_ids:
+            redone += rec.cost_usd  # a candidate's calls whose record never committed
     return book, PreviousSessions(summary.billing_unknown, redone)

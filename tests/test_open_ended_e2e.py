@@ -1,0 +1,61 @@
+"""Open-ended generation end to end over HTTP: category-aware prompts, RIP with a real reward signal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import mean
+
+import orjson
+import yaml
+
+from agen.config import parse_config
+from agen.runner import EXIT_OK, run_session
+from agen.sim import prompt_quality
+from conftest import ROOT, records, sim_config_file
+
+
+def _open_cfg(tmp_path: Path, **sections):
+    raw = yaml.safe_load((ROOT / "configs" / "open_ended.yaml").read_text())
+    raw["seeds"]["path"] = str(ROOT / "data" / "self_instruct_prompts.jsonl")
+    raw["output"]["dir"] = str(tmp_path / "run")
+    raw["simulator"] = {"config": str(sim_config_file(tmp_path, latency_ms=3))}
+    for key, value in sections.items():
+        raw[key].update(value)
+    return parse_config(raw)
+
+
+def test_rip_keeps_prompts_of_higher_hidden_quality(tmp_path):
+    """Prompts RIP keeps have clearly higher hidden quality than the unfiltered pool; records carry it all."""
+    cfg = _open_cfg(tmp_path, propose={"target": 15}, amplify={"target": 30})
+    out = run_session(cfg, live=False)
+    assert out.exit_code == EXIT_OK, out.message
+    root = Path(cfg.output.dir)
+    recs = records(root)
+    judged = [r for r in recs if r["reason"].startswith("rip:") and r["reason"] != "rip:judge_failed"]
+    kept = [r for r in judged if r["status"] == "accepted"]
+    q_all = mean(prompt_quality(r["question"]) for r in judged)
+    q_kept = mean(prompt_quality(r["question"]) for r in kept)
+    print(f"hidden quality: unfiltered pool {q_all:.3f} ({len(judged)} prompts), kept {q_kept:.3f} ({len(kept)})")
+    assert q_kept > q_all + 0.08
+    frozen = orjson.loads((root / "rip_thresholds.json").read_bytes())
+    assert frozen["pilot"] == 32 and set(frozen["thresholds"]) == {"min_reward", "min_len", "max_gap"}
+    for r in kept:
+        rip = r["rip"]
+        assert len(rip["responses"]) == len(rip["rewards"]) == 8
+        assert rip["metrics"]["min_reward"] >= rip["thresholds"]["min_reward"]
+        assert r["category"]  # two seeds of one category were shown
+    categories = orjson.loads((root / "seed_categories.json").read_bytes())
+    assert len(categories) == 175  # every Self-Instruct seed classified once, cached in the run
+
+
+def test_kept_fraction_matches_a_single_percentile_threshold(tmp_path):
+    """With only tau1 active at the 50th percentile of a reward model's scores, about half is kept."""
+    cfg = _open_cfg(tmp_path, propose={"target": 40, "max_attempts": 90}, amplify={"target": 0},
+                    rip={"judge_model": "rm", "judge_kind": "reward",
+                         "thresholds": {"min_reward": {"percentile": 50}, "min_len": {"value": 0},
+                                        "max_gap": {"value": 1e9}}})
+    assert run_session(cfg, live=False).exit_code == EXIT_OK
+    judged = [r for r in records(Path(cfg.output.dir)) if r["reason"].startswith("rip:")]
+    share = sum(r["status"] == "accepted" for r in judged) / len(judged)
+    print(f"kept {share:.2f} of {len(judged)} prompts with tau1 at the pilot's median")
+    assert len(judged) >= 60 and 0.3 <= share <= 0.7
