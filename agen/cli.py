@@ -103,6 +103,24 @@ def report(run_dir: Path) -> None:
     click.echo(f"agen: wrote {html_path} and {json_path}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["dpo", "sft"]), default="dpo", show_default=True,
+              help="dpo: best-vs-worst response pairs of accepted open-ended prompts; sft: prompt/response.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: RUN_DIR/export-FORMAT.jsonl")
+def export(run_dir: Path, fmt: str, out: Path | None) -> None:
+    """Write training files from RUN_DIR's accepted records."""
+    from agen.export import export as do_export
+
+    target = out or run_dir / f"export-{fmt}.jsonl"
+    try:
+        n = do_export(run_dir, fmt, target)
+    except AgenError as exc:
+        click.echo(f"agen: {exc}", file=sys.stderr)
+        sys.exit(2)
+    click.echo(f"agen: wrote {n} rows to {target}")
+
+
 def main() -> None:
     cli(prog_name="agen")
 

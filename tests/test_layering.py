@@ -13,7 +13,8 @@ LAYERS = {
     "agen.providers": 4, "agen.run": 4, "agen.sim": 4,
     "agen.gen.seeds": 5, "agen.gen.prompts": 5, "agen.gen.categories": 2, "agen.gen.judge": 2,
     "agen.filters": 5, "agen.pipeline": 6,
-    "agen.progress": 7, "agen.summary": 7, "agen.status": 7, "agen.report": 7, "agen.export": 7,
+    "agen.progress": 7, "agen.summary": 7, "agen.status": 7, "agen.report": 7, "agen.report_svg": 7,
+    "agen.export": 7, "agen.categorize": 5,
     "agen.runner": 8, "agen.cli": 9, "agen.__main__": 10,
 }
 

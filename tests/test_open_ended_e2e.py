@@ -46,6 +46,22 @@ def test_rip_keeps_prompts_of_higher_hidden_quality(tmp_path):
         assert r["category"]  # two seeds of one category were shown
     categories = orjson.loads((root / "seed_categories.json").read_bytes())
     assert len(categories) == 175  # every Self-Instruct seed classified once, cached in the run
+    _dpo_pairs_are_best_vs_worst(root, kept)
+
+
+def _dpo_pairs_are_best_vs_worst(root: Path, kept: list[dict]) -> None:
+    """`agen export --format dpo` writes each kept prompt's highest- vs lowest-rewarded response."""
+    from agen.export import export
+
+    n = export(root, "dpo", root / "dpo.jsonl")
+    rows = [orjson.loads(line) for line in (root / "dpo.jsonl").read_bytes().splitlines()]
+    assert n == len(rows) > 0 and {r["id"] for r in rows} <= {r["id"] for r in kept}
+    by_id = {r["id"]: r["rip"] for r in kept}
+    for row in rows:
+        rip = by_id[row["id"]]
+        scored = [(x, resp) for x, resp in zip(rip["rewards"], rip["responses"]) if x is not None]
+        assert max(x for x, resp in scored if resp == row["chosen"]) == max(x for x, _ in scored)
+        assert min(x for x, resp in scored if resp == row["rejected"]) == min(x for x, _ in scored)
 
 
 def test_kept_fraction_matches_a_single_percentile_threshold(tmp_path):
