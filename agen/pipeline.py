@@ -27,13 +27,12 @@ import structlog
 from agen.config import RunConfig
 from agen.categorize import categorize_seeds
 from agen.cost import CostBook
-from agen.errors import FatalRunError, TaskFailedError
+from agen.errors import FatalRunError, StorageError, TaskFailedError
 from agen.gen.dedup import Deduper
 from agen.filters import Call, CandidateFilter, FilterAborted, FilterTask
 from agen.gen.parse import Candidate, ParseFailure, parse_generation, parse_open_generation
 from agen.gen.prompts import generation_prompt
 from agen.providers import Providers
-from agen.providers.client import ModelClient
 from agen.seeding import stable_int
 from agen.run.restore import Restored
 from agen.run.rundir import RunDir
@@ -91,10 +90,15 @@ class StageCounts:
     passed: int = 0
     judged: int = 0
     judged_accepted: int = 0
+    spent_usd: float = 0.0  # on committed tasks: what a task costs, for budget look-ahead
 
     @property
     def inflight(self) -> int:
         return self.generating + self.filtering + self.committing
+
+    def inflight_cost(self) -> float:
+        """What the tasks in flight will likely still cost (mean cost of a finished task each)."""
+        return self.inflight * self.spent_usd / self.finished if self.finished else 0.0
 
     def expected_accepted(self) -> float:
         """Accepted so far plus what the work in flight is expected to add."""
@@ -103,8 +107,8 @@ class StageCounts:
         return (self.accepted + self.committing_accepted + self.filtering * p_keep
                 + self.generating * p_pass * p_keep)
 
-    def restore(self, accepted: int, finished: int, reasons: Counter[str]) -> None:
-        self.accepted, self.finished = accepted, finished
+    def restore(self, accepted: int, finished: int, reasons: Counter[str], spent_usd: float) -> None:
+        self.accepted, self.finished, self.spent_usd = accepted, finished, spent_usd
         self.reasons.update(reasons)
         self.generated = finished
         self.passed = finished - sum(n for r, n in reasons.items()
@@ -125,7 +129,7 @@ class Pipeline:
         self.costs = costs
         self.counts = {s: StageCounts() for s in STAGES}
         for stage, c in restored.counts.items():
-            self.counts[stage].restore(c.accepted, c.finished, c.reasons)
+            self.counts[stage].restore(c.accepted, c.finished, c.reasons, c.spent_usd)
         self.pool: list[Example] = list(restored.pool)  # accepted proposals: amplify's few-shots
         self.done_ids = restored.done_ids
         self.dedup = Deduper(threshold=cfg.dedup.near_threshold)
@@ -162,6 +166,7 @@ class Pipeline:
             c = self.counts[r["stage"]]
             c.finished += 1
             c.committing -= 1
+            c.spent_usd += r["cost_usd"]
             c.reasons[r["reason"]] += 1
             if r["status"] == "accepted":
                 c.committing_accepted -= 1
@@ -189,8 +194,11 @@ class Pipeline:
             self._work.cancel()
 
     def budget_left(self) -> bool:
+        """Whether another task may start: spend so far plus what work in flight will likely
+        still cost stays under the budget (so the run stops near it, not a burst past it)."""
         b = self.cfg.budget
-        if b.usd is not None and self.costs.total_usd >= b.usd:
+        ahead = sum(c.inflight_cost() for c in self.counts.values())
+        if b.usd is not None and self.costs.total_usd + ahead >= b.usd:
             return False
         if b.tokens is not None and self.costs.total_tokens >= b.tokens:
             return False
@@ -447,6 +455,13 @@ class Pipeline:
         except asyncio.CancelledError:
             if self.stop_reason is None:
                 raise
+        except ExceptionGroup as group:
+            # A worker that offered a record after the writer failed re-raises the writer's error;
+            # that error is reported once, below. Anything else is a bug and propagates.
+            rest = group.subgroup(lambda e: not isinstance(e, BaseExceptionGroup)  # recurse into groups
+                                  and not (isinstance(e, StorageError) and e is self.sink.error))
+            if rest is not None:
+                raise rest from None
         finally:
             watch.cancel()
             await self.sink.aclose()

@@ -20,7 +20,6 @@ from typing import Any, Iterator
 import structlog
 
 from agen.config import Price, RunConfig, load_prices, price_for
-from agen.cost import CostBook
 from agen.errors import ConfigError, StorageError
 from agen.filters import Call, CandidateFilter
 from agen.filters.answer_consistency import AnswerConsistency

@@ -6,7 +6,6 @@ import random
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
 

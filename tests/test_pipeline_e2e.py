@@ -8,7 +8,6 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from agen.config import parse_config
 from agen.run.rundir import read_ledger
@@ -148,3 +147,16 @@ def test_quickstart_command_writes_shards_and_summary(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Acceptance funnel" in proc.stdout and "each" in proc.stdout
     assert (tmp_path / "qs" / "accepted" / "part-00000.jsonl").stat().st_size > 0
+
+
+def test_budget_stops_cleanly_and_keeps_what_it_has(tmp_path):
+    """A dollar budget stops admission: exit 0, 'budget reached', spend near the budget, work kept."""
+    cfg = quick_cfg(tmp_path, proposals=10, target=5000, budget={"usd": 0.15},
+                    simulator={"config": str(sim_config_file(tmp_path, latency_ms=2))})
+    out = run_session(cfg, live=False)
+    assert out.exit_code == EXIT_OK and out.message == "budget reached"
+    spent = out.snapshot["costs"]["total"]["cost_usd"]
+    assert 0.15 <= spent < 0.25  # in-flight work finishes after the budget is hit, nothing more starts
+    recs = records(Path(cfg.output.dir))
+    _ids_unique(recs)
+    assert sum(r["status"] == "accepted" for r in recs) > 10

@@ -14,6 +14,7 @@ from agen.run.shards import read_records
 class RestoredStage:
     accepted: int = 0
     finished: int = 0
+    spent_usd: float = 0.0
     reasons: Counter[str] = field(default_factory=Counter)
 
 
@@ -39,6 +40,7 @@ def restore(run_dir: RunDir) -> Restored:
             out.done_ids.add(rid)
             c = out.counts.setdefault(r["stage"], RestoredStage())
             c.finished += 1
+            c.spent_usd += r.get("cost_usd") or 0.0
             c.reasons[r["reason"]] += 1
             if r["status"] == "accepted":
                 c.accepted += 1
