@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import structlog
 
 from agen.config import Price, RunConfig, load_prices, price_for
+from agen.cost import CostBook
 from agen.errors import ConfigError, StorageError
 from agen.filters import Call, CandidateFilter
 from agen.filters.answer_consistency import AnswerConsistency
@@ -29,8 +30,8 @@ from agen.gen.seeds import load_seeds
 from agen.pipeline import Pipeline
 from agen.progress import Progress
 from agen.providers import Providers, check_api_keys
-from agen.run.ledger import costs_from_ledger
-from agen.run.restore import restore
+from agen.run.ledger import PreviousSessions, costs_from_ledger
+from agen.run.restore import Restored, restore
 from agen.run.rundir import RunDir, open_run_dir
 from agen.summary import render_summary
 from agen.types import Example
@@ -38,6 +39,19 @@ from agen.types import Example
 log = structlog.get_logger("agen.runner")
 
 EXIT_OK, EXIT_INPUT, EXIT_PROVIDER, EXIT_STORAGE, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything checked and rebuilt before the first request of a session."""
+
+    cfg: RunConfig
+    seeds: list[Example]
+    prices: dict[str, Price]
+    run_dir: RunDir
+    restored: Restored
+    costs: CostBook
+    previous: PreviousSessions
 
 
 @dataclass
@@ -116,15 +130,15 @@ def run_session(cfg: RunConfig, *, config_dir: Path | None = None, grace_s: floa
     if run_dir.resumed:
         log.info("resuming", run_dir=str(run_dir.root), done=len(restored.done_ids),
                  spent_usd=round(costs.total_usd, 6), billing_unknown=previous.billing_unknown)
+    prep = Prepared(cfg, seeds, prices, run_dir, restored, costs, previous)
     try:
         with _simulator(cfg) as sim_url:
-            return _run_async(cfg, run_dir, seeds, prices, restored, costs, previous,
-                              _base_urls(cfg, sim_url), grace_s, live)
+            return _run_async(prep, _base_urls(cfg, sim_url), grace_s, live)
     except OSError as exc:
         return Outcome(EXIT_INPUT, f"could not start the simulated provider: {exc}", {})
 
 
-def _run_async(cfg, run_dir, seeds, prices, restored, costs, previous, base_urls, grace_s, live) -> Outcome:
+def _run_async(prep: Prepared, base_urls: dict[str, str], grace_s: float, live: bool | None) -> Outcome:
     try:
         import uvloop
 
@@ -132,11 +146,11 @@ def _run_async(cfg, run_dir, seeds, prices, restored, costs, previous, base_urls
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
         runner = asyncio.Runner()
     with runner:
-        return runner.run(_session(cfg, run_dir, seeds, prices, restored, costs, previous,
-                                   base_urls, grace_s, live))
+        return runner.run(_session(prep, base_urls, grace_s, live))
 
 
-async def _session(cfg, run_dir, seeds, prices, restored, costs, previous, base_urls, grace_s, live) -> Outcome:
+async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, live: bool | None) -> Outcome:
+    cfg, run_dir, previous = prep.cfg, prep.run_dir, prep.previous
     loop = asyncio.get_running_loop()
     interrupts = 0
     pipeline: Pipeline | None = None
@@ -156,11 +170,12 @@ async def _session(cfg, run_dir, seeds, prices, restored, costs, previous, base_
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig.name)
-    async with Providers(cfg.models, prices=prices, base_urls=base_urls, on_call=lambda r: pipeline.on_call(r)) as providers:
-        pipeline = Pipeline(cfg, run_dir, providers, seeds, restored, costs,
+    async with Providers(cfg.models, prices=prep.prices, base_urls=base_urls,
+                         on_call=lambda r: pipeline.on_call(r)) as providers:  # type: ignore[union-attr]
+        pipeline = Pipeline(cfg, run_dir, providers, prep.seeds, prep.restored, prep.costs,
                             make_filter=lambda call: make_filter(cfg, providers, call, run_dir))
         progress = Progress(pipeline, providers, live=live)
-        manifest_task = asyncio.create_task(_manifest_loop(pipeline, run_dir, previous))
+        manifest_task = asyncio.create_task(_manifest_loop(pipeline, run_dir))
         progress.start()
         error: StorageError | None = None
         try:
@@ -190,7 +205,7 @@ async def _session(cfg, run_dir, seeds, prices, restored, costs, previous, base_
     return Outcome(EXIT_OK, "budget reached" if pipeline.stop_reason == "budget" else "done", snap)
 
 
-async def _manifest_loop(pipeline: Pipeline, run_dir, previous, every_s: float = 2.0) -> None:
+async def _manifest_loop(pipeline: Pipeline, run_dir: RunDir, every_s: float = 2.0) -> None:
     """Refresh the manifest hint now and then; the data files stay the truth."""
     while True:
         await asyncio.sleep(every_s)
