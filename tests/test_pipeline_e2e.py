@@ -160,3 +160,21 @@ def test_budget_stops_cleanly_and_keeps_what_it_has(tmp_path):
     recs = records(Path(cfg.output.dir))
     _ids_unique(recs)
     assert sum(r["status"] == "accepted" for r in recs) > 10
+
+
+def test_anthropic_wire_format_end_to_end(tmp_path):
+    """The whole pipeline over the Anthropic Messages format (no `n`: one seeded call per vote)."""
+    models = {name: {"provider": "anthropic", "model": wire, "base_url": "sim", "supports_n": False,
+                     "max_concurrency": 64}
+              for name, wire in (("strong", "sim-large"), ("cheap", "sim-small"))}
+    cfg = quick_cfg(tmp_path, proposals=4, target=8, models=models,
+                    simulator={"config": str(sim_config_file(tmp_path, latency_ms=2))})
+    out = run_session(cfg, live=False)
+    assert out.exit_code == EXIT_OK, out.message
+    root = Path(cfg.output.dir)
+    recs = records(root)
+    _ids_unique(recs)
+    voted = [r for r in recs if r["reason"].startswith("vote:")]
+    vote_calls = [c for c in read_ledger(root).calls if c["stage"].endswith(".vote") and c["outcome"] == "ok"]
+    assert len(vote_calls) == sum(r["vote"]["samples"] for r in voted)  # one sample per call
+    assert sum(r["status"] == "accepted" for r in recs) >= 12
