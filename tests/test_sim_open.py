@@ -14,13 +14,23 @@ import pytest
 
 from agen.config import ModelConfig, Price
 from agen.gen.categories import CATEGORIES, parse_category
+from agen.gen.dedup import Deduper
 from agen.gen.judge import parse_judge_score
 from agen.gen.parse import ParseFailure, parse_open_generation
 from agen.gen.prompts import generation_prompt, load_template
 from agen.gen.rip import calibrate, compute_metrics, keep, response_length
 from agen.providers import Providers
 from agen.sim import SimServer, prompt_quality, start_sim
-from agen.sim.open_world import CONSTRAINTS, GRAMMAR, classify_text
+from agen.sim.open_world import (
+    CONSTRAINTS,
+    GRAMMAR,
+    TOPIC_OF,
+    classify_text,
+    count_constraints,
+    generate_open_prompt,
+    open_topic,
+    render_constraint,
+)
 from agen.types import ChatRequest, Example
 from tests.conftest import ROOT
 
@@ -62,9 +72,11 @@ def propose_prompt(seeds: list[str]) -> str:
 def test_prompt_quality_from_text() -> None:
     """q is in [0, 1], recomputed from the text; constraints raise it and vague phrasing lowers it."""
     assert prompt_quality("") is None
-    topics = [t for _, (_, ts) in GRAMMAR.items() for t in ts]
+    rng = random.Random(1)
+    topics = [open_topic(rng, cat) for cat in GRAMMAR for _ in range(12)]
     plain = [prompt_quality(f"Write a short story about {t}.") for t in topics]
-    rich = [prompt_quality(f"Write a short story about {t}. " + " ".join(CONSTRAINTS[:3])) for t in topics]
+    rich = [prompt_quality(f"Write a short story about {t}. " + " ".join(render_constraint(rng, i) for i in range(3)))
+            for t in topics]
     vague = [prompt_quality(f"Tell me something about {t}.") for t in topics]
     assert all(q is not None and 0 <= q <= 1 for q in plain + rich + vague)
     assert statistics.mean(rich) > statistics.mean(plain) + 0.3 > statistics.mean(vague) + 0.3  # type: ignore[arg-type]
@@ -78,8 +90,8 @@ async def test_propose_stays_in_the_seeds_category(providers: Providers) -> None
     same = total = 0
     for i in range(40):
         cat = rng.choice(list(GRAMMAR))
-        tasks, topics = GRAMMAR[cat]
-        seeds = [f"{rng.choice(tasks)} {t}." for t in rng.sample(topics, 2)]
+        tasks = GRAMMAR[cat][0]
+        seeds = [f"{rng.choice(tasks)} {open_topic(rng, cat)}." for _ in range(2)]
         text = (await ask(providers, "big", propose_prompt(seeds), seed=i))[0]
         cand = parse_open_generation(text)
         if isinstance(cand, ParseFailure):
@@ -105,6 +117,39 @@ async def test_responses_are_deterministic_per_choice(providers: Providers) -> N
     batch = await ask(providers, "small", text, n=3, seed=100)
     assert batch[2] == (await ask(providers, "small", text, seed=102))[0]
     assert len(set(batch)) == 3
+
+
+def test_constraints_are_counted_from_the_text() -> None:
+    """Every rendering of every constraint template counts once; the count caps nothing by itself."""
+    rng = random.Random(4)
+    for i in range(len(CONSTRAINTS)):
+        for _ in range(20):
+            assert count_constraints(render_constraint(rng, i)) == 1
+    assert count_constraints(" ".join(render_constraint(rng, i) for i in range(len(CONSTRAINTS)))) == len(CONSTRAINTS)
+    assert count_constraints("Write a poem about the sea.") == 0
+
+
+def test_grammar_phrases_classify_generated_prompts() -> None:
+    """No phrase that votes for a category occurs inside another category's phrase, and every
+    generated prompt (vague ones included) is classified into the category it was written for."""
+    phrases = list(TOPIC_OF.items()) + [(t, c) for c, (tasks, _, _) in GRAMMAR.items() for t in tasks]
+    assert not [(a, b) for a, ca in phrases for b, cb in phrases if ca != cb and a in b]
+    rng = random.Random(6)
+    for cat in GRAMMAR:
+        for _ in range(150):
+            text = generate_open_prompt(rng, cat, rng.choice((0.0, 0.5, 1.0)))
+            assert classify_text(text) == cat, text
+
+
+def test_generated_prompts_are_rarely_near_duplicates() -> None:
+    """A cheap model writing 100 prompts per category: under 6% are near-duplicates (ROUGE-L >= 0.7)
+    of an earlier one, as agen's deduper judges them (a real amplify run sees a few percent)."""
+    rng = random.Random(8)
+    dedup, dups = Deduper(0.7), 0
+    for cat in GRAMMAR:
+        for i in range(100):
+            dups += dedup.check_and_add(generate_open_prompt(rng, cat, 0.5), f"{cat}-{i}") is not None
+    assert dups / (100 * len(GRAMMAR)) < 0.06
 
 
 def test_classifier_reads_self_instruct_seeds() -> None:

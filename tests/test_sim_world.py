@@ -9,7 +9,13 @@ from pathlib import Path
 import orjson
 from rapidfuzz.distance import LCSseq
 
-from agen.sim.world import generate_problem, parse_problem, plausible_wrong, true_answer
+from agen.sim.world import (
+    generate_problem,
+    parse_problem,
+    plausible_wrong,
+    problem_steps,
+    true_answer,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "gsm8k_sample.jsonl"
 
@@ -73,3 +79,40 @@ def test_near_duplicate_rate_is_low() -> None:
             pairs += 1
             dups += 2 * lcs / (len(toks[i]) + len(toks[j])) >= 0.7
     assert dups / pairs < 0.02
+
+
+def test_problem_steps_is_the_hidden_difficulty() -> None:
+    """problem_steps reads the number of operations back from the text; None for foreign text."""
+    rng = random.Random(12)
+    for steps in (2, 3, 4, 5):
+        assert problem_steps(generate_problem(rng, steps)[0]) == steps
+    assert problem_steps(orjson.loads(DATA.read_bytes().splitlines()[0])["question"]) is None
+
+
+def _propose_prompt(seeds: list[str]) -> str:
+    from agen.gen.prompts import generation_prompt
+    from agen.types import Example
+
+    return generation_prompt("verifiable_generate.txt", "verifiable_example.txt",
+                             [Example(f"s{i}", q, None) for i, q in enumerate(seeds)])
+
+
+def test_imitator_copies_in_world_difficulty_and_falls_back_on_human_seeds() -> None:
+    """A cheap imitator (ambition 0, default_steps 2) copies the step count of grammar examples
+    and writes easy problems from human seeds; an ambitious model goes one step beyond either."""
+    from agen.sim.config import SimModel
+    from agen.sim.model import target_steps
+
+    cheap, strong = SimModel(ambition=0, default_steps=2), SimModel(ambition=1, default_steps=None)
+    rng = random.Random(21)
+    human = [orjson.loads(line)["question"] for line in DATA.read_bytes().splitlines()]
+    for steps in (2, 3, 4):
+        prompt = _propose_prompt([generate_problem(rng, steps)[0] for _ in range(2)])
+        got = [target_steps(prompt, random.Random(i), cheap) for i in range(200)]
+        assert sum(g == steps for g in got) >= 150 and all(abs(g - steps) <= 1 for g in got)
+        up = [target_steps(prompt, random.Random(i), strong) for i in range(200)]
+        assert abs(sum(up) / len(up) - (steps + 1)) < 0.2
+    prompts = [_propose_prompt(rng.sample(human, 2)) for _ in range(200)]
+    easy = [target_steps(p, random.Random(i), cheap) for i, p in enumerate(prompts)]
+    hard = [target_steps(p, random.Random(i), strong) for i, p in enumerate(prompts)]
+    assert sum(easy) / len(easy) < 2.2 and sum(hard) / len(hard) > 3.2

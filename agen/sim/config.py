@@ -42,12 +42,34 @@ class Faults(_Strict):
 
 
 class SimModel(_Strict):
-    """One simulated model."""
+    """One simulated model.
+
+    How it proposes a math problem (agen.sim.model.propose) — a modelling assumption, not a result:
+    a problem's hidden difficulty is its number of steps (agen.sim.world.problem_steps, 2..5).
+    The model first reads the difficulty of the examples shown in the prompt:
+
+    * in-world examples (text the grammar parses, e.g. accepted proposals shown to amplify):
+      every model reads their step count exactly;
+    * out-of-world examples (human GSM8K seeds): a model with `default_steps: null` estimates
+      their difficulty from their length (sentences - 1, give or take one: a capable model
+      understands any problem); a model with `default_steps: N` cannot, and writes at its own
+      comfort level N instead.
+
+    It then writes at that difficulty + `ambition` (capped at the grammar's 2..5); ~20% of the
+    time one step more or less. So a strong model with ambition > 0 pushes past its examples, and
+    a cheap imitator (ambition 0) copies the difficulty of the in-world examples it is shown and
+    falls back to easy problems from human seeds. Its stated answer is wrong with probability
+    `propose_wrong_p + propose_wrong_per_step * (steps - 3)` (clamped to 0..1): a weak model gets
+    hard problems of its own wrong more often. Solving is right with p = solve_correct_p ** (steps / 3).
+    """
 
     latency_ms: Latency = Latency()
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
-    propose_wrong_p: float = Field(default=0.1, ge=0, le=1)
+    propose_wrong_p: float = Field(default=0.1, ge=0, le=1)  # wrong stated answer, at 3 steps
+    propose_wrong_per_step: float = Field(default=0.0, ge=0, le=1)  # added per step above 3 (less below)
+    ambition: int = Field(default=0, ge=0, le=3)  # steps beyond the examples' difficulty when proposing
+    default_steps: int | None = Field(default=None, ge=2, le=5)  # difficulty used when it cannot read foreign examples
     format_broken_p: float = Field(default=0.05, ge=0, le=1)
     solve_correct_p: float = Field(default=0.8, ge=0, le=1)
     # open-ended behaviour (agen.sim.open_world)

@@ -14,7 +14,15 @@ import re
 
 from agen.sim import open_world
 from agen.sim.config import SimModel
-from agen.sim.world import explain, generate_problem, parse_problem, plausible_wrong
+from agen.sim.world import (
+    MAX_STEPS,
+    MIN_STEPS,
+    explain,
+    generate_problem,
+    parse_problem,
+    plausible_wrong,
+    problem_steps,
+)
 
 __all__ = ["count_tokens", "generate", "prompt_digest", "sample_rng", "sample_seed", "truncate_tokens"]
 
@@ -92,20 +100,41 @@ def solution_text(question: str, answer: str) -> str:
     return "Let's solve this step by step.\n" + "\n".join(lines) + f"\nThe answer is\n\\boxed{{{answer}}}"
 
 
-def _target_steps(prompt: str, rng: random.Random) -> int:
+def _foreign_steps(seeds: list[str], rng: random.Random) -> int:
+    """A capable model's reading of text it cannot parse: sentences - 1, give or take one."""
+    sentences = sum(len(_SENTENCE_END.findall(s)) or 1 for s in seeds) / len(seeds)
+    return round(sentences) - 1 + rng.choice((-1, 0, 0, 1))
+
+
+def target_steps(prompt: str, rng: random.Random, cfg: SimModel) -> int:
+    """How many steps a proposed problem gets: the examples' difficulty as this model reads it, plus
+    its ambition (see SimModel's docstring for the assumptions)."""
     seeds = _SEED_LINE.findall(prompt)
     if not seeds:
-        return rng.randint(2, 5)
-    sentences = sum(len(_SENTENCE_END.findall(s)) or 1 for s in seeds) / len(seeds)
-    return max(2, min(5, round(sentences) - 1 + rng.choice((-1, 0, 0, 1))))
+        return rng.randint(MIN_STEPS, MAX_STEPS)
+    known = [n for n in map(problem_steps, seeds) if n is not None]
+    if known:  # in-world examples: their difficulty is read exactly (ties of the mean rounded at random)
+        mean = sum(known) / len(known)
+        base = int(mean) + (rng.random() < mean - int(mean))
+        base += rng.choice((-1, 0, 0, 0, 0, 0, 0, 0, 0, 1))
+    elif cfg.default_steps is not None:  # foreign examples it cannot read: its comfort level
+        base = cfg.default_steps + rng.choice((-1, 0, 0, 0, 0, 0, 0, 0, 0, 1))
+    else:
+        base = _foreign_steps(seeds, rng)
+    return max(MIN_STEPS, min(MAX_STEPS, base + cfg.ambition))
+
+
+def propose_wrong_p(cfg: SimModel, steps: int) -> float:
+    """The chance a proposer states a wrong answer for its own problem of `steps` steps."""
+    return min(1.0, max(0.0, cfg.propose_wrong_p + cfg.propose_wrong_per_step * (steps - 3)))
 
 
 def propose(prompt: str, rng: random.Random, cfg: SimModel) -> str:
     """A short CoT and a new problem in the required markers; sometimes wrong or broken."""
-    steps = _target_steps(prompt, rng)
+    steps = target_steps(prompt, rng, cfg)
     n_seeds = len(_SEED_LINE.findall(prompt))
     question, answer = generate_problem(rng, steps)
-    if rng.random() < cfg.propose_wrong_p:
+    if rng.random() < propose_wrong_p(cfg, steps):
         answer = _pick_wrong(rng.random(), question)
     cot = (f"Analysis: the {n_seeds or 'given'} seed questions are multi-step arithmetic word problems; "
            f"each needs a few careful operations on one quantity.\n"

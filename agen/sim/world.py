@@ -20,7 +20,10 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["Problem", "generate_problem", "parse_problem", "plausible_wrong", "true_answer"]
+__all__ = ["MAX_STEPS", "MIN_STEPS", "Problem", "generate_problem", "parse_problem", "plausible_wrong",
+           "problem_steps", "true_answer"]
+
+MIN_STEPS, MAX_STEPS = 2, 5  # operations per problem: a problem's hidden difficulty
 
 # ---------------------------------------------------------------- vocabulary
 
@@ -290,6 +293,13 @@ def parse_problem(question: str) -> Problem | None:
     return prob if value >= 0 else None
 
 
+def problem_steps(question: str) -> int | None:
+    """A grammar problem's hidden difficulty, its number of operations (MIN_STEPS..MAX_STEPS); None
+    for text not from the grammar (a human GSM8K question, a mangled proposal)."""
+    prob = parse_problem(question.strip())
+    return None if prob is None else prob.steps
+
+
 def true_answer(question: str) -> str | None:
     """The correct answer recomputed from the text, or None if the text is not from the grammar."""
     prob = parse_problem(question.strip())
@@ -409,8 +419,8 @@ def _render(template: str, kind: str, vals: dict[str, int], ctx: dict[str, str],
 
 
 def generate_problem(rng: random.Random, steps: int) -> tuple[str, str]:
-    """A new grammar problem with `steps` operations (clamped to 2..5) and its integer answer."""
-    steps = max(2, min(5, steps))
+    """A new grammar problem with `steps` operations (clamped to MIN_STEPS..MAX_STEPS) and its integer answer."""
+    steps = max(MIN_STEPS, min(MAX_STEPS, steps))
     name, pron = rng.choice(NAMES)
     item, items = rng.choice(ITEMS)
     ctx = {"name": name, "Name": name, "pron": pron, "pos": "his" if pron == "he" else "her",
