@@ -14,12 +14,13 @@ from collections.abc import Callable
 from types import TracebackType
 
 import aiohttp
+import structlog
 
 from agen.config import ModelConfig, Price, load_prices, price_for
 from agen.errors import ConfigError
 from agen.providers.client import ModelClient
 from agen.providers.reward import RewardClient
-from agen.providers.transport import Transport
+from agen.providers.transport import Transport, fit_open_files
 from agen.types import CallRecord
 
 __all__ = ["ModelClient", "Providers", "check_api_keys"]
@@ -51,11 +52,19 @@ class Providers:
                 raise ConfigError(f"models.{name}: base_url is 'sim' but no simulator URL was given (base_urls)")
             self._base_urls[name] = url
         self._session: aiohttp.ClientSession | None = None
+        self.connection_limit = 0  # the connector's limit, set on entry
         self._clients: dict[str, ModelClient | RewardClient] = {}
 
     async def __aenter__(self) -> Providers:
         check_api_keys(self._models)
-        limit = sum(m.max_concurrency for m in self._models.values())
+        wanted = sum(m.max_concurrency for m in self._models.values())
+        limit = fit_open_files(wanted)
+        if limit < wanted:
+            structlog.get_logger("agen.providers").warning(
+                "open_files_limit", connections=limit, wanted=wanted,
+                detail="RLIMIT_NOFILE's hard limit is too low for every lane's max_concurrency; "
+                       "requests beyond it wait for a connection (raise it with `ulimit -Hn`)")
+        self.connection_limit = limit
         connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(connector=connector, json_serialize=None,  # type: ignore[arg-type]
                                               auto_decompress=True, trust_env=False)

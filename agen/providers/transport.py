@@ -81,6 +81,35 @@ def classify(provider: str, model: str, status: int, body: bytes, headers: Mappi
     return TaskFailedError(message, **kw)
 
 
+FD_HEADROOM = 256  # files the rest of the process may hold besides the connection pool
+
+
+def fit_open_files(connections: int, headroom: int = FD_HEADROOM) -> int:
+    """How many connections the pool may open: lifts the open-files soft limit (RLIMIT_NOFILE,
+    often 1024) towards `connections + headroom`, up to the hard limit, and returns `connections`
+    or, if even the hard limit is lower, what fits under it (at least 1).
+
+    Without this a connector limit above the soft limit fails connects with EMFILE ("Too many
+    open files"), which turns into transport errors and failed tasks instead of waiting.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return connections
+    need = connections + headroom
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return connections
+    return max(1, min(connections, soft - headroom))
+
+
 class Transport:
     """Posts JSON bodies on the run's one session; every aiohttp failure becomes a CapacityError."""
 

@@ -45,6 +45,23 @@ __all__ = ["LISTENING", "SimServer", "build_app", "serve", "start_sim"]
 JSON = "application/json"
 _log = logging.getLogger("agen.sim")
 LISTENING = "AGEN_SIM_LISTENING"  # first stdout line of `serve`: "AGEN_SIM_LISTENING http://HOST:PORT"
+LISTEN_BACKLOG = 8192
+
+
+def raise_nofile_limit() -> int:
+    """Lift this process's open-files soft limit to its hard limit (one socket per client connection;
+    the common default of 1024 makes `accept` fail with EMFILE past ~1,000 connections). Returns it."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # e.g. macOS refuses RLIM_INFINITY: keep what we have
+            return soft
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 @dataclass
@@ -623,7 +640,10 @@ async def start_sim(cfg: SimConfig | dict[str, Any] | None = None, host: str = "
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5,
                            handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
+    # A client opening thousands of connections at once overflows a short accept queue: the kernel
+    # drops the SYNs and the client waits its 1 s (then 3 s...) SYN retransmit. The kernel caps this
+    # at net.core.somaxconn.
+    site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
     await site.start()
     sockets = runner.addresses
     real_port = sockets[0][1] if sockets else port
@@ -641,6 +661,7 @@ def serve(config_path: str | None, host: str = "127.0.0.1", port: int = 0) -> No
         uvloop = None  # type: ignore[assignment]
 
     cfg = load_sim_config(config_path)
+    raise_nofile_limit()
 
     async def main() -> None:
         server = await start_sim(cfg, host, port)
