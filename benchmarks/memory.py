@@ -8,8 +8,14 @@ and every vote answers with the candidate's own answer on 3 of 4 samples. Going 
 against the sim would measure the same queues at a twentieth of the speed, too slow for 1M here.
 
 Two things grow with the run by design, and are reported separately from the queues: the
-committed-id set (resume's set difference) and the dedup index (every admitted question). The
-`--no-dedup` variant swaps the Deduper for a no-op to show what the queues alone hold.
+committed-id set (resume's set difference) and the dedup index (every admitted question). Each
+child measures them at the end (ids: the set and its strings; dedup: its compact stores, counted
+once more for the copy a merge's `np.insert` holds next to the old array, which is the peak,
+plus the high-water mark of its not-yet-merged buffer, ~5 KB per question up to 2^17 keys),
+so the growth per extra task splits into "by design" and "other" (everything else: what should
+be flat). The dedup's token-code cache (an lru_cache bounded at 262,144 entries, ~1 new token per
+task here) is shown on its own: it grows until it is full, then stays flat. The `--no-dedup`
+variant swaps the Deduper for a no-op to show what the queues alone hold.
 
     python benchmarks/memory.py [--sizes 10000,100000,1000000] [--no-dedup] [--quick]
 
@@ -112,6 +118,7 @@ def child(n: int, out: Path, dedup: bool) -> dict[str, Any]:
         await p.run()
         return p
 
+    _watch_dedup_buffers()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     p = uvloop.run(main())
@@ -119,7 +126,51 @@ def child(n: int, out: Path, dedup: bool) -> dict[str, Any]:
     return {"tasks": n, "finished": c.finished, "accepted": c.accepted, "seconds": round(time.perf_counter() - t0, 1),
             "rss_start_mb": round(rss0 / 1024, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "committed_ids": len(p.done_ids)}
+            "committed_ids": len(p.done_ids), **by_design(p)}
+
+
+_BUF_HIGH: dict[int, int] = {}  # id(_MultiMap) -> largest buffer seen before a merge, bytes
+
+
+def _buf_bytes(m: Any) -> int:
+    return sys.getsizeof(m._buf) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in m._buf.items())
+
+
+def _watch_dedup_buffers() -> None:
+    """Record each dedup multimap's buffer size just before it is merged (its high-water mark)."""
+    from agen.gen import dedup as dd
+
+    merge = dd._MultiMap._merge
+
+    def watched(self: Any) -> None:
+        _BUF_HIGH[id(self)] = max(_BUF_HIGH.get(id(self), 0), _buf_bytes(self))
+        merge(self)
+
+    dd._MultiMap._merge = watched  # type: ignore[method-assign]
+
+
+def by_design(p: Any) -> dict[str, float | int]:
+    """Sizes (MB) of what grows with committed output by design, measured at the end of the run."""
+    from agen.gen import dedup as dd
+
+    mb = 1 / 2**20
+    ids = sys.getsizeof(p.done_ids) + sum(sys.getsizeof(i) for i in p.done_ids)
+    out: dict[str, float | int] = {"ids_mb": round(ids * mb, 3)}
+    d = p.dedup
+    if isinstance(d, dd.Deduper):
+        maps = (d._exact, d._lsh)
+        out["dedup_index_mb"] = round(d.nbytes() * mb, 3)
+        # np.insert copies keys, then vals, each with a 1-byte-per-slot mask: the larger array + mask
+        out["dedup_merge_copy_mb"] = round(sum(max(m._keys.nbytes, m._vals.nbytes) + len(m._keys) for m in maps) * mb, 3)
+        # not-yet-merged keys (a dict of lists, ~5 KB per question), bounded by merge_at: its
+        # high-water mark is a constant once the first merge has happened
+        buf = sum(max(_BUF_HIGH.get(id(m), 0), _buf_bytes(m)) for m in maps)
+        out["dedup_buffer_mb"] = round(buf * mb, 3)
+        info = dd._code.cache_info()
+        # per entry: the key string, the int code, lru_cache's link (~64 B) and its dict slot (~40 B)
+        out["token_cache_entries"] = info.currsize
+        out["token_cache_mb"] = round(info.currsize * (sys.getsizeof("12345") + 28 + 64 + 40) * mb, 3)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -145,16 +196,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 raise SystemExit(f"size {n} failed:\n{res.stderr[-3000:]}")
             rows.append(orjson.loads(res.stdout.strip().splitlines()[-1]))
     base = rows[0]
+
+    def designed(r: dict[str, Any]) -> float:
+        return (r["ids_mb"] + r.get("dedup_index_mb", 0.0) + r.get("dedup_merge_copy_mb", 0.0)
+                + r.get("dedup_buffer_mb", 0.0))
+
     for r in rows:
         extra = r["tasks"] - base["tasks"]
-        r["kb_per_extra_task"] = round((r["peak_rss_mb"] - base["peak_rss_mb"]) * 1024 / extra, 3) if extra else None
+        if not extra:
+            r["kb_per_extra_task"] = r["by_design_kb_per_extra_task"] = r["other_kb_per_extra_task"] = None
+            r["token_cache_kb_per_extra_task"] = None
+            continue
+        total = (r["peak_rss_mb"] - base["peak_rss_mb"]) * 1024 / extra
+        design = (designed(r) - designed(base)) * 1024 / extra
+        cache = (r.get("token_cache_mb", 0.0) - base.get("token_cache_mb", 0.0)) * 1024 / extra
+        r["kb_per_extra_task"] = round(total, 3)
+        r["by_design_kb_per_extra_task"] = round(design, 3)
+        r["token_cache_kb_per_extra_task"] = round(cache, 3)
+        r["other_kb_per_extra_task"] = round(total - design - cache, 3)
     mode = "no-op dedup" if args.no_dedup else "real dedup"
     print(f"Pipeline with a stub provider (no HTTP), {mode}; peak RSS per size in a fresh process")
-    print(f"{'tasks':>10}{'finished':>10}{'accepted':>10}{'seconds':>9}{'start MB':>10}{'peak MB':>9}{'KB/extra task':>15}")
+    print("KB per extra task (vs the first size): total = by design (committed ids + dedup index and its merge "
+          "copy, + its unmerged buffer, flat after ~4k questions) + token cache (bounded) + other (should be ~0)")
+    print(f"{'tasks':>10}{'finished':>10}{'accepted':>10}{'seconds':>9}{'start MB':>10}{'peak MB':>9}{'ids MB':>8}"
+          f"{'dedup MB':>10}{'total':>8}{'design':>8}{'cache':>8}{'other':>8}")
+
+    def kb(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
     for r in rows:
-        kb = "-" if r["kb_per_extra_task"] is None else f"{r['kb_per_extra_task']:.3f}"
         print(f"{r['tasks']:>10}{r['finished']:>10}{r['accepted']:>10}{r['seconds']:>9}{r['rss_start_mb']:>10}"
-              f"{r['peak_rss_mb']:>9}{kb:>15}")
+              f"{r['peak_rss_mb']:>9}{r['ids_mb']:>8.1f}{r.get('dedup_index_mb', 0.0):>10.1f}"
+              f"{kb(r['kb_per_extra_task']):>8}{kb(r['by_design_kb_per_extra_task']):>8}"
+              f"{kb(r['token_cache_kb_per_extra_task']):>8}{kb(r['other_kb_per_extra_task']):>8}")
     result = {"benchmark": "memory", "provider": "stub (in-process, no HTTP)", "dedup": not args.no_dedup,
               "results": rows}
     print(orjson.dumps(result).decode())
