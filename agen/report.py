@@ -5,7 +5,7 @@ the funnel and spend from `agen.status.snapshot_from_files` (the figures `agen s
 end-of-run summary print), time series, latencies and 429s from the ledger's call lines, vote
 margins from the records. Charts are inline SVG (`agen.report_svg`), so the page needs no network.
 
-    RUN_DIR/report.json   {"run", "headline", "funnel", "cost", "throughput", "latency", "votes"}
+    RUN_DIR/report.json   {"run", "headline", "funnel", "cost", "throughput", "latency", "votes", "rip"}
     RUN_DIR/report.html   the same, drawn
 """
 
@@ -78,7 +78,7 @@ def funnel_figures(stages: dict[str, Any]) -> dict[str, Any]:
                      "steps": {"finished": finished, "generated": generated, "parsed": parsed,
                                "unique": unique, "judged": judged, "accepted": s["accepted"]},
                      "rejections": dict(sorted(((r, n) for r, n in reasons.items()
-                                                if r not in ("vote:agree", "rip:kept")),
+                                                if r not in ("vote:agree", "rip:keep")),
                                                key=lambda kv: -kv[1])),
                      "reasons": dict(reasons),
                      "summary_row": summary_rows[name]}
@@ -206,6 +206,32 @@ def vote_figures(records: list[dict[str, Any]]) -> dict[str, Any]:
             "samples_hist": {side: [samples[side].get(i, 0) for i in range(1, k_max + 1)] for side in samples}}
 
 
+RIP_METRICS = (("min_reward", "min_reward", "Lowest reward (τ1 = {t}, keep ≥)"),
+               ("min_reward_len", "min_len", "Its response's words (τ2 = {t}, keep ≥)"),
+               ("gap", "max_gap", "Best − worst reward (τ3 = {t}, keep ≤)"))
+
+
+def rip_figures(records: list[dict[str, Any]], bins: int = 20) -> dict[str, Any]:
+    """RIP's three metrics as histograms split by kept/rejected, with the frozen thresholds."""
+    judged = [r for r in records if r.get("rip", {}).get("metrics")]
+    out: dict[str, Any] = {"judged": len(judged), "judge_failures": sum(r["rip"].get("judge_failures") or 0
+                                                                         for r in records if r.get("rip")),
+                           "thresholds": judged[0]["rip"].get("thresholds") if judged else None, "metrics": {}}
+    for metric, _, _ in RIP_METRICS:
+        vals = [float(r["rip"]["metrics"][metric]) for r in judged]
+        if not vals:
+            continue
+        lo, hi = min(vals), max(vals)
+        width = (hi - lo) / bins or 1.0
+        edges = [lo + i * width for i in range(bins + 1)]
+        hist = {"accepted": [0] * bins, "rejected": [0] * bins}
+        for r, v in zip(judged, vals):
+            side = "accepted" if r["status"] == "accepted" else "rejected"
+            hist[side][min(bins - 1, int((v - lo) / width))] += 1
+        out["metrics"][metric] = {"edges": edges, **hist}
+    return out
+
+
 def build_report(root: Path) -> dict[str, Any]:
     """Every figure of the report, JSON-ready."""
     root = Path(root)
@@ -223,6 +249,9 @@ def build_report(root: Path) -> dict[str, Any]:
             if r.get("vote"):
                 records.append({"status": r["status"], "vote": {k: r["vote"].get(k) for k in
                                 ("samples", "agree", "k", "majority_share", "early_stopped")}})
+            elif r.get("rip"):
+                records.append({"status": r["status"], "rip": {k: r["rip"].get(k) for k in
+                                ("metrics", "thresholds", "judge_failures")}})
     ledger = read_ledger(root)
     throughput, latency = ledger_figures(ledger.calls, created)
     funnel = funnel_figures(snap["stages"])
@@ -242,6 +271,7 @@ def build_report(root: Path) -> dict[str, Any]:
                      "redone_usd": snap["previous_sessions"]["redone_usd"]},
         "funnel": funnel, "cost": cost, "throughput": throughput, "latency": latency,
         "votes": vote_figures(records),
+        "rip": rip_figures(records),
     }
 
 
@@ -377,6 +407,25 @@ def _votes_html(v: dict[str, Any]) -> str:
     return "<div class='grid'>" + "".join(charts) + "</div>" + note
 
 
+def _rip_html(rip: dict[str, Any]) -> str:
+    if not rip["judged"]:
+        return ""
+    cols = ["#54A24B", "#E45756"]
+    t = rip["thresholds"] or {}
+    charts = []
+    for metric, tkey, title in RIP_METRICS:
+        m = rip["metrics"].get(metric)
+        if m is None:
+            continue
+        charts.append(vbars(m["edges"], [("kept", [float(x) for x in m["accepted"]]),
+                                         ("rejected", [float(x) for x in m["rejected"]])],
+                            title=title.format(t=t.get(tkey)), width=540, height=240,
+                            x_fmt=lambda x: f"{x:.3g}", colors=cols, y_label="prompts", integer=True))
+    note = (f"<p class='note'>{rip['judged']:,} prompts scored; {rip['judge_failures']:,} judge replies had no "
+            f"valid score. Thresholds were calibrated on the pilot and frozen (rip_thresholds.json).</p>")
+    return "<h2>RIP: what the filter saw</h2><div class='grid'>" + "".join(charts) + "</div>" + note
+
+
 def render_html(rep: dict[str, Any]) -> str:
     """The report page: headline cards, then one section per figure."""
     h, run = rep["headline"], rep["run"]
@@ -405,7 +454,8 @@ def render_html(rep: dict[str, Any]) -> str:
 <h2>Cost per accepted example</h2>{_cost_html(rep['cost'])}
 <h2>Throughput and rate limits over time</h2>{_throughput_html(rep['throughput'])}
 <h2>Latency per model</h2>{_latency_html(rep['latency'])}
-<h2>Vote margins</h2>{_votes_html(rep['votes'])}
+{"<h2>Vote margins</h2>" + _votes_html(rep['votes']) if rep['votes']['voted'] or not rep['rip']['judged'] else ""}
+{_rip_html(rep['rip'])}
 <p class="note">Figures are read from the run directory's shards and ledger (the same ones <code>agen status</code> reports);
 the spend by token kind is priced with the current price table. Raw figures: report.json.</p>
 </body></html>

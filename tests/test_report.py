@@ -97,3 +97,19 @@ def test_chart_helpers_draw_every_value() -> None:
     assert svg.count("<rect") == 2
     assert nice_ticks(7)[-1] >= 7 and nice_ticks(3, integer=True) == [0, 1, 2, 3]
     assert cost_rows({"stages": {}, "costs": {"by_stage": {}, "total": {"cost_usd": 0.0}}}) == [("all", 0.0, 0, None)]
+
+
+def test_rip_figures_split_metrics_by_outcome():
+    """RIP runs get histograms of the three metrics, kept vs rejected, with the frozen thresholds."""
+    from agen.report import rip_figures
+
+    recs = [{"status": "accepted" if i % 2 else "rejected",
+             "rip": {"metrics": {"min_reward": float(i), "min_reward_len": 10 * i, "gap": 9.0 - i},
+                     "thresholds": {"min_reward": 4.0, "min_len": 40.0, "max_gap": 5.0}, "judge_failures": 1}}
+            for i in range(10)]
+    fig = rip_figures(recs, bins=5)
+    assert fig["judged"] == 10 and fig["judge_failures"] == 10
+    assert fig["thresholds"]["min_reward"] == 4.0
+    for metric in ("min_reward", "min_reward_len", "gap"):
+        h = fig["metrics"][metric]
+        assert sum(h["accepted"]) == 5 and sum(h["rejected"]) == 5 and len(h["edges"]) == 6
