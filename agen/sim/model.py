@@ -12,6 +12,7 @@ import hashlib
 import random
 import re
 
+from agen.gen.categories import CATEGORIES
 from agen.sim import open_world
 from agen.sim.config import SimModel
 from agen.sim.world import (
@@ -204,7 +205,7 @@ def propose_open(prompt: str, rng: random.Random, cfg: SimModel) -> str:
     """Steps 1-3 of the open-ended template and one new prompt in the seeds' category."""
     n_seeds = len(_SEED_PROMPT.findall(prompt))
     category = open_world.classify_text(_seed_prompts_text(prompt))
-    name = open_world.CATEGORY_NAMES[category]
+    name = CATEGORIES[category]
     new = open_world.generate_open_prompt(rng, category, cfg.open_skill)
     cot = (f"Step 1: The {n_seeds or 'given'} seed prompts are {name} tasks; each names a concrete task, "
            f"a topic and some constraints on the answer.\n"
@@ -232,7 +233,7 @@ def open_request(cfg: SimModel, last_user: str, seed: int) -> str | None:
         return open_world.judge_text(user, response, random.Random(seed), cfg)
     if all(m in last_user for m in CLASSIFY_MARKERS):
         text = _between(last_user, "[Prompt Begin]", "[Prompt End]") or ""
-        return f"Category: {open_world.CATEGORY_NAMES[open_world.classify_text(text)]}"
+        return f"Category: {CATEGORIES[open_world.classify_text(text)]}"
     if OPEN_PROPOSE_MARKER in last_user:
         return propose_open(last_user, random.Random(seed), cfg)
     if all(m in last_user for m in RESPOND_MARKERS):

@@ -22,7 +22,8 @@ the server needs no memory and tests can score what any client kept:
   (judge_malformed_p) writes no usable score line. A **reward model** gives
   8 x (response_quality − 0.5) + N(0, reward_noise), the noise seeded by the text (deterministic,
   as a real reward model is).
-* **Categories** are read from the grammar's task phrases and topics, then from keywords.
+* **Categories** (the eight of `agen.gen.categories`, whose display names the classifier
+  template lists) are read from the grammar's task phrases and topics, then from keywords.
 """
 
 from __future__ import annotations
@@ -33,22 +34,12 @@ import math
 import random
 import re
 
+from agen.gen.categories import CATEGORIES
 from agen.sim.config import SimModel
 
-__all__ = ["CATEGORY_NAMES", "CONSTRAINTS", "GRAMMAR", "TOPIC_OF", "classify_text", "count_constraints",
+__all__ = ["CONSTRAINTS", "GRAMMAR", "TOPIC_OF", "classify_text", "count_constraints",
            "generate_open_prompt", "judge_text", "open_topic", "prompt_quality", "render_constraint", "respond",
            "response_quality", "reward_value"]
-
-CATEGORY_NAMES: dict[str, str] = {
-    "writing_storytelling": "Writing & Storytelling",
-    "technical_programming": "Technical & Programming",
-    "creative_design": "Creative & Design",
-    "data_analysis": "Data & Analysis",
-    "education_research": "Education & Research",
-    "communication_support": "Communication & Support",
-    "business_marketing": "Business & Marketing",
-    "miscellaneous": "Miscellaneous",
-}
 
 # category -> (task phrases, topic heads, topic tails). A topic is "head tail" (data_analysis:
 # "these {head}: {numbers}", the numbers drawn fresh). Task phrases and tails are unique across
@@ -245,7 +236,7 @@ def classify_text(text: str) -> str:
             votes[cat] = votes.get(cat, 0) + hits
     if not votes:
         return "miscellaneous"
-    return max(CATEGORY_NAMES, key=lambda c: votes.get(c, 0))  # ties: the category listed first
+    return max(CATEGORIES, key=lambda c: votes.get(c, 0))  # ties: the category listed first
 
 
 @functools.lru_cache(maxsize=32768)
@@ -290,8 +281,8 @@ def open_topic(rng: random.Random, category: str) -> str:
 
 
 def generate_open_prompt(rng: random.Random, category: str, skill: float) -> str:
-    """A new prompt in `category` (a CATEGORY_NAMES key); a higher skill writes fewer vague prompts
-    and more constraints."""
+    """A new prompt in `category` (a key of `agen.gen.categories.CATEGORIES`); a higher skill writes
+    fewer vague prompts and more constraints."""
     tasks = GRAMMAR.get(category, GRAMMAR["miscellaneous"])[0]
     topic = open_topic(rng, category)
     purpose = [f"It is for {rng.choice(PURPOSES)}."] if rng.random() < 0.7 else []
