@@ -1,19 +1,43 @@
-"""Shared fixtures: run configs for the simulated provider, and reading a run directory back."""
+"""Shared fixtures: the simulated provider over HTTP, run configs for it, and reading a run directory back."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
 from agen.config import RunConfig, parse_config
 from agen.run.shards import read_records
+from agen.sim import SimServer, start_sim
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 SIM_MODELS = ROOT / "configs" / "sim_models.yaml"
+FAST = {"latency_ms": {"median": 0, "sigma": 0}}  # a sim model setting: answer without simulated latency
+
+
+@pytest.fixture
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[SimServer]:
+    """The simulated provider on a free port, configured by the test module's `CFG`."""
+    server = await start_sim(request.module.CFG)
+    yield server
+    await server.aclose()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def script(http: aiohttp.ClientSession, sim: SimServer, model: str, *items: dict[str, Any]) -> None:
+    """Queue scripted responses for `model` on the sim (`POST /sim/script`)."""
+    async with http.post(sim.base_url + "/sim/script", json={"model": model, "responses": list(items)}) as r:
+        assert r.status == 200
 
 
 def sim_config_file(tmp_path: Path, *, faults: dict[str, Any] | None = None, latency_ms: float | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -12,10 +11,10 @@ from agen.config import ModelConfig, Price
 from agen.errors import FatalRunError, TaskFailedError
 from agen.providers.retry import RetryPolicy
 from agen.providers.reward import RewardClient, parse_pooling, pooling_url
-from agen.sim import SimServer, response_quality, start_sim
+from agen.sim import SimServer, response_quality
 from agen.types import CallRecord
+from tests.conftest import FAST, script
 
-FAST = {"latency_ms": {"median": 0, "sigma": 0}}
 CFG: dict[str, Any] = {"models": {"rm": {**FAST, "reward_noise": 0.0}, "noisy": {**FAST, "reward_noise": 0.3}}}
 PRICE = Price(input=1.0, output=0.0)
 GOOD = ("Here is my response.\n- Concretely, the plan part should be handled first.\n"
@@ -24,29 +23,11 @@ GOOD = ("Here is my response.\n- Concretely, the plan part should be handled fir
 BAD = "Here is my response.\n- It depends on many factors.\n- This is a complex topic."
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    server = await start_sim(CFG)
-    yield server
-    await server.aclose()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def client(sim: SimServer, http: aiohttp.ClientSession, calls: list[CallRecord], model: str = "rm",
            **cfg: Any) -> RewardClient:
     mc = ModelConfig(model=model, base_url=sim.openai_base_url, **cfg)
     return RewardClient("judge-rm", mc, session=http, base_url=sim.openai_base_url, price=PRICE,
                         on_call=calls.append, policy=RetryPolicy(max_retries=3, bad_response_retries=1, base_s=0.01))
-
-
-async def script(http: aiohttp.ClientSession, sim: SimServer, model: str, *items: dict[str, Any]) -> None:
-    async with http.post(sim.base_url + "/sim/script", json={"model": model, "responses": list(items)}) as r:
-        assert r.status == 200
 
 
 def test_pooling_url_and_shapes() -> None:

@@ -20,7 +20,7 @@ from agen.gen.parse import ParseFailure, parse_open_generation
 from agen.gen.prompts import generation_prompt, load_template
 from agen.gen.rip import calibrate, compute_metrics, keep, response_length
 from agen.providers import Providers
-from agen.sim import SimServer, prompt_quality, start_sim
+from agen.sim import SimServer, prompt_quality
 from agen.sim.open_world import (
     CONSTRAINTS,
     GRAMMAR,
@@ -32,22 +32,14 @@ from agen.sim.open_world import (
     render_constraint,
 )
 from agen.types import ChatRequest, Example
-from tests.conftest import ROOT
+from tests.conftest import FAST, ROOT
 
-FAST = {"latency_ms": {"median": 0, "sigma": 0}}
 CFG: dict[str, Any] = {"models": {
     "big": {**FAST, "open_skill": 0.75, "format_broken_p": 0.04, "judge_noise": 0.7, "judge_malformed_p": 0.02},
     "small": {**FAST, "open_skill": 0.5},
     "broken": {**FAST, "format_broken_p": 1.0, "judge_malformed_p": 1.0},
 }}
 SEEDS = [orjson.loads(line)["question"] for line in (ROOT / "data" / "self_instruct_prompts.jsonl").read_bytes().splitlines()]
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    server = await start_sim(CFG)
-    yield server
-    await server.aclose()
 
 
 @pytest.fixture

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
 import openai
 import orjson
 import pytest
 
-from agen.sim import SimServer, start_sim
+from agen.sim import SimServer
 
 CFG = {"models": {"sim-small": {"latency_ms": {"median": 0}}}}
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    server = await start_sim(CFG)
-    yield server
-    await server.aclose()
 
 
 async def test_sdk_chat_completion(sim: SimServer) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -16,8 +15,8 @@ from agen.sim import SimProcess, SimServer, start_sim
 from agen.sim.limits import TokenBucket, duration
 from agen.sim.model import count_tokens
 from agen.sim.world import generate_problem, plausible_wrong, true_answer
+from tests.conftest import FAST, script
 
-FAST = {"latency_ms": {"median": 0, "sigma": 0}}
 CFG: dict[str, Any] = {
     "models": {
         "m": {**FAST, "solve_correct_p": 0.8},
@@ -35,19 +34,6 @@ CFG: dict[str, Any] = {
 }
 AV = {"anthropic-version": "2023-06-01"}
 SOLVE = "Solve the following problem. Reason step by step, then give only the final answer inside \\boxed{{}} on the last line.\n\nProblem:\n{q}"
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    server = await start_sim(CFG)
-    yield server
-    await server.aclose()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def oai(http: aiohttp.ClientSession, sim: SimServer, body: dict[str, Any],
@@ -70,11 +56,6 @@ async def ant(http: aiohttp.ClientSession, sim: SimServer, body: dict[str, Any],
 async def stats(http: aiohttp.ClientSession, sim: SimServer) -> dict[str, Any]:
     async with http.get(sim.base_url + "/sim/stats") as r:
         return orjson.loads(await r.read())  # type: ignore[no-any-return]
-
-
-async def script(http: aiohttp.ClientSession, sim: SimServer, model: str, *items: dict[str, Any]) -> None:
-    async with http.post(sim.base_url + "/sim/script", json={"model": model, "responses": list(items)}) as r:
-        assert r.status == 200
 
 
 def msgs(text: str) -> list[dict[str, str]]:
