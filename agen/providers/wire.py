@@ -36,15 +36,7 @@ def openai_body(req: ChatRequest, model: str, extra_params: dict[str, Any], n: i
     body: dict[str, Any] = {"model": model, "messages": list(req.messages), "max_tokens": req.max_tokens}
     if n != 1:
         body["n"] = n
-    if req.temperature is not None:
-        body["temperature"] = req.temperature
-    if req.top_p is not None:
-        body["top_p"] = req.top_p
-    if req.seed is not None:
-        body["seed"] = req.seed
-    body.update(extra_params)
-    body.update(req.extra)
-    return body
+    return _sampling(body, req, extra_params, seed=True)
 
 
 def anthropic_body(req: ChatRequest, model: str, extra_params: dict[str, Any]) -> dict[str, Any]:
@@ -57,10 +49,18 @@ def anthropic_body(req: ChatRequest, model: str, extra_params: dict[str, Any]) -
     }
     if system:
         body["system"] = "\n\n".join(system)
+    return _sampling(body, req, extra_params, seed=False)
+
+
+def _sampling(body: dict[str, Any], req: ChatRequest, extra_params: dict[str, Any], *, seed: bool) -> dict[str, Any]:
+    """Adds the sampling fields the request sets (`seed` only where the API has one), then the
+    model's `extra_params`, then the request's `extra`: a later source overrides an earlier one."""
     if req.temperature is not None:
         body["temperature"] = req.temperature
     if req.top_p is not None:
         body["top_p"] = req.top_p
+    if seed and req.seed is not None:
+        body["seed"] = req.seed
     body.update(extra_params)
     body.update(req.extra)
     return body
