@@ -1,9 +1,10 @@
 """One lane per model endpoint: a FIFO dispatcher holding concurrency, requests/min and tokens/min.
 
 Why not asyncio-throttle (the original pick): it polls every waiting task every 10 ms, cannot
-weight a request by its tokens, is not FIFO and cannot be paused after a 429 (see
-/work/shared/LIBRARIES.md and benchmarks/rate_limits.py). Here waiters sit in one deque and a single
-`loop.call_at` timer wakes the dispatcher when the head of the queue may go: no polling.
+weight a request by its tokens, is not FIFO and cannot be paused after a 429;
+benchmarks/rate_limits.py runs it side by side with the lane (scenario `rpm-asyncio-throttle`).
+Here waiters sit in one deque and a single `loop.call_at` timer wakes the dispatcher when the
+head of the queue may go: no polling.
 
 The admission arithmetic lives in `Pacer`, a pure function of `now` so tests drive a fake clock:
   * requests and tokens are each a GCRA (a token bucket written as a "theoretical arrival time")
