@@ -32,6 +32,9 @@ class Price(_Strict):
     cache_write: float | None = Field(default=None, ge=0)
 
 
+_SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization"}
+
+
 class ModelConfig(_Strict):
     """One model endpoint, and therefore one lane: its limits are shared by every stage using it."""
 
@@ -51,6 +54,19 @@ class ModelConfig(_Strict):
     read_timeout_s: float = Field(default=120.0, gt=0)  # idle time between bytes
     extra_params: dict[str, Any] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _no_secrets_in_config(self) -> ModelConfig:
+        """Keys live in the environment: a config is snapshotted into the run directory."""
+        for name in self.headers:
+            if name.lower() in _SECRET_HEADERS:
+                raise ValueError(f"header {name!r} would write a credential into the run directory's "
+                                 f"config snapshot; put the key in an environment variable and name it "
+                                 f"in api_key_env")
+        for name in self.extra_params:
+            if name.lower() in ("api_key", "apikey", "key", "token", "access_token"):
+                raise ValueError(f"extra_params.{name} looks like a credential; use api_key_env")
+        return self
 
 
 class SeedsConfig(_Strict):

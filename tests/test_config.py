@@ -77,3 +77,16 @@ def test_output_defining_fields_vs_resumable_ones():
     raw["vote"]["k"] = 8
     raw["seed"] = 3
     assert changed_output_fields(a, parse_config(raw)) == ["seed", "vote.k"]
+
+
+def test_credentials_in_headers_are_refused():
+    """A key pasted into headers or extra_params is refused: configs are snapshotted to disk."""
+    raw = _raw()
+    raw["models"]["strong"]["headers"] = {"Authorization": "Bearer sk-abc"}
+    with pytest.raises(ConfigError, match="models.strong: .*api_key_env") as err:
+        parse_config(raw)
+    assert "sk-abc" not in str(err.value)
+    raw = _raw()
+    raw["models"]["cheap"]["extra_params"] = {"api_key": "sk-abc"}
+    with pytest.raises(ConfigError, match="extra_params.api_key looks like a credential"):
+        parse_config(raw)
