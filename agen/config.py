@@ -142,6 +142,14 @@ class RipConfig(_Strict):
     pilot: int = Field(default=32, ge=1)  # candidates scored before percentile thresholds freeze
     concurrency: int = Field(default=32, ge=1)
 
+    @model_validator(mode="after")
+    def _pilot_fits(self) -> RipConfig:
+        if self.pilot > self.concurrency:
+            raise ValueError(f"pilot ({self.pilot}) must not exceed concurrency ({self.concurrency}): the "
+                             f"pilot's candidates wait together, each holding a filter worker, until "
+                             f"the thresholds freeze")
+        return self
+
 
 class CategoriesConfig(_Strict):
     """Seeds without a category get one from a cheap classification call, cached in the run."""

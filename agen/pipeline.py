@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import structlog
 
-from agen.config import RunConfig
+from agen.config import RunConfig, StageConfig
 from agen.categorize import categorize_seeds
 from agen.cost import CostBook
 from agen.errors import FatalRunError, StorageError, TaskFailedError
@@ -229,7 +229,7 @@ class Pipeline:
 
     # ---- producers -----------------------------------------------------------------------------
 
-    def _stage_cfg(self, stage: str):
+    def _stage_cfg(self, stage: str) -> StageConfig:
         return self.cfg.propose if stage == "propose" else self.cfg.amplify
 
     def _max_attempts(self, stage: str) -> int:

@@ -90,3 +90,11 @@ def test_credentials_in_headers_are_refused():
     raw["models"]["cheap"]["extra_params"] = {"api_key": "sk-abc"}
     with pytest.raises(ConfigError, match="extra_params.api_key looks like a credential"):
         parse_config(raw)
+
+
+def test_rip_pilot_must_fit_the_filter_workers():
+    """A RIP pilot larger than the filter pool would wait forever; the config says so up front."""
+    raw = yaml.safe_load((QUICKSTART.parent / "open_ended.yaml").read_text())
+    raw["rip"]["pilot"] = 64
+    with pytest.raises(ConfigError, match=r"rip: .*pilot \(64\) must not exceed concurrency \(32\)"):
+        parse_config(raw)
