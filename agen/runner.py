@@ -202,7 +202,16 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
                                       f"`agen resume {run_dir.root}`", snap)
     if interrupts:
         return Outcome(EXIT_INTERRUPTED, f"interrupted; resume with `agen resume {run_dir.root}`", snap)
-    return Outcome(EXIT_OK, "budget reached" if pipeline.stop_reason == "budget" else "done", snap)
+    if pipeline.stop_reason == "budget":
+        return Outcome(EXIT_OK, "budget reached", snap)
+    if run_dir.resumed and not pipeline.accepted_this_session and _targets_met(snap):
+        return Outcome(EXIT_OK, f"already complete: every target was met; nothing was sent. Delete "
+                                f"{run_dir.root} or choose another output.dir to start over", snap)
+    return Outcome(EXIT_OK, "done", snap)
+
+
+def _targets_met(snap: dict) -> bool:
+    return all(s["accepted"] >= s["target"] for s in snap["stages"].values())
 
 
 async def _manifest_loop(pipeline: Pipeline, run_dir: RunDir, every_s: float = 2.0) -> None:

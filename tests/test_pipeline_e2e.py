@@ -135,7 +135,8 @@ def test_rerun_of_a_finished_run_sends_nothing_and_writes_nothing(tmp_path):
     root = Path(cfg.output.dir)
     before = sorted(r["id"] for r in records(root))
     calls = len(read_ledger(root).calls)
-    assert run_session(cfg, live=False).exit_code == EXIT_OK
+    again = run_session(cfg, live=False)
+    assert again.exit_code == EXIT_OK and again.message.startswith("already complete")
     assert sorted(r["id"] for r in records(root)) == before
     assert len(read_ledger(root).calls) == calls
 
