@@ -204,6 +204,11 @@ class RunConfig(_Strict):
             raise ValueError("task 'verifiable' needs a 'vote:' section (answer-consistency filter)")
         if self.task == "open_ended" and self.rip is None:
             raise ValueError("task 'open_ended' needs a 'rip:' section (RIP filter)")
+        if self.task == "verifiable" and self.rip is not None:
+            raise ValueError("'rip:' is the open-ended filter; task 'verifiable' uses 'vote:' (remove 'rip:' or "
+                             "set task: open_ended)")
+        if self.task == "open_ended" and self.vote is not None:
+            raise ValueError("'vote:' is the verifiable filter; task 'open_ended' uses 'rip:' (remove 'vote:')")
         refs = [("propose.model", self.propose.model), ("amplify.model", self.amplify.model)]
         if self.vote is not None:
             refs.append(("vote.model", self.vote.model))

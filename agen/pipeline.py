@@ -96,9 +96,12 @@ class StageCounts:
     def inflight(self) -> int:
         return self.generating + self.filtering + self.committing
 
-    def inflight_cost(self) -> float:
-        """What the tasks in flight will likely still cost (mean cost of a finished task each)."""
-        return self.inflight * self.spent_usd / self.finished if self.finished else 0.0
+    def cost_ahead(self, spent_in_flight: float) -> float:
+        """What the tasks in flight may still cost, erring high (a budget is a promise): a finished
+        task's mean cost each — cheap early rejections pull that mean down — and never less than
+        they have spent so far (all there is to go on before the first one finishes)."""
+        mean = self.spent_usd / self.finished if self.finished else 0.0
+        return max(self.inflight * mean, spent_in_flight)
 
     def expected_accepted(self) -> float:
         """Accepted so far plus what the work in flight is expected to add."""
@@ -197,7 +200,13 @@ class Pipeline:
         """Whether another task may start: spend so far plus what work in flight will likely
         still cost stays under the budget (so the run stops near it, not a burst past it)."""
         b = self.cfg.budget
-        ahead = sum(c.inflight_cost() for c in self.counts.values())
+        if b.usd is None and b.tokens is None:
+            return True
+        running: Counter[str] = Counter()
+        for tid, usd in self._task_cost.items():
+            stage = tid.split("-", 2)[1] if tid.count("-") >= 2 else ""
+            running[stage] += usd
+        ahead = sum(c.cost_ahead(running[s]) for s, c in self.counts.items())
         if b.usd is not None and self.costs.total_usd + ahead >= b.usd:
             return False
         if b.tokens is not None and self.costs.total_tokens >= b.tokens:
@@ -407,7 +416,8 @@ class Pipeline:
                 self._notify()
 
     async def _stages_and_filters(self) -> None:
-        width = self.cfg.vote.concurrency if self.cfg.vote is not None else self.cfg.rip.concurrency  # type: ignore[union-attr]
+        fc = self.cfg.vote if self.cfg.task == "verifiable" else self.cfg.rip
+        width = fc.concurrency  # type: ignore[union-attr]
         filter_q: asyncio.Queue[FilterJob | None] = asyncio.Queue(maxsize=width)
         async with asyncio.TaskGroup() as tg:
             voters = [tg.create_task(self._filter_worker(filter_q)) for _ in range(width)]
@@ -450,24 +460,29 @@ class Pipeline:
         sink_task = asyncio.create_task(self.sink.run(), name="sink")
         self._work = asyncio.create_task(self._work_all(), name="work")
         watch = asyncio.create_task(self._watch_sink(sink_task), name="watch-sink")
+        storage_error: StorageError | None = None
         try:
             await self._work
         except asyncio.CancelledError:
             if self.stop_reason is None:
                 raise
         except ExceptionGroup as group:
-            # A worker that offered a record after the writer failed re-raises the writer's error;
-            # that error is reported once, below. Anything else is a bug and propagates.
-            rest = group.subgroup(lambda e: not isinstance(e, BaseExceptionGroup)  # recurse into groups
-                                  and not (isinstance(e, StorageError) and e is self.sink.error))
+            # A storage error raised in a worker (writing thresholds, or re-raising the writer's
+            # own error when offering a record) is reported once, as a storage error, below.
+            # Anything else is a bug and propagates.
+            storage, rest = group.split(lambda e: not isinstance(e, BaseExceptionGroup)
+                                        and isinstance(e, StorageError))
             if rest is not None:
                 raise rest from None
+            storage_error = _first_leaf(storage)  # type: ignore[assignment]
         finally:
             watch.cancel()
             await self.sink.aclose()
             await asyncio.shield(sink_task)
         if self.sink.error is not None:
             raise self.sink.error
+        if storage_error is not None:
+            raise storage_error
 
     async def _watch_sink(self, sink_task: asyncio.Task[None]) -> None:
         await asyncio.wait([sink_task])
@@ -487,6 +502,12 @@ class Pipeline:
             "stop_reason": self.stop_reason,
             "elapsed_s": round(time.monotonic() - self.started, 3),
         }
+
+
+def _first_leaf(group: BaseException | None) -> BaseException | None:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
 
 
 def _usage_dict(u: Any) -> dict[str, int]:

@@ -158,7 +158,7 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
     def on_signal(signame: str) -> None:
         nonlocal interrupts
         interrupts += 1
-        if pipeline is None:
+        if pipeline is None:  # still connecting: the pipeline stops as soon as it exists
             return
         if interrupts == 1:
             pipeline.request_stop(f"interrupted ({signame}): finishing in-flight work")
@@ -174,6 +174,8 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
                          on_call=lambda r: pipeline.on_call(r)) as providers:  # type: ignore[union-attr]
         pipeline = Pipeline(cfg, run_dir, providers, prep.seeds, prep.restored, prep.costs,
                             make_filter=lambda call: make_filter(cfg, providers, call, run_dir))
+        if interrupts:
+            pipeline.request_stop("interrupted while starting")
         progress = Progress(pipeline, providers, live=live)
         manifest_task = asyncio.create_task(_manifest_loop(pipeline, run_dir))
         progress.start()

@@ -98,3 +98,11 @@ def test_rip_pilot_must_fit_the_filter_workers():
     raw["rip"]["pilot"] = 64
     with pytest.raises(ConfigError, match=r"rip: .*pilot \(64\) must not exceed concurrency \(32\)"):
         parse_config(raw)
+
+
+def test_filter_section_must_match_the_task():
+    """A 'rip:' section on a verifiable task (or 'vote:' on an open-ended one) is refused, not ignored."""
+    raw = yaml.safe_load((QUICKSTART.parent / "open_ended.yaml").read_text())
+    raw["vote"] = {"model": "cheap"}
+    with pytest.raises(ConfigError, match="'vote:' is the verifiable filter"):
+        parse_config(raw)

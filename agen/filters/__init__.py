@@ -7,14 +7,27 @@ pipeline has one filter pool whatever the task kind. A filter spends money only 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
+from agen.errors import FatalRunError
 from agen.types import ChatRequest, ScoreRequest
 
 # The pipeline's ledger-bracketed call: (ModelClient, ChatRequest) -> Completion, or
 # (RewardClient, ScoreRequest) -> Reward.
 Call = Callable[[Any, ChatRequest | ScoreRequest], Awaitable[Any]]
+
+
+async def gather_settled(*aws: Awaitable[Any]) -> list[Any]:
+    """Like gather, but every call ends before anything is raised, so no request is left running
+    unowned (its cost would miss the record and its ledger lines the session). Then the most
+    serious error wins: FatalRunError (stop the run) over any other."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise next((e for e in errors if isinstance(e, FatalRunError)), errors[0])
+    return results
 
 
 class FilterAborted(Exception):

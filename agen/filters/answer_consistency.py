@@ -8,11 +8,10 @@ full K-sample vote would on the same samples.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from agen.config import VoteConfig
-from agen.filters import Call, FilterTask, Verdict
+from agen.filters import Call, FilterTask, Verdict, gather_settled
 from agen.gen.parse import solution_answer
 from agen.gen.prompts import solve_prompt
 from agen.gen.vote import Tally
@@ -48,7 +47,7 @@ class AnswerConsistency:
             want = tally.needed_before_decision() if vc.early_stop else vc.k - offset
             want = max(1, min(want, vc.k - offset))
             reqs = self._requests(prompt, base_seed, offset, want, stage, task.id)
-            outs = await asyncio.gather(*(self.call(self.client, r) for r in reqs))
+            outs = await gather_settled(*(self.call(self.client, r) for r in reqs))
             for out in outs:
                 for text in out.texts:
                     tally.add(solution_answer(text))

@@ -17,7 +17,7 @@ import orjson
 import structlog
 
 from agen.config import RipConfig
-from agen.filters import Call, FilterAborted, FilterTask, Verdict
+from agen.filters import Call, FilterAborted, FilterTask, Verdict, gather_settled
 from agen.gen.judge import parse_judge_score
 from agen.gen.prompts import load_template
 from agen.gen.rip import RipMetrics, RipThresholds, calibrate, compute_metrics, keep, response_length
@@ -25,6 +25,7 @@ from agen.providers.client import ModelClient
 from agen.providers.reward import RewardClient
 from agen.run.rundir import atomic_write
 from agen.seeding import stable_int
+from agen.errors import TaskFailedError
 from agen.types import ChatRequest, ScoreRequest
 
 log = structlog.get_logger("agen.rip")
@@ -72,7 +73,11 @@ class RipFilter:
         self._ready.set()
 
     def finish_pilot(self) -> None:
-        """No more candidates will come (attempts exhausted): freeze on the pilot we have."""
+        """No more candidates will come (attempts exhausted): freeze on the pilot we have.
+        Not after a stop: a pilot cut short by Ctrl-C or the budget is redone on resume, never
+        frozen half-collected."""
+        if self._aborted:
+            return
         if self.frozen is None and self._pilot:
             self._freeze()
         self._ready.set()
@@ -87,7 +92,7 @@ class RipFilter:
 
     async def judge(self, task: FilterTask) -> Verdict:
         responses = await self._responses(task)
-        rewards = list(await asyncio.gather(*(self._score(task, i, r) for i, r in enumerate(responses))))
+        rewards = list(await gather_settled(*(self._score(task, i, r) for i, r in enumerate(responses))))
         detail: dict[str, Any] = {"rip": {"k": self.cfg.k, "policy_model": self.cfg.model,
                                           "judge_model": self.cfg.judge_model, "responses": responses,
                                           "rewards": rewards}}
@@ -121,17 +126,23 @@ class RipFilter:
         else:
             reqs = [ChatRequest(messages, cfg.max_tokens, n=1, temperature=cfg.temperature, seed=base + j,
                                 stage=stage, task_id=f"{task.id}/r{j}") for j in range(cfg.k)]
-        outs = await asyncio.gather(*(self.call(self.policy, r) for r in reqs))
+        outs = await gather_settled(*(self.call(self.policy, r) for r in reqs))
         return [t for out in outs for t in out.texts]
 
     async def _score(self, task: FilterTask, i: int, response: str) -> float | None:
-        """A reward for one response; None when the judge's reply has no valid score."""
+        """A reward for one response; None when the judge gave no valid score (a malformed reply,
+        or a call that failed for good): counted as a judge failure, not a failed candidate."""
         stage = f"{task.stage}.judge"
-        if isinstance(self.judge_client, RewardClient):
-            reward = await self.call(self.judge_client, ScoreRequest(task.question, response, stage, f"{task.id}/j{i}"))
-            return reward.value
-        text = load_template(self.cfg.judge_template).format(prompt=task.question, response=response)
-        req = ChatRequest(({"role": "user", "content": text},), self.cfg.judge_max_tokens, n=1, temperature=0.0,
-                          seed=stable_int(f"{task.key}/judge/{i}"), stage=stage, task_id=f"{task.id}/j{i}")
-        out = await self.call(self.judge_client, req)
+        try:
+            if isinstance(self.judge_client, RewardClient):
+                reward = await self.call(self.judge_client,
+                                         ScoreRequest(task.question, response, stage, f"{task.id}/j{i}"))
+                return reward.value
+            text = load_template(self.cfg.judge_template).format(prompt=task.question, response=response)
+            req = ChatRequest(({"role": "user", "content": text},), self.cfg.judge_max_tokens, n=1,
+                              temperature=0.0, seed=stable_int(f"{task.key}/judge/{i}"), stage=stage,
+                              task_id=f"{task.id}/j{i}")
+            out = await self.call(self.judge_client, req)
+        except TaskFailedError:
+            return None
         return parse_judge_score(out.texts[0])

@@ -1,0 +1,74 @@
+"""Filter mechanics without HTTP: settling parallel calls, pilot freezing rules, seed categorisation."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agen.config import CategoriesConfig, RipConfig
+from agen.errors import FatalRunError, TaskFailedError
+from agen.filters import gather_settled
+from agen.filters.rip import RipFilter
+from agen.gen.rip import RipMetrics
+from agen.types import Completion, Example, Usage
+
+
+async def test_gather_settled_lets_every_call_end_then_raises_the_fatal_one():
+    """No call is left running when one fails, and a run-fatal error wins over a task error."""
+    ended = []
+
+    async def ok(i: int) -> int:
+        await asyncio.sleep(0.01 * i)
+        ended.append(i)
+        return i
+
+    async def fail(exc: Exception) -> None:
+        raise exc
+
+    assert await gather_settled(ok(1), ok(2)) == [1, 2]
+    with pytest.raises(FatalRunError):
+        await gather_settled(fail(TaskFailedError("x")), ok(3), fail(FatalRunError("quota")))
+    assert 3 in ended
+
+
+def _rip(tmp_path: Path) -> RipFilter:
+    cfg = RipConfig(model="p", judge_model="j", pilot=3, concurrency=3)
+    return RipFilter(cfg, policy=None, judge=None, call=None, thresholds_path=tmp_path / "t.json")  # type: ignore[arg-type]
+
+
+def test_pilot_cut_short_by_a_stop_is_never_frozen(tmp_path):
+    """After abort_pilot (Ctrl-C, budget), finish_pilot must not freeze a half-collected pilot."""
+    f = _rip(tmp_path)
+    f._pilot.append(RipMetrics(5, 8, 3, 40, 6.5, 8))
+    f.abort_pilot()
+    f.finish_pilot()
+    assert f.frozen is None and not (tmp_path / "t.json").exists()
+    g = _rip(tmp_path)
+    g._pilot.append(RipMetrics(5, 8, 3, 40, 6.5, 8))
+    g.finish_pilot()  # attempts exhausted, no stop: freeze on what there is
+    assert g.frozen is not None and orjson.loads((tmp_path / "t.json").read_bytes())["pilot"] == 1
+
+
+async def test_categorisation_survives_failed_calls_and_caches_results(tmp_path):
+    """A seed whose call fails for good gets the keyword fallback; results are cached for resume."""
+    from agen.categorize import categorize_seeds
+
+    class Client:
+        name = "cheap"
+
+    async def call(client, req):
+        if "broken" in req.messages[0]["content"]:
+            raise TaskFailedError("400 context too long")
+        return Completion(("Category: Technical & Programming",), Usage(), 0.0, "cheap")
+
+    seeds = [Example("s1", "Write a Python function that reverses a list.", None),
+             Example("s2", "broken: write a poem about the sea", None)]
+    cache = tmp_path / "cats.json"
+    out = await categorize_seeds(seeds, CategoriesConfig(model="cheap"), Client(), call, cache)
+    assert out[0].category == "technical_programming" and out[1].category  # fallback guess
+    assert len(orjson.loads(cache.read_bytes())) == 2
+    again = await categorize_seeds(seeds, CategoriesConfig(model="cheap"), Client(), None, cache)  # type: ignore[arg-type]
+    assert [s.category for s in again] == [s.category for s in out]  # no call needed
