@@ -13,6 +13,8 @@ The data files are the truth: resume rebuilds everything from them by set differ
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -30,16 +32,38 @@ from agen.run.shards import fsync_dir, read_records, repair_torn_tail, shard_pat
 STREAMS = ("accepted", "rejected", "ledger")
 
 
+_tmp_counter = itertools.count()
+
+
+def temp_name(path: Path) -> Path:
+    """A temp file beside `path` that no other writer (thread or process) uses: `.NAME.PID.N.tmp`."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{next(_tmp_counter)}.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the temp files `atomic_write` leaves behind when it is killed before the rename."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write temp, fsync, rename, fsync the folder: readers see the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write temp, fsync, rename, fsync the folder: readers see the old file or the new one.
+
+    The temp name is unique per call, so concurrent writers of one path (a background manifest
+    refresh and the final one) never rename each other's half-written files.
+    """
+    tmp = temp_name(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        faults.crashpoint("atomic.before_rename")
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            faults.crashpoint("atomic.before_rename")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         faults.crashpoint("atomic.after_rename")
         fsync_dir(path.parent)
     except OSError as exc:
