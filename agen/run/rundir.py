@@ -1,6 +1,7 @@
 """The run directory is its own checkpoint: config snapshot, shards, ledger and a manifest hint.
 
     RUN_DIR/
+      .lock               flock held by the one session using the directory (holds its pid)
       run.json            fingerprint, sessions (rewritten atomically)
       config.yaml         the validated config of the first session (no secrets: keys stay in env)
       manifest.json       counts and spend, replaced atomically; a hint, never the truth
@@ -14,9 +15,12 @@ The data files are the truth: resume rebuilds everything from them by set differ
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ from agen.run import faults
 from agen.run.shards import fsync_dir, read_records, repair_torn_tail, shard_paths
 
 STREAMS = ("accepted", "rejected", "ledger")
+LOCK_NAME = ".lock"
 
 
 _tmp_counter = itertools.count()
@@ -78,6 +83,17 @@ class RunDir:
     fingerprint: str
     session: int
     resumed: bool
+    lock: str | None = field(default=None, repr=False)  # key of the flock on RUN_DIR/.lock (lock_run_dir)
+
+    def __post_init__(self) -> None:
+        # Released on close(), when this object is collected, at interpreter exit, or (kill -9) when
+        # the kernel closes the process's files.
+        self._release = weakref.finalize(self, unlock_run_dir, self.lock) if self.lock is not None else None
+
+    def close(self) -> None:
+        """Release the run directory's lock (idempotent); another session may then open it."""
+        if self._release is not None:
+            self._release()
 
     def stream(self, name: str) -> Path:
         return self.root / name
@@ -107,8 +123,81 @@ def load_snapshot(root: Path) -> RunConfig:
     return parse_config(raw, str(path))
 
 
+def _lock_holder(root: Path) -> str:
+    try:
+        return (root / LOCK_NAME).read_text(encoding="utf-8").strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+# flock is held per process: RunDirs of one directory opened in this process share one descriptor
+# (the CLI runs one session per process; tests and benchmarks run several one after another).
+_held_guard = threading.Lock()
+_held: dict[str, list[int]] = {}  # realpath of RUN_DIR -> [lock descriptor, open RunDirs]
+
+
+def lock_run_dir(root: Path) -> str:
+    """Take the exclusive lock on RUN_DIR/.lock for this process (writing our pid into it).
+
+    Another process holding it is refused with a ConfigError naming the holder's pid. Returns the
+    key to pass to `unlock_run_dir`.
+    """
+    key = os.path.realpath(root)
+    path = root / LOCK_NAME
+    with _held_guard:
+        if key in _held:
+            _held[key][1] += 1
+            return key
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot open {path}: {exc.strerror}", str(path)) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"{root}: another agen session (pid {_lock_holder(root)}) is using {root}; "
+                              f"wait for it to finish or stop it, or choose another output.dir") from None
+        except OSError as exc:
+            os.close(fd)
+            raise StorageError(f"cannot lock {path}: {exc.strerror}", str(path)) from None
+        _held[key] = [fd, 1]
+        return key
+
+
+def unlock_run_dir(key: str) -> None:
+    """Drop one holder; the last one in this process closes the descriptor, which releases the lock."""
+    with _held_guard:
+        entry = _held.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _held[key]
+            os.close(entry[0])
+
+
 def open_run_dir(cfg: RunConfig, root: Path) -> RunDir:
-    """Start a new run directory, or reopen one whose output-defining config is unchanged."""
+    """Start a new run directory, or reopen one whose output-defining config is unchanged.
+
+    The returned RunDir holds an exclusive lock on the directory until `close()` (or process exit):
+    a session in another process is refused while it is held.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create run directory {root}: {exc.strerror}", str(root)) from None
+    key = lock_run_dir(root)
+    try:
+        return _open_locked(cfg, root, key)
+    except BaseException:
+        unlock_run_dir(key)
+        raise
+
+
+def _open_locked(cfg: RunConfig, root: Path, lock: str) -> RunDir:
     meta_path = root / "run.json"
     fp = cfg.fingerprint()
     if meta_path.exists():
@@ -134,12 +223,8 @@ def open_run_dir(cfg: RunConfig, root: Path) -> RunDir:
                     raise StorageError(f"repairing {folder} failed: {exc.strerror}", str(folder)) from None
         faults.crashpoint("rundir.after_repair")
         atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
-        return RunDir(root, fp, len(sessions), resumed=True)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(f"cannot create run directory {root}: {exc.strerror}", str(root)) from None
-    if any(root.iterdir()):
+        return RunDir(root, fp, len(sessions), resumed=True, lock=lock)
+    if any(p.name != LOCK_NAME for p in root.iterdir()):
         raise ConfigError(f"{root}: exists, is not empty and is not an agen run directory; "
                           f"choose another output.dir")
     snapshot = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode()
@@ -147,7 +232,7 @@ def open_run_dir(cfg: RunConfig, root: Path) -> RunDir:
     meta = {"fingerprint": fp, "created": time.time(),
             "sessions": [{"started": time.time(), "pid": os.getpid()}]}
     atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
-    return RunDir(root, fp, 0, resumed=False)
+    return RunDir(root, fp, 0, resumed=False, lock=lock)
 
 
 @dataclass
