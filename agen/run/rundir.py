@@ -179,6 +179,34 @@ def unlock_run_dir(key: str) -> None:
             os.close(entry[0])
 
 
+def _writer_alive(name: str) -> bool:
+    """Whether the process named in a temp file `.NAME.PID.N.tmp` still runs (it may be mid-write)."""
+    parts = name.split(".")
+    try:
+        pid = int(parts[-3])
+    except (IndexError, ValueError):
+        return False  # the older fixed `.NAME.tmp`: its writer is long gone
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_temp_files(root: Path) -> None:
+    """Temp files of atomic writes killed before their rename (not those of a live `agen report`)."""
+    for p in root.iterdir():
+        if is_temp_name(p.name) and p.is_file() and not _writer_alive(p.name):
+            try:
+                p.unlink()
+            except OSError as exc:
+                raise StorageError(f"removing {p} failed: {exc.strerror}", str(p)) from None
+
+
 def open_run_dir(cfg: RunConfig, root: Path) -> RunDir:
     """Start a new run directory, or reopen one whose output-defining config is unchanged.
 
@@ -222,11 +250,16 @@ def _open_locked(cfg: RunConfig, root: Path, lock: str) -> RunDir:
                 except OSError as exc:
                     raise StorageError(f"repairing {folder} failed: {exc.strerror}", str(folder)) from None
         faults.crashpoint("rundir.after_repair")
+        _remove_temp_files(root)
         atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
         return RunDir(root, fp, len(sessions), resumed=True, lock=lock)
-    if any(p.name != LOCK_NAME for p in root.iterdir()):
+    # No run.json: new, or a first session that died before writing it (only the snapshot and temp
+    # files of atomic_write can be there then). Either way nothing was sent: start over.
+    leftovers = [p for p in root.iterdir() if p.name != LOCK_NAME]
+    if any(p.name != "config.yaml" and not is_temp_name(p.name) for p in leftovers):
         raise ConfigError(f"{root}: exists, is not empty and is not an agen run directory; "
                           f"choose another output.dir")
+    _remove_temp_files(root)
     snapshot = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode()
     atomic_write(root / "config.yaml", snapshot)
     meta = {"fingerprint": fp, "created": time.time(),
