@@ -3,7 +3,8 @@
     RUN_DIR/
       .lock               flock held by the one session using the directory (holds its pid)
       run.json            fingerprint, sessions (rewritten atomically)
-      config.yaml         the validated config of the first session (no secrets: keys stay in env)
+      config.yaml         the validated config of the latest session (no secrets: keys stay in env);
+                          only resumable fields (targets, budget, limits) can differ between sessions
       manifest.json       counts and spend, replaced atomically; a hint, never the truth
       accepted/part-*.jsonl   accepted records
       rejected/part-*.jsonl   rejected and failed records, each with its reason
@@ -111,6 +112,10 @@ def _read_json(path: Path) -> dict[str, Any]:
         return orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
         raise StorageError(f"{path}: cannot read run metadata ({exc})", str(path)) from None
+
+
+def _snapshot(cfg: RunConfig) -> bytes:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode()
 
 
 def load_snapshot(root: Path) -> RunConfig:
@@ -251,6 +256,9 @@ def _open_locked(cfg: RunConfig, root: Path, lock: str) -> RunDir:
                     raise StorageError(f"repairing {folder} failed: {exc.strerror}", str(folder)) from None
         faults.crashpoint("rundir.after_repair")
         _remove_temp_files(root)
+        # Only resumable fields can differ now: the snapshot follows them, so `agen resume` and
+        # `agen status` see this session's targets, budget and limits.
+        atomic_write(root / "config.yaml", _snapshot(cfg))
         atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
         return RunDir(root, fp, len(sessions), resumed=True, lock=lock)
     # No run.json: new, or a first session that died before writing it (only the snapshot and temp
@@ -260,8 +268,7 @@ def _open_locked(cfg: RunConfig, root: Path, lock: str) -> RunDir:
         raise ConfigError(f"{root}: exists, is not empty and is not an agen run directory; "
                           f"choose another output.dir")
     _remove_temp_files(root)
-    snapshot = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode()
-    atomic_write(root / "config.yaml", snapshot)
+    atomic_write(root / "config.yaml", _snapshot(cfg))
     meta = {"fingerprint": fp, "created": time.time(),
             "sessions": [{"started": time.time(), "pid": os.getpid()}]}
     atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
