@@ -53,16 +53,18 @@ def run(config: Path, out: str | None, target: int | None, proposals: int | None
 @click.option("--budget-usd", type=float, help="A new spending limit for the whole run.")
 @click.option("--grace", type=float, default=30.0, show_default=True)
 def resume(run_dir: Path, budget_usd: float | None, grace: float) -> None:
-    """Resume RUN_DIR with the config it was started with."""
+    """Resume RUN_DIR with the config of its latest session (relative paths resolve from that config's folder)."""
+    from agen.run.rundir import run_config_dir
     from agen.runner import run_session
 
     try:
         cfg = load_config(run_dir / "config.yaml", {"budget.usd": budget_usd, "output.dir": str(run_dir)})
+        config_dir = run_config_dir(run_dir)
     except AgenError as exc:
         click.echo(f"agen: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging(cfg.log_level)
-    _finish(run_session(cfg, grace_s=grace))
+    _finish(run_session(cfg, config_dir=config_dir, grace_s=grace))
 
 
 @cli.command()

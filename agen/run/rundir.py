@@ -2,7 +2,7 @@
 
     RUN_DIR/
       .lock               flock held by the one session using the directory (holds its pid)
-      run.json            fingerprint, sessions (rewritten atomically)
+      run.json            fingerprint, sessions, the config file's folder (rewritten atomically)
       config.yaml         the validated config of the latest session (no secrets: keys stay in env);
                           only resumable fields (targets, budget, limits) can differ between sessions
       manifest.json       counts and spend, replaced atomically; a hint, never the truth
@@ -212,9 +212,20 @@ def _remove_temp_files(root: Path) -> None:
                 raise StorageError(f"removing {p} failed: {exc.strerror}", str(p)) from None
 
 
-def open_run_dir(cfg: RunConfig, root: Path) -> RunDir:
+def run_config_dir(root: Path) -> Path | None:
+    """The folder of the config file the run was last started from (relative seed paths resolve there)."""
+    meta_path = root / "run.json"
+    if not meta_path.exists():
+        return None
+    folder = _read_json(meta_path).get("config_dir")
+    return Path(folder) if folder else None
+
+
+def open_run_dir(cfg: RunConfig, root: Path, config_dir: Path | None = None) -> RunDir:
     """Start a new run directory, or reopen one whose output-defining config is unchanged.
 
+    `config_dir` (the config file's folder) is recorded in run.json, absolute, so `agen resume`
+    resolves relative paths such as seeds.path as the first session did.
     The returned RunDir holds an exclusive lock on the directory until `close()` (or process exit):
     a session in another process is refused while it is held.
     """
@@ -224,13 +235,20 @@ def open_run_dir(cfg: RunConfig, root: Path) -> RunDir:
         raise StorageError(f"cannot create run directory {root}: {exc.strerror}", str(root)) from None
     key = lock_run_dir(root)
     try:
-        return _open_locked(cfg, root, key)
+        return _open_locked(cfg, root, key, config_dir.resolve() if config_dir is not None else None)
     except BaseException:
         unlock_run_dir(key)
         raise
 
 
-def _open_locked(cfg: RunConfig, root: Path, lock: str) -> RunDir:
+def _session_entry(config_dir: Path | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"started": time.time(), "pid": os.getpid()}
+    if config_dir is not None:
+        entry["config_dir"] = str(config_dir)
+    return entry
+
+
+def _open_locked(cfg: RunConfig, root: Path, lock: str, config_dir: Path | None) -> RunDir:
     meta_path = root / "run.json"
     fp = cfg.fingerprint()
     if meta_path.exists():
@@ -246,7 +264,9 @@ def _open_locked(cfg: RunConfig, root: Path, lock: str) -> RunDir:
             raise ConfigError(f"{root}: run fingerprint {meta.get('fingerprint')} does not match this "
                               f"config's {fp}; use a new output directory")
         sessions = meta.get("sessions", [])
-        meta["sessions"] = sessions + [{"started": time.time(), "pid": os.getpid()}]
+        meta["sessions"] = sessions + [_session_entry(config_dir)]
+        if config_dir is not None:
+            meta["config_dir"] = str(config_dir)
         for name in STREAMS:  # torn tails first, before any reader or writer looks
             folder = root / name
             if folder.exists() and shard_paths(folder):
@@ -269,8 +289,8 @@ def _open_locked(cfg: RunConfig, root: Path, lock: str) -> RunDir:
                           f"choose another output.dir")
     _remove_temp_files(root)
     atomic_write(root / "config.yaml", _snapshot(cfg))
-    meta = {"fingerprint": fp, "created": time.time(),
-            "sessions": [{"started": time.time(), "pid": os.getpid()}]}
+    meta = {"fingerprint": fp, "created": time.time(), "config_dir": str(config_dir) if config_dir else None,
+            "sessions": [_session_entry(config_dir)]}
     atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
     return RunDir(root, fp, 0, resumed=False, lock=lock)
 
