@@ -9,6 +9,7 @@ import difflib
 import hashlib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 import yaml
@@ -32,7 +33,33 @@ class Price(_Strict):
     cache_write: float | None = Field(default=None, ge=0)
 
 
-_SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization"}
+_SECRET_HEADER_PARTS = ("key", "token", "secret", "auth", "cookie")  # authorization, x-api-key, x-auth-token, ...
+_CREDENTIAL_NAMES = {"key", "apikey", "api_key", "token", "access_token", "refresh_token", "id_token", "auth_token",
+                     "bearer", "secret", "client_secret", "password", "passwd", "auth", "authorization", "sig",
+                     "signature", "cookie", "credential", "credentials", "x_api_key", "x_goog_api_key"}
+
+
+def _credential_name(name: str) -> bool:
+    """A parameter name that usually carries a secret (max_tokens, top_k or prompt_cache_key do not)."""
+    n = name.lower().replace("-", "_")
+    return (n in _CREDENTIAL_NAMES or n.endswith(("_api_key", "apikey", "_secret", "_password", "_token"))
+            or (n.endswith("_key") and any(w in n for w in ("secret", "private", "access", "auth"))))
+
+
+def _credential_paths(value: Any, path: str) -> list[str]:
+    """Dotted paths of credential-like names anywhere inside a nested extra_params value."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{path}.{k}"
+            if _credential_name(str(k)) and not isinstance(v, dict) and v not in (None, "", [], False):
+                found.append(sub)
+            else:
+                found += _credential_paths(v, sub)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found += _credential_paths(v, f"{path}[{i}]")
+    return found
 
 
 class ModelConfig(_Strict):
@@ -59,13 +86,34 @@ class ModelConfig(_Strict):
     def _no_secrets_in_config(self) -> ModelConfig:
         """Keys live in the environment: a config is snapshotted into the run directory."""
         for name in self.headers:
-            if name.lower() in _SECRET_HEADERS:
-                raise ValueError(f"header {name!r} would write a credential into the run directory's "
+            if any(part in name.lower() for part in _SECRET_HEADER_PARTS):
+                raise ValueError(f"headers.{name} would write a credential into the run directory's "
                                  f"config snapshot; put the key in an environment variable and name it "
                                  f"in api_key_env")
-        for name in self.extra_params:
-            if name.lower() in ("api_key", "apikey", "key", "token", "access_token"):
-                raise ValueError(f"extra_params.{name} looks like a credential; use api_key_env")
+        found = _credential_paths(self.extra_params, "extra_params")
+        if found:
+            raise ValueError(f"{', '.join(found)} looks like a credential (the config is snapshotted into the "
+                             f"run directory); use api_key_env")
+        return self
+
+    @model_validator(mode="after")
+    def _no_credentials_in_base_url(self) -> ModelConfig:
+        """A key in the URL (user:key@host, ?key=...) would be written to the config snapshot too."""
+        if self.base_url == "sim":
+            return self
+        try:
+            url = urlsplit(self.base_url)
+            has_userinfo = url.username is not None or url.password is not None or "@" in url.netloc
+        except ValueError:
+            raise ValueError("base_url is not a valid URL") from None
+        if has_userinfo:
+            raise ValueError("base_url carries credentials (user:password@host); it is written to the run "
+                             "directory's config snapshot: put the key in an environment variable named in "
+                             "api_key_env")
+        names = sorted({k for k, _ in parse_qsl(url.query, keep_blank_values=True) if _credential_name(k)})
+        if names:
+            raise ValueError(f"base_url query parameter {', '.join(repr(n) for n in names)} looks like a "
+                             f"credential; it is written to the run directory's config snapshot: use api_key_env")
         return self
 
 

@@ -1,0 +1,77 @@
+"""Credentials never reach the config snapshot: base_url, headers and nested extra_params are checked, values never echoed."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import QUICKSTART
+
+from agen.config import parse_config
+from agen.errors import ConfigError
+
+SECRET = "sk-very-secret-123"
+
+
+def _raw(**model_fields):
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw["models"]["strong"].update(model_fields)
+    return raw
+
+
+def _refused(match: str, **model_fields) -> str:
+    with pytest.raises(ConfigError, match=match) as err:
+        parse_config(_raw(**model_fields))
+    text = str(err.value)
+    assert SECRET not in text
+    return text
+
+
+@pytest.mark.parametrize("url", [f"https://user:{SECRET}@api.example.com/v1", f"https://{SECRET}@api.example.com/v1"])
+def test_base_url_with_userinfo_is_refused(url):
+    """user:key@host (or key@host) in base_url is refused under models.strong, without the key in the message."""
+    _refused(r"models\.strong: .*base_url carries credentials", base_url=url)
+
+
+@pytest.mark.parametrize("param", ["key", "api_key", "apikey", "token", "access_token", "sig", "API-Key"])
+def test_base_url_with_a_credential_query_parameter_is_refused(param):
+    """?key=…, ?api_key=…, ?sig=… and friends in base_url are refused, naming the parameter, not its value."""
+    _refused(rf"models\.strong: .*base_url query parameter '{param}' looks like a credential",
+             base_url=f"https://api.example.com/v1?api-version=2024-06-01&{param}={SECRET}")
+
+
+def test_plain_base_urls_are_accepted():
+    """An ordinary URL, with a harmless query parameter, still validates."""
+    cfg = parse_config(_raw(base_url="https://api.example.com/v1?api-version=2024-06-01"))
+    assert cfg.models["strong"].base_url.endswith("api-version=2024-06-01")
+
+
+@pytest.mark.parametrize("header", ["Cookie", "x-goog-api-key", "X-Auth-Token", "X-Client-Secret", "Authorization",
+                                   "proxy-authorization", "api-key", "OpenAI-Token"])
+def test_credential_headers_are_refused_by_name(header):
+    """Headers named cookie, x-goog-api-key or containing key/token/secret/auth are refused, naming the header."""
+    _refused(rf"models\.strong: .*headers\.{header} would write a credential", headers={header: SECRET})
+
+
+def test_harmless_headers_are_accepted():
+    """anthropic-version, OpenAI-Organization and similar headers are fine."""
+    cfg = parse_config(_raw(headers={"anthropic-version": "2023-06-01", "OpenAI-Organization": "org-1"}))
+    assert cfg.models["strong"].headers["anthropic-version"] == "2023-06-01"
+
+
+@pytest.mark.parametrize(("params", "path"), [
+    ({"auth": {"token": SECRET}}, "extra_params.auth.token"),
+    ({"extra_body": {"provider": {"api_key": SECRET}}}, "extra_params.extra_body.provider.api_key"),
+    ({"tools": [{"name": "t"}, {"headers": {"x-api-key": SECRET}}]}, r"extra_params.tools\[1\].headers.x-api-key"),
+    ({"metadata": {"client_secret": SECRET}}, "extra_params.metadata.client_secret"),
+    ({"api_key": [SECRET]}, "extra_params.api_key"),
+])
+def test_credentials_nested_in_extra_params_are_refused_with_their_path(params, path):
+    """A credential-like name at any depth of extra_params (dicts and lists) is refused with its full path."""
+    _refused(rf"models\.strong: .*{path} looks like a credential", extra_params=params)
+
+
+def test_ordinary_extra_params_are_accepted():
+    """max_tokens-like names, prompt_cache_key and a JSON schema with an api_key property are not credentials."""
+    params = {"top_k": 20, "thinking": {"budget_tokens": 1024}, "prompt_cache_key": "run-1",
+              "response_format": {"json_schema": {"schema": {"properties": {"api_key": {"type": "string"}}}}}}
+    assert parse_config(_raw(extra_params=params)).models["strong"].extra_params == params
