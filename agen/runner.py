@@ -118,15 +118,18 @@ def preflight(cfg: RunConfig, config_dir: Path | None = None) -> tuple[list[Exam
 def run_session(cfg: RunConfig, *, config_dir: Path | None = None, grace_s: float = 30.0,
                 live: bool | None = None) -> Outcome:
     """Run (or resume) the run in `cfg.output.dir` to its targets."""
+    run_dir: RunDir | None = None
     try:
         seeds, prices = preflight(cfg, config_dir)
-        run_dir = open_run_dir(cfg, Path(cfg.output.dir))
+        run_dir = open_run_dir(cfg, Path(cfg.output.dir), config_dir=config_dir)
         restored = restore(run_dir)
         costs, previous = costs_from_ledger(run_dir.root, restored.done_ids)
-    except ConfigError as exc:
+    except (ConfigError, StorageError) as exc:
+        if run_dir is not None:
+            run_dir.close()
+        if isinstance(exc, StorageError):
+            return Outcome(EXIT_STORAGE, f"storage error: {exc}", {})
         return Outcome(EXIT_INPUT, str(exc), {})
-    except StorageError as exc:
-        return Outcome(EXIT_STORAGE, f"storage error: {exc}", {})
     if run_dir.resumed:
         log.info("resuming", run_dir=str(run_dir.root), done=len(restored.done_ids),
                  spent_usd=round(costs.total_usd, 6), billing_unknown=previous.billing_unknown)
@@ -136,6 +139,8 @@ def run_session(cfg: RunConfig, *, config_dir: Path | None = None, grace_s: floa
             return _run_async(prep, _base_urls(cfg, sim_url), grace_s, live)
     except OSError as exc:
         return Outcome(EXIT_INPUT, f"could not start the simulated provider: {exc}", {})
+    finally:
+        run_dir.close()  # releases RUN_DIR/.lock for the next session
 
 
 def _run_async(prep: Prepared, base_urls: dict[str, str], grace_s: float, live: bool | None) -> Outcome:
