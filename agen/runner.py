@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import signal
 import sys
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import orjson
 import structlog
 
 from agen.config import Price, RunConfig, load_prices, price_for
@@ -84,6 +86,14 @@ def _base_urls(cfg: RunConfig, sim_url: str | None) -> dict[str, str]:
     return urls
 
 
+def seeds_digest(seeds: list[Example]) -> str:
+    """What the run's output depends on in the seed file: every seed's id, text, answer, category."""
+    h = hashlib.sha256()
+    for s in seeds:
+        h.update(orjson.dumps([s.id, s.question, s.answer, s.category]))
+    return h.hexdigest()[:16]
+
+
 def make_filter(cfg: RunConfig, providers: Providers, call: Call, run_dir: RunDir) -> CandidateFilter:
     """Answer-Consistency for verifiable tasks, RIP for open-ended ones."""
     if cfg.task == "verifiable" and cfg.vote is not None:
@@ -121,7 +131,7 @@ def run_session(cfg: RunConfig, *, config_dir: Path | None = None, grace_s: floa
     run_dir: RunDir | None = None
     try:
         seeds, prices = preflight(cfg, config_dir)
-        run_dir = open_run_dir(cfg, Path(cfg.output.dir), config_dir=config_dir)
+        run_dir = open_run_dir(cfg, Path(cfg.output.dir), config_dir=config_dir, seeds_digest=seeds_digest(seeds))
         restored = restore(run_dir)
         costs, previous = costs_from_ledger(run_dir.root, restored.done_ids)
     except (ConfigError, StorageError) as exc:

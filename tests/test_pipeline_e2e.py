@@ -179,3 +179,16 @@ def test_anthropic_wire_format_end_to_end(tmp_path):
     vote_calls = [c for c in read_ledger(root).calls if c["stage"].endswith(".vote") and c["outcome"] == "ok"]
     assert len(vote_calls) == sum(r["vote"]["samples"] for r in voted)  # one sample per call
     assert sum(r["status"] == "accepted" for r in recs) >= 12
+
+
+def test_edited_seed_file_is_refused_on_resume(tmp_path):
+    """Seeds changed since the run started change its output: resume refuses, naming the seed file."""
+    seeds = tmp_path / "seeds.jsonl"
+    rows = (ROOT / "data" / "gsm8k_sample.jsonl").read_text().splitlines()[:20]
+    seeds.write_text("\n".join(rows) + "\n")
+    cfg = quick_cfg(tmp_path, proposals=2, target=0, seeds={"path": str(seeds)},
+                    simulator={"config": str(sim_config_file(tmp_path, latency_ms=2))})
+    assert run_session(cfg, live=False).exit_code == EXIT_OK
+    seeds.write_text("\n".join(rows[:19]) + "\n")
+    out = run_session(cfg, live=False)
+    assert out.exit_code == EXIT_INPUT and "seed file" in out.message and "changed" in out.message

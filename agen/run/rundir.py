@@ -221,11 +221,14 @@ def run_config_dir(root: Path) -> Path | None:
     return Path(folder) if folder else None
 
 
-def open_run_dir(cfg: RunConfig, root: Path, config_dir: Path | None = None) -> RunDir:
+def open_run_dir(cfg: RunConfig, root: Path, config_dir: Path | None = None,
+                 seeds_digest: str | None = None) -> RunDir:
     """Start a new run directory, or reopen one whose output-defining config is unchanged.
 
     `config_dir` (the config file's folder) is recorded in run.json, absolute, so `agen resume`
-    resolves relative paths such as seeds.path as the first session did.
+    resolves relative paths such as seeds.path as the first session did. `seeds_digest` (a hash
+    of the loaded seeds) is recorded too: seeds edited since the run started are refused, since
+    they change what the run writes as surely as a changed config field.
     The returned RunDir holds an exclusive lock on the directory until `close()` (or process exit):
     a session in another process is refused while it is held.
     """
@@ -235,7 +238,8 @@ def open_run_dir(cfg: RunConfig, root: Path, config_dir: Path | None = None) -> 
         raise StorageError(f"cannot create run directory {root}: {exc.strerror}", str(root)) from None
     key = lock_run_dir(root)
     try:
-        return _open_locked(cfg, root, key, config_dir.resolve() if config_dir is not None else None)
+        return _open_locked(cfg, root, key, config_dir.resolve() if config_dir is not None else None,
+                            seeds_digest)
     except BaseException:
         unlock_run_dir(key)
         raise
@@ -248,7 +252,8 @@ def _session_entry(config_dir: Path | None) -> dict[str, Any]:
     return entry
 
 
-def _open_locked(cfg: RunConfig, root: Path, lock: str, config_dir: Path | None) -> RunDir:
+def _open_locked(cfg: RunConfig, root: Path, lock: str, config_dir: Path | None,
+                 seeds_digest: str | None) -> RunDir:
     meta_path = root / "run.json"
     fp = cfg.fingerprint()
     if meta_path.exists():
@@ -263,6 +268,11 @@ def _open_locked(cfg: RunConfig, root: Path, lock: str, config_dir: Path | None)
         if meta.get("fingerprint") != fp:
             raise ConfigError(f"{root}: run fingerprint {meta.get('fingerprint')} does not match this "
                               f"config's {fp}; use a new output directory")
+        recorded = meta.get("seeds_digest")
+        if seeds_digest is not None and recorded is not None and recorded != seeds_digest:
+            raise ConfigError(f"{root}: cannot resume: the seed file ({cfg.seeds.path}) changed since the "
+                              f"run started; restore it, or use a new output directory")
+        meta.setdefault("seeds_digest", seeds_digest)
         sessions = meta.get("sessions", [])
         meta["sessions"] = sessions + [_session_entry(config_dir)]
         if config_dir is not None:
@@ -290,7 +300,7 @@ def _open_locked(cfg: RunConfig, root: Path, lock: str, config_dir: Path | None)
     _remove_temp_files(root)
     atomic_write(root / "config.yaml", _snapshot(cfg))
     meta = {"fingerprint": fp, "created": time.time(), "config_dir": str(config_dir) if config_dir else None,
-            "sessions": [_session_entry(config_dir)]}
+            "seeds_digest": seeds_digest, "sessions": [_session_entry(config_dir)]}
     atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
     return RunDir(root, fp, 0, resumed=False, lock=lock)
 
