@@ -10,7 +10,6 @@ rest), so a crash can never leave a billed request the ledger does not know abou
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Callable
 
 import orjson
@@ -51,8 +50,6 @@ class Sink:
         self._max_batch = max_batch
         self._linger_s = linger_s
         self.error: StorageError | None = None
-        self.commits = 0
-        self.last_commit = time.monotonic()
 
     def open(self) -> None:
         for w in self._writers.values():
@@ -142,8 +139,6 @@ class Sink:
         for r in batch:
             self._pending.discard(r["id"])
             self._committed.add(r["id"])
-        self.commits += 1
-        self.last_commit = time.monotonic()
         if batch:
             self._on_commit(batch)
             faults.crashpoint("sink.after_on_commit")
