@@ -61,6 +61,11 @@ def render_summary(snap: dict[str, Any]) -> str:
     for key, t in snap["costs"]["by_stage_model"].items():
         lines.append(f"  {key:<28} {t['calls']:>7} calls  in {t['input_tokens']:>10} "
                      f"(cached {t['cached_input_tokens']})  out {t['output_tokens']:>10}  {_usd(t['cost_usd']):>12}")
+    if "redone_usd" in snap:
+        rep = snap.get("replayed") or {}
+        lines.append("")
+        lines.append(f"$ redone: {_usd(snap['redone_usd'])} (paid again for requests an earlier session paid for); "
+                     f"{rep.get('requests', 0)} paid results replayed from the journal ({_usd(rep.get('usd', 0.0))})")
     prev = snap.get("previous_sessions")
     if prev and (prev["billing_unknown_requests"] or prev["redone_usd"]):
         lines.append("")
