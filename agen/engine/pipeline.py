@@ -78,6 +78,7 @@ class Pipeline:
         self.sink = Sink(run_dir, cfg.output, self.done_ids, self._on_commit)
         self.stop_reason: str | None = None
         self.sending = True  # False after stop_sending: no request may leave any more
+        self.stopped_sending_at: float | None = None
         self.journal = Journal(previous.journal if previous else None)
         self._paid_before = previous.paid_ids if previous else frozenset()
         self.redone_usd = 0.0  # paid in this session for a request an earlier session had paid for
@@ -145,6 +146,7 @@ class Pipeline:
         self.request_stop(reason)
         if self.sending:
             self.sending = False
+            self.stopped_sending_at = time.time()
             for name in self.providers:
                 self.providers[name].lane.close(Stopped(f"not sent: {reason}"))
 
@@ -364,6 +366,7 @@ class Pipeline:
                        for s, c in self.counts.items()},
             "costs": self.costs.snapshot(),
             "stop_reason": self.stop_reason,
+            "stopped_sending_at": self.stopped_sending_at,
             "redone_usd": round(self.redone_usd, 8),
             "replayed": {"requests": self.journal.replayed, "usd": round(self.journal.replayed_usd, 8)},
             "elapsed_s": round(time.monotonic() - self.started, 3),
