@@ -66,6 +66,9 @@ def render_summary(snap: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"$ redone: {_usd(snap['redone_usd'])} (paid again for requests an earlier session paid for); "
                      f"{rep.get('requests', 0)} paid results replayed from the journal ({_usd(rep.get('usd', 0.0))})")
+    if lag := snap.get("loop_lag"):
+        lines.append(f"Event-loop lag: p50 {lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms, max {lag['max_ms']:.1f} ms"
+                     f" ({lag['stalls']} stalls over {lag['stall_threshold_ms']} ms)")
     prev = snap.get("previous_sessions")
     if prev and (prev["billing_unknown_requests"] or prev["redone_usd"]):
         lines.append("")

@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 from agen.config import RunConfig, StageConfig
 from agen.engine.admission import StageCounts
 from agen.engine.tasks import FilterJob, GenTask
+from agen.engine.turns import Turns
 from agen.errors import FatalRunError, Stopped, TaskFailedError
 from agen.filters import Call, CandidateFilter, FilterTask
 from agen.gen.dedup import Deduper
@@ -40,6 +41,7 @@ class WorkerContext:
     call: Call
     finish: Finish
     fatal: Callable[[FatalRunError], None]
+    turns: Turns
 
     def stage_cfg(self, stage: str) -> StageConfig:
         return self.cfg.propose if stage == "propose" else self.cfg.amplify
@@ -52,6 +54,7 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
     client = ctx.providers[sc.model]
     c = ctx.counts[stage]
     while (task := await task_q.get()) is not None:
+        await ctx.turns.checkpoint()
         prompt = generation_prompt(ctx.cfg.template(sc), ctx.cfg.template(sc, "example"), task.examples)
         req = ChatRequest(messages=({"role": "user", "content": prompt},), max_tokens=sc.max_tokens,
                           temperature=sc.temperature, seed=stable_int(f"{ctx.cfg.seed}/{task.key}"), stage=stage,
@@ -72,6 +75,7 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
             continue
         c.generating -= 1
         c.generated += 1
+        await ctx.turns.checkpoint()
         parsed = ctx.parse(out.texts[0])
         if isinstance(parsed, ParseFailure):
             await ctx.finish(task, None, "rejected", f"parse:{parsed.reason}", sc.model, raw=out.texts[0][-2000:])
@@ -89,6 +93,7 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
 async def filter_worker(ctx: WorkerContext, filter_q: asyncio.Queue[FilterJob | None]) -> None:
     """Vote or RIP on one candidate at a time; the verdict becomes the record's status."""
     while (job := await filter_q.get()) is not None:
+        await ctx.turns.checkpoint()
         task = job.task
         c = ctx.counts[task.stage]
         ftask = FilterTask(task.id, f"{ctx.cfg.seed}/{task.key}", task.stage,

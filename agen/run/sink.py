@@ -23,6 +23,9 @@ from agen.run.shards import ShardWriter
 _LEDGER_SHARD_RECORDS = 1_000_000
 _STOP = object()
 _FLUSH = object()  # a durable ledger line is waiting: commit now
+# Requests released per loop turn once their `begin` lines are durable: a group commit can free
+# hundreds at once, and sending them all in one turn would hold every other callback back.
+_RELEASE_CHUNK = 32
 
 
 class DuplicateIdError(StorageError):
@@ -126,9 +129,11 @@ class Sink:
         ledger, self._ledger = self._ledger, []
         durable, self._durable = self._durable, []
         await self._writers["ledger"].write_batch(ledger)
-        for fut in durable:
+        for i, fut in enumerate(durable):
             if not fut.done():
                 fut.set_result(None)
+            if i % _RELEASE_CHUNK == _RELEASE_CHUNK - 1:
+                await asyncio.sleep(0)  # let these go out before releasing more: no long loop turn
         faults.crashpoint("sink.after_ledger")
         acc = [orjson.dumps(r) + b"\n" for r in batch if r["status"] == "accepted"]
         rej = [orjson.dumps(r) + b"\n" for r in batch if r["status"] != "accepted"]

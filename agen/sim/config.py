@@ -72,6 +72,9 @@ class SimModel(_Strict):
     default_steps: int | None = Field(default=None, ge=2, le=5)  # difficulty used when it cannot read foreign examples
     format_broken_p: float = Field(default=0.05, ge=0, le=1)
     solve_correct_p: float = Field(default=0.8, ge=0, le=1)
+    # Share of solutions whose final answer is a power tower (2^{2^{2^{2^{10}}}}) that math-verify
+    # needs seconds to compare: breaks the assumption that comparing two answers is cheap.
+    pathological_answer_p: float = Field(default=0.0, ge=0, le=1)
     # open-ended behaviour (agen.sim.open_world)
     open_skill: float = Field(default=0.6, ge=0, le=1)  # better prompts when proposing, better responses
     judge_noise: float = Field(default=0.8, ge=0)  # std of a judge's score, in points of the 1-10 scale
