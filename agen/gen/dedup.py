@@ -15,7 +15,8 @@ on GSM8K questions with synthetic edits, it finds ~99% of pairs at ROUGE-L ≥ 0
 in [0.70, 0.75)) at ~1e-4 candidates per stored unrelated question.
 
 Memory per item (~0.45 kB, vs ~5 kB for datasketch's LSH): the LSH is a sorted-array multimap
-(uint32 band key + int32 item = 8 bytes per band, plus a small dict buffer merged in batches),
+(uint32 band key + int32 item = 8 bytes per band, plus a small dict buffer; the big merges run
+in a worker thread, so no check waits for one),
 tokens are kept as 20-bit codes in one uint32 array (4 bytes per word) so ROUGE-L runs on
 `str`s of codes, and ids live in one bytes buffer. A 20-bit code collision can only raise an
 LCS, by about one word in ~0.2% of comparisons: immaterial at a 0.7 threshold.
@@ -28,6 +29,7 @@ import hashlib
 import re
 import zlib
 from array import array
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -81,21 +83,40 @@ class DupMatch:
     score: float
 
 
-class _MultiMap:
-    """Append-only key → item multimap: a sorted numpy run plus a dict buffer merged in batches.
+_MERGER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agen-dedup-merge")
 
-    Costs 4–8 bytes per key + 4 per value, against ~100 for a Python dict entry.
+
+def _merge_runs(runs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """One sorted run from several (oldest first); equal keys keep their age order. numpy's sort
+    and gather release the GIL, so this runs in a thread while the event loop goes on."""
+    keys = np.concatenate([k for k, _ in runs])
+    vals = np.concatenate([v for _, v in runs])
+    order = np.argsort(keys, kind="stable")  # timsort: linear on a few sorted runs
+    return keys[order], vals[order]
+
+
+class _MultiMap:
+    """Append-only key → item multimap: sorted numpy runs plus a small dict buffer.
+
+    Costs 4–8 bytes per key + 4 per value, against ~100 for a Python dict entry. The buffer
+    becomes a sorted run every `merge_at` keys (a few ms); once `max_runs` runs have gathered,
+    they are merged into the base run **in a worker thread** (the base holds nearly every key, so
+    that merge is the one that grows with the run) while lookups keep reading the old arrays,
+    which nothing mutates; the result is swapped in at the next `add` after it is done. No step
+    on the caller's thread is proportional to the size of the index.
     """
 
-    __slots__ = ("_buf", "_buffered", "_dtype", "_keys", "_merge_at", "_vals")
+    __slots__ = ("_base", "_buf", "_buffered", "_dtype", "_max_runs", "_merge_at", "_merging", "_runs")
 
-    def __init__(self, dtype: type[np.unsignedinteger], merge_at: int = 1 << 17) -> None:
+    def __init__(self, dtype: type[np.unsignedinteger], merge_at: int = 1 << 15, max_runs: int = 6) -> None:
         self._dtype = dtype
-        self._keys = np.empty(0, dtype=dtype)
-        self._vals = np.empty(0, dtype=np.int32)
+        self._base = (np.empty(0, dtype=dtype), np.empty(0, dtype=np.int32))
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # newer than the base, oldest first
+        self._merging: Future[tuple[np.ndarray, np.ndarray]] | None = None  # base + runs[:n] being merged
         self._buf: dict[int, list[int]] = {}
         self._buffered = 0
         self._merge_at = merge_at
+        self._max_runs = max_runs
 
     def add(self, keys: list[int], value: int) -> None:
         for k in keys:
@@ -106,9 +127,9 @@ class _MultiMap:
                 bucket.append(value)
         self._buffered += len(keys)
         if self._buffered >= self._merge_at:
-            self._merge()
+            self._freeze()
 
-    def _merge(self) -> None:
+    def _freeze(self) -> None:
         flat_keys: list[int] = []
         flat_vals: list[int] = []
         for k, bucket in self._buf.items():
@@ -117,30 +138,54 @@ class _MultiMap:
         keys = np.array(flat_keys, dtype=self._dtype)
         vals = np.array(flat_vals, dtype=np.int32)
         order = np.argsort(keys, kind="stable")  # keeps each bucket's insertion order
-        keys, vals = keys[order], vals[order]
-        at = np.searchsorted(self._keys, keys, side="right")  # new items after old ones
-        self._keys = np.insert(self._keys, at, keys)
-        self._vals = np.insert(self._vals, at, vals)
+        self._runs.append((keys[order], vals[order]))
         self._buf = {}
         self._buffered = 0
+        self._poll()
+        if self._merging is None and len(self._runs) >= self._max_runs:
+            self._merging = _MERGER.submit(_merge_runs, [self._base, *self._runs])
+            self._merging.runs = len(self._runs)  # type: ignore[attr-defined]
+
+    def _poll(self) -> None:
+        """Swap in a finished background merge."""
+        m = self._merging
+        if m is not None and m.done():
+            self._base = m.result()
+            del self._runs[: m.runs]  # type: ignore[attr-defined]
+            self._merging = None
+
+    def wait_merged(self) -> None:
+        """Block until a background merge is in (tests, and measuring memory)."""
+        if self._merging is not None:
+            self._merging.result()
+            self._poll()
 
     def get(self, keys: np.ndarray, limit: int) -> list[int]:
-        """Values stored under any of `keys`, at most `limit` (the most recent) per key."""
+        """Values stored under any of `keys`, at most `limit` (the most recent) per key, in no
+        particular order."""
         out: list[int] = []
-        if len(self._keys):
-            lo = np.searchsorted(self._keys, keys, side="left")
-            hi = np.searchsorted(self._keys, keys, side="right")
-            for i in np.flatnonzero(hi > lo):
-                out.extend(self._vals[max(lo[i], hi[i] - limit) : hi[i]].tolist())
+        need = [limit] * len(keys)
         if self._buf:
-            for k in keys.tolist():
+            for i, k in enumerate(keys.tolist()):
                 bucket = self._buf.get(k)
                 if bucket is not None:
-                    out.extend(bucket[-limit:])
+                    take = bucket[-limit:]
+                    out.extend(take)
+                    need[i] -= len(take)
+        for run_keys, run_vals in (*reversed(self._runs), self._base):  # newest first
+            if not len(run_keys):
+                continue
+            lo = np.searchsorted(run_keys, keys, side="left")
+            hi = np.searchsorted(run_keys, keys, side="right")
+            for i in np.flatnonzero(hi > lo).tolist():
+                if need[i] > 0:
+                    start = max(int(lo[i]), int(hi[i]) - need[i])
+                    out.extend(run_vals[start : hi[i]].tolist())
+                    need[i] -= int(hi[i]) - start
         return out
 
     def nbytes(self) -> int:
-        return self._keys.nbytes + self._vals.nbytes
+        return sum(k.nbytes + v.nbytes for k, v in (self._base, *self._runs))
 
 
 @dataclass(slots=True)
@@ -175,9 +220,9 @@ class Deduper:
         rng = np.random.default_rng(seed)
         n = bands * rows
         a = (rng.integers(0, 1 << 63, n, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
-        self._a = a[:, None]  # (n, 1): broadcasts against a row of features
-        self._c = rng.integers(0, 1 << 63, n, dtype=np.uint64)[:, None]
-        self._mix = rng.integers(0, 1 << 63, rows, dtype=np.uint64) | np.uint64(1)
+        self._a = a[None, :]  # (1, n): broadcasts against a column of features
+        self._c = rng.integers(0, 1 << 63, n, dtype=np.uint64)[None, :]
+        self._mix = np.tile(rng.integers(0, 1 << 63, rows, dtype=np.uint64) | np.uint64(1), bands)
         self._band_salt = rng.integers(0, 1 << 63, bands, dtype=np.uint64)
         self._exact = _MultiMap(np.uint64)
         self._lsh = _MultiMap(np.uint32)
@@ -211,13 +256,14 @@ class Deduper:
                 k = seen.get(c, 0)
                 seen[c] = k + 1
                 feats.add((c | (k << 21)) & 0xFFFFFFFF)
-        # Multiply-add-shift hashing of 32-bit keys, one row per MinHash permutation.
-        h = self._a * np.fromiter(feats, dtype=np.uint64, count=len(feats))
+        # Multiply-add-shift hashing of 32-bit keys, one column per MinHash permutation, all in one
+        # (features × permutations) array; the shift commutes with the min, so it runs on the mins.
+        h = np.fromiter(feats, dtype=np.uint64, count=len(feats))[:, None] * self._a
         h += self._c
-        h >>= _SHIFT
-        mins = h.min(axis=1).reshape(self.bands, self.rows)
+        mins = h.min(axis=0)
+        mins >>= _SHIFT
         mins *= self._mix
-        keys = mins.sum(axis=1, dtype=np.uint64)
+        keys = mins.reshape(self.bands, self.rows).sum(axis=1, dtype=np.uint64)
         keys += self._band_salt
         keys >>= _SHIFT
         return keys.astype(np.uint32)
