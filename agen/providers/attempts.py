@@ -150,14 +150,19 @@ class LaneClient:
                                      outcome=outcome, status=status, usage=usage, cost_usd=cost,
                                      latency_s=latency, request_id=request_id))
 
-    async def _attempt(self, body: bytes, headers: dict[str, str], est_tokens: int, parse: ParseBody[T], *,
-                       stage: str, task_id: str) -> Attempted[T]:
-        """POST `body` until it parses, retrying per the policy. Raises FatalRunError or TaskFailedError only."""
+    async def _attempt(self, body: bytes | Callable[[], bytes], headers: dict[str, str], est_tokens: int,
+                       parse: ParseBody[T], *, stage: str, task_id: str) -> Attempted[T]:
+        """POST `body` until it parses, retrying per the policy. Raises FatalRunError or TaskFailedError only.
+
+        `body` may be a function: it is serialised once the lane admits the request, so a request
+        waiting in the lane's queue holds no body."""
         retries = bad = 0
         t_start = time.perf_counter()
         while True:
             self._raise_if_fatal()
             ticket = await self.lane.acquire(est_tokens, front=retries > 0)
+            if not isinstance(body, bytes):
+                body = body()
             usage: Usage | None = None
             res: HttpResult | None = None
             try:

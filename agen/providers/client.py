@@ -111,7 +111,7 @@ class ModelClient(LaneClient):
         self._stats[f"retry/reason_count/{err.status if err.status is not None else err.code or 'transport'}"] += 1
 
     async def _call(self, req: ChatRequest, n: int) -> Completion:
-        done = await self._attempt(self._body(req, n), self._headers(), estimate_tokens(req, n), self._parse_body,
+        done = await self._attempt(lambda: self._body(req, n), self._headers(), estimate_tokens(req, n), self._parse_body,
                                    stage=req.stage, task_id=req.task_id)
         parsed = done.value
         return Completion(texts=parsed.texts, usage=done.usage, cost_usd=done.cost_usd, model=self.name,
