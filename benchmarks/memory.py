@@ -154,7 +154,7 @@ def by_design(p: Any) -> dict[str, float | int]:
     from agen.gen import dedup as dd
 
     mb = 1 / 2**20
-    ids = sys.getsizeof(p.done_ids) + sum(sys.getsizeof(i) for i in p.done_ids)
+    ids = p.done_ids.nbytes()  # bitmaps: one bit per task index
     out: dict[str, float | int] = {"ids_mb": round(ids * mb, 3)}
     d = p.dedup
     if isinstance(d, dd.Deduper):

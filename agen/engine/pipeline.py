@@ -77,6 +77,7 @@ class Pipeline:
             self.dedup.add(ex.question, ex.id)
         for rid, question in restored.dedup_items:
             self.dedup.add(question, rid)
+        restored.dedup_items.clear()  # indexed: the texts are not needed again this session
         self.sink = Sink(run_dir, cfg.output, self.done_ids, self._on_commit)
         self.stop_reason: str | None = None
         self.sending = True  # False after stop_sending: no request may leave any more

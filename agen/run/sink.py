@@ -22,6 +22,7 @@ import orjson
 from agen.config import OutputConfig
 from agen.errors import StorageError
 from agen.run import faults
+from agen.run.committed import CommittedIds
 from agen.run.rundir import RunDir
 from agen.run.shards import ShardWriter
 
@@ -40,7 +41,7 @@ class DuplicateIdError(StorageError):
 class Sink:
     """Bounded queue in, fsynced shards out; refuses ids already committed."""
 
-    def __init__(self, run_dir: RunDir, out: OutputConfig, committed_ids: set[str],
+    def __init__(self, run_dir: RunDir, out: OutputConfig, committed_ids: CommittedIds,
                  on_commit: Callable[[list[dict[str, Any]]], None], *,
                  max_queue: int = 1024, max_batch: int = 512, linger_s: float = 0.05) -> None:
         self._writers = {
