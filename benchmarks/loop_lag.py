@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
-        args.target, args.width = 60, 32
+        args.target, args.width, args.pathological_p = 60, 32, 0.1
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for p in (0.0, args.pathological_p):

@@ -69,21 +69,20 @@ def repair_torn_tail(path: Path) -> int:
 
 
 def read_records(folder: Path) -> Iterator[dict]:
-    """Every record in every shard, in order; a bad line before the last one raises."""
+    """Every record in every shard, in order, streamed line by line (a shard is never held whole);
+    a bad line before the last one raises."""
     for path in shard_paths(folder):
         with open(path, "rb") as f:
-            lines = f.read().split(b"\n")
-        last = len(lines) - 1
-        for i, line in enumerate(lines):
-            if not line:
-                continue
-            try:
-                yield orjson.loads(line)
-            except orjson.JSONDecodeError:
-                if i == last:  # torn tail: repaired when the folder is opened for writing
+            for i, line in enumerate(f):
+                if line == b"\n":
                     continue
-                raise CorruptShardError(f"{path}:{i + 1}: line does not parse; the file is corrupt "
-                                        f"in the middle, not just torn at the end", str(path)) from None
+                try:
+                    yield orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    if not line.endswith(b"\n"):  # torn tail: repaired when the folder is opened for writing
+                        continue
+                    raise CorruptShardError(f"{path}:{i + 1}: line does not parse; the file is corrupt "
+                                            f"in the middle, not just torn at the end", str(path)) from None
 
 
 @dataclass
