@@ -9,9 +9,10 @@ against the sim would measure the same queues at a twentieth of the speed, too s
 
 Two things grow with the run by design, and are reported separately from the queues: the
 committed-id set (resume's set difference) and the dedup index (every admitted question). Each
-child measures them at the end (ids: the set and its strings; dedup: its compact stores, plus
-the copies a background merge holds next to them, which is the peak, plus the high-water mark of
-its not-yet-sorted buffer, ~5 KB per question up to 2^15 keys),
+child measures them at the end (ids: the set and its strings; dedup: its compact stores, counted
+once more for the copy a merge's `np.insert` holds next to the old array (in the merge thread),
+which is the peak, plus the high-water mark of its not-yet-merged buffers, ~5 KB per question up
+to 2^17 keys),
 so the growth per extra task splits into "by design" and "other" (everything else: what should
 be flat). The dedup's token-code cache (an lru_cache bounded at 262,144 entries, ~1 new token per
 task here) is shown on its own: it grows until it is full, then stays flat. The `--no-dedup`
@@ -140,13 +141,14 @@ def _watch_dedup_buffers() -> None:
     """Record each dedup multimap's buffer size just before it becomes a run (its high-water mark)."""
     from agen.gen import dedup as dd
 
-    freeze = dd._MultiMap._freeze
+    add = dd._MultiMap.add
 
-    def watched(self: Any) -> None:
-        _BUF_HIGH[id(self)] = max(_BUF_HIGH.get(id(self), 0), _buf_bytes(self))
-        freeze(self)
+    def watched(self: Any, keys: list[int], value: int) -> None:
+        if self._buffered + len(keys) >= self._merge_at:
+            _BUF_HIGH[id(self)] = max(_BUF_HIGH.get(id(self), 0), _buf_bytes(self))
+        add(self, keys, value)
 
-    dd._MultiMap._freeze = watched  # type: ignore[method-assign]
+    dd._MultiMap.add = watched  # type: ignore[method-assign]
 
 
 def by_design(p: Any) -> dict[str, float | int]:
@@ -162,10 +164,8 @@ def by_design(p: Any) -> dict[str, float | int]:
         out["dedup_index_mb"] = round(d.nbytes() * mb, 3)
         for m in maps:
             m.wait_merged()
-        # a background merge holds the concatenated keys and values, the argsort order (8 B per
-        # key) and the gathered result next to the old runs: its peak
-        out["dedup_merge_copy_mb"] = round(sum(
-            sum(len(k) for k, _ in (m._base, *m._runs)) * (2 * (m._base[0].itemsize + 4) + 8) for m in maps) * mb, 3)
+        # np.insert copies keys, then vals, each with a 1-byte-per-slot mask: the larger array + mask
+        out["dedup_merge_copy_mb"] = round(sum(max(m._keys.nbytes, m._vals.nbytes) + len(m._keys) for m in maps) * mb, 3)
         # not-yet-merged keys (a dict of lists, ~5 KB per question), bounded by merge_at: its
         # high-water mark is a constant once the first merge has happened
         buf = sum(max(_BUF_HIGH.get(id(m), 0), _buf_bytes(m)) for m in maps)

@@ -132,13 +132,13 @@ def test_recall_against_brute_force() -> None:
 
 
 def test_index_merges_in_the_background_and_finds_everything():
-    """Runs freeze every few keys and merge in a worker thread; a lookup during or after a merge
-    finds every stored value, the most recent `limit` per key, as one sorted array would."""
+    """Full buffers merge in a worker thread; a lookup during or after a merge finds every stored
+    value, the most recent `limit` per key, as one sorted array would."""
     import numpy as np
 
     from agen.gen.dedup import _MultiMap
 
-    m = _MultiMap(np.uint32, merge_at=8, max_runs=2)
+    m = _MultiMap(np.uint32, merge_at=8)
     ref: dict[int, list[int]] = {}
     for v in range(400):
         keys = [v % 37, (v * 7) % 53 + 100]
@@ -150,6 +150,6 @@ def test_index_merges_in_the_background_and_finds_everything():
             got = sorted(m.get(probe, 5))
             assert got == sorted(x for k in (3, 140, 999) for x in ref.get(k, [])[-5:])
     m.wait_merged()
-    assert m._merging is None and len(m._runs) < 2
+    assert m._merging is None and m._frozen is None
     probe = np.array(sorted(ref), dtype=np.uint32)
     assert sorted(m.get(probe, 1000)) == sorted(x for k in ref for x in ref[k])

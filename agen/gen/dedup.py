@@ -86,37 +86,42 @@ class DupMatch:
 _MERGER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agen-dedup-merge")
 
 
-def _merge_runs(runs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """One sorted run from several (oldest first); equal keys keep their age order. numpy's sort
-    and gather release the GIL, so this runs in a thread while the event loop goes on."""
-    keys = np.concatenate([k for k, _ in runs])
-    vals = np.concatenate([v for _, v in runs])
-    order = np.argsort(keys, kind="stable")  # timsort: linear on a few sorted runs
-    return keys[order], vals[order]
+def _merged(keys: np.ndarray, vals: np.ndarray, buf: dict[int, list[int]],
+            dtype: type[np.unsignedinteger]) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted run with a buffer's keys inserted after equal older ones (pure: inputs untouched)."""
+    flat_keys: list[int] = []
+    flat_vals: list[int] = []
+    for k, bucket in buf.items():
+        flat_keys.extend([k] * len(bucket))
+        flat_vals.extend(bucket)
+    new_keys = np.array(flat_keys, dtype=dtype)
+    new_vals = np.array(flat_vals, dtype=np.int32)
+    order = np.argsort(new_keys, kind="stable")  # keeps each bucket's insertion order
+    new_keys, new_vals = new_keys[order], new_vals[order]
+    at = np.searchsorted(keys, new_keys, side="right")  # new items after old ones
+    return np.insert(keys, at, new_keys), np.insert(vals, at, new_vals)
 
 
 class _MultiMap:
-    """Append-only key → item multimap: sorted numpy runs plus a small dict buffer.
+    """Append-only key → item multimap: a sorted numpy run plus dict buffers merged in batches.
 
-    Costs 4–8 bytes per key + 4 per value, against ~100 for a Python dict entry. The buffer
-    becomes a sorted run every `merge_at` keys (a few ms); once `max_runs` runs have gathered,
-    they are merged into the base run **in a worker thread** (the base holds nearly every key, so
-    that merge is the one that grows with the run) while lookups keep reading the old arrays,
-    which nothing mutates; the result is swapped in at the next `add` after it is done. No step
-    on the caller's thread is proportional to the size of the index.
+    Costs 4–8 bytes per key + 4 per value, against ~100 for a Python dict entry. A full buffer
+    is frozen (lookups still read it) and merged into the sorted run **in a worker thread** (the
+    copy grows with the index; numpy's sort and copies release the GIL), and the result is swapped
+    in at a later `add`; nothing on the caller's thread is proportional to the size of the index.
     """
 
-    __slots__ = ("_base", "_buf", "_buffered", "_dtype", "_max_runs", "_merge_at", "_merging", "_runs")
+    __slots__ = ("_buf", "_buffered", "_dtype", "_frozen", "_keys", "_merge_at", "_merging", "_vals")
 
-    def __init__(self, dtype: type[np.unsignedinteger], merge_at: int = 1 << 15, max_runs: int = 6) -> None:
+    def __init__(self, dtype: type[np.unsignedinteger], merge_at: int = 1 << 17) -> None:
         self._dtype = dtype
-        self._base = (np.empty(0, dtype=dtype), np.empty(0, dtype=np.int32))
-        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # newer than the base, oldest first
-        self._merging: Future[tuple[np.ndarray, np.ndarray]] | None = None  # base + runs[:n] being merged
+        self._keys = np.empty(0, dtype=dtype)
+        self._vals = np.empty(0, dtype=np.int32)
         self._buf: dict[int, list[int]] = {}
+        self._frozen: dict[int, list[int]] | None = None  # being merged; older than _buf
+        self._merging: Future[tuple[np.ndarray, np.ndarray]] | None = None
         self._buffered = 0
         self._merge_at = merge_at
-        self._max_runs = max_runs
 
     def add(self, keys: list[int], value: int) -> None:
         for k in keys:
@@ -126,66 +131,49 @@ class _MultiMap:
             else:
                 bucket.append(value)
         self._buffered += len(keys)
+        if self._merging is not None and self._merging.done():
+            self._swap()
         if self._buffered >= self._merge_at:
-            self._freeze()
+            if self._merging is not None:  # the last merge is still running: wait for it (rare)
+                self._merging.result()
+                self._swap()
+            self._frozen, self._buf, self._buffered = self._buf, {}, 0
+            self._merging = _MERGER.submit(_merged, self._keys, self._vals, self._frozen, self._dtype)
 
-    def _freeze(self) -> None:
-        flat_keys: list[int] = []
-        flat_vals: list[int] = []
-        for k, bucket in self._buf.items():
-            flat_keys.extend([k] * len(bucket))
-            flat_vals.extend(bucket)
-        keys = np.array(flat_keys, dtype=self._dtype)
-        vals = np.array(flat_vals, dtype=np.int32)
-        order = np.argsort(keys, kind="stable")  # keeps each bucket's insertion order
-        self._runs.append((keys[order], vals[order]))
-        self._buf = {}
-        self._buffered = 0
-        self._poll()
-        if self._merging is None and len(self._runs) >= self._max_runs:
-            self._merging = _MERGER.submit(_merge_runs, [self._base, *self._runs])
-            self._merging.runs = len(self._runs)  # type: ignore[attr-defined]
-
-    def _poll(self) -> None:
-        """Swap in a finished background merge."""
-        m = self._merging
-        if m is not None and m.done():
-            self._base = m.result()
-            del self._runs[: m.runs]  # type: ignore[attr-defined]
-            self._merging = None
+    def _swap(self) -> None:
+        self._keys, self._vals = self._merging.result()  # type: ignore[union-attr]
+        self._merging = self._frozen = None
 
     def wait_merged(self) -> None:
         """Block until a background merge is in (tests, and measuring memory)."""
         if self._merging is not None:
             self._merging.result()
-            self._poll()
+            self._swap()
 
     def get(self, keys: np.ndarray, limit: int) -> list[int]:
         """Values stored under any of `keys`, at most `limit` (the most recent) per key, in no
         particular order."""
         out: list[int] = []
         need = [limit] * len(keys)
-        if self._buf:
+        bufs = [b for b in (self._buf, self._frozen) if b]  # newest first
+        if bufs:
             for i, k in enumerate(keys.tolist()):
-                bucket = self._buf.get(k)
-                if bucket is not None:
-                    take = bucket[-limit:]
-                    out.extend(take)
-                    need[i] -= len(take)
-        for run_keys, run_vals in (*reversed(self._runs), self._base):  # newest first
-            if not len(run_keys):
-                continue
-            lo = np.searchsorted(run_keys, keys, side="left")
-            hi = np.searchsorted(run_keys, keys, side="right")
+                for buf in bufs:
+                    bucket = buf.get(k)
+                    if bucket is not None and need[i] > 0:
+                        take = bucket[-need[i]:]
+                        out.extend(take)
+                        need[i] -= len(take)
+        if len(self._keys):
+            lo = np.searchsorted(self._keys, keys, side="left")
+            hi = np.searchsorted(self._keys, keys, side="right")
             for i in np.flatnonzero(hi > lo).tolist():
                 if need[i] > 0:
-                    start = max(int(lo[i]), int(hi[i]) - need[i])
-                    out.extend(run_vals[start : hi[i]].tolist())
-                    need[i] -= int(hi[i]) - start
+                    out.extend(self._vals[max(int(lo[i]), int(hi[i]) - need[i]) : hi[i]].tolist())
         return out
 
     def nbytes(self) -> int:
-        return sum(k.nbytes + v.nbytes for k, v in (self._base, *self._runs))
+        return self._keys.nbytes + self._vals.nbytes
 
 
 @dataclass(slots=True)
