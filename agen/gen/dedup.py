@@ -15,8 +15,8 @@ on GSM8K questions with synthetic edits, it finds ~99% of pairs at ROUGE-L ≥ 0
 in [0.70, 0.75)) at ~1e-4 candidates per stored unrelated question.
 
 Memory per item (~0.45 kB, vs ~5 kB for datasketch's LSH): the LSH is a sorted-array multimap
-(uint32 band key + int32 item = 8 bytes per band, plus a small dict buffer; the big merges run
-in a worker thread, so no check waits for one),
+(uint32 band key + int32 item = 8 bytes per band, plus a dict buffer merged in batches, in a
+worker thread, so no check waits for a merge),
 tokens are kept as 20-bit codes in one uint32 array (4 bytes per word) so ROUGE-L runs on
 `str`s of codes, and ids live in one bytes buffer. A 20-bit code collision can only raise an
 LCS, by about one word in ~0.2% of comparisons: immaterial at a 0.7 threshold.
