@@ -6,7 +6,7 @@ Loaded from YAML (default `configs/sim_models.yaml`) or built inline from a dict
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -39,6 +39,21 @@ class Faults(_Strict):
     hang_s: float = Field(default=30.0, ge=0)
     malformed_p: float = Field(default=0.0, ge=0, le=1)
     quota_after: int | None = Field(default=None, ge=0)  # calls allowed before quota errors start
+
+
+class Quirks(_Strict):
+    """How this endpoint departs from what agen's client might assume (issue 9): each option breaks
+    one assumption, so the client's adaptation is tested against a server that does not agree with it."""
+
+    ignore_n: bool = False  # accept `n`, answer one choice (llama.cpp's server)
+    ignore_seed: bool = False  # accept `seed`, sample as if it were absent
+    charges: Literal["max_tokens", "usage"] = "max_tokens"  # TPM: prompt + n*max_tokens at admission, or
+    #   prompt + real completion after the answer (admission only needs the prompt to fit)
+    window: Literal["steady", "fixed"] = "steady"  # token bucket refilling limit/60 per s, or a counter
+    #   reset to zero at every multiple of window_s
+    window_s: float = Field(default=60.0, gt=0)
+    headers: Literal["openai", "litellm", "none"] = "openai"  # litellm: limit + remaining (may go negative),
+    #   no reset header, 429s say only `llm_provider-retry-after`, rejected requests count too
 
 
 class SimModel(_Strict):
@@ -80,6 +95,7 @@ class SimModel(_Strict):
     context_window: int = Field(default=32768, ge=1)
     default_max_tokens: int = Field(default=4096, ge=1)  # OpenAI requests that omit max_tokens
     faults: Faults = Faults()
+    quirks: Quirks = Quirks()
 
 
 class SimConfig(_Strict):
