@@ -214,7 +214,7 @@ async def test_rate_limits_headers_and_429(sim: SimServer, http: aiohttp.ClientS
     assert t1 == 200 and left <= int(ht["x-ratelimit-remaining-tokens"]) <= left + 1
     t2, dt, _ = await oai(http, sim, {"model": "tpm", "messages": msgs("hi"), "max_tokens": 600})
     assert t2 == 429 and dt["error"]["type"] == "tokens"
-    s5, _, h5 = await oai(http, sim, {**body, "n": 0})
+    s5, _, h5 = await oai(http, sim, {**body, "n": "three"})
     assert s5 == 400 and h5["x-ratelimit-limit-requests"] == "2"  # headers on error responses too
     assert (await stats(http, sim))["rpm2"]["status"] == {"200": 2, "400": 1, "429": 2}
 
