@@ -9,6 +9,7 @@
           │    ├── CapacityError       5xx, 529, resets, timeouts: jittered backoff, retry
           │    └── BadResponseError    200 without a usable body: limited retry
           ├── FatalRunError      401, 403, 402, insufficient_quota, billing: stop the run
+          │    └── EndpointUnreachableError  transport failures only, for a window: stop (exit 6)
           └── TaskFailedError    400, 413, context overflow, or retries exhausted: record, go on
 
 Only `agen.providers` raises ProviderError subclasses; the pipeline catches FatalRunError
@@ -92,3 +93,11 @@ class FatalRunError(ProviderError):
 
 class TaskFailedError(ProviderError):
     """This request can never succeed (or ran out of retries): record the task as failed."""
+
+
+class EndpointUnreachableError(FatalRunError):
+    """Every attempt to one endpoint failed at transport level (refused, reset, DNS, TLS, timeout)
+    for the model's `unreachable_after_s` (or `unreachable_after_attempts` in a row): stop the run,
+    resumable. `exit_code` is the CLI's code for "stopped: endpoint unreachable"."""
+
+    exit_code = 6
