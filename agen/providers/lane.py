@@ -163,13 +163,16 @@ class Pacer:
         return t
 
     # ---- fixed windows
-    def _learn_window(self, now: float, info: RateLimitInfo) -> None:
+    def _learn_window(self, now: float, info: RateLimitInfo, admitted_at: float) -> None:
         """`fixed` when remaining requests rise faster than a steady refill can; `steady` when the
-        announced reset keeps matching a steady bucket's time-to-full."""
+        announced reset keeps matching a steady bucket's time-to-full.
+
+        A report was made by the server between its request's admission and now, so between two
+        reports a steady bucket refilled for at most `now - (earlier request's admission)`."""
         lim, rem = info.limit_requests, info.remaining_requests
         if not lim or rem is None:
             return
-        last, self._last_req = self._last_req, (now, float(rem))
+        last, self._last_req = self._last_req, (admitted_at, float(rem))
         window = self.facts.get("window")
         if window is None and info.reset_requests_s is not None and rem < 0.9 * lim:
             steady_reset = (lim - rem) / lim * 60.0
@@ -177,7 +180,7 @@ class Pacer:
                 self._steady_votes += 1
                 if self._steady_votes >= 5:
                     self.facts.learn("window", "steady", "reset headers match a steady refill")
-        if last is not None and rem - last[1] > lim / 60.0 * (now - last[0]) + max(2.0, 0.05 * lim):
+        if last is not None and rem - last[1] > lim / 60.0 * (now - last[0]) + 2.0:
             self.facts.learn("window", "fixed", f"remaining requests rose from {int(last[1])} to {int(rem)} "
                                                 f"in {now - last[0]:.1f}s")
             if self.facts.get("window") == "fixed":
@@ -271,7 +274,7 @@ class Pacer:
             self.learned_tpm = float(info.limit_tokens)
         fresh = ticket is None or ticket.admitted_at >= self._mirror_from
         if fresh and ticket is not None:
-            self._learn_window(now, info)  # in admission order only: a late report looks like a refill
+            self._learn_window(now, info, ticket.admitted_at)  # in admission order: a late report looks like a refill
         fixed = self.facts.get("window") == "fixed"
         if fresh and ticket is not None:
             self._mirror_from = ticket.admitted_at

@@ -55,30 +55,32 @@ class TokenBucket:
 
 
 class FixedWindow:
-    """`limit` units per window of `window_s` seconds starting at multiples of `window_s` (on `now`'s clock).
+    """A per-minute `limit` enforced as `limit * window_s / 60` units per window of `window_s`
+    seconds, windows starting at multiples of `window_s` on `now`'s clock (60 s: clock minutes).
 
     `level` may go negative: a server that charges real usage after the answer, or counts the
     requests it rejected (LiteLLM), reports a negative remaining, as such proxies do.
     """
 
-    __slots__ = ("limit", "window_s", "level", "window")
+    __slots__ = ("limit", "capacity", "window_s", "level", "window")
 
     def __init__(self, limit: float, now: float, window_s: float = 60.0) -> None:
         self.limit = float(limit)
+        self.capacity = self.limit * window_s / 60.0
         self.window_s = window_s
-        self.level = self.limit
+        self.level = self.capacity
         self.window = math.floor(now / window_s)
 
     def _roll(self, now: float) -> None:
         w = math.floor(now / self.window_s)
         if w != self.window:
-            self.window, self.level = w, self.limit
+            self.window, self.level = w, self.capacity
 
     def wait_for(self, cost: float, now: float) -> float:
         self._roll(now)
         if cost <= self.level:
             return 0.0
-        if cost > self.limit:
+        if cost > self.capacity:
             return math.inf
         return self.reset_s(now)
 
@@ -87,7 +89,7 @@ class FixedWindow:
 
     def remaining(self, now: float) -> int:
         self._roll(now)
-        return int(self.level)
+        return math.floor(self.level)
 
     def reset_s(self, now: float) -> float:
         """Seconds until the current window ends."""
