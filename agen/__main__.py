@@ -1,5 +1,5 @@
 """`python -m agen` is the `agen` command."""
 
-from agen.cli import main
+from agen.app.cli import main
 
 main()

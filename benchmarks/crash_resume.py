@@ -42,7 +42,7 @@ from agen.cost import cost_usd  # noqa: E402
 from agen.run.rundir import read_ledger  # noqa: E402
 from agen.run.shards import read_records, shard_paths  # noqa: E402
 from agen.sim.process import SimProcess  # noqa: E402
-from agen.status import snapshot_from_files  # noqa: E402
+from agen.app.status import snapshot_from_files  # noqa: E402
 from agen.types import Usage  # noqa: E402
 
 STREAMS = ("accepted", "rejected", "ledger")

@@ -2,7 +2,7 @@
 
 The sim runs in its own process with every model on `sim-fast` (zero latency, no limits), so
 `time.process_time()` of this process measures agen alone. The agen row is a real run
-(`agen.runner.run_session`: lanes, client, ledger, parse, dedup, early-stopped votes with `n`,
+(`agen.app.runner.run_session`: lanes, client, ledger, parse, dedup, early-stopped votes with `n`,
 group-committed fsynced shards) after a small warm-up run in the same process; its requests are
 the ledger's call lines. The bare row sends the same number of requests with the same mix (one
 proposal-style body per generation call, one solve body with the pipeline's mean `n` per vote
@@ -34,7 +34,7 @@ import yaml
 from agen.config import parse_config
 from agen.run.rundir import read_ledger
 from agen.run.shards import read_records
-from agen.runner import EXIT_OK, run_session
+from agen.app.runner import EXIT_OK, run_session
 from agen.sim.process import SimProcess
 from sim_throughput import bodies  # benchmarks/ is on sys.path when run as a script
 

@@ -1,7 +1,7 @@
 """Peak RSS of the pipeline as the number of candidate tasks grows (bounded queues keep it flat).
 
 Each size runs in a fresh child process (so `ru_maxrss` is that size's peak) and drives the real
-`agen.pipeline.Pipeline` — producers, bounded task/filter queues, parse, dedup, early-stopped
+`agen.engine.pipeline.Pipeline` — producers, bounded task/filter queues, parse, dedup, early-stopped
 votes, the group-commit sink writing fsynced shards and the ledger — with a **stub provider** in
 place of HTTP: generation returns a fresh sim-grammar problem in the CoT-Self-Instruct markers,
 and every vote answers with the candidate's own answer on 3 of 4 samples. Going through HTTP
@@ -50,7 +50,7 @@ def child(n: int, out: Path, dedup: bool) -> dict[str, Any]:
     from agen.cost import CostBook
     from agen.filters.answer_consistency import AnswerConsistency
     from agen.gen.seeds import load_seeds
-    from agen.pipeline import Pipeline
+    from agen.engine.pipeline import Pipeline
     from agen.run.restore import restore
     from agen.run.rundir import open_run_dir
     from agen.sim.world import generate_problem

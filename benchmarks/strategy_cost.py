@@ -2,7 +2,7 @@
 
 The sim's questions come from a grammar whose true answer `agen.sim.world.true_answer` recomputes,
 so the precision of what the filter accepts is measured, not estimated. Each row is a real run
-(`agen.runner.run_session`, the sim in its own process, latency cut to a few ms: cost does not
+(`agen.app.runner.run_session`, the sim in its own process, latency cut to a few ms: cost does not
 depend on latency) into a temp dir, for the same number of accepted examples:
 
   frontier-only       propose with the strong model (sim-large) up to the whole target, no amplify
@@ -43,7 +43,7 @@ from agen.config import parse_config
 from agen.gen.answers import equivalent
 from agen.run.rundir import read_ledger
 from agen.run.shards import read_records
-from agen.runner import EXIT_OK, run_session
+from agen.app.runner import EXIT_OK, run_session
 from agen.sim.process import SimProcess
 from agen.sim.world import problem_steps, true_answer
 

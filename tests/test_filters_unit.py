@@ -12,7 +12,7 @@ from agen.config import CategoriesConfig, RipConfig
 from agen.errors import FatalRunError, TaskFailedError
 from agen.filters import gather_settled
 from agen.filters.rip import RipFilter
-from agen.gen.rip import RipMetrics
+from agen.gen.rip_metrics import RipMetrics
 from agen.types import Completion, Example, Usage
 
 
@@ -54,7 +54,7 @@ def test_pilot_cut_short_by_a_stop_is_never_frozen(tmp_path):
 
 async def test_categorisation_survives_failed_calls_and_caches_results(tmp_path):
     """A seed whose call fails for good gets the keyword fallback; results are cached for resume."""
-    from agen.categorize import categorize_seeds
+    from agen.engine.seed_categories import categorize_seeds
 
     class Client:
         name = "cheap"

@@ -7,15 +7,18 @@ PKG = Path(__file__).resolve().parent.parent / "agen"
 
 # Lower number = lower layer. A module may import only from its own layer or below.
 LAYERS = {
+    # leaves: typed seams, errors, config, prices, pure text/vote/dedup/RIP logic
     "agen.types": 0, "agen.errors": 0, "agen.seeding": 0, "agen.config": 1, "agen.cost": 2,
     "agen.gen.parse": 2, "agen.gen.answers": 2, "agen.gen.vote": 3, "agen.gen.dedup": 2,
-    "agen.gen.rip": 3, "agen.logs": 1,
+    "agen.gen.rip_metrics": 3, "agen.gen.category_parse": 2, "agen.gen.judge": 2,
+    # mechanisms: endpoints at their limits, durable output, the simulated provider
     "agen.providers": 4, "agen.run": 4, "agen.sim": 4,
-    "agen.gen.seeds": 5, "agen.gen.prompts": 5, "agen.gen.categories": 2, "agen.gen.judge": 2,
-    "agen.filters": 5, "agen.pipeline": 6,
-    "agen.progress": 7, "agen.summary": 7, "agen.status": 7, "agen.report": 7, "agen.report_svg": 7,
-    "agen.export": 7, "agen.categorize": 5,
-    "agen.runner": 8, "agen.cli": 9, "agen.__main__": 10,
+    # stages: prompts and filters
+    "agen.gen.seeds": 5, "agen.gen.prompts": 5, "agen.filters": 5,
+    # the engine: admission, workers, records, wiring
+    "agen.engine": 6,
+    # session and CLI
+    "agen.app": 7, "agen.app.runner": 8, "agen.app.cli": 9, "agen.__main__": 10,
 }
 
 
@@ -49,6 +52,6 @@ def test_imports_point_downwards():
                 other = layer_of(name)
                 if other is not None and other > own:
                     problems.append(f"{mod} (layer {own}) imports {name} (layer {other})")
-                if mod.startswith("agen.sim") and name.startswith(("agen.providers", "agen.run", "agen.pipeline")):
+                if mod.startswith("agen.sim") and name.startswith(("agen.providers", "agen.run", "agen.engine")):
                     problems.append(f"{mod}: the simulator must not depend on the client side ({name})")
     assert not problems, "\n".join(problems)

@@ -9,7 +9,7 @@ import orjson
 import yaml
 
 from agen.config import parse_config
-from agen.runner import EXIT_OK, run_session
+from agen.app.runner import EXIT_OK, run_session
 from agen.sim import prompt_quality
 from conftest import ROOT, records, sim_config_file
 
@@ -51,7 +51,7 @@ def test_rip_keeps_prompts_of_higher_hidden_quality(tmp_path):
 
 def _dpo_pairs_are_best_vs_worst(root: Path, kept: list[dict]) -> None:
     """`agen export --format dpo` writes each kept prompt's highest- vs lowest-rewarded response."""
-    from agen.export import export
+    from agen.app.export import export
 
     n = export(root, "dpo", root / "dpo.jsonl")
     rows = [orjson.loads(line) for line in (root / "dpo.jsonl").read_bytes().splitlines()]

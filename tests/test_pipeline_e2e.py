@@ -11,7 +11,7 @@ import aiohttp
 
 from agen.config import parse_config
 from agen.run.rundir import read_ledger
-from agen.runner import EXIT_INPUT, EXIT_OK, run_session
+from agen.app.runner import EXIT_INPUT, EXIT_OK, run_session
 from agen.sim.process import SimProcess
 from agen.sim.world import true_answer
 from agen.gen.answers import equivalent

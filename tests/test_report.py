@@ -9,13 +9,13 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from agen.cli import cli
+from agen.app.cli import cli
 from agen.config import parse_config
-from agen.report import build_report, render_html, write_report
-from agen.report_svg import hbars, nice_ticks, vbars
+from agen.app.report import build_report, render_html, write_report
+from agen.app.report_svg import hbars, nice_ticks, vbars
 from agen.run.rundir import open_run_dir
-from agen.runner import EXIT_OK, run_session
-from agen.summary import cost_rows
+from agen.app.runner import EXIT_OK, run_session
+from agen.app.summary import cost_rows
 from conftest import quick_raw, sim_config_file
 
 KEYS = {"run", "headline", "funnel", "cost", "throughput", "latency", "votes"}
@@ -101,7 +101,7 @@ def test_chart_helpers_draw_every_value() -> None:
 
 def test_rip_figures_split_metrics_by_outcome():
     """RIP runs get histograms of the three metrics, kept vs rejected, with the frozen thresholds."""
-    from agen.report import rip_figures
+    from agen.app.report import rip_figures
 
     recs = [{"status": "accepted" if i % 2 else "rejected",
              "rip": {"metrics": {"min_reward": float(i), "min_reward_len": 10 * i, "gap": 9.0 - i},

@@ -16,7 +16,7 @@ from crash_resume import SimProcess, check_run, committed_ids, sim_stats, write_
 
 from agen.config import load_config  # noqa: E402
 from agen.run.rundir import read_ledger  # noqa: E402
-from agen.runner import EXIT_INPUT, EXIT_OK, EXIT_PROVIDER, EXIT_STORAGE, run_session  # noqa: E402
+from agen.app.runner import EXIT_INPUT, EXIT_OK, EXIT_PROVIDER, EXIT_STORAGE, run_session  # noqa: E402
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agen.config import RipThresholdsConfig, Threshold
-from agen.gen.rip import (RipMetrics, RipThresholds, calibrate, compute_metrics, keep, percentile_threshold,
+from agen.gen.rip_metrics import (RipMetrics, RipThresholds, calibrate, compute_metrics, keep, percentile_threshold,
                           preference_pair, response_length)
 
 reward = st.floats(min_value=-50, max_value=50, allow_nan=False, allow_infinity=False)

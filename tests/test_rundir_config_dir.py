@@ -8,8 +8,8 @@ import orjson
 from click.testing import CliRunner
 from conftest import QUICKSTART
 
-import agen.cli
-import agen.runner
+import agen.app.cli
+import agen.app.runner
 from agen.config import load_config
 from agen.run.rundir import open_run_dir, run_config_dir
 
@@ -45,10 +45,10 @@ def test_agen_resume_passes_the_recorded_config_folder_to_run_session(tmp_path, 
 
     def fake_run_session(cfg, *, config_dir=None, grace_s=30.0, live=None):
         seen.update(config_dir=config_dir, out=cfg.output.dir)
-        return agen.runner.Outcome(0, "done", {})
+        return agen.app.runner.Outcome(0, "done", {})
 
-    monkeypatch.setattr(agen.runner, "run_session", fake_run_session)
-    monkeypatch.setattr(agen.cli, "configure_logging", lambda *a, **k: None)
-    res = CliRunner().invoke(agen.cli.cli, ["resume", str(root)])
+    monkeypatch.setattr(agen.app.runner, "run_session", fake_run_session)
+    monkeypatch.setattr(agen.app.cli, "configure_logging", lambda *a, **k: None)
+    res = CliRunner().invoke(agen.app.cli.cli, ["resume", str(root)])
     assert res.exit_code == 0, res.output
     assert seen == {"config_dir": QUICKSTART.parent.resolve(), "out": str(root)}

@@ -13,7 +13,7 @@ from conftest import QUICKSTART
 from agen.config import load_config
 from agen.errors import ConfigError
 from agen.run.rundir import open_run_dir
-from agen.status import run_status
+from agen.app.status import run_status
 
 OPEN_IN_CHILD = """
 import sys

@@ -10,7 +10,7 @@ from conftest import QUICKSTART
 from agen.config import load_config
 from agen.errors import ConfigError
 from agen.run.rundir import load_snapshot, open_run_dir
-from agen.status import snapshot_from_files
+from agen.app.status import snapshot_from_files
 
 
 def _cfg(root: Path, **overrides):

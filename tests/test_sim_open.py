@@ -13,12 +13,12 @@ import orjson
 import pytest
 
 from agen.config import ModelConfig, Price
-from agen.gen.categories import CATEGORIES, parse_category
+from agen.gen.category_parse import CATEGORIES, parse_category
 from agen.gen.dedup import Deduper
 from agen.gen.judge import parse_judge_score
 from agen.gen.parse import ParseFailure, parse_open_generation
 from agen.gen.prompts import generation_prompt, load_template
-from agen.gen.rip import calibrate, compute_metrics, keep, response_length
+from agen.gen.rip_metrics import calibrate, compute_metrics, keep, response_length
 from agen.providers import Providers
 from agen.sim import SimServer, prompt_quality
 from agen.sim.open_world import (

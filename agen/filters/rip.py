@@ -17,15 +17,22 @@ import orjson
 import structlog
 
 from agen.config import RipConfig
+from agen.errors import TaskFailedError
 from agen.filters import Call, FilterAborted, FilterTask, Verdict, gather_settled
 from agen.gen.judge import parse_judge_score
 from agen.gen.prompts import load_template
-from agen.gen.rip import RipMetrics, RipThresholds, calibrate, compute_metrics, keep, response_length
+from agen.gen.rip_metrics import (
+    RipMetrics,
+    RipThresholds,
+    calibrate,
+    compute_metrics,
+    keep,
+    response_length,
+)
 from agen.providers.client import ModelClient
 from agen.providers.reward import RewardClient
 from agen.run.rundir import atomic_write
 from agen.seeding import stable_int
-from agen.errors import TaskFailedError
 from agen.types import ChatRequest, ScoreRequest
 
 log = structlog.get_logger("agen.rip")

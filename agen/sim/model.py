@@ -12,7 +12,7 @@ import hashlib
 import random
 import re
 
-from agen.gen.categories import CATEGORIES
+from agen.gen.category_parse import CATEGORIES
 from agen.sim import open_world
 from agen.sim.config import SimModel
 from agen.sim.world import (

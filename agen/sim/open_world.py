@@ -22,7 +22,7 @@ the server needs no memory and tests can score what any client kept:
   (judge_malformed_p) writes no usable score line. A **reward model** gives
   8 x (response_quality − 0.5) + N(0, reward_noise), the noise seeded by the text (deterministic,
   as a real reward model is).
-* **Categories** (the eight of `agen.gen.categories`, whose display names the classifier
+* **Categories** (the eight of `agen.gen.category_parse`, whose display names the classifier
   template lists) are read from the grammar's task phrases and topics, then from keywords.
 """
 
@@ -34,7 +34,7 @@ import math
 import random
 import re
 
-from agen.gen.categories import CATEGORIES
+from agen.gen.category_parse import CATEGORIES
 from agen.sim.config import SimModel
 
 __all__ = ["CONSTRAINTS", "GRAMMAR", "TOPIC_OF", "classify_text", "count_constraints",
@@ -281,7 +281,7 @@ def open_topic(rng: random.Random, category: str) -> str:
 
 
 def generate_open_prompt(rng: random.Random, category: str, skill: float) -> str:
-    """A new prompt in `category` (a key of `agen.gen.categories.CATEGORIES`); a higher skill writes
+    """A new prompt in `category` (a key of `agen.gen.category_parse.CATEGORIES`); a higher skill writes
     fewer vague prompts and more constraints."""
     tasks = GRAMMAR.get(category, GRAMMAR["miscellaneous"])[0]
     topic = open_topic(rng, category)

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import orjson
 
 from agen.errors import ConfigError, StorageError
-from agen.gen.rip import preference_pair
+from agen.gen.rip_metrics import preference_pair
 from agen.run.shards import read_records
 
 

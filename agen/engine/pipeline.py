@@ -16,108 +16,34 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import structlog
 
 from agen.config import RunConfig, StageConfig
-from agen.categorize import categorize_seeds
 from agen.cost import CostBook
+from agen.engine.admission import StageCounts, budget_left
+from agen.engine.fewshot import pick_examples
+from agen.engine.records import build_record, usage_dict
+from agen.engine.seed_categories import categorize_seeds
+from agen.engine.tasks import FilterJob, GenTask
+from agen.engine.workers import WorkerContext, filter_worker, generate_worker
 from agen.errors import FatalRunError, StorageError, TaskFailedError
+from agen.filters import Call, CandidateFilter
 from agen.gen.dedup import Deduper
-from agen.filters import Call, CandidateFilter, FilterAborted, FilterTask
-from agen.gen.parse import Candidate, ParseFailure, parse_generation, parse_open_generation
-from agen.gen.prompts import generation_prompt
+from agen.gen.parse import Candidate, parse_generation, parse_open_generation
 from agen.providers import Providers
-from agen.seeding import stable_int
 from agen.run.restore import Restored
 from agen.run.rundir import RunDir
 from agen.run.sink import Sink
-from agen.types import CallRecord, ChatRequest, Example, ScoreRequest
+from agen.types import CallRecord, Example, ScoreRequest
 
-log = structlog.get_logger("agen.pipeline")
+log = structlog.get_logger("agen.engine.pipeline")
 
 STAGES = ("propose", "amplify")
-FILTER_REASONS = ("vote:", "rip:")  # reasons given by a filter's verdict
 FilterFactory = Callable[[Call], CandidateFilter]
-_PRIOR = 4  # pseudo-successes behind each acceptance estimate
-
-
-@dataclass(slots=True)
-class GenTask:
-    id: str
-    stage: str
-    index: int
-    examples: list[Example]
-
-    @property
-    def key(self) -> str:
-        """What sampling seeds derive from: the task's place, not the run's fingerprint, so two
-        runs that differ only in how they filter see the same candidates and the same samples."""
-        return f"{self.stage}/{self.index}"
-
-
-@dataclass(slots=True)
-class FilterJob:
-    task: GenTask
-    candidate: Candidate
-    gen_model: str
-
-
-@dataclass
-class StageCounts:
-    """Committed outcomes of one stage (the funnel), and the live counts that steer admission.
-
-    Admission needs the chance that a task admitted now ends accepted. Fast rejections (parse,
-    duplicate) finish long before slow acceptances (a full vote), so one pooled rate would be
-    biased low early on and over-admit; each gate gets its own estimate instead, with an
-    optimistic prior worth a few successes (admitting too little costs a little time at the end,
-    admitting too much costs money for examples nobody asked for).
-    """
-
-    accepted: int = 0  # committed
-    finished: int = 0  # committed
-    reasons: Counter[str] = field(default_factory=Counter)
-    generating: int = 0  # admitted; generation not back yet
-    filtering: int = 0  # passed parse and dedup; vote or RIP under way
-    committing: int = 0  # decided; waiting for the writer
-    committing_accepted: int = 0
-    generated: int = 0
-    passed: int = 0
-    judged: int = 0
-    judged_accepted: int = 0
-    spent_usd: float = 0.0  # on committed tasks: what a task costs, for budget look-ahead
-
-    @property
-    def inflight(self) -> int:
-        return self.generating + self.filtering + self.committing
-
-    def cost_ahead(self, spent_in_flight: float) -> float:
-        """What the tasks in flight may still cost, erring high (a budget is a promise): a finished
-        task's mean cost each — cheap early rejections pull that mean down — and never less than
-        they have spent so far (all there is to go on before the first one finishes)."""
-        mean = self.spent_usd / self.finished if self.finished else 0.0
-        return max(self.inflight * mean, spent_in_flight)
-
-    def expected_accepted(self) -> float:
-        """Accepted so far plus what the work in flight is expected to add."""
-        p_pass = (self.passed + _PRIOR) / (self.generated + _PRIOR)
-        p_keep = (self.judged_accepted + _PRIOR) / (self.judged + _PRIOR)
-        return (self.accepted + self.committing_accepted + self.filtering * p_keep
-                + self.generating * p_pass * p_keep)
-
-    def restore(self, accepted: int, finished: int, reasons: Counter[str], spent_usd: float) -> None:
-        self.accepted, self.finished, self.spent_usd = accepted, finished, spent_usd
-        self.reasons.update(reasons)
-        self.generated = finished
-        self.passed = finished - sum(n for r, n in reasons.items()
-                                     if r.startswith(("parse:", "duplicate:", "generate_failed")))
-        self.judged = sum(n for r, n in reasons.items() if r.startswith(FILTER_REASONS))
-        self.judged_accepted = accepted
 
 
 class Pipeline:
@@ -152,6 +78,8 @@ class Pipeline:
         self.accepted_this_session = 0
         self.parse = parse_generation if cfg.task == "verifiable" else parse_open_generation
         self.filter = make_filter(self._call)
+        self.workers = WorkerContext(cfg, providers, self.counts, self.dedup, self.parse, self.filter,
+                                     self._call, self._finish, self._fatal)
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
@@ -160,9 +88,12 @@ class Pipeline:
         self.sink.log({"ev": "call", "session": self.run_dir.session, "ts": rec.ts, "model": rec.model,
                        "stage": rec.stage, "task_id": rec.task_id, "outcome": rec.outcome,
                        "status": rec.status, "cost_usd": rec.cost_usd, "latency_s": rec.latency_s,
-                       "request_id": rec.request_id, "usage": _usage_dict(rec.usage)})
+                       "request_id": rec.request_id, "usage": usage_dict(rec.usage)})
         self.costs.add(rec)
         self._task_cost[rec.task_id.split("/", 1)[0]] += rec.cost_usd
+        stage = self.counts.get(rec.stage.split(".", 1)[0])
+        if stage is not None:
+            stage.spent_in_flight_usd += rec.cost_usd
 
     def _on_commit(self, batch: list[dict[str, Any]]) -> None:
         for r in batch:
@@ -197,21 +128,7 @@ class Pipeline:
             self._work.cancel()
 
     def budget_left(self) -> bool:
-        """Whether another task may start: spend so far plus what work in flight will likely
-        still cost stays under the budget (so the run stops near it, not a burst past it)."""
-        b = self.cfg.budget
-        if b.usd is None and b.tokens is None:
-            return True
-        running: Counter[str] = Counter()
-        for tid, usd in self._task_cost.items():
-            stage = tid.split("-", 2)[1] if tid.count("-") >= 2 else ""
-            running[stage] += usd
-        ahead = sum(c.cost_ahead(running[s]) for s, c in self.counts.items())
-        if b.usd is not None and self.costs.total_usd + ahead >= b.usd:
-            return False
-        if b.tokens is not None and self.costs.total_tokens >= b.tokens:
-            return False
-        return True
+        return budget_left(self.cfg.budget, self.costs, self.counts)
 
     # ---- calls -------------------------------------------------------------------------------
 
@@ -246,25 +163,8 @@ class Pipeline:
         return sc.max_attempts or (20 * sc.target + 100)
 
     def _examples(self, stage: str, index: int) -> list[Example]:
-        """The few-shot examples of task `index`: seeds for propose; accepted proposals (mixed with
-        seeds at `seed_mix`) for amplify. Open-ended tasks draw all shots from one category."""
-        sc = self._stage_cfg(stage)
-        rng = random.Random(f"{self.cfg.seed}/{stage}/{index}")
-        use_pool = stage == "amplify" and bool(self.pool)
-        category = None
-        if self.cfg.task == "open_ended":
-            category = rng.choice(self.pool if use_pool else self.seeds).category
-        shots: list[Example] = []
-        for _ in range(sc.shots * 4):  # a few redraws for duplicates and thin categories
-            source = self.seeds if not use_pool or rng.random() < sc.seed_mix else self.pool
-            pick = rng.choice(source)
-            if category is not None and pick.category != category:
-                pick = rng.choice([ex for ex in source if ex.category == category] or source)
-            if pick not in shots:
-                shots.append(pick)
-            if len(shots) == sc.shots:
-                break
-        return shots
+        return pick_examples(self._stage_cfg(stage), stage, index, self.cfg.seed, self.seeds, self.pool,
+                             self.cfg.task == "open_ended")
 
     async def _produce(self, stage: str, task_q: asyncio.Queue[GenTask | None], workers: int) -> None:
         sc = self._stage_cfg(stage)
@@ -301,46 +201,6 @@ class Pipeline:
                 for _ in range(workers):
                     await task_q.put(None)
 
-    # ---- generate → parse → dedup ----------------------------------------------------------------
-
-    async def _generate_worker(self, stage: str, task_q: asyncio.Queue[GenTask | None],
-                               filter_q: asyncio.Queue[FilterJob | None]) -> None:
-        sc = self._stage_cfg(stage)
-        client = self.providers[sc.model]
-        while (task := await task_q.get()) is not None:
-            prompt = generation_prompt(self.cfg.template(sc), self.cfg.template(sc, "example"), task.examples)
-            req = ChatRequest(messages=({"role": "user", "content": prompt},), max_tokens=sc.max_tokens,
-                              temperature=sc.temperature, seed=stable_int(f"{self.cfg.seed}/{task.key}"), stage=stage,
-                              task_id=task.id)
-            c = self.counts[stage]
-            try:
-                out = await self._call(client, req)
-            except TaskFailedError as exc:
-                c.generating -= 1
-                c.generated += 1
-                await self._finish(task, None, "failed", f"generate_failed:{type(exc).__name__}",
-                                   sc.model, error=str(exc))
-                continue
-            except FatalRunError as exc:
-                c.generating -= 1
-                self._fatal(exc)
-                continue
-            c.generating -= 1
-            c.generated += 1
-            parsed = self.parse(out.texts[0])
-            if isinstance(parsed, ParseFailure):
-                await self._finish(task, None, "rejected", f"parse:{parsed.reason}", sc.model,
-                                   raw=out.texts[0][-2000:])
-                continue
-            dup = self.dedup.check_and_add(parsed.question, task.id)
-            if dup is not None:
-                await self._finish(task, parsed, "rejected", f"duplicate:{dup.kind}", sc.model,
-                                   duplicate_of=dup.match_id, duplicate_score=round(dup.score, 4))
-                continue
-            c.passed += 1
-            c.filtering += 1
-            await filter_q.put(FilterJob(task, parsed, sc.model))
-
     def _fatal(self, exc: FatalRunError) -> None:
         """The run cannot go on; the task is left uncommitted so a resume redoes it."""
         if self.fatal is None:
@@ -348,50 +208,13 @@ class Pipeline:
             log.error("fatal_provider_error", error=str(exc))
         self.request_stop("fatal_provider_error")
 
-    # ---- filter (vote or RIP) ---------------------------------------------------------------------
-
-    async def _filter_worker(self, filter_q: asyncio.Queue[FilterJob | None]) -> None:
-        while (job := await filter_q.get()) is not None:
-            task = job.task
-            c = self.counts[task.stage]
-            ftask = FilterTask(task.id, f"{self.cfg.seed}/{task.key}", task.stage,
-                               job.candidate.question, job.candidate.answer)
-            try:
-                verdict = await self.filter.judge(ftask)
-            except FilterAborted:
-                c.filtering -= 1  # left uncommitted: redone on resume
-                continue
-            except TaskFailedError as exc:
-                c.filtering -= 1
-                await self._finish(task, job.candidate, "failed", f"filter_failed:{type(exc).__name__}",
-                                   job.gen_model, error=str(exc))
-                continue
-            except FatalRunError as exc:
-                c.filtering -= 1
-                self._fatal(exc)
-                continue
-            c.filtering -= 1
-            c.judged += 1
-            c.judged_accepted += verdict.accepted
-            await self._finish(task, job.candidate, "accepted" if verdict.accepted else "rejected",
-                               verdict.reason, job.gen_model, **verdict.detail)
-
-    # ---- records -------------------------------------------------------------------------------
-
     async def _finish(self, task: GenTask, cand: Candidate | None, status: str, reason: str,
                       model: str, **extra: Any) -> None:
-        rec: dict[str, Any] = {
-            "id": task.id, "stage": task.stage, "status": status, "reason": reason,
-            "question": cand.question if cand else None, "answer": cand.answer if cand else None,
-            "model": model, "wire_model": self.cfg.models[model].model,
-            "seeds": [ex.id for ex in task.examples], "session": self.run_dir.session,
-            "created": time.time(),
-        }
-        if self.cfg.task == "open_ended":
-            rec["category"] = task.examples[0].category if task.examples else None
-        rec.update(extra)
-        rec["cost_usd"] = round(self._task_cost.pop(task.id, 0.0), 8)
+        """Build the record of a finished task and hand it to the sink (counted as committing)."""
+        cost = self._task_cost.pop(task.id, 0.0)
         c = self.counts[task.stage]
+        c.spent_in_flight_usd -= cost
+        rec = build_record(self.cfg, self.run_dir.session, task, cand, status, reason, model, cost, extra)
         c.committing += 1
         c.committing_accepted += status == "accepted"
         await self.sink.put(rec)
@@ -409,7 +232,7 @@ class Pipeline:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._produce(stage, task_q, sc.workers))
                 for _ in range(sc.workers):
-                    tg.create_task(self._generate_worker(stage, task_q, filter_q))
+                    tg.create_task(generate_worker(self.workers, stage, task_q, filter_q))
         finally:
             if stage == "propose":
                 self._propose_done.set()
@@ -420,7 +243,7 @@ class Pipeline:
         width = fc.concurrency  # type: ignore[union-attr]
         filter_q: asyncio.Queue[FilterJob | None] = asyncio.Queue(maxsize=width)
         async with asyncio.TaskGroup() as tg:
-            voters = [tg.create_task(self._filter_worker(filter_q)) for _ in range(width)]
+            voters = [tg.create_task(filter_worker(self.workers, filter_q)) for _ in range(width)]
 
             async def stages() -> None:
                 try:
@@ -508,8 +331,3 @@ def _first_leaf(group: BaseException | None) -> BaseException | None:
     while isinstance(group, BaseExceptionGroup):
         group = group.exceptions[0]
     return group
-
-
-def _usage_dict(u: Any) -> dict[str, int]:
-    return {"input": u.input_tokens, "cached_input": u.cached_input_tokens,
-            "cache_write": u.cache_write_tokens, "output": u.output_tokens, "reasoning": u.reasoning_tokens}

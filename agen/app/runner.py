@@ -21,24 +21,24 @@ from typing import Any, Iterator
 import orjson
 import structlog
 
+from agen.app.progress import Progress
+from agen.app.summary import render_summary
 from agen.config import Price, RunConfig, load_prices, price_for
 from agen.cost import CostBook
+from agen.engine.pipeline import Pipeline
 from agen.errors import ConfigError, StorageError
 from agen.filters import Call, CandidateFilter
 from agen.filters.answer_consistency import AnswerConsistency
 from agen.filters.rip import RipFilter
 from agen.gen.prompts import check_template
 from agen.gen.seeds import load_seeds
-from agen.pipeline import Pipeline
-from agen.progress import Progress
 from agen.providers import Providers, check_api_keys
 from agen.run.ledger import PreviousSessions, costs_from_ledger
 from agen.run.restore import Restored, restore
 from agen.run.rundir import RunDir, open_run_dir
-from agen.summary import render_summary
 from agen.types import Example
 
-log = structlog.get_logger("agen.runner")
+log = structlog.get_logger("agen.app.runner")
 
 EXIT_OK, EXIT_INPUT, EXIT_PROVIDER, EXIT_STORAGE, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 

@@ -1,9 +1,9 @@
 """`agen report`: a run directory's figures as a self-contained HTML page and the same figures as JSON.
 
 Everything is read from the run directory's data files (finished, interrupted or still running):
-the funnel and spend from `agen.status.snapshot_from_files` (the figures `agen status` and the
+the funnel and spend from `agen.app.status.snapshot_from_files` (the figures `agen status` and the
 end-of-run summary print), time series, latencies and 429s from the ledger's call lines, vote
-margins from the records. Charts are inline SVG (`agen.report_svg`), so the page needs no network.
+margins from the records. Charts are inline SVG (`agen.app.report_svg`), so the page needs no network.
 
     RUN_DIR/report.json   {"run", "headline", "funnel", "cost", "throughput", "latency", "votes", "rip"}
     RUN_DIR/report.html   the same, drawn
@@ -22,14 +22,14 @@ from typing import Any
 
 import orjson
 
+from agen.app.report_svg import fmt_num, fmt_usd, hbars, vbars
+from agen.app.status import snapshot_from_files
+from agen.app.summary import cost_rows, funnel_rows
 from agen.config import load_prices, price_for
 from agen.cost import cost_usd
 from agen.errors import ConfigError
-from agen.report_svg import fmt_num, fmt_usd, hbars, vbars
 from agen.run.rundir import atomic_write, load_snapshot, read_ledger
 from agen.run.shards import read_records
-from agen.status import snapshot_from_files
-from agen.summary import cost_rows, funnel_rows
 from agen.types import Usage
 
 TOKEN_KINDS = ("input", "cached_input", "cache_write", "output")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agen.app.summary import render_summary
 from agen.run.ledger import costs_from_ledger
 from agen.run.restore import restore
 from agen.run.rundir import RunDir, _read_json, load_snapshot
-from agen.summary import render_summary
 
 
 def snapshot_from_files(root: Path) -> dict:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
+from agen.app.logs import configure_logging
 from agen.config import load_config
 from agen.errors import AgenError
-from agen.logs import configure_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,7 +35,7 @@ def _finish(outcome) -> None:
 def run(config: Path, out: str | None, target: int | None, proposals: int | None,
         budget_usd: float | None, k: int | None, grace: float) -> None:
     """Run CONFIG (or resume it, if its output directory holds the same run)."""
-    from agen.runner import run_session
+    from agen.app.runner import run_session
 
     overrides = {"output.dir": out, "amplify.target": target, "propose.target": proposals,
                  "budget.usd": budget_usd, "vote.k": k}
@@ -54,8 +54,8 @@ def run(config: Path, out: str | None, target: int | None, proposals: int | None
 @click.option("--grace", type=float, default=30.0, show_default=True)
 def resume(run_dir: Path, budget_usd: float | None, grace: float) -> None:
     """Resume RUN_DIR with the config of its latest session (relative paths resolve from that config's folder)."""
+    from agen.app.runner import run_session
     from agen.run.rundir import run_config_dir
-    from agen.runner import run_session
 
     try:
         cfg = load_config(run_dir / "config.yaml", {"budget.usd": budget_usd, "output.dir": str(run_dir)})
@@ -71,7 +71,7 @@ def resume(run_dir: Path, budget_usd: float | None, grace: float) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 def status(run_dir: Path) -> None:
     """Progress, spend and what is left in RUN_DIR, read from its data files."""
-    from agen.status import run_status
+    from agen.app.status import run_status
 
     try:
         click.echo(run_status(run_dir))
@@ -95,7 +95,7 @@ def sim(config_path: str | None, host: str, port: int) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 def report(run_dir: Path) -> None:
     """Write RUN_DIR/report.html (charts, no network needed) and RUN_DIR/report.json."""
-    from agen.report import write_report
+    from agen.app.report import write_report
 
     try:
         json_path, html_path = write_report(run_dir)
@@ -112,7 +112,7 @@ def report(run_dir: Path) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: RUN_DIR/export-FORMAT.jsonl")
 def export(run_dir: Path, fmt: str, out: Path | None) -> None:
     """Write training files from RUN_DIR's accepted records."""
-    from agen.export import export as do_export
+    from agen.app.export import export as do_export
 
     target = out or run_dir / f"export-{fmt}.jsonl"
     try:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-log = structlog.get_logger("agen.progress")
+log = structlog.get_logger("agen.app.progress")
 
 
 def count_429s(stats: dict[str, Any]) -> int:

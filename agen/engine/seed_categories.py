@@ -15,12 +15,12 @@ import structlog
 from agen.config import CategoriesConfig
 from agen.errors import TaskFailedError
 from agen.filters import Call, gather_settled
-from agen.gen.categories import category_cache_key, guess_category, parse_category
+from agen.gen.category_parse import category_cache_key, guess_category, parse_category
 from agen.gen.prompts import load_template
 from agen.run.rundir import atomic_write
 from agen.types import ChatRequest, Example
 
-log = structlog.get_logger("agen.categorize")
+log = structlog.get_logger("agen.engine.seed_categories")
 _SAVE_EVERY = 25
 
 

@@ -1,0 +1,32 @@
+"""The record of a finished candidate, as written to the shards (see docs/architecture.md)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agen.config import RunConfig
+from agen.engine.tasks import GenTask
+from agen.gen.parse import Candidate
+
+
+def build_record(cfg: RunConfig, session: int, task: GenTask, cand: Candidate | None, status: str,
+                 reason: str, model: str, cost_usd: float, extra: dict[str, Any]) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "id": task.id, "stage": task.stage, "status": status, "reason": reason,
+        "question": cand.question if cand else None, "answer": cand.answer if cand else None,
+        "model": model, "wire_model": cfg.models[model].model,
+        "seeds": [ex.id for ex in task.examples], "session": session,
+        "created": time.time(),
+    }
+    if cfg.task == "open_ended":
+        rec["category"] = task.examples[0].category if task.examples else None
+    rec.update(extra)
+    rec["cost_usd"] = round(cost_usd, 8)
+    return rec
+
+
+def usage_dict(u: Any) -> dict[str, int]:
+    """A call's usage as the ledger writes it."""
+    return {"input": u.input_tokens, "cached_input": u.cached_input_tokens,
+            "cache_write": u.cache_write_tokens, "output": u.output_tokens, "reasoning": u.reasoning_tokens}

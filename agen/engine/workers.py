@@ -1,0 +1,111 @@
+"""The generate and filter workers: one candidate from its prompt to its verdict.
+
+A worker never writes anything itself: every outcome goes to `finish` (which builds the record
+and hands it to the sink), and a fatal provider error to `fatal` (which stops the run and leaves
+the task uncommitted, so a resume redoes it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from agen.config import RunConfig, StageConfig
+from agen.engine.admission import StageCounts
+from agen.engine.tasks import FilterJob, GenTask
+from agen.errors import FatalRunError, TaskFailedError
+from agen.filters import Call, CandidateFilter, FilterAborted, FilterTask
+from agen.gen.dedup import Deduper
+from agen.gen.parse import Candidate, ParseFailure
+from agen.gen.prompts import generation_prompt
+from agen.providers import Providers
+from agen.seeding import stable_int
+from agen.types import ChatRequest
+
+Finish = Callable[..., Awaitable[None]]  # (task, candidate|None, status, reason, model, **extra)
+
+
+@dataclass(slots=True)
+class WorkerContext:
+    """What the workers share with the pipeline that owns them."""
+
+    cfg: RunConfig
+    providers: Providers
+    counts: dict[str, StageCounts]
+    dedup: Deduper
+    parse: Callable[[str], Candidate | ParseFailure]
+    filter: CandidateFilter
+    call: Call
+    finish: Finish
+    fatal: Callable[[FatalRunError], None]
+
+    def stage_cfg(self, stage: str) -> StageConfig:
+        return self.cfg.propose if stage == "propose" else self.cfg.amplify
+
+
+async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[GenTask | None],
+                          filter_q: asyncio.Queue[FilterJob | None]) -> None:
+    """generate → parse → dedup; a candidate that survives goes on to the filter queue."""
+    sc = ctx.stage_cfg(stage)
+    client = ctx.providers[sc.model]
+    c = ctx.counts[stage]
+    while (task := await task_q.get()) is not None:
+        prompt = generation_prompt(ctx.cfg.template(sc), ctx.cfg.template(sc, "example"), task.examples)
+        req = ChatRequest(messages=({"role": "user", "content": prompt},), max_tokens=sc.max_tokens,
+                          temperature=sc.temperature, seed=stable_int(f"{ctx.cfg.seed}/{task.key}"), stage=stage,
+                          task_id=task.id)
+        try:
+            out = await ctx.call(client, req)
+        except TaskFailedError as exc:
+            c.generating -= 1
+            c.generated += 1
+            await ctx.finish(task, None, "failed", f"generate_failed:{type(exc).__name__}", sc.model, error=str(exc))
+            continue
+        except FatalRunError as exc:
+            c.generating -= 1
+            ctx.fatal(exc)
+            continue
+        c.generating -= 1
+        c.generated += 1
+        parsed = ctx.parse(out.texts[0])
+        if isinstance(parsed, ParseFailure):
+            await ctx.finish(task, None, "rejected", f"parse:{parsed.reason}", sc.model, raw=out.texts[0][-2000:])
+            continue
+        dup = ctx.dedup.check_and_add(parsed.question, task.id)
+        if dup is not None:
+            await ctx.finish(task, parsed, "rejected", f"duplicate:{dup.kind}", sc.model,
+                             duplicate_of=dup.match_id, duplicate_score=round(dup.score, 4))
+            continue
+        c.passed += 1
+        c.filtering += 1
+        await filter_q.put(FilterJob(task, parsed, sc.model))
+
+
+async def filter_worker(ctx: WorkerContext, filter_q: asyncio.Queue[FilterJob | None]) -> None:
+    """Vote or RIP on one candidate at a time; the verdict becomes the record's status."""
+    while (job := await filter_q.get()) is not None:
+        task = job.task
+        c = ctx.counts[task.stage]
+        ftask = FilterTask(task.id, f"{ctx.cfg.seed}/{task.key}", task.stage,
+                           job.candidate.question, job.candidate.answer)
+        try:
+            verdict = await ctx.filter.judge(ftask)
+        except FilterAborted:
+            c.filtering -= 1  # left uncommitted: redone on resume
+            continue
+        except TaskFailedError as exc:
+            c.filtering -= 1
+            await ctx.finish(task, job.candidate, "failed", f"filter_failed:{type(exc).__name__}",
+                             job.gen_model, error=str(exc))
+            continue
+        except FatalRunError as exc:
+            c.filtering -= 1
+            ctx.fatal(exc)
+            continue
+        c.filtering -= 1
+        c.judged += 1
+        c.judged_accepted += verdict.accepted
+        extra: dict[str, Any] = verdict.detail
+        await ctx.finish(task, job.candidate, "accepted" if verdict.accepted else "rejected",
+                         verdict.reason, job.gen_model, **extra)
