@@ -40,6 +40,30 @@ def cost_rows(snap: dict[str, Any]) -> list[tuple[str, float, int, float | None]
     return out
 
 
+def truncation_hints(stages: dict[str, Any]) -> list[str]:
+    """One line per stage whose generations were cut at max_tokens (rejected as parse:truncated)."""
+    out = []
+    for name, s in stages.items():
+        cut = s["reasons"].get("parse:truncated", 0)
+        if cut and s["finished"]:
+            out.append(f"  {100 * cut / s['finished']:.0f}% of {name} outputs hit max_tokens="
+                       f"{s.get('max_tokens', '?')} — raise it")
+    return ["", "Truncated generations"] + out if out else []
+
+
+def endpoint_lines(endpoints: dict[str, Any]) -> list[str]:
+    """What each endpoint was learned (or stated) to do: `n`, TPM charging, windows, headers."""
+    rows = []
+    for lane, f in endpoints.items():
+        src = f.get("source", {})
+        parts = [f"{k}={v if not isinstance(v, list) else ','.join(v)}"
+                 + (" (config)" if src.get(k) == "config" else "")
+                 for k, v in f.items() if k != "source"]
+        if parts:
+            rows.append(f"  {lane:<12} " + "  ".join(parts))
+    return ["", "Endpoints (learned from responses unless marked config)"] + rows if rows else []
+
+
 def render_summary(snap: dict[str, Any]) -> str:
     lines = [f"agen summary — run {snap.get('fingerprint', '?')}, session {snap.get('session', 0)}"
              + (f", {snap['elapsed_s']:.1f}s" if "elapsed_s" in snap else "")
@@ -61,6 +85,8 @@ def render_summary(snap: dict[str, Any]) -> str:
     for key, t in snap["costs"]["by_stage_model"].items():
         lines.append(f"  {key:<28} {t['calls']:>7} calls  in {t['input_tokens']:>10} "
                      f"(cached {t['cached_input_tokens']})  out {t['output_tokens']:>10}  {_usd(t['cost_usd']):>12}")
+    lines.extend(truncation_hints(snap["stages"]))
+    lines.extend(endpoint_lines(snap.get("endpoints") or {}))
     prev = snap.get("previous_sessions")
     if prev and (prev["billing_unknown_requests"] or prev["redone_usd"]):
         lines.append("")
