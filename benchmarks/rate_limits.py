@@ -221,8 +221,9 @@ async def wild_tpm(base: str, seconds: float, warm: float, workers: int, tpm: fl
     names = ("tpm-usage", "tpm-upfront")
     prompts = propose_requests()
     records: dict[str, list[CallRecord]] = {n: [] for n in names}
-    waits = await asyncio.gather(*(drain(base, n, 4 if n == "tpm-usage" else 50) for n in names))
-    await asyncio.sleep(max(0.0, max(waits) - 1.0))  # an overdrawn usage bucket: back to about empty
+    wait = await drain(base, "tpm-usage", 4)
+    await asyncio.sleep(max(0.0, wait - 1.0))  # an overdrawn usage bucket: back to about empty
+    await drain(base, "tpm-upfront")
     models = {n: ModelConfig(model=n, max_concurrency=workers, price=FREE, tpm=tpm) for n in names}
     async with Providers(models, base_urls={n: base + "/v1" for n in names},
                          on_call=lambda r: records[r.model].append(r)) as p:
@@ -247,15 +248,26 @@ async def wild_tpm(base: str, seconds: float, warm: float, workers: int, tpm: fl
                 t.cancel()  # calls still queued in the lane at the end are not part of the measurement
             await asyncio.gather(*tasks, return_exceptions=True)
 
+        async def server_stats_at(t: float) -> dict[str, dict[str, float]]:
+            await asyncio.sleep(max(0.0, t - time.monotonic()))
+            async with aiohttp.ClientSession() as s, s.get(base + "/sim/stats") as r:
+                return orjson.loads(await r.read())  # type: ignore[no-any-return]
+
+        marks = [asyncio.create_task(server_stats_at(t0 + warm)),
+                 asyncio.create_task(server_stats_at(t0 + warm + seconds))]
         await asyncio.gather(*(drive_one(n) for n in names))
+        before, after = await asyncio.gather(*marks)
         facts = p.facts()
     out = {}
     for n in names:
         window = [r for r in records[n] if warm <= r.ts - t0_wall < warm + seconds]
         ok = [r for r in window if r.outcome == "ok"]
-        per = (lambda r: r.usage.input_tokens + r.usage.output_tokens) if n == "tpm-usage" else \
-            (lambda r: r.usage.input_tokens + PROPOSE_MAX_TOKENS)
-        charged = sum(per(r) for r in ok) / (seconds / 60.0)
+        # What the server charged over the window, from its own counters (/sim/stats): real usage,
+        # or prompt + max_tokens for every request it answered.
+        d = {k: after[n][k] - before[n][k] for k in ("input_tokens", "output_tokens")}
+        answered = after[n]["status"].get("200", 0) - before[n]["status"].get("200", 0)
+        used = d["input_tokens"] + (d["output_tokens"] if n == "tpm-usage" else PROPOSE_MAX_TOKENS * answered)
+        charged = used / (seconds / 60.0)
         out[n] = {"attempts": len(window), "ok": len(ok), "tpm": round(charged, 1), "of_tpm": round(charged / tpm, 4),
                   "share_429": round(sum(r.status == 429 for r in window) / max(1, len(window)), 4),
                   "charges_learned": facts[n].get("charges", "-"),
