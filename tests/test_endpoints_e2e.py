@@ -6,6 +6,9 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import orjson
+
+from agen.app.report import write_report
 from agen.app.runner import EXIT_OK, run_session
 from agen.app.summary import render_summary
 from agen.run.rundir import read_ledger
@@ -50,3 +53,6 @@ def test_ignored_n_keeps_votes_inside_k(tmp_path: Path) -> None:
     vote_model = cfg.vote.model
     assert out.snapshot["endpoints"][vote_model]["supports_n"] is False
     assert "supports_n=False" in render_summary(out.snapshot)
+    json_path, html_path = write_report(root)
+    assert orjson.loads(json_path.read_bytes())["endpoints"][vote_model]["supports_n"] is False
+    assert "<h2>Endpoints</h2>" in html_path.read_text()
