@@ -138,7 +138,11 @@ class StageConfig(_Strict):
     temperature: float = Field(default=0.8, ge=0, le=2)
     template: str | None = None  # default: {task}_generate.txt
     example_template: str | None = None  # default: {task}_example.txt
-    max_attempts: int | None = Field(default=None, ge=1)  # hard cap on candidates tried
+    max_attempts: int | None = Field(default=None, ge=1)  # cap on candidates tried; default 20 * target + 100
+
+    def attempts_cap(self) -> int:
+        """The finite cap on candidates this stage may try (over every session of the run)."""
+        return self.max_attempts or 20 * self.target + 100
 
 
 class VoteConfig(_Strict):
@@ -211,6 +215,14 @@ class DedupConfig(_Strict):
     near_threshold: float = Field(default=0.7, gt=0, le=1)  # ROUGE-L F1, Self-Instruct's rule
 
 
+class WatchdogConfig(_Strict):
+    """When a stage stops making progress the run stops (exit 5), naming the cause (engine/watchdog.py)."""
+
+    enabled: bool = True
+    window: int = Field(default=40, ge=5)  # the last N finished candidates of a stage ...
+    share: float = Field(default=0.95, gt=0.5, le=1)  # ... this share rejected for one reason family
+
+
 class OutputConfig(_Strict):
     dir: str = "runs/quickstart"
     shard_max_records: int = Field(default=10_000, ge=1)
@@ -241,6 +253,7 @@ class RunConfig(_Strict):
     rip: RipConfig | None = None  # open-ended tasks
     categories: CategoriesConfig | None = None  # open-ended: classify seeds lacking a category
     dedup: DedupConfig = DedupConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
     output: OutputConfig = OutputConfig()
     budget: BudgetConfig = BudgetConfig()
     simulator: SimulatorConfig | None = None
@@ -295,7 +308,7 @@ RESUMABLE_FIELDS = {
     "models.*.bad_response_retries", "models.*.connect_timeout_s", "models.*.read_timeout_s",
     "models.*.headers", "models.*.api_key_env", "models.*.base_url", "models.*.price",
     "propose.workers", "amplify.workers", "vote.concurrency", "rip.concurrency", "propose.target", "amplify.target",
-    "propose.max_attempts", "amplify.max_attempts", "budget", "output.dir", "simulator",
+    "propose.max_attempts", "amplify.max_attempts", "budget", "output.dir", "simulator", "watchdog",
     "log_level",
 }
 

@@ -1,9 +1,10 @@
 """One session of a run: check everything, open the run directory, run the pipeline, report.
 
 Everything that can be wrong with the input (config, keys, seeds, templates, a changed config on
-resume) is found before the first request. Exit codes: 0 done or stopped by budget, 2 bad input,
-3 fatal provider error, 4 storage error, 130 interrupted; every non-zero exit leaves the run
-directory resumable.
+resume) is found before the first request. Exit codes (the README's table): 0 every target met or
+the budget reached, 2 bad input or environment, 3 fatal provider error, 4 storage error, 5 no
+progress (watchdog, max_attempts), 6 endpoint unreachable, 130 interrupted; every non-zero exit
+leaves the run directory resumable.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from agen.types import Example
 
 log = structlog.get_logger("agen.app.runner")
 
-EXIT_OK, EXIT_INPUT, EXIT_PROVIDER, EXIT_STORAGE, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+EXIT_OK, EXIT_INPUT, EXIT_PROVIDER, EXIT_STORAGE, EXIT_NO_PROGRESS, EXIT_UNREACHABLE = 0, 2, 3, 4, 5, 6
+EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -217,14 +219,37 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
     if pipeline.fatal is not None:
         return Outcome(EXIT_PROVIDER, f"stopped: {pipeline.fatal}. Fix the cause, then "
                                       f"`agen resume {run_dir.root}`", snap)
-    if interrupts:
-        return Outcome(EXIT_INTERRUPTED, f"interrupted; resume with `agen resume {run_dir.root}`", snap)
+    return _ending(pipeline, snap, run_dir, interrupted=bool(interrupts))
+
+
+def _ending(pipeline: Pipeline, snap: dict, run_dir: RunDir, *, interrupted: bool) -> Outcome:
+    """Exit code and final line for a session the pipeline ended (no storage or provider error)."""
+    resume = f"`agen resume {run_dir.root}`"
+    if interrupted:
+        return Outcome(EXIT_INTERRUPTED, f"interrupted; resume with {resume}", snap)
+    if pipeline.stall is not None:
+        return Outcome(EXIT_NO_PROGRESS, f"stopped: {pipeline.stall.message}; then {resume}", snap)
+    tally = _tally(snap)
     if pipeline.stop_reason == "budget":
-        return Outcome(EXIT_OK, "budget reached", snap)
-    if run_dir.resumed and not pipeline.accepted_this_session and _targets_met(snap):
+        spent, cap = snap["costs"]["total"]["cost_usd"], pipeline.cfg.budget
+        limit = f"${cap.usd:g}" if cap.usd is not None else f"{cap.tokens} tokens"
+        return Outcome(EXIT_OK, f"stopped: the budget ({limit}) is reached, ${spent:.4f} spent; accepted "
+                                f"{tally}. To go on: `agen resume {run_dir.root} --budget-usd N`", snap)
+    if not _targets_met(snap):
+        short = [s for s in pipeline.exhausted if snap["stages"][s]["accepted"] < snap["stages"][s]["target"]]
+        why = (f"{', '.join(short)} tried max_attempts candidates" if short else "the stages ended")
+        return Outcome(EXIT_NO_PROGRESS, f"stopped: {why} short of the target; accepted {tally}. Raise "
+                                         f"{short[0] if short else 'amplify'}.max_attempts in "
+                                         f"{run_dir.root / 'config.yaml'} or make candidates pass more "
+                                         f"often, then {resume}", snap)
+    if run_dir.resumed and not pipeline.accepted_this_session:
         return Outcome(EXIT_OK, f"already complete: every target was met; nothing was sent. Delete "
                                 f"{run_dir.root} or choose another output.dir to start over", snap)
-    return Outcome(EXIT_OK, "done", snap)
+    return Outcome(EXIT_OK, f"done: every target met, accepted {tally}", snap)
+
+
+def _tally(snap: dict) -> str:
+    return ", ".join(f"{n} {s['accepted']}/{s['target']}" for n, s in snap["stages"].items())
 
 
 def _targets_met(snap: dict) -> bool:
