@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import signal
 import sys
 import time
@@ -22,12 +23,13 @@ from typing import Any, Iterator
 import orjson
 import structlog
 
+from agen.app.preflight import check_endpoints
 from agen.app.progress import Progress
 from agen.app.summary import render_summary
 from agen.config import Price, RunConfig, load_prices, price_for
 from agen.cost import CostBook
 from agen.engine.pipeline import Pipeline
-from agen.errors import ConfigError, StorageError
+from agen.errors import ConfigError, SimStartError, StorageError
 from agen.filters import Call, CandidateFilter
 from agen.filters.answer_consistency import AnswerConsistency
 from agen.filters.rip import RipFilter
@@ -128,11 +130,42 @@ def preflight(cfg: RunConfig, config_dir: Path | None = None) -> tuple[list[Exam
 
 
 def run_session(cfg: RunConfig, *, config_dir: Path | None = None, grace_s: float = 30.0,
-                live: bool | None = None) -> Outcome:
-    """Run (or resume) the run in `cfg.output.dir` to its targets."""
-    run_dir: RunDir | None = None
+                live: bool | None = None, probe: bool = True) -> Outcome:
+    """Run (or resume) the run in `cfg.output.dir` to its targets.
+
+    `probe`: talk to every endpoint once (app/preflight) before the run directory is opened."""
     try:
         seeds, prices = preflight(cfg, config_dir)
+    except ConfigError as exc:
+        return Outcome(EXIT_INPUT, str(exc), {})
+    try:
+        with _simulator(cfg) as sim_url:
+            base_urls = _base_urls(cfg, sim_url)
+            if probe:
+                refused = _probe_endpoints(cfg, base_urls)
+                if refused is not None:
+                    return refused
+            return _open_and_run(cfg, config_dir, seeds, prices, base_urls, grace_s, live)
+    except SimStartError as exc:
+        return Outcome(EXIT_INPUT, str(exc), {})
+
+
+def _probe_endpoints(cfg: RunConfig, base_urls: dict[str, str]) -> Outcome | None:
+    keys = {n: os.environ.get(m.api_key_env) if m.api_key_env else None for n, m in cfg.models.items()}
+    problems = asyncio.run(check_endpoints(dict(cfg.models), base_urls, keys))
+    if not problems:
+        return None
+    kinds = {p.kind for p in problems}
+    code = EXIT_PROVIDER if "auth" in kinds else EXIT_UNREACHABLE if "unreachable" in kinds else EXIT_INPUT
+    lines = "\n  ".join(str(p) for p in problems)
+    return Outcome(code, f"preflight: {len(problems)} endpoint(s) cannot serve this run; nothing was sent "
+                         f"or written (skip this check with --no-preflight):\n  {lines}", {})
+
+
+def _open_and_run(cfg: RunConfig, config_dir: Path | None, seeds: list[Example], prices: dict[str, Price],
+                  base_urls: dict[str, str], grace_s: float, live: bool | None) -> Outcome:
+    run_dir: RunDir | None = None
+    try:
         run_dir = open_run_dir(cfg, Path(cfg.output.dir), config_dir=config_dir, seeds_digest=seeds_digest(seeds))
         restored = restore(run_dir)
         costs, previous = costs_from_ledger(run_dir.root, restored.done_ids)
@@ -147,10 +180,7 @@ def run_session(cfg: RunConfig, *, config_dir: Path | None = None, grace_s: floa
                  spent_usd=round(costs.total_usd, 6), billing_unknown=previous.billing_unknown)
     prep = Prepared(cfg, seeds, prices, run_dir, restored, costs, previous)
     try:
-        with _simulator(cfg) as sim_url:
-            return _run_async(prep, _base_urls(cfg, sim_url), grace_s, live)
-    except OSError as exc:
-        return Outcome(EXIT_INPUT, f"could not start the simulated provider: {exc}", {})
+        return _run_async(prep, base_urls, grace_s, live)
     finally:
         run_dir.close()  # releases RUN_DIR/.lock for the next session
 
