@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -44,6 +47,50 @@ def _credential_name(name: str) -> bool:
     n = name.lower().replace("-", "_")
     return (n in _CREDENTIAL_NAMES or n.endswith(("_api_key", "apikey", "_secret", "_password", "_token"))
             or (n.endswith("_key") and any(w in n for w in ("secret", "private", "access", "auth"))))
+
+
+# Shapes of common provider keys: OpenAI (sk-, sk-proj-, sk-svcacct-), Anthropic (sk-ant-), OpenRouter
+# (sk-or-), Groq (gsk_), xAI, Hugging Face, Google, Perplexity, Replicate, GitHub, AWS, NVIDIA, Fireworks.
+_KEY_SHAPE = re.compile(r"(?<![A-Za-z0-9])(sk-(?:ant-|proj-|svcacct-|or-)?|gsk_|xai-|hf_|AIza|pplx-|r8_|ghp_|"
+                        r"github_pat_|nvapi-|fw_)[A-Za-z0-9_\-]{16,}|(?<![A-Z0-9])(AKIA)[0-9A-Z]{16}(?![A-Z0-9])")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOT_SECRET = ("api_key_env",)  # the name of the variable, not its value
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(dotted path, text) of every string inside a dumped config, dict keys included."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else str(k)
+            yield sub, str(k)
+            yield from _strings(v, sub)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{path}[{i}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
+def key_shaped(text: str) -> str | None:
+    """The prefix of an API-key-shaped token in `text` (never the key itself), or None."""
+    m = _KEY_SHAPE.search(text)
+    return None if m is None else (m.group(1) or m.group(2))
+
+
+def check_secrets_by_value(cfg: RunConfig, environ: Mapping[str, str]) -> None:
+    """Refuse a config holding the value of any api_key_env variable, wherever it stands."""
+    values = {m.api_key_env: environ.get(m.api_key_env, "") for m in cfg.models.values() if m.api_key_env}
+    values = {k: v for k, v in values.items() if len(v) >= 8}
+    if not values:
+        return
+    for path, text in _strings(cfg.model_dump(mode="json"), ""):
+        if path.endswith(_NOT_SECRET):
+            continue
+        for env, value in values.items():
+            if value in text:
+                raise ConfigError(f"{path}: holds the value of ${env} (an API key); the config is snapshotted "
+                                  f"into the run directory: leave the key in the environment and name the "
+                                  f"variable in api_key_env")
 
 
 def _credential_paths(value: Any, path: str) -> list[str]:
@@ -94,6 +141,16 @@ class ModelConfig(_Strict):
         if found:
             raise ValueError(f"{', '.join(found)} looks like a credential (the config is snapshotted into the "
                              f"run directory); use api_key_env")
+        return self
+
+    @model_validator(mode="after")
+    def _api_key_env_is_a_name(self) -> ModelConfig:
+        """A key pasted as api_key_env is refused without being echoed."""
+        env = self.api_key_env
+        if env is not None and (key_shaped(env) or not _ENV_NAME.fullmatch(env)):
+            raise ValueError("api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
+                             "and this looks like a key was pasted there: put the key in the environment "
+                             "and write the variable's name here")
         return self
 
     @model_validator(mode="after")
@@ -260,6 +317,18 @@ class RunConfig(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
+    def _no_key_shaped_values(self) -> RunConfig:
+        """Anything shaped like a provider key, anywhere (headers, extra_params at any depth, base_url
+        path or query, ...), is refused: the config is snapshotted into the run directory."""
+        for path, text in _strings(self.model_dump(mode="json"), ""):
+            prefix = None if path.endswith(_NOT_SECRET) else key_shaped(text)
+            if prefix:
+                raise ValueError(f"{path} holds what looks like an API key ({prefix}…); the config is "
+                                 f"snapshotted into the run directory: put the key in an environment "
+                                 f"variable and name it in api_key_env")
+        return self
+
+    @model_validator(mode="after")
     def _models_exist(self) -> RunConfig:
         if self.task == "verifiable" and self.vote is None:
             raise ValueError("task 'verifiable' needs a 'vote:' section (answer-consistency filter)")
@@ -384,10 +453,15 @@ def parse_config(raw: Any, source: str = "config") -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
-        return RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
         lines = [_describe(e, raw, source) for e in exc.errors()]
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+    try:
+        check_secrets_by_value(cfg, os.environ)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid config:\n  {source}: {exc}") from None
+    return cfg
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
