@@ -3,6 +3,7 @@
     AgenError
      ├── ConfigError          bad config or seed file: nothing has been sent
      ├── StorageError         disk full, EIO, failed fsync: stop cleanly, resumable
+     ├── SimStartError        the built-in simulator could not start (port in use, bad sim config)
      └── ProviderError        a model endpoint said no
           ├── RetryableError
           │    ├── ThrottledError      429 rate limit: slow the whole lane, retry
@@ -33,6 +34,10 @@ class StorageError(AgenError):
     def __init__(self, message: str, path: str = "") -> None:
         super().__init__(message)
         self.path = path
+
+
+class SimStartError(AgenError):
+    """The built-in simulated provider did not come up; the message is one line with the cause."""
 
 
 class ProviderError(AgenError):

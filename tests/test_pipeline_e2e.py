@@ -11,7 +11,7 @@ import aiohttp
 
 from agen.config import parse_config
 from agen.run.rundir import read_ledger
-from agen.app.runner import EXIT_INPUT, EXIT_OK, run_session
+from agen.app.runner import EXIT_INPUT, EXIT_NO_PROGRESS, EXIT_OK, run_session
 from agen.sim.process import SimProcess
 from agen.sim.world import true_answer
 from agen.gen.answers import equivalent
@@ -51,7 +51,8 @@ def test_early_stop_decides_as_the_full_vote(tmp_path):
     for early in (True, False):
         cfg = quick_cfg(tmp_path / str(early), proposals=25, target=0, simulator={"config": sim},
                         vote={"early_stop": early}, propose={"max_attempts": 30})
-        assert run_session(cfg, live=False).exit_code == EXIT_OK
+        # 30 attempts may fall short of 25 proposals: that is "max_attempts reached" (5), not a crash
+        assert run_session(cfg, live=False).exit_code in (EXIT_OK, EXIT_NO_PROGRESS)
         results[early] = {r["id"].rsplit("-", 1)[1]: r for r in records(Path(cfg.output.dir))
                           if r["reason"].startswith("vote:")}
     common = set(results[True]) & set(results[False])
@@ -77,7 +78,7 @@ def test_faults_every_candidate_ends_once_with_a_reason(tmp_path):
     root = Path(cfg.output.dir)
     recs = records(root)
     _ids_unique(recs)
-    assert {r["status"] for r in recs} <= {"accepted", "rejected", "failed"}
+    assert {r["status"] for r in recs} <= {"accepted", "rejected", "failed", "surplus"}
     assert all(r["reason"] for r in recs)
     outcomes = Counter(row["outcome"] for row in read_ledger(root).calls)
     assert outcomes["throttle"] and outcomes["capacity"] and outcomes["bad_response"], outcomes

@@ -29,6 +29,7 @@ from agen.engine.fewshot import pick_examples
 from agen.engine.records import build_record, usage_dict
 from agen.engine.seed_categories import categorize_seeds
 from agen.engine.tasks import FilterJob, GenTask
+from agen.engine.watchdog import Stall, Watchdog
 from agen.engine.workers import WorkerContext, filter_worker, generate_worker
 from agen.errors import FatalRunError, StorageError, TaskFailedError
 from agen.filters import Call, CandidateFilter
@@ -69,6 +70,9 @@ class Pipeline:
         self.sink = Sink(run_dir, cfg.output, self.done_ids, self._on_commit)
         self.stop_reason: str | None = None
         self.fatal: FatalRunError | None = None
+        self.watchdog = Watchdog(cfg.watchdog)
+        self.stall: Stall | None = None  # why the watchdog stopped the run
+        self.exhausted: list[str] = []  # stages that tried max_attempts candidates short of their target
         self.started = time.monotonic()
         self._task_cost: Counter[str] = Counter()
         self._changed = asyncio.Event()
@@ -108,7 +112,19 @@ class Pipeline:
                 self.accepted_this_session += 1
                 if r["stage"] == "propose":
                     self.pool.append(Example(r["id"], r["question"], r["answer"], r.get("category")))
+            self._watch(r["stage"], self.watchdog.observe(r))
+        for stage in {r["stage"] for r in batch}:
+            sc, c = self._stage_cfg(stage), self.counts[stage]
+            self._watch(stage, self.watchdog.check_reachable(
+                stage, c.accepted, sc.target, sc.attempts_cap() - c.finished - c.inflight, sc.attempts_cap(),
+                f"{stage}.max_attempts"))
         self._notify()
+
+    def _watch(self, stage: str, stall: Stall | None) -> None:
+        if stall is not None and self.stall is None and self.stop_reason is None:
+            self.stall = stall
+            log.error("no_progress", stage=stage, cause=stall.cause, detail=stall.message)
+            self.request_stop("no_progress")
 
     def _notify(self) -> None:
         self._changed.set()
@@ -159,8 +175,7 @@ class Pipeline:
         return self.cfg.propose if stage == "propose" else self.cfg.amplify
 
     def _max_attempts(self, stage: str) -> int:
-        sc = self._stage_cfg(stage)
-        return sc.max_attempts or (20 * sc.target + 100)
+        return self._stage_cfg(stage).attempts_cap()
 
     def _examples(self, stage: str, index: int) -> list[Example]:
         return pick_examples(self._stage_cfg(stage), stage, index, self.cfg.seed, self.seeds, self.pool,
@@ -180,7 +195,7 @@ class Pipeline:
                 if tid in self.done_ids:
                     continue
                 while True:
-                    if self.stop_reason is not None or c.accepted >= sc.target:
+                    if self.stop_reason is not None or c.full(sc.target):
                         return
                     if not self.budget_left():
                         self.request_stop("budget")
@@ -193,6 +208,7 @@ class Pipeline:
                 c.generating += 1
                 await task_q.put(GenTask(tid, stage, index, self._examples(stage, index)))
             else:
+                self.exhausted.append(stage)
                 log.warning("max_attempts_reached", stage=stage, attempts=self._max_attempts(stage))
         finally:
             # Cancelled (second Ctrl-C, storage error): the workers are too, and put() on a full
@@ -214,6 +230,8 @@ class Pipeline:
         cost = self._task_cost.pop(task.id, 0.0)
         c = self.counts[task.stage]
         c.spent_in_flight_usd -= cost
+        if status == "accepted" and c.full(self._stage_cfg(task.stage).target):
+            status, reason = "surplus", f"surplus:{reason}"  # decided after the target was met: kept, not counted
         rec = build_record(self.cfg, self.run_dir.session, task, cand, status, reason, model, cost, extra)
         c.committing += 1
         c.committing_accepted += status == "accepted"
@@ -323,6 +341,8 @@ class Pipeline:
                        for s, c in self.counts.items()},
             "costs": self.costs.snapshot(),
             "stop_reason": self.stop_reason,
+            "stall": None if self.stall is None else self.stall.message,
+            "exhausted": list(self.exhausted),
             "elapsed_s": round(time.monotonic() - self.started, 3),
         }
 

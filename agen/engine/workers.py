@@ -43,6 +43,10 @@ class WorkerContext:
     def stage_cfg(self, stage: str) -> StageConfig:
         return self.cfg.propose if stage == "propose" else self.cfg.amplify
 
+    def full(self, stage: str) -> bool:
+        """The stage's target is met: work in flight is not sent any further (a resume redoes it)."""
+        return self.counts[stage].full(self.stage_cfg(stage).target)
+
 
 async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[GenTask | None],
                           filter_q: asyncio.Queue[FilterJob | None]) -> None:
@@ -51,6 +55,9 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
     client = ctx.providers[sc.model]
     c = ctx.counts[stage]
     while (task := await task_q.get()) is not None:
+        if ctx.full(stage):
+            c.generating -= 1
+            continue
         prompt = generation_prompt(ctx.cfg.template(sc), ctx.cfg.template(sc, "example"), task.examples)
         req = ChatRequest(messages=({"role": "user", "content": prompt},), max_tokens=sc.max_tokens,
                           temperature=sc.temperature, seed=stable_int(f"{ctx.cfg.seed}/{task.key}"), stage=stage,
@@ -72,6 +79,9 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
         if isinstance(parsed, ParseFailure):
             await ctx.finish(task, None, "rejected", f"parse:{parsed.reason}", sc.model, raw=out.texts[0][-2000:])
             continue
+        if ctx.full(stage):  # paid for but not worth a filter any more: kept, visible, not counted
+            await ctx.finish(task, parsed, "surplus", "surplus:not_filtered", sc.model)
+            continue
         dup = ctx.dedup.check_and_add(parsed.question, task.id)
         if dup is not None:
             await ctx.finish(task, parsed, "rejected", f"duplicate:{dup.kind}", sc.model,
@@ -87,6 +97,10 @@ async def filter_worker(ctx: WorkerContext, filter_q: asyncio.Queue[FilterJob | 
     while (job := await filter_q.get()) is not None:
         task = job.task
         c = ctx.counts[task.stage]
+        if ctx.full(task.stage):
+            c.filtering -= 1
+            await ctx.finish(task, job.candidate, "surplus", "surplus:not_filtered", job.gen_model)
+            continue
         ftask = FilterTask(task.id, f"{ctx.cfg.seed}/{task.key}", task.stage,
                            job.candidate.question, job.candidate.answer)
         try:
