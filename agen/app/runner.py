@@ -208,7 +208,7 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
         if pipeline is None:  # still connecting: the pipeline stops as soon as it exists
             return
         if interrupts == 1:
-            pipeline.request_stop(f"interrupted ({signame}): finishing in-flight work")
+            pipeline.stop_sending(f"interrupted ({signame}): finishing requests on the wire")
             loop.call_later(grace_s, pipeline.cancel_now)
         else:
             pipeline.request_stop(f"interrupted twice ({signame})")
@@ -220,9 +220,10 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
     async with Providers(cfg.models, prices=prep.prices, base_urls=base_urls,
                          on_call=lambda r: pipeline.on_call(r)) as providers:  # type: ignore[union-attr]
         pipeline = Pipeline(cfg, run_dir, providers, prep.seeds, prep.restored, prep.costs,
-                            make_filter=lambda call: make_filter(cfg, providers, call, run_dir))
+                            make_filter=lambda call: make_filter(cfg, providers, call, run_dir),
+                            previous=previous)
         if interrupts:
-            pipeline.request_stop("interrupted while starting")
+            pipeline.stop_sending("interrupted while starting")
         progress = Progress(pipeline, providers, live=live)
         manifest_task = asyncio.create_task(_manifest_loop(pipeline, run_dir))
         progress.start()
@@ -239,7 +240,8 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
         snap = pipeline.snapshot()
         snap["providers"] = providers.statistics()
     snap["previous_sessions"] = {"billing_unknown_requests": previous.billing_unknown,
-                                 "redone_usd": round(previous.redone_usd, 8)}
+                                 "redone_usd": round(previous.redone_usd, 8),
+                                 "journaled_usd": round(previous.journaled_usd, 8)}
     with contextlib.suppress(StorageError):
         run_dir.write_manifest(snap)
     print(render_summary(snap), file=sys.stdout, flush=True)

@@ -68,6 +68,12 @@ def render_summary(snap: dict[str, Any]) -> str:
     for key, t in snap["costs"]["by_stage_model"].items():
         lines.append(f"  {key[:21]:<22}{t['calls']:>8}{t['input_tokens']:>11}{t['cached_input_tokens']:>10}"
                      f"{t['output_tokens']:>11}{_usd(t['cost_usd']):>12}")
+    if "redone_usd" in snap:
+        rep = snap.get("replayed") or {}
+        lines.append("")
+        lines += textwrap.wrap(f"$ redone: {_usd(snap['redone_usd'])} (paid again for requests an earlier session "
+                               f"paid for); {rep.get('requests', 0)} paid results replayed from the journal "
+                               f"({_usd(rep.get('usd', 0.0))})", 80)
     prev = snap.get("previous_sessions")
     if prev and (prev["billing_unknown_requests"] or prev["redone_usd"]):
         lines.append("")

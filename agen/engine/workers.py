@@ -2,7 +2,8 @@
 
 A worker never writes anything itself: every outcome goes to `finish` (which builds the record
 and hands it to the sink), and a fatal provider error to `fatal` (which stops the run and leaves
-the task uncommitted, so a resume redoes it).
+the task uncommitted, so a resume redoes it). A task cut by a stop (`Stopped`: the run no longer
+sends) is left uncommitted too; what it paid for is journaled and replayed on resume.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any, Awaitable, Callable
 from agen.config import RunConfig, StageConfig
 from agen.engine.admission import StageCounts
 from agen.engine.tasks import FilterJob, GenTask
-from agen.errors import FatalRunError, TaskFailedError
-from agen.filters import Call, CandidateFilter, FilterAborted, FilterTask
+from agen.errors import FatalRunError, Stopped, TaskFailedError
+from agen.filters import Call, CandidateFilter, FilterTask
 from agen.gen.dedup import Deduper
 from agen.gen.parse import Candidate, ParseFailure
 from agen.gen.prompts import generation_prompt
@@ -64,6 +65,9 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
                           task_id=task.id)
         try:
             out = await ctx.call(client, req)
+        except Stopped:
+            c.generating -= 1
+            continue
         except TaskFailedError as exc:
             c.generating -= 1
             c.generated += 1
@@ -105,8 +109,8 @@ async def filter_worker(ctx: WorkerContext, filter_q: asyncio.Queue[FilterJob | 
                            job.candidate.question, job.candidate.answer)
         try:
             verdict = await ctx.filter.judge(ftask)
-        except FilterAborted:
-            c.filtering -= 1  # left uncommitted: redone on resume
+        except Stopped:
+            c.filtering -= 1  # left uncommitted: resumed from its journaled results
             continue
         except TaskFailedError as exc:
             c.filtering -= 1
