@@ -61,6 +61,12 @@ def render_summary(snap: dict[str, Any]) -> str:
     for key, t in snap["costs"]["by_stage_model"].items():
         lines.append(f"  {key:<28} {t['calls']:>7} calls  in {t['input_tokens']:>10} "
                      f"(cached {t['cached_input_tokens']})  out {t['output_tokens']:>10}  {_usd(t['cost_usd']):>12}")
+    fs = snap.get("fewshot")
+    if fs and fs["tasks"]:
+        lines.append("")
+        lines.append(f"Amplify few-shots: the first {fs['tasks']} tasks showed {fs['distinct']} distinct "
+                     f"proposals (of {fs['pool']} accepted); the top 3 took {fs['top3_share']:.0%} of "
+                     f"{fs['slots']} slots")
     prev = snap.get("previous_sessions")
     if prev and (prev["billing_unknown_requests"] or prev["redone_usd"]):
         lines.append("")
