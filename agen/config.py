@@ -196,6 +196,9 @@ class StageConfig(_Strict):
     target: int = Field(default=10, ge=0)  # accepted examples wanted from this stage
     shots: int = Field(default=2, ge=1, le=8)  # examples shown in each prompt
     seed_mix: float = Field(default=0.0, ge=0, le=1)  # amplify: share of shots drawn from seeds
+    # amplify: accepted proposals to wait for before amplifying (or until propose is done), so
+    # the first prompts do not all show the first few proposals; at least `shots` either way
+    min_pool: int = Field(default=10, ge=1)
     max_tokens: int = Field(default=1024, ge=16)
     temperature: float = Field(default=0.8, ge=0, le=2)
     template: str | None = None  # default: {task}_generate.txt

@@ -74,6 +74,12 @@ def render_summary(snap: dict[str, Any]) -> str:
         lines += textwrap.wrap(f"$ redone: {_usd(snap['redone_usd'])} (paid again for requests an earlier session "
                                f"paid for); {rep.get('requests', 0)} paid results replayed from the journal "
                                f"({_usd(rep.get('usd', 0.0))})", 80)
+    fs = snap.get("fewshot")
+    if fs and fs["tasks"]:
+        lines.append("")
+        lines += textwrap.wrap(f"Amplify few-shots: the first {fs['tasks']} tasks showed {fs['distinct']} "
+                               f"distinct proposals (of {fs['pool']} accepted); the top 3 took "
+                               f"{fs['top3_share']:.0%} of {fs['slots']} slots", 80)
     prev = snap.get("previous_sessions")
     if prev and (prev["billing_unknown_requests"] or prev["redone_usd"]):
         lines.append("")

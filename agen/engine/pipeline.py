@@ -31,7 +31,7 @@ import structlog
 from agen.config import RunConfig, StageConfig
 from agen.cost import CostBook
 from agen.engine.admission import StageCounts, budget_left
-from agen.engine.fewshot import pick_examples
+from agen.engine.fewshot import COVERAGE_TASKS, FewShotCoverage, Rotation, coverage, pick_examples
 from agen.engine.records import build_record, usage_dict
 from agen.engine.seed_categories import categorize_seeds
 from agen.engine.tasks import FilterJob, GenTask
@@ -70,6 +70,8 @@ class Pipeline:
         for stage, c in restored.counts.items():
             self.counts[stage].restore(c.accepted, c.finished, c.reasons, c.spent_usd)
         self.pool: list[Example] = list(restored.pool)  # accepted proposals: amplify's few-shots
+        self._rotation = Rotation(cfg.seed)
+        self._shown: list[list[str]] = []  # shown example ids of the first amplify tasks admitted
         self.done_ids = restored.done_ids
         self.dedup = Deduper(threshold=cfg.dedup.near_threshold)
         for ex in seeds:
@@ -215,15 +217,23 @@ class Pipeline:
         return self._stage_cfg(stage).attempts_cap()
 
     def _examples(self, stage: str, index: int) -> list[Example]:
-        return pick_examples(self._stage_cfg(stage), stage, index, self.cfg.seed, self.seeds, self.pool,
-                             self.cfg.task == "open_ended")
+        examples = pick_examples(self._stage_cfg(stage), stage, index, self.cfg.seed, self.seeds, self.pool,
+                                 self.cfg.task == "open_ended", self._rotation)
+        if stage == "amplify" and len(self._shown) < COVERAGE_TASKS:
+            self._shown.append([ex.id for ex in examples])
+        return examples
+
+    def fewshot_coverage(self) -> FewShotCoverage:
+        """How many proposals the first amplify tasks of this session showed, and how evenly."""
+        return coverage(self._shown, {ex.id for ex in self.pool}, len(self.pool))
 
     async def _produce(self, stage: str, task_q: asyncio.Queue[GenTask | None], workers: int) -> None:
         sc = self._stage_cfg(stage)
         c = self.counts[stage]
         try:
             if stage == "amplify":
-                while len(self.pool) < sc.shots and not self._propose_done.is_set() and self.stop_reason is None:
+                wanted = max(sc.shots, sc.min_pool)
+                while len(self.pool) < wanted and not self._propose_done.is_set() and self.stop_reason is None:
                     await self._changed.wait()
                 if not self.pool:
                     log.warning("amplify_without_proposals", detail="no accepted proposals; amplifying from seeds")
@@ -389,6 +399,7 @@ class Pipeline:
             "stopped_sending_at": self.stopped_sending_at,
             "redone_usd": round(self.redone_usd, 8),
             "replayed": {"requests": self.journal.replayed, "usd": round(self.journal.replayed_usd, 8)},
+            "fewshot": self.fewshot_coverage().as_dict(),
             "elapsed_s": round(time.monotonic() - self.started, 3),
         }
 
