@@ -239,6 +239,7 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
                 await manifest_task
         snap = pipeline.snapshot()
         snap["providers"] = providers.statistics()
+        snap["endpoints"] = providers.facts()
     snap["previous_sessions"] = {"billing_unknown_requests": previous.billing_unknown,
                                  "redone_usd": round(previous.redone_usd, 8),
                                  "journaled_usd": round(previous.journaled_usd, 8)}

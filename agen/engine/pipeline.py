@@ -390,6 +390,7 @@ class Pipeline:
             "fingerprint": self.run_dir.fingerprint,
             "session": self.run_dir.session,
             "stages": {s: {"accepted": c.accepted, "target": self._stage_cfg(s).target,
+                           "max_tokens": self._stage_cfg(s).max_tokens,
                            "finished": c.finished, "inflight": c.inflight, "reasons": dict(c.reasons)}
                        for s, c in self.counts.items()},
             "costs": self.costs.snapshot(),

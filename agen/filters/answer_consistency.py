@@ -49,13 +49,17 @@ class AnswerConsistency:
             reqs = self._requests(prompt, base_seed, offset, want, stage, task.id)
             outs = await gather_settled(*(self.call(self.client, r) for r in reqs))
             for out in outs:
-                for text in out.texts:
-                    tally.add(solution_answer(text))
+                for i, text in enumerate(out.texts):
+                    if out.truncated(i):
+                        tally.add_truncated()
+                    else:
+                        tally.add(solution_answer(text))
             offset += want
         detail: dict[str, Any] = {"vote": {
             "model": vc.model, "k": vc.k, "samples": decision.samples, "agree": decision.agree,
             "majority_answer": decision.majority_answer, "majority_share": round(decision.majority_share, 4),
-            "early_stopped": decision.samples < vc.k, "votes": list(tally.votes)}}
+            "early_stopped": decision.samples + tally.truncated < vc.k, "truncated": tally.truncated,
+            "votes": list(tally.votes)}}
         return Verdict(decision.accepted, f"vote:{decision.reason}", detail)
 
     def _requests(self, prompt: str, base_seed: int, offset: int, want: int, stage: str,
