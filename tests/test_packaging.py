@@ -7,6 +7,7 @@ runs `agen --version`, `agen run quickstart` and `agen init` from a temporary di
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -21,8 +22,13 @@ def _run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.Complet
 
 
 def test_wheel_installs_and_runs_the_quick_start_from_another_directory(tmp_path):
+    src = tmp_path / "src"  # a copy, so the in-tree build leaves nothing in the checkout
+    for name in ("agen", "configs", "data"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "_bundled"))
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     wheels = tmp_path / "wheels"
-    built = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)], tmp_path)
+    built = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(src)], tmp_path)
     assert built.returncode == 0, built.stderr[-3000:]
     wheel = next(wheels.glob("agen-*.whl"))
     venv = tmp_path / "venv"
