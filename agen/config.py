@@ -20,7 +20,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agen.errors import ConfigError
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _data_root() -> Path:
+    """The folder holding configs/ (prices, templates, sim models, built-in configs) and data/ (seeds):
+    inside the installed package for a wheel (setup.py bundles them as agen/_bundled), else the checkout."""
+    here = Path(__file__).resolve().parent
+    return here / "_bundled" if (here / "_bundled" / "configs").is_dir() else here.parent
+
+
+DATA_ROOT = _data_root()
+CONFIGS_DIR = DATA_ROOT / "configs"
+BUILTIN_CONFIGS = ("quickstart", "open_ended")  # `agen run quickstart` from any directory
+
+
+def builtin_config(name: str) -> Path | None:
+    """The shipped config a bare name stands for (`quickstart` -> configs/quickstart.yaml), if any."""
+    path = CONFIGS_DIR / f"{name}.yaml"
+    return path if name in BUILTIN_CONFIGS and path.is_file() else None
 
 
 class _Strict(BaseModel):
@@ -505,5 +522,5 @@ def price_for(name: str, cfg: ModelConfig, table: dict[str, Price]) -> Price:
         return cfg.price
     if cfg.model in table:
         return table[cfg.model]
-    raise ConfigError(f"models.{name}: no price for model {cfg.model!r} in configs/prices.yaml; "
+    raise ConfigError(f"models.{name}: no price for model {cfg.model!r} in {CONFIGS_DIR / 'prices.yaml'}; "
                       f"add `price: {{input: ..., output: ...}}` (USD per million tokens) to the model")

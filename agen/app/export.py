@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
+import yaml
 
 from agen.errors import ConfigError, StorageError
 from agen.gen.rip_metrics import preference_pair
@@ -48,8 +49,18 @@ def export_rows(run_dir: Path, fmt: str) -> Iterator[dict[str, Any]]:
             raise ConfigError(f"unknown export format {fmt!r}; use 'dpo' or 'sft'")
 
 
+def default_format(run_dir: Path) -> str:
+    """dpo for an open-ended run (RIP's preference pairs), sft otherwise (a math run has no pairs)."""
+    try:
+        task = (yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}).get("task")
+    except OSError:
+        raise ConfigError(f"{run_dir}: not an agen run directory (no config.yaml)") from None
+    return "dpo" if task == "open_ended" else "sft"
+
+
 def export(run_dir: Path, fmt: str, out: Path) -> int:
-    """Write `out` (JSONL) atomically enough: a temp file renamed into place. Returns rows written."""
+    """Write `out` (JSONL) atomically enough: a temp file renamed into place. Returns rows written;
+    no rows at all is an error saying why (nothing is written)."""
     tmp = out.with_name(out.name + ".tmp")
     n = 0
     try:
@@ -57,6 +68,13 @@ def export(run_dir: Path, fmt: str, out: Path) -> int:
             for row in export_rows(run_dir, fmt):
                 f.write(orjson.dumps(row) + b"\n")
                 n += 1
+        if n == 0:
+            tmp.unlink()
+            accepted = sum(1 for _ in read_records(run_dir / "accepted")) if (run_dir / "accepted").exists() else 0
+            why = ("it has no accepted records yet (see `agen status`)" if accepted == 0 else
+                   f"none of its {accepted} accepted records has what {fmt!r} needs"
+                   + (" (dpo pairs come from open-ended runs; try --format sft)" if fmt == "dpo" else ""))
+            raise ConfigError(f"{run_dir}: nothing to export as {fmt}: {why}")
         tmp.replace(out)
     except OSError as exc:
         raise StorageError(f"writing {out} failed: {exc.strerror}", str(out)) from None

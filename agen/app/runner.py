@@ -33,7 +33,7 @@ from agen.errors import ConfigError, SimStartError, StorageError
 from agen.filters import Call, CandidateFilter
 from agen.filters.answer_consistency import AnswerConsistency
 from agen.filters.rip import RipFilter
-from agen.gen.prompts import check_template
+from agen.gen.prompts import check_template, generation_prompt, set_template_dirs
 from agen.gen.seeds import load_seeds
 from agen.providers import Providers, check_api_keys
 from agen.run.ledger import PreviousSessions, costs_from_ledger
@@ -115,17 +115,20 @@ def preflight(cfg: RunConfig, config_dir: Path | None = None) -> tuple[list[Exam
     for name, m in cfg.models.items():
         price_for(name, m, table)  # every model must have a price before anything is spent
     check_api_keys({n: m for n, m in cfg.models.items() if m.base_url != "sim"})
+    set_template_dirs(config_dir)  # templates named in a config are found next to it first
+    q = seeds[0].question if seeds else "sample question"
     for stage in (cfg.propose, cfg.amplify):
         check_template(cfg.template(stage), {"examples"})
-        check_template(cfg.template(stage, "example"), {"index", "question"})
+        check_template(cfg.template(stage, "example"), {"index", "question"}, {"question": q})
+        generation_prompt(cfg.template(stage), cfg.template(stage, "example"), seeds[: stage.shots])
     if cfg.vote is not None:
-        check_template(cfg.vote.template, {"question"})
+        check_template(cfg.vote.template, {"question"}, {"question": q})
     if cfg.rip is not None:
-        check_template(cfg.rip.respond_template, {"prompt"})
+        check_template(cfg.rip.respond_template, {"prompt"}, {"prompt": q})
         if cfg.rip.judge_kind == "llm":
-            check_template(cfg.rip.judge_template, {"prompt", "response"})
+            check_template(cfg.rip.judge_template, {"prompt", "response"}, {"prompt": q})
     if cfg.categories is not None:
-        check_template(cfg.categories.template, {"prompt"})
+        check_template(cfg.categories.template, {"prompt"}, {"prompt": q})
     return seeds, table
 
 

@@ -135,7 +135,7 @@ class Pipeline:
         for stage in {r["stage"] for r in batch}:
             sc, c = self._stage_cfg(stage), self.counts[stage]
             self._watch(stage, self.watchdog.check_reachable(
-                stage, c.accepted, sc.target, sc.attempts_cap() - c.finished, sc.attempts_cap(),  # in flight may still pass
+                stage, c.accepted, sc.target, sc.attempts_cap() - c.finished, sc.attempts_cap(),
                 f"{stage}.max_attempts"))
         self._notify()
 

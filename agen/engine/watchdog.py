@@ -86,7 +86,8 @@ class Watchdog:
 
     def check_reachable(self, stage: str, accepted: int, target: int, attempts_left: int,
                         max_attempts: int, max_attempts_key: str) -> Stall | None:
-        """After `window` finished candidates this session: can the rate seen reach the target?"""
+        """After `window` finished candidates this session: can the rate seen reach the target?
+        `attempts_left` counts the work in flight too (it may still be accepted)."""
         counts = self._session.get(stage)
         if not self.cfg.enabled or counts is None or counts["finished"] < self.cfg.window or accepted >= target:
             return None
@@ -96,5 +97,5 @@ class Watchdog:
         return Stall(stage, "unreachable",
                      f"no progress in {stage}: {counts['accepted']} of {counts['finished']} candidates accepted "
                      f"this session; at that rate {target - accepted} more cannot be had in the "
-                     f"{attempts_left} attempts left of {max_attempts_key}={max_attempts}. Raise "
+                     f"{attempts_left} attempts left (in flight included) of {max_attempts_key}={max_attempts}. Raise "
                      f"{max_attempts_key}, lower the target, or make candidates pass more often")

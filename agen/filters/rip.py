@@ -20,7 +20,7 @@ from agen.config import RipConfig
 from agen.errors import TaskFailedError
 from agen.filters import Call, FilterAborted, FilterTask, Verdict, gather_settled
 from agen.gen.judge import parse_judge_score
-from agen.gen.prompts import load_template
+from agen.gen.prompts import render
 from agen.gen.rip_metrics import (
     RipMetrics,
     RipThresholds,
@@ -123,7 +123,7 @@ class RipFilter:
     async def _responses(self, task: FilterTask) -> list[str]:
         """K policy responses: one request with n=K where supported, else K seeded requests."""
         cfg = self.cfg
-        prompt = load_template(cfg.respond_template).format(prompt=task.question)
+        prompt = render(cfg.respond_template, prompt=task.question)
         messages = ({"role": "user", "content": prompt},)
         base = stable_int(f"{task.key}/respond")
         stage = f"{task.stage}.respond"
@@ -145,7 +145,7 @@ class RipFilter:
                 reward = await self.call(self.judge_client,
                                          ScoreRequest(task.question, response, stage, f"{task.id}/j{i}"))
                 return reward.value
-            text = load_template(self.cfg.judge_template).format(prompt=task.question, response=response)
+            text = render(self.cfg.judge_template, prompt=task.question, response=response)
             req = ChatRequest(({"role": "user", "content": text},), self.cfg.judge_max_tokens, n=1,
                               temperature=0.0, seed=stable_int(f"{task.key}/judge/{i}"), stage=stage,
                               task_id=f"{task.id}/j{i}")

@@ -11,9 +11,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agen.config import CONFIGS_DIR
 from agen.errors import ConfigError
 
-DEFAULT_SIM_CONFIG = Path(__file__).resolve().parent.parent.parent / "configs" / "sim_models.yaml"
+DEFAULT_SIM_CONFIG = CONFIGS_DIR / "sim_models.yaml"
 
 
 class _Strict(BaseModel):
