@@ -371,6 +371,7 @@ class Pipeline:
             watch.cancel()
             for row in self.journal.unfinished(self.run_dir.session):  # cut tasks: resume replays these
                 self.sink.log(row)
+            await self.filter.aclose()
             await self.sink.aclose()
             await asyncio.shield(sink_task)
         if self.sink.error is not None:

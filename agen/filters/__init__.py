@@ -72,3 +72,7 @@ class CandidateFilter(Protocol):
     def abort_pilot(self) -> None:
         """The run is stopping: release candidates waiting on the pilot undecided."""
         ...
+
+    async def aclose(self) -> None:
+        """The run is over: release what the filter holds (worker processes)."""
+        ...

@@ -3,7 +3,8 @@
 Samples are asked for in batches sized by `Tally.needed_before_decision()`, in one request with
 `n` where the endpoint allows it; sample j always uses seed `base + j`, so the samples (and the
 decision) do not depend on how they were batched, and early stopping decides exactly as the
-full K-sample vote would on the same samples.
+full K-sample vote would on the same samples. Answers that need math-verify are compared in
+worker processes (`filters/equivalence_pool.py`), never on the event loop.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from agen.config import VoteConfig
 from agen.filters import Call, FilterTask, Verdict, gather_settled
+from agen.filters.equivalence_pool import EquivalencePool, VoteFeed
 from agen.gen.parse import solution_answer
 from agen.gen.prompts import solve_prompt
 from agen.gen.vote import Tally
@@ -26,6 +28,7 @@ class AnswerConsistency:
         self.client = client
         self.call = call
         self.model = cfg.model
+        self.equivalence = EquivalencePool()  # no process starts until an answer needs one
 
     def min_in_flight(self) -> int:
         return 0  # every vote decides on its own samples
@@ -36,30 +39,35 @@ class AnswerConsistency:
     def abort_pilot(self) -> None:
         pass
 
+    async def aclose(self) -> None:
+        await self.equivalence.aclose()
+
     async def judge(self, task: FilterTask) -> Verdict:
         vc = self.cfg
-        tally = Tally(task.answer or "", vc.k, vc.min_share)
+        feed = VoteFeed(Tally(task.answer or "", vc.k, vc.min_share), task.answer or "", self.equivalence)
         prompt = solve_prompt(vc.template, task.question)
         base_seed = stable_int(f"{task.key}/vote")
         offset = 0
         stage = f"{task.stage}.vote"
-        while (decision := tally.decision()) is None:
-            want = tally.needed_before_decision() if vc.early_stop else vc.k - offset
+        while (decision := feed.tally.decision()) is None:
+            want = feed.tally.needed_before_decision() if vc.early_stop else vc.k - offset
             want = max(1, min(want, vc.k - offset))
             reqs = self._requests(prompt, base_seed, offset, want, stage, task.id)
             outs = await gather_settled(*(self.call(self.client, r) for r in reqs))
             for out in outs:
                 for i, text in enumerate(out.texts):
                     if out.truncated(i):
-                        tally.add_truncated()
+                        feed.tally.add_truncated()
                     else:
-                        tally.add(solution_answer(text))
+                        await feed.add(solution_answer(text))
             offset += want
         detail: dict[str, Any] = {"vote": {
             "model": vc.model, "k": vc.k, "samples": decision.samples, "agree": decision.agree,
             "majority_answer": decision.majority_answer, "majority_share": round(decision.majority_share, 4),
-            "early_stopped": decision.samples + tally.truncated < vc.k, "truncated": tally.truncated,
-            "votes": list(tally.votes)}}
+            "early_stopped": decision.samples + feed.tally.truncated < vc.k, "truncated": feed.tally.truncated,
+            "votes": list(feed.tally.votes)}}
+        if feed.undecidable:  # compared past the time limit: counted for no class
+            detail["vote"]["undecidable"] = feed.undecidable
         return Verdict(decision.accepted, f"vote:{decision.reason}", detail)
 
     def _requests(self, prompt: str, base_seed: int, offset: int, want: int, stage: str,

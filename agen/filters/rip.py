@@ -95,6 +95,9 @@ class RipFilter:
             self._aborted = True
             self._ready.set()
 
+    async def aclose(self) -> None:
+        pass
+
     # ---- judging ---------------------------------------------------------------------------------
 
     async def judge(self, task: FilterTask) -> Verdict:
