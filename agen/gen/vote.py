@@ -97,7 +97,7 @@ class Tally:
 
     @property
     def votes(self) -> tuple[str | None, ...]:
-        """Every vote in arrival order; records keep them so thresholds can be re-cut offline."""
+        """Every vote drawn, in arrival order (an early stop draws fewer than K)."""
         return tuple(self._votes)
 
     @property
@@ -105,12 +105,13 @@ class Tally:
         """Samples still missing from the full K."""
         return self.k - len(self._votes)
 
-    def add(self, answer: str | None) -> None:
-        """Count one solver's final answer (None when it gave none)."""
+    def add(self, answer: str | None) -> bool:
+        """Count one solver's final answer (None when it gave none); whether it agrees with the
+        candidate's answer (so the caller can keep that solution)."""
         if len(self._votes) >= self.k:
             raise ValueError(f"vote already has its k={self.k} samples")
         self._votes.append(answer)
-        self._classes.add(answer)
+        return self._classes.add(answer) == 0
 
     def _counts(self) -> tuple[int, int]:
         counts = self._classes.counts
