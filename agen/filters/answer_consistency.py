@@ -53,7 +53,7 @@ class AnswerConsistency:
         self.call = call
         self.model = cfg.model
 
-    def min_in_flight(self) -> int:
+    def min_in_flight(self, stage: str) -> int:
         return 0  # every vote decides on its own samples
 
     def finish_pilot(self) -> None:
