@@ -249,7 +249,7 @@ class Pipeline:
                         return
                     if c.expected_accepted() < sc.target:
                         break
-                    if c.generating + c.filtering < self.filter.min_in_flight():
+                    if c.generating + c.filtering < self.filter.min_in_flight(stage):
                         break  # a calibration pilot needs more candidates before any is decided
                     await self._changed.wait()
                 c.generating += 1

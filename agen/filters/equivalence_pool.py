@@ -171,14 +171,14 @@ class VoteFeed:
         self._timed_out: set[Hashable] = set()
         self.undecidable: list[dict[str, Any]] = []  # {"sample": index, "answer": text}
 
-    async def add(self, answer: str | None) -> None:
+    async def add(self, answer: str | None) -> bool:
+        """Count one sample's answer; whether it agrees with the candidate's."""
         if answer is None or not answer.strip():
-            self.tally.add(answer)
-            return
+            return self.tally.add(answer)
         key = answer_key(answer)
         numeric = is_numeric_key(key)
         if key in self._keys or (numeric and self._all_numeric):
-            self.tally.add(answer)  # a dict lookup, or numbers only: no math-verify (µs)
+            agrees = self.tally.add(answer)  # a dict lookup, or numbers only: no math-verify (µs)
         else:
             result = None
             if key not in self._timed_out:
@@ -187,7 +187,9 @@ class VoteFeed:
                 self._timed_out.add(key)
                 self.undecidable.append({"sample": len(self.tally.votes), "answer": answer})
                 self.tally.add(None)  # counts towards K, for no class
-                return
+                return False
+            agrees = result.agreeing > self.tally.agreeing
             self.tally = result
         self._keys.add(key)
         self._all_numeric = self._all_numeric and numeric
+        return agrees
