@@ -81,5 +81,6 @@ def test_filter_precision_quick(outputs) -> None:
     assert set(rows) == {0.0, 0.3}
     for r in rows.values():
         assert r["voted"] > 0 and 0 <= r["precision_before"] <= 1 and 0 <= r["recall"] <= 1
-        assert r["precision_after"] >= r["precision_before"]  # the vote never makes it worse here
+    assert rows[0.0]["precision_after"] >= rows[0.0]["precision_before"]  # without traps the vote only helps
     assert rows[0.3]["precision_before"] < rows[0.0]["precision_before"]  # traps mis-state answers
+    # with traps the solvers share the proposer's mistake, so the vote can keep a wrong answer: no claim

@@ -64,18 +64,20 @@ def test_jsonl_and_parquet_load_with_datasets(run_dir: Path, tmp_path: Path) -> 
     """Both formats load with `datasets`, and so does the folder through the card's YAML header."""
     datasets = pytest.importorskip("datasets")
     n = export(run_dir, "sft", tmp_path / "sft.jsonl")
-    js = datasets.load_dataset("json", data_files=str(tmp_path / "sft.jsonl"), split="train")
+    js = datasets.load_dataset("json", data_files=str(tmp_path / "sft.jsonl"), split="train",
+                               cache_dir=str(tmp_path / "hf-cache"))
     assert len(js) == n and set(js.column_names) == {"id", "prompt", "response"}
     pq_dir = tmp_path / "pq"
     pq_dir.mkdir()
     m = export(run_dir, "rl", pq_dir / "train.parquet")
-    pq = datasets.load_dataset("parquet", data_files=str(pq_dir / "train.parquet"), split="train")
+    pq = datasets.load_dataset("parquet", data_files=str(pq_dir / "train.parquet"), split="train",
+                               cache_dir=str(tmp_path / "hf-cache"))
     assert len(pq) == m and pq.features["pass_rate"].dtype == "float64"
     card = (pq_dir / "README.md").read_text()
     assert card.startswith("---\nlicense: mit\n") and CARD_MARK in card
     for needle in ("## Counts", "sim-large", "Answer-Consistency: 16 solutions", "MIT License", "per accepted"):
         assert needle in card
-    folder = datasets.load_dataset(str(pq_dir), split="train")
+    folder = datasets.load_dataset(str(pq_dir), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert len(folder) == m
 
 
@@ -91,7 +93,7 @@ def test_cli_export_formats_and_errors(run_dir: Path, tmp_path: Path) -> None:
     res = runner.invoke(cli, ["export", str(run_dir), "--format", "rl", "--out", str(out), "--min-pass-rate", "0.99"])
     assert res.exit_code == 0, res.output
     rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
-    assert all(r["pass_rate"] >= 0.99 for r in rows) and f"wrote {len(rows)} rows" in res.output
+    assert all(r["pass_rate"] >= 0.99 for r in rows) and f"wrote {len(rows)} rl rows" in res.output
     bad = runner.invoke(cli, ["export", str(run_dir), "--format", "rl", "--out", str(out),
                               "--min-pass-rate", "0.9", "--max-pass-rate", "0.1"])
     assert bad.exit_code == 2 and "above --max-pass-rate" in bad.output
