@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 
 from agen.app.report import write_report
-from agen.app.runner import EXIT_OK, run_session
+from agen.app.runner import EXIT_NO_PROGRESS, EXIT_OK, run_session
 from agen.app.summary import render_summary
 from agen.run.rundir import read_ledger
 from conftest import quick_cfg, records, sim_config_file
@@ -21,7 +21,7 @@ def test_truncated_generations_are_rejected_as_truncated_with_a_hint(tmp_path: P
     cfg = quick_cfg(tmp_path, proposals=3, target=0, propose={"max_tokens": 40, "max_attempts": 10},
                     simulator={"config": str(sim_config_file(tmp_path, latency_ms=1))})
     out = run_session(cfg, live=False)
-    assert out.exit_code == EXIT_OK, out.message
+    assert out.exit_code in (EXIT_OK, EXIT_NO_PROGRESS), out.message  # max_attempts may end it short
     recs = records(Path(cfg.output.dir))
     cut = [r for r in recs if r["reason"] == "parse:truncated"]
     assert cut and all(r["finish_reason"] == "length" and "vote" not in r for r in cut)
@@ -37,7 +37,7 @@ def test_ignored_n_keeps_votes_inside_k(tmp_path: Path) -> None:
     cfg = quick_cfg(tmp_path, proposals=6, target=0, vote={"k": k}, propose={"max_attempts": 8},
                     simulator={"config": str(sim_config_file(tmp_path, latency_ms=1, quirks={"ignore_n": True}))})
     out = run_session(cfg, live=False)
-    assert out.exit_code == EXIT_OK, out.message
+    assert out.exit_code in (EXIT_OK, EXIT_NO_PROGRESS), out.message  # max_attempts may end it short
     root = Path(cfg.output.dir)
     voted = [r for r in records(root) if r["reason"].startswith("vote:")]
     assert voted

@@ -98,7 +98,7 @@ class Tally:
 
     @property
     def votes(self) -> tuple[str | None, ...]:
-        """Every vote in arrival order; records keep them so thresholds can be re-cut offline."""
+        """Every vote drawn, in arrival order (an early stop draws fewer than K)."""
         return tuple(self._votes)
 
     @property
@@ -106,12 +106,13 @@ class Tally:
         """Samples still missing from the full K."""
         return self.k - len(self._votes) - self.truncated
 
-    def add(self, answer: str | None) -> None:
-        """Count one solver's final answer (None when it gave none)."""
+    def add(self, answer: str | None) -> bool:
+        """Count one solver's final answer (None when it gave none); whether it agrees with the
+        candidate's answer (so the caller can keep that solution)."""
         if self.remaining <= 0:
             raise ValueError(f"vote already has its k={self.k} samples")
         self._votes.append(answer)
-        self._classes.add(answer)
+        return self._classes.add(answer) == 0
 
     def add_truncated(self) -> None:
         """Count one sample cut at max_tokens: it takes a seat of K but votes neither way, so the
@@ -121,6 +122,11 @@ class Tally:
         self.truncated += 1
         if self.k > self.truncated:
             self._needed = min_agree(self.k - self.truncated, self.min_share)
+
+    @property
+    def agreeing(self) -> int:
+        """Samples so far in the candidate's own answer class."""
+        return self._classes.counts[0]
 
     def _counts(self) -> tuple[int, int]:
         counts = self._classes.counts

@@ -249,6 +249,15 @@ class Handlers:
         return web.Response(body=orjson.dumps({"ok": True, "queued": len(self.st.scripts[model])}), content_type=JSON)
 
     async def models(self, request: web.Request) -> web.Response:
+        """GET /v1/models; like the real APIs it wants the key (either wire's header)."""
+        key = self.st.cfg.require_api_key
+        if key is not None:
+            auth = request.headers.get("Authorization", "")
+            if (auth[7:] if auth.startswith("Bearer ") else request.headers.get("x-api-key", "")) != key:
+                fmt: wire.Wire = "anthropic" if "anthropic-version" in request.headers else "openai"
+                status, body = wire.error(fmt, "auth", "Incorrect API key provided." if fmt == "openai"
+                                          else "invalid x-api-key", "req_" + self.st.next_id())
+                return web.Response(status=status, body=orjson.dumps(body), content_type=JSON)
         created = 1_700_000_000
         data = [{"id": name, "object": "model", "created": created, "owned_by": "agen-sim"} for name in self.st.models]
         return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON,
