@@ -253,7 +253,8 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
         return Outcome(EXIT_STORAGE, f"storage error: {error}. Free space or fix the path, then "
                                      f"`agen resume {run_dir.root}`", snap)
     if pipeline.fatal is not None:
-        return Outcome(EXIT_PROVIDER, f"stopped: {pipeline.fatal}. Fix the cause, then "
+        code = getattr(pipeline.fatal, "exit_code", EXIT_PROVIDER)  # EndpointUnreachableError: 6
+        return Outcome(code, f"stopped: {pipeline.fatal}. Fix the cause, then "
                                       f"`agen resume {run_dir.root}`", snap)
     return _ending(pipeline, snap, run_dir, interrupted=bool(interrupts))
 
