@@ -71,7 +71,6 @@ def render_summary(snap: dict[str, Any]) -> str:
     prev = snap.get("previous_sessions")
     if prev and (prev["billing_unknown_requests"] or prev["redone_usd"]):
         lines.append("")
-        lines += textwrap.wrap(f"Earlier sessions: {_usd(prev['redone_usd'])} spent on work redone after an "
-                               f"interruption; {prev['billing_unknown_requests']} requests cut off (billing "
-                               f"unknown)", WIDTH)
+        lines.append(f"Earlier sessions: {_usd(prev['redone_usd'])} spent on work redone after an interruption;")
+        lines.append(f"  {prev['billing_unknown_requests']} requests cut off (billing unknown)")
     return "\n".join(lines)
