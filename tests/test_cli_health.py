@@ -66,3 +66,29 @@ def test_a_builtin_config_is_found_by_name(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "done: every target met" in res.output
     assert Path(tmp_path / "q" / "accepted").is_dir()
+
+
+def test_log_file_keeps_json_lines_away_from_the_summary_and_the_terminal(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    log = tmp_path / "agen.jsonl"
+    res = subprocess.run([sys.executable, "-m", "agen", "run", "quickstart", "--out", str(tmp_path / "q"),
+                          "--proposals", "1", "--target", "2", "--log-file", str(log)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""  # every log line went to the file
+    out = res.stdout.splitlines()
+    assert out[0].startswith("agen summary") and out[-1].startswith("agen: done")
+    assert not [ln for ln in out if ln.startswith("{")]
+    lines = log.read_text().splitlines()
+    assert lines and all(json.loads(ln)["level"] for ln in lines)
+
+
+def test_an_unknown_config_name_lists_the_built_in_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["run", "quickstrt"])
+    assert res.exit_code == 2 and "built-in configs: quickstart, open_ended" in res.output
