@@ -84,8 +84,11 @@ def test_log_file_keeps_json_lines_away_from_the_summary_and_the_terminal(tmp_pa
     out = res.stdout.splitlines()
     assert out[0].startswith("agen summary") and out[-1].startswith("agen: done")
     assert not [ln for ln in out if ln.startswith("{")]
-    lines = log.read_text().splitlines()
-    assert lines and all(json.loads(ln)["level"] for ln in lines)
+    again = subprocess.run([sys.executable, "-m", "agen", "resume", str(tmp_path / "q"), "--log-file", str(log)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+    events = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert "resuming" in {e["event"] for e in events} and all(e["level"] for e in events)
 
 
 def test_an_unknown_config_name_lists_the_built_in_ones(tmp_path, monkeypatch):
