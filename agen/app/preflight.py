@@ -27,6 +27,7 @@ from agen.types import ChatRequest
 
 log = structlog.get_logger("agen.app.preflight")
 
+LENGTH_FIELDS = {"max_tokens", "max_completion_tokens", "max_output_tokens"}
 PING = ChatRequest(messages=({"role": "user", "content": "Reply with OK."},), max_tokens=1)
 
 
@@ -99,8 +100,10 @@ async def _probe(session: aiohttp.ClientSession, name: str, m: ModelConfig, base
             url, doc = pooling_url(base_url), {"model": m.model, "input": ["OK"]}
         else:
             url = endpoint_url(m.provider, base_url)
-            doc = (anthropic_body(PING, m.model, {}) if m.provider == "anthropic"
-                   else openai_body(PING, m.model, {}, 1))
+            doc = (anthropic_body(PING, m.model, m.extra_params) if m.provider == "anthropic"
+                   else openai_body(PING, m.model, m.extra_params, 1))
+            for cap in LENGTH_FIELDS & doc.keys():  # the run's own body, but one token long
+                doc[cap] = 1
         async with session.post(url, data=orjson.dumps(doc), headers=headers, timeout=timeout) as r:
             body = await r.read()
             status = r.status
