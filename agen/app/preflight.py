@@ -116,6 +116,8 @@ async def _probe(session: aiohttp.ClientSession, name: str, m: ModelConfig, base
         log.warning("preflight_endpoint_busy", model=name, url=url, status=status, detail=_server_says(body, m))
         return None
     message = _server_says(body, m)
+    if status == 404 and m.model not in message:
+        message += " (is the path of base_url right? OpenAI-compatible servers usually end in /v1)"
     if served:
         message += f" (model {m.model!r}; this endpoint serves: {', '.join(served[:8])}{' …' if len(served) > 8 else ''})"
     kind = "auth" if status in (401, 402, 403) else "config"
