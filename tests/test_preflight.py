@@ -65,6 +65,12 @@ def test_wrong_model_name_is_reported_with_what_the_server_serves(tmp_path, monk
     _refused(raw, EXIT_INPUT, "models.strong", "HTTP 404", "sim-lage", "does not exist", "endpoint serves: sim-fast, sim-large")
 
 
+def test_wrong_path_is_a_404_with_a_hint(tmp_path, monkeypatch, keyed_sim):
+    monkeypatch.setenv("AGEN_TEST_KEY", "right-key")
+    raw = _external(tmp_path, keyed_sim.base_url + "/api", api_key_env="AGEN_TEST_KEY")
+    _refused(raw, EXIT_INPUT, "HTTP 404", "/api/chat/completions", "usually end in /v1")
+
+
 def test_wrong_key_is_401_with_the_server_message(tmp_path, monkeypatch, keyed_sim):
     monkeypatch.setenv("AGEN_TEST_KEY", "wrong-key")
     raw = _external(tmp_path, keyed_sim.base_url + "/v1", api_key_env="AGEN_TEST_KEY")
