@@ -12,20 +12,23 @@ from typing import Any
 
 from agen.config import VoteConfig
 from agen.filters import Call, FilterTask, Verdict, gather_settled
-from agen.gen.parse import solution_answer
 from agen.gen.prompts import solve_prompt
 from agen.gen.vote import Tally
 from agen.providers.client import ModelClient
 from agen.seeding import stable_int
 from agen.types import ChatRequest
+from agen.verify import Verifier
+from agen.verify.math import MathVerifier
 
 
 class AnswerConsistency:
-    def __init__(self, cfg: VoteConfig, client: ModelClient, call: Call) -> None:
+    def __init__(self, cfg: VoteConfig, client: ModelClient, call: Call, verifier: Verifier | None = None) -> None:
         self.cfg = cfg
         self.client = client
         self.call = call
         self.model = cfg.model
+        # The domain (agen.verify): what a sample says, which votes agree. Default: math.
+        self.verifier = verifier if verifier is not None else MathVerifier(cfg.template)
 
     def min_in_flight(self) -> int:
         return 0  # every vote decides on its own samples
@@ -37,9 +40,15 @@ class AnswerConsistency:
         pass
 
     async def judge(self, task: FilterTask) -> Verdict:
-        vc = self.cfg
-        tally = Tally(task.answer or "", vc.k, vc.min_share)
-        prompt = solve_prompt(vc.template, task.question)
+        vc, vf = self.cfg, self.verifier
+        rejected = await vf.check_candidate(task.question, task.answer)
+        if rejected is not None:  # e.g. code whose own reference solution fails: no vote is paid for
+            return Verdict(False, f"vote:{rejected}", {"vote": {
+                "model": vc.model, "k": vc.k, "samples": 0, "agree": 0, "majority_answer": None,
+                "majority_share": 0.0, "early_stopped": True, "votes": []}})
+        tally = Tally(task.answer or "", vc.k, vf.min_share(vc.min_share),
+                      classes=vf.classes(task.question, task.answer or ""))
+        prompt = solve_prompt(vf.solve_template, task.question)
         base_seed = stable_int(f"{task.key}/vote")
         offset = 0
         stage = f"{task.stage}.vote"
@@ -48,9 +57,8 @@ class AnswerConsistency:
             want = max(1, min(want, vc.k - offset))
             reqs = self._requests(prompt, base_seed, offset, want, stage, task.id)
             outs = await gather_settled(*(self.call(self.client, r) for r in reqs))
-            for out in outs:
-                for text in out.texts:
-                    tally.add(solution_answer(text))
+            for vote in await vf.votes(task.question, [t for out in outs for t in out.texts]):
+                tally.add(vote)
             offset += want
         detail: dict[str, Any] = {"vote": {
             "model": vc.model, "k": vc.k, "samples": decision.samples, "agree": decision.agree,

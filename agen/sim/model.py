@@ -13,7 +13,7 @@ import random
 import re
 
 from agen.gen.category_parse import CATEGORIES
-from agen.sim import open_world
+from agen.sim import choice_world, open_world
 from agen.sim.config import SimModel
 from agen.sim.world import (
     MAX_STEPS,
@@ -241,8 +241,20 @@ def open_request(cfg: SimModel, last_user: str, seed: int) -> str | None:
     return None
 
 
+def domain_request(cfg: SimModel, last_user: str, seed: int) -> str | None:
+    """A propose or solve request of the multiple-choice or code world (their templates' markers)."""
+    if choice_world.is_propose(last_user):
+        return choice_world.propose(random.Random(seed), cfg)
+    if choice_world.is_solve(last_user):
+        return choice_world.solve(choice_world.question_of(last_user), seed, cfg)
+    return None
+
+
 def generate(cfg: SimModel, prompt: str, last_user: str, seed: int) -> str:
     """The text of one sample (`seed` from `sample_seed`), dispatched on the last user message."""
+    domain = domain_request(cfg, last_user, seed)
+    if domain is not None:
+        return domain
     if "[New Question Begin]" in last_user:
         return propose(prompt, random.Random(seed), cfg)
     if "[" in last_user:
