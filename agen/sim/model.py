@@ -13,7 +13,7 @@ import random
 import re
 
 from agen.gen.category_parse import CATEGORIES
-from agen.sim import choice_world, open_world
+from agen.sim import choice_world, code_world, open_world
 from agen.sim.config import SimModel
 from agen.sim.world import (
     MAX_STEPS,
@@ -247,6 +247,10 @@ def domain_request(cfg: SimModel, last_user: str, seed: int) -> str | None:
         return choice_world.propose(random.Random(seed), cfg)
     if choice_world.is_solve(last_user):
         return choice_world.solve(choice_world.question_of(last_user), seed, cfg)
+    if code_world.is_propose(last_user):
+        return code_world.propose(random.Random(seed), cfg)
+    if code_world.is_solve(last_user):
+        return code_world.solve(code_world.question_of(last_user), seed, cfg)
     return None
 
 
