@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 
 from agen.gen.answers import answer_key, is_numeric_key
-from agen.gen.parse import Candidate, ParseFailure, parse_generation, solution_answer, strip_think
+from agen.gen.parse import Candidate, ParseFailure, extract_boxed, parse_generation, solution_answer, strip_think
 from agen.verify.base import AnswerClassesLike, KeyClasses, Verifier
 
 __all__ = ["ChoiceVerifier", "normalize_choice", "parse_options"]
@@ -71,6 +71,10 @@ def _unwrap(s: str) -> str:
         m = _TEXT_CMD.fullmatch(s)
         if m:
             s, changed = m.group(1).strip(), True
+        if s.startswith(("\\boxed", "\\fbox")) and s.endswith("}"):
+            inner = extract_boxed(s)
+            if inner is not None:
+                s, changed = inner.strip(), True
     return s
 
 
