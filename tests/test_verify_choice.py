@@ -87,3 +87,34 @@ def test_even_split_between_options_rejects():
 def test_normalize_handles_no_options():
     assert normalize_choice("B", {}) == "?b"
     assert normalize_choice(None, {"A": "1"}) is None
+
+
+def test_split_rejects_a_won_vote_with_a_strong_runner_up():
+    v = ChoiceVerifier()
+    assert v.split((9, 5, 2)) and v.split((8, 4)) and not v.split((11, 3, 2)) and not v.split((8,))
+
+
+def test_sim_questions_with_two_correct_options_are_mostly_rejected():
+    """The sim's flawed proposals (two primes among the options) split its solvers; the vote — the
+    same Tally, early stopping, min-share floor and split rule the filter uses — keeps few of them
+    and most sound ones. Offline: the sim world's functions, not its server."""
+    import random
+
+    from agen.sim import choice_world
+    from agen.sim.config import SimModel
+
+    v = ChoiceVerifier()
+    proposer, solver = SimModel(propose_wrong_p=0, format_broken_p=0), SimModel(solve_correct_p=0.7)
+    kept: dict[int, list[bool]] = {1: [], 2: []}
+    for i in range(1500):
+        cand = v.parse(choice_world.propose(random.Random(i), proposer))
+        texts = [choice_world.solve(cand.question, i * 1000 + s, solver) for s in range(16)]
+        tally = Tally(cand.answer, 16, v.min_share(0.5), classes=v.classes(cand.question, cand.answer))
+        for vote in asyncio.run(v.votes(cand.question, texts)):
+            if tally.decision() is None:
+                tally.add(vote)
+        ok = tally.decision().accepted and not v.split(tally.class_counts)
+        kept[len(choice_world.correct_letters(cand.question))].append(ok)
+    flawed, sound = (sum(kept[n]) / len(kept[n]) for n in (2, 1))
+    print(f"kept: flawed {flawed:.3f} of {len(kept[2])}, sound {sound:.3f} of {len(kept[1])}")
+    assert len(kept[2]) >= 50 and flawed <= 0.2 and sound >= 0.7

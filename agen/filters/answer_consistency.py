@@ -60,11 +60,14 @@ class AnswerConsistency:
             for vote in await vf.votes(task.question, [t for out in outs for t in out.texts]):
                 tally.add(vote)
             offset += want
+        accepted, reason = decision.accepted, decision.reason
+        if accepted and vf.split(tally.class_counts):  # e.g. choice: two options both drew many votes
+            accepted, reason = False, "split"
         detail: dict[str, Any] = {"vote": {
             "model": vc.model, "k": vc.k, "samples": decision.samples, "agree": decision.agree,
             "majority_answer": decision.majority_answer, "majority_share": round(decision.majority_share, 4),
             "early_stopped": decision.samples < vc.k, "votes": list(tally.votes)}}
-        return Verdict(decision.accepted, f"vote:{decision.reason}", detail)
+        return Verdict(accepted, f"vote:{reason}", detail)
 
     def _requests(self, prompt: str, base_seed: int, offset: int, want: int, stage: str,
                   task_id: str) -> list[ChatRequest]:

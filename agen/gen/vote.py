@@ -103,6 +103,11 @@ class Tally:
         return tuple(self._votes)
 
     @property
+    def class_counts(self) -> tuple[int, ...]:
+        """Votes per answer class so far; index 0 is the candidate's own answer."""
+        return tuple(self._classes.counts)
+
+    @property
     def remaining(self) -> int:
         """Samples still missing from the full K."""
         return self.k - len(self._votes)

@@ -81,7 +81,7 @@ FAMILIES = (
             "as a list."),
            "def {name}(xs):", "    return xs[::{k}]",
            ("    return xs[{k}::{k}]", "    return xs[1::{k}]"),
-           lambda k, k2: lambda xs: xs[::k],
+           lambda k, **_: lambda xs: xs[::k],
            lambda rng: (lambda k: {"k": k, "k2": 2 * k})(rng.randint(2, 4)),
            lambda rng, c: ([rng.randint(0, 99) for _ in range(rng.randint(0, 11))],)),
     Family(("clamp_all", "limit_values", "bound_list"),

@@ -97,3 +97,7 @@ class Verifier(ABC):
 
     def min_share(self, configured: float) -> float:
         return max(configured, self.min_share_floor)
+
+    def split(self, class_counts: Sequence[int]) -> bool:
+        """Whether an accepted vote's counts (class 0: the candidate) are too close a split to keep."""
+        return False

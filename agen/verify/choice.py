@@ -6,7 +6,11 @@ lettered from A without gaps. A sample's answer (its last `\\boxed{}`, else a fi
 `B) <B's text>` and B's text itself all give `B`; a letter whose text names another option, or
 text that is no option, gives a vote of its own that agrees with nothing. The vote needs a true
 majority of samples (see `Verifier.min_share_floor`): solvers split evenly between two options,
-or spread over several, reject the question, and a tie always rejects.
+or spread over several, reject the question, and a tie always rejects. A won vote is still
+rejected as a `split` when the runner-up option has at least half the candidate's votes: a
+question with two defensible options splits its solvers roughly evenly, and one of the two
+reaching a bare majority by chance is no evidence it is the only right one. (The split is judged
+on the samples drawn, so with early stopping it can differ from what all K would show.)
 """
 
 from __future__ import annotations
@@ -132,6 +136,9 @@ class ChoiceVerifier(Verifier):
 
     def classes(self, question: str, answer: str) -> AnswerClassesLike:
         return KeyClasses(normalize_choice(answer, parse_options(question) or {}) or answer)
+
+    def split(self, class_counts: Sequence[int]) -> bool:
+        return 2 * max(class_counts[1:], default=0) >= class_counts[0]
 
     @staticmethod
     def same(question: str, a: str, b: str) -> bool:
