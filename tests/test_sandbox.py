@@ -130,3 +130,35 @@ def test_isolation_layers_are_reported():
     assert {"rlimits", "session", "empty_env", "tmpdir", "audit_hook"} <= set(layers)
     if os.geteuid() == 0 and "netns" in layers:
         assert {"pidns", "nobody"} <= set(layers)
+
+
+def test_the_audit_hook_alone_contains_them(tmp_path):
+    """Without namespaces or the drop to `nobody` (what a non-root user gets), the hook still
+    refuses sockets, processes and writes outside the directory."""
+    target = tmp_path / "escape.txt"
+    hostile = ["import socket\ndef f(x):\n    socket.socket()\n", "import os\ndef f(x):\n    os.fork()\n",
+               "import subprocess\ndef f(x):\n    subprocess.run(['true'])\n",
+               f"def f(x):\n    open({str(target)!r}, 'a').write('x')\n",
+               "def f(x):\n    import ctypes\n    ctypes.CDLL(None)\n"]
+    sb = Sandbox(LIMITS, namespaces=False)
+
+    async def go() -> list[SandboxResult]:
+        return await asyncio.gather(*(sb.run(c, TESTS) for c in [*hostile, OK]))
+
+    results = asyncio.run(go())
+    assert [r.outcome for r in results] == ["fail:blocked"] * len(hostile) + ["pass"], results
+    assert not target.exists()
+
+
+def test_cost_benchmark_runs():
+    import subprocess
+    import sys
+
+    import orjson
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "sandbox_cost.py"), "--quick"],
+                         capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = orjson.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["all_passed"] and doc["bare_ms"] > 0 and doc["full_ratio"] > 0
