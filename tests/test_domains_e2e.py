@@ -76,3 +76,29 @@ def test_code_quickstart_accepts_problems_whose_tests_are_right(tmp_path):
 def test_math_records_carry_the_domain(tmp_path):
     recs = _quickstart("quickstart.yaml", tmp_path, propose={"target": 3}, amplify={"target": 0})
     assert recs and all(r["domain"] == "math" for r in recs)
+
+
+def test_math_quickstart_on_latex_answers(tmp_path):
+    """MATH-style seeds make the sim propose LaTeX-answer problems; solvers write equivalent answers
+    in different forms (`\\sqrt{72}` for `6\\sqrt{2}`, `7/12`, `x = 2, 5`), so agreement must be symbolic."""
+    from agen.gen.answers import equivalent
+    from agen.sim.latex_world import true_answer
+
+    recs = _quickstart("quickstart_math.yaml", tmp_path)
+    voted = [r for r in recs if r["reason"].startswith("vote:")]
+    accepted = [r for r in recs if r["status"] == "accepted"]
+    assert len(accepted) >= 40 and all(r["domain"] == "math" for r in recs)
+    # the LaTeX world, not arithmetic (a prompt whose two MATH seeds have no LaTeX at all gets the latter)
+    voted = [r for r in voted if true_answer(r["question"]) is not None]
+    accepted = [r for r in accepted if true_answer(r["question"]) is not None]
+    assert len(accepted) >= 30
+    spelled = {v for r in accepted for v in r["vote"]["votes"] if v} - {r["answer"] for r in accepted}
+    assert spelled  # agreeing votes written differently from the candidate's answer
+
+    def correct(r: dict) -> bool:
+        return equivalent(r["answer"], true_answer(r["question"]) or "nan")
+
+    before = sum(map(correct, voted)) / len(voted)
+    after = sum(map(correct, accepted)) / len(accepted)
+    print(f"math (LaTeX) precision before vote {before:.3f} ({len(voted)}), after {after:.3f} ({len(accepted)})")
+    assert after >= 0.95 and after > before
