@@ -162,3 +162,12 @@ def test_cost_benchmark_runs():
     assert out.returncode == 0, out.stderr[-2000:]
     doc = orjson.loads(out.stdout.strip().splitlines()[-1])
     assert doc["all_passed"] and doc["bare_ms"] > 0 and doc["full_ratio"] > 0
+
+
+def test_a_process_that_cannot_start_is_a_failed_sample(monkeypatch):
+    async def refuse(*args, **kwargs):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", refuse)
+    r = run(OK)
+    assert r.outcome == "fail:spawn" and "temporarily unavailable" in r.detail

@@ -59,7 +59,8 @@ class Limits:
 class SandboxResult:
     """How one run ended. `outcome` is `pass` (every test passed) or `fail:<why>`, with why one of
     tests, error, timeout, cpu, memory, blocked (the sandbox refused something), no_report
-    (the process ended without reporting: killed, crashed, or exited early)."""
+    (the process ended without reporting: killed, crashed, or exited early), spawn (the machine
+    could not start the process)."""
 
     outcome: str
     passed: int
@@ -179,9 +180,13 @@ class Sandbox:
         start = time.monotonic()
         timed_out = False
         out = b""
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, cwd=workdir, env={}, start_new_session=True)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL, cwd=workdir, env={}, start_new_session=True)
+        except OSError as exc:  # no process to run it in (EAGAIN, ENOMEM, ...): a failed sample, not a crash
+            shutil.rmtree(workdir, ignore_errors=True)
+            return SandboxResult("fail:spawn", 0, len(tests), f"could not start the sandbox: {exc}", 0.0)
         try:
             out, _ = await asyncio.wait_for(proc.communicate(marshal.dumps(job)), timeout=lim.wall_s)
         except asyncio.TimeoutError:
