@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from agen.app.export import export_rows
 from agen.app.runner import EXIT_OK, run_session
 from agen.config import parse_config
 from agen.sim.choice_world import correct_letters
@@ -30,6 +31,7 @@ def _quickstart(name: str, tmp_path: Path, **sections) -> list[dict]:
 
 def test_choice_quickstart_accepts_correct_questions(tmp_path):
     recs = _quickstart("quickstart_choice.yaml", tmp_path)
+    assert all(r["domain"] == "choice" for r in export_rows(tmp_path / "run", "rl"))
     voted = [r for r in recs if r["reason"].startswith("vote:")]
     accepted = [r for r in recs if r["status"] == "accepted"]
     assert len(accepted) >= 40 and all(r["domain"] == "choice" for r in recs)
@@ -71,6 +73,12 @@ def test_code_quickstart_accepts_problems_whose_tests_are_right(tmp_path):
     print(f"code precision before vote {before:.3f} ({len(voted)}), after {after:.3f} ({len(accepted)})")
     assert after >= before and after >= 0.9
     assert not escape.exists()  # hostile samples the sim writes stayed inside their sandboxes
+    rows = list(export_rows(tmp_path / "run", "rl"))
+    assert len(rows) == len(accepted) and all(r["domain"] == "code" and r["tests"] for r in rows)
+    by_id = {r["id"]: r for r in accepted}
+    assert all(row["tests"] == by_id[row["id"]]["tests"] for row in rows)
+    sft = list(export_rows(tmp_path / "run", "sft"))
+    assert sft and all("def " in r["response"] for r in sft)  # a solution, not a boxed value
 
 
 def test_math_records_carry_the_domain(tmp_path):

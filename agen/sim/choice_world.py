@@ -4,7 +4,7 @@ Three families, each with a truth computable from the question alone (whoever wr
 an arithmetic word problem from `world` with four numeric options; "which number is prime";
 "the greatest common divisor of a and b". `correct_letters` returns every option that is right,
 so a flawed proposal (two primes among the options: the assumption "exactly one correct option"
-broken on purpose, with probability FLAWED_P) makes solvers split between two letters, which the
+broken on purpose, in FLAWED_P of the prime family's proposals) makes solvers split between two letters, which the
 vote must reject.
 
 Solvers do not answer with a bare letter: they write `\\boxed{B}`, `\\boxed{(B)}`, `\\boxed{B) 42}`,
@@ -24,7 +24,8 @@ from agen.sim.world import generate_problem, parse_problem, plausible_wrong
 __all__ = ["FLAWED_P", "correct_letters", "is_propose", "is_solve", "propose", "question_of", "solve"]
 
 LETTERS = "ABCD"
-FLAWED_P = 0.15  # share of prime-family proposals with two correct options
+FLAWED_P = 0.3  # share of prime-family proposals with two correct options
+FAMILY_SHARES = (0.7, 0.15, 0.15)  # word problem, prime, gcd
 ANSWER_FORMS = (("box", 0.45), ("paren", 0.15), ("letter_text", 0.15), ("text", 0.1), ("line", 0.15))
 _OPTION = re.compile(r"^([A-D])\) (.+)$", re.M)
 _PRIME_STEMS = (
@@ -102,7 +103,8 @@ def _prime(rng: random.Random) -> int:
 
 def _new_question(rng: random.Random, steps: int, flawed: bool) -> tuple[str, list[str]]:
     """(stem, options) with the correct option(s) first; the caller shuffles."""
-    family = rng.randrange(3)
+    u = rng.random()  # word problems vary without end; the two short families repeat (dedup drops most)
+    family = 0 if u < FAMILY_SHARES[0] else 1 if u < FAMILY_SHARES[0] + FAMILY_SHARES[1] else 2
     if family == 0:
         stem, truth = generate_problem(rng, steps)
         wrong = [w for w in plausible_wrong(stem) if w != truth][:3]

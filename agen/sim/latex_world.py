@@ -51,10 +51,12 @@ def _tex_frac(f: Fraction) -> str:
 def _parse(question: str) -> tuple[str, tuple[int, ...]] | None:
     q = question.strip()
     for kind, rx in (("sqrt", _SQRT), ("frac", _FRAC), ("ineq", _INEQ)):
-        m = rx.fullmatch(q)
-        if m:
+        m = rx.search(q)
+        if m and m.end() == len(q):
             return kind, tuple(int(g) for g in m.groups())
-    m = _ROOTS.fullmatch(q)
+    m = _ROOTS.search(q)
+    if m is not None and m.end() != len(q):
+        m = None
     if m:
         b = int(m.group(2)) * (-1 if m.group(1) == "-" else 1)
         c = int(m.group(4)) * (-1 if m.group(3) == "-" else 1)
@@ -116,7 +118,34 @@ def _variants(question: str, right: bool, rng: random.Random) -> str:
     return rng.choice((", ".join(map(str, shown)), "x = " + ", ".join(map(str, shown)), ",".join(map(str, shown))))
 
 
+_OPENERS = (
+    "{name} is preparing for a regional mathematics contest", "While checking {pos} homework, {name} meets an exercise",
+    "A practice sheet from {name}'s teacher has a question", "{name} found a problem in an old olympiad booklet",
+    "During a study group on {day}, {name} challenges the others", "The last question of {name}'s quiz is tricky",
+    "On the board, {name} writes an exercise for the class", "{name} wants to check an answer printed in a textbook",
+    "In the puzzle column of the school paper, {name} reads a question", "Before the exam on {day}, {name} reviews",
+    "{name} and a friend race to solve a problem", "A tutor gives {name} a warm-up problem",
+)
+_CLOSERS = (
+    "with {k} minutes on the clock.", "and wants an exact answer.", "after finishing {k} easier ones.",
+    "on page {p} of the workbook.", "as question {k} of {p}.", "before lunch.", "for extra credit.",
+    "and writes the steps neatly.", "without a calculator.", "in under {k} minutes.",
+)
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_NAMES = ("Maya", "Liam", "Sofia", "Noah", "Amara", "Ethan", "Priya", "Mateo", "Hana", "Oliver", "Zara", "Kofi",
+          "Ingrid", "Diego", "Leila", "Tomas", "Chloe", "Ravi", "Nadia", "Felix", "Yuki", "Omar", "Elena", "Jonah")
+
+
 def _new_problem(rng: random.Random) -> str:
+    """A problem of one family after a one-sentence preamble (the families' own sentences are short
+    and alike, and near-duplicate detection would otherwise reject most of them)."""
+    slots = {"name": rng.choice(_NAMES), "pos": rng.choice(("his", "her")), "day": rng.choice(_DAYS),
+             "k": rng.randint(2, 40), "p": rng.randint(41, 300)}
+    preamble = rng.choice(_OPENERS).format(**slots) + " " + rng.choice(_CLOSERS).format(**slots)
+    return preamble + " " + _problem(rng)
+
+
+def _problem(rng: random.Random) -> str:
     kind = rng.randrange(4)
     if kind == 0:
         a, b = rng.randint(2, 12), rng.choice((2, 3, 5, 6, 7, 10, 11))

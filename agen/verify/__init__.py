@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from agen.config import RunConfig
-from agen.verify.base import KeyClasses, Verifier
+from agen.verify.base import InlineFeed, KeyClasses, Verifier
 
-__all__ = ["DOMAINS", "KeyClasses", "Verifier", "domain_fields", "make_verifier"]
+__all__ = ["DOMAINS", "InlineFeed", "KeyClasses", "Verifier", "domain_fields", "make_verifier"]
 
 DOMAINS = ("math", "choice", "code")
 

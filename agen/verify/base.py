@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from agen.gen.parse import Candidate, ParseFailure, parse_generation
 
-__all__ = ["AnswerClassesLike", "KeyClasses", "Verifier"]
+__all__ = ["AnswerClassesLike", "InlineFeed", "KeyClasses", "Verifier"]
 
 
 class AnswerClassesLike(Protocol):
@@ -66,6 +66,22 @@ class KeyClasses:
         return len(self.representatives)
 
 
+class InlineFeed:
+    """Counts votes into a tally on the event loop: for classes that are a dict lookup (choice,
+    code), the counterpart of `filters.equivalence_pool.VoteFeed`, which sends math answers that
+    need math-verify to worker processes."""
+
+    __slots__ = ("tally", "undecidable")
+
+    def __init__(self, tally: Any) -> None:
+        self.tally = tally
+        self.undecidable: list[dict[str, Any]] = []  # never: a key lookup always decides
+
+    async def add(self, vote: str | None) -> bool:
+        """Count one vote; whether it agrees with the candidate."""
+        return bool(self.tally.add(vote))
+
+
 class Verifier(ABC):
     """One verifiable domain. Instances are cheap; `agen.verify.make_verifier` builds the run's."""
 
@@ -75,6 +91,9 @@ class Verifier(ABC):
     # Votes below this share never accept, whatever `vote.min_share` says (choice: a plurality
     # among options is what guessing produces, so it needs a true majority).
     min_share_floor: ClassVar[float] = 0.0
+    # Whether comparing votes may need math-verify (slow, main-thread only): then the filter
+    # counts them through its equivalence pool's worker processes instead of inline.
+    pooled_equivalence: ClassVar[bool] = False
 
     def __init__(self, solve_template: str | None = None) -> None:
         self.solve_template = solve_template or self.default_solve_template

@@ -19,6 +19,7 @@ __all__ = ["MathVerifier"]
 class MathVerifier(Verifier):
     domain = "math"
     default_solve_template = "verifiable_solve.txt"
+    pooled_equivalence = True
 
     async def votes(self, question: str, texts: Sequence[str]) -> list[str | None]:
         return [solution_answer(t) for t in texts]
