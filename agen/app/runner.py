@@ -40,6 +40,7 @@ from agen.run.ledger import PreviousSessions, costs_from_ledger
 from agen.run.restore import Restored, restore
 from agen.run.rundir import RunDir, open_run_dir
 from agen.types import Example
+from agen.verify import make_verifier
 
 log = structlog.get_logger("agen.app.runner")
 
@@ -101,7 +102,7 @@ def seeds_digest(seeds: list[Example]) -> str:
 def make_filter(cfg: RunConfig, providers: Providers, call: Call, run_dir: RunDir) -> CandidateFilter:
     """Answer-Consistency for verifiable tasks, RIP for open-ended ones."""
     if cfg.task == "verifiable" and cfg.vote is not None:
-        return AnswerConsistency(cfg.vote, providers[cfg.vote.model], call)
+        return AnswerConsistency(cfg.vote, providers[cfg.vote.model], call, make_verifier(cfg))
     if cfg.task == "open_ended" and cfg.rip is not None:
         return RipFilter(cfg.rip, providers[cfg.rip.model], providers[cfg.rip.judge_model], call,
                          run_dir.root / "rip_thresholds.json")
@@ -122,7 +123,7 @@ def preflight(cfg: RunConfig, config_dir: Path | None = None) -> tuple[list[Exam
         check_template(cfg.template(stage, "example"), {"index", "question"}, {"question": q})
         generation_prompt(cfg.template(stage), cfg.template(stage, "example"), seeds[: stage.shots])
     if cfg.vote is not None:
-        check_template(cfg.vote.template, {"question"}, {"question": q})
+        check_template(make_verifier(cfg).solve_template, {"question"}, {"question": q})
     if cfg.rip is not None:
         check_template(cfg.rip.respond_template, {"prompt"}, {"prompt": q})
         if cfg.rip.judge_kind == "llm":
