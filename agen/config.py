@@ -138,7 +138,12 @@ class ModelConfig(_Strict):
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
     price: Price | None = None  # overrides configs/prices.yaml
-    supports_n: bool = True  # OpenAI-compatible `n`; Anthropic never does
+    # What the endpoint does, if you know (else learned from its responses; see "Endpoints in the wild"):
+    supports_n: bool | None = None  # OpenAI-compatible `n` honoured; Anthropic never does
+    charges: Literal["max_tokens", "usage"] | None = None  # TPM: max_tokens reserved up front, or real usage
+    window: Literal["steady", "fixed"] | None = None  # limits refill steadily, or reset at fixed clock windows
+    unreachable_after_s: float = Field(default=30.0, gt=0)  # every attempt failing at transport level this long:
+    unreachable_after_attempts: int | None = Field(default=None, ge=1)  # (or this many in a row) stop the run
     max_retries: int = Field(default=8, ge=0)
     bad_response_retries: int = Field(default=2, ge=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
@@ -208,6 +213,9 @@ class StageConfig(_Strict):
     target: int = Field(default=10, ge=0)  # accepted examples wanted from this stage
     shots: int = Field(default=2, ge=1, le=8)  # examples shown in each prompt
     seed_mix: float = Field(default=0.0, ge=0, le=1)  # amplify: share of shots drawn from seeds
+    # amplify: accepted proposals to wait for before amplifying (or until propose is done), so
+    # the first prompts do not all show the first few proposals; at least `shots` either way
+    min_pool: int = Field(default=10, ge=1)
     max_tokens: int = Field(default=1024, ge=16)
     temperature: float = Field(default=0.8, ge=0, le=2)
     template: str | None = None  # default: {task}_generate.txt

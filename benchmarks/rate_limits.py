@@ -67,13 +67,13 @@ class ThrottlerLane(Lane):
         self._throttler = Throttler(rate_limit=max(1, round(rpm / 60)), period=1.0)
         self._paused_until = 0.0
 
-    async def acquire(self, est_tokens: int, *, front: bool = False) -> Ticket:
+    async def acquire(self, est_tokens: int, *, front: bool = False, out_tokens: int = 0) -> Ticket:
         async with self._front:
             wait = self._paused_until - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             await self._throttler.acquire()
-        return await super().acquire(est_tokens)
+        return await super().acquire(est_tokens, out_tokens=out_tokens)
 
     def throttled(self, ticket: Ticket, wait_s: float | None) -> None:
         self._paused_until = max(self._paused_until, time.monotonic() + (1.0 if wait_s is None else wait_s))

@@ -13,12 +13,12 @@ import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("engine_overhead", "latency_throughput", "memory", "strategy_cost")
+SCRIPTS = ("engine_overhead", "latency_throughput", "memory", "strategy_cost", "filter_precision")
 
 
 @pytest.fixture(scope="module")
 def outputs() -> dict[str, tuple[int, str, str]]:
-    """All four quick runs at once (they are mostly waiting on subprocess start-up and the sim)."""
+    """All the quick runs at once (they are mostly waiting on subprocess start-up and the sim)."""
     procs = {name: subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick"],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
              for name in SCRIPTS}
@@ -72,3 +72,15 @@ def test_strategy_cost_quick(outputs) -> None:
     for r in doc["results"]:
         assert r["accepted"] > 0 and r["cost_per_accepted"] > 0 and r["calls"] > 0
         assert 0 <= r["precision_candidates"] <= 1 and 0 <= r["precision_accepted"] <= 1
+
+
+def test_filter_precision_quick(outputs) -> None:
+    """filter_precision --quick scores precision before/after and recall in a world with and without traps."""
+    _, doc = _doc(outputs, "filter_precision")
+    rows = {r["trap_share"]: r for r in doc["results"]}
+    assert set(rows) == {0.0, 0.3}
+    for r in rows.values():
+        assert r["voted"] > 0 and 0 <= r["precision_before"] <= 1 and 0 <= r["recall"] <= 1
+    assert rows[0.0]["precision_after"] >= rows[0.0]["precision_before"]  # without traps the vote only helps
+    assert rows[0.3]["precision_before"] < rows[0.0]["precision_before"]  # traps mis-state answers
+    # with traps the solvers share the proposer's mistake, so the vote can keep a wrong answer: no claim

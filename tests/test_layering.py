@@ -18,7 +18,7 @@ LAYERS = {
     # the engine: admission, workers, records, wiring
     "agen.engine": 6,
     # session and CLI
-    "agen.app": 7, "agen.app.runner": 8, "agen.app.cli": 9, "agen.__main__": 10,
+    "agen.app": 7, "agen.app.runner": 8, "agen.app.cli": 9, "agen.api": 9, "agen.__main__": 10,
 }
 
 

@@ -145,18 +145,25 @@ def report(run_dir: Path) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["dpo", "sft"]), default=None,
-              help="dpo: best-vs-worst response pairs of accepted open-ended prompts; sft: prompt/response. "
+@click.option("--format", "fmt", type=click.Choice(["dpo", "sft", "rl"]), default=None,
+              help="dpo: best-vs-worst response pairs of accepted open-ended prompts; sft: prompt and full "
+                   "solution (or best response); rl: question, answer, pass rate, domain. "
                    "Default: dpo for an open-ended run, sft otherwise.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: RUN_DIR/export-FORMAT.jsonl")
-def export(run_dir: Path, fmt: str | None, out: Path | None) -> None:
-    """Write training files from RUN_DIR's accepted records."""
-    from agen.app.export import default_format, export as do_export
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Default: RUN_DIR/export-FORMAT.jsonl; a .parquet path writes Parquet.")
+@click.option("--min-pass-rate", type=click.FloatRange(0, 1), help="Keep problems solved at least this often.")
+@click.option("--max-pass-rate", type=click.FloatRange(0, 1), help="Keep problems solved at most this often.")
+@click.option("--no-card", is_flag=True, help="Do not write the dataset card (README.md beside the file).")
+def export(run_dir: Path, fmt: str | None, out: Path | None, min_pass_rate: float | None,
+           max_pass_rate: float | None, no_card: bool) -> None:
+    """Write training files from RUN_DIR's accepted records, and a dataset card beside them."""
+    from agen.app.export import PassRange, default_format
+    from agen.app.export import export as do_export
 
     try:
         fmt = fmt or default_format(run_dir)
         target = out or run_dir / f"export-{fmt}.jsonl"
-        n = do_export(run_dir, fmt, target)
+        n = do_export(run_dir, fmt, target, PassRange(min_pass_rate, max_pass_rate), card=not no_card)
     except AgenError as exc:
         click.echo(f"agen: {exc}", file=sys.stderr)
         sys.exit(2)

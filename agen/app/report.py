@@ -27,6 +27,7 @@ from agen.app.status import snapshot_from_files
 from agen.app.summary import cost_rows, funnel_rows
 from agen.config import load_prices, price_for
 from agen.cost import cost_usd
+from agen.engine.fewshot import COVERAGE_TASKS, coverage
 from agen.errors import ConfigError
 from agen.run.rundir import atomic_write, load_snapshot, read_ledger
 from agen.run.shards import read_records
@@ -239,6 +240,8 @@ def build_report(root: Path) -> dict[str, Any]:
     cfg = load_snapshot(root)
     records: list[dict[str, Any]] = []
     created: list[float] = []
+    amplify_shown: list[tuple[str, list[str]]] = []
+    proposals: set[str] = set()
     for stream in ("accepted", "rejected"):
         folder = root / stream
         if not folder.exists():
@@ -246,6 +249,10 @@ def build_report(root: Path) -> dict[str, Any]:
         for r in read_records(folder):
             if stream == "accepted":
                 created.append(float(r.get("created") or 0.0))
+                if r["stage"] == "propose":
+                    proposals.add(r["id"])
+            if r["stage"] == "amplify":
+                amplify_shown.append((r["id"], r.get("seeds") or []))
             if r.get("vote"):
                 records.append({"status": r["status"], "vote": {k: r["vote"].get(k) for k in
                                 ("samples", "agree", "k", "majority_share", "early_stopped")}})
@@ -272,6 +279,8 @@ def build_report(root: Path) -> dict[str, Any]:
         "funnel": funnel, "cost": cost, "throughput": throughput, "latency": latency,
         "votes": vote_figures(records),
         "rip": rip_figures(records),
+        "fewshot": coverage([ids for _, ids in sorted(amplify_shown)[:COVERAGE_TASKS]], proposals,
+                            len(proposals)).as_dict(),
     }
 
 

@@ -29,7 +29,7 @@ from agen.app.summary import render_summary
 from agen.config import Price, RunConfig, load_prices, price_for
 from agen.cost import CostBook
 from agen.engine.pipeline import Pipeline
-from agen.errors import ConfigError, SimStartError, StorageError
+from agen.errors import ConfigError, EndpointUnreachableError, SimStartError, StorageError
 from agen.filters import Call, CandidateFilter
 from agen.filters.answer_consistency import AnswerConsistency
 from agen.filters.rip import RipFilter
@@ -211,7 +211,7 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
         if pipeline is None:  # still connecting: the pipeline stops as soon as it exists
             return
         if interrupts == 1:
-            pipeline.request_stop(f"interrupted ({signame}): finishing in-flight work")
+            pipeline.stop_sending(f"interrupted ({signame}): finishing requests on the wire")
             loop.call_later(grace_s, pipeline.cancel_now)
         else:
             pipeline.request_stop(f"interrupted twice ({signame})")
@@ -223,9 +223,10 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
     async with Providers(cfg.models, prices=prep.prices, base_urls=base_urls,
                          on_call=lambda r: pipeline.on_call(r)) as providers:  # type: ignore[union-attr]
         pipeline = Pipeline(cfg, run_dir, providers, prep.seeds, prep.restored, prep.costs,
-                            make_filter=lambda call: make_filter(cfg, providers, call, run_dir))
+                            make_filter=lambda call: make_filter(cfg, providers, call, run_dir),
+                            previous=previous)
         if interrupts:
-            pipeline.request_stop("interrupted while starting")
+            pipeline.stop_sending("interrupted while starting")
         progress = Progress(pipeline, providers, live=live)
         manifest_task = asyncio.create_task(_manifest_loop(pipeline, run_dir))
         progress.start()
@@ -241,14 +242,19 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
                 await manifest_task
         snap = pipeline.snapshot()
         snap["providers"] = providers.statistics()
+        snap["endpoints"] = providers.facts()
     snap["previous_sessions"] = {"billing_unknown_requests": previous.billing_unknown,
-                                 "redone_usd": round(previous.redone_usd, 8)}
+                                 "redone_usd": round(previous.redone_usd, 8),
+                                 "journaled_usd": round(previous.journaled_usd, 8)}
     with contextlib.suppress(StorageError):
         run_dir.write_manifest(snap)
     print(render_summary(snap), file=sys.stdout, flush=True)
     if error is not None:
         return Outcome(EXIT_STORAGE, f"storage error: {error}. Free space or fix the path, then "
                                      f"`agen resume {run_dir.root}`", snap)
+    if isinstance(pipeline.fatal, EndpointUnreachableError):
+        return Outcome(EXIT_UNREACHABLE, f"stopped: endpoint unreachable: {pipeline.fatal}. Fix base_url or "
+                                         f"start the server, then `agen resume {run_dir.root}`", snap)
     if pipeline.fatal is not None:
         return Outcome(EXIT_PROVIDER, f"stopped: {pipeline.fatal}. Fix the cause, then "
                                       f"`agen resume {run_dir.root}`", snap)

@@ -45,6 +45,31 @@ def cost_rows(snap: dict[str, Any]) -> list[tuple[str, float, int, float | None]
 WIDTH = 80  # the summary fits a default terminal
 
 
+def truncation_hints(stages: dict[str, Any]) -> list[str]:
+    """One line per stage whose generations were cut at max_tokens (rejected as parse:truncated)."""
+    out = []
+    for name, s in stages.items():
+        cut = s["reasons"].get("parse:truncated", 0)
+        if cut and s["finished"]:
+            out.append(f"  {100 * cut / s['finished']:.0f}% of {name} outputs hit max_tokens="
+                       f"{s.get('max_tokens', '?')} — raise it")
+    return ["", "Truncated generations"] + out if out else []
+
+
+def endpoint_lines(endpoints: dict[str, Any]) -> list[str]:
+    """What each endpoint was learned (or stated) to do: `n`, TPM charging, windows, headers."""
+    rows = []
+    for lane, f in endpoints.items():
+        src = f.get("source", {})
+        parts = [f"{k}={v if not isinstance(v, list) else ','.join(v)}"
+                 + (" (config)" if src.get(k) == "config" else "")
+                 for k, v in f.items() if k != "source"]
+        if parts:
+            rows += textwrap.wrap(f"{lane}: " + "  ".join(parts), WIDTH, initial_indent="  ",
+                                  subsequent_indent="      ")
+    return ["", "Endpoints (learned from responses unless marked config)"] + rows if rows else []
+
+
 def render_summary(snap: dict[str, Any]) -> str:
     """The human summary: funnel (one column per stage), cost per accepted, calls per stage/model."""
     head = (f"agen summary — run {snap.get('fingerprint', '?')}, session {snap.get('session', 0)}"
@@ -71,6 +96,20 @@ def render_summary(snap: dict[str, Any]) -> str:
             key = ""
         lines.append(f"  {key:<22}{t['calls']:>8}{t['input_tokens']:>11}{t['cached_input_tokens']:>10}"
                      f"{t['output_tokens']:>11}{_usd(t['cost_usd']):>12}")
+    if "redone_usd" in snap:
+        rep = snap.get("replayed") or {}
+        lines.append("")
+        lines += textwrap.wrap(f"$ redone: {_usd(snap['redone_usd'])} (paid again for requests an earlier session "
+                               f"paid for); {rep.get('requests', 0)} paid results replayed from the journal "
+                               f"({_usd(rep.get('usd', 0.0))})", WIDTH)
+    fs = snap.get("fewshot")
+    if fs and fs["tasks"]:
+        lines.append("")
+        lines += textwrap.wrap(f"Amplify few-shots: the first {fs['tasks']} tasks showed {fs['distinct']} "
+                               f"distinct proposals (of {fs['pool']} accepted); the top 3 took "
+                               f"{fs['top3_share']:.0%} of {fs['slots']} slots", WIDTH)
+    lines.extend(truncation_hints(snap["stages"]))
+    lines.extend(endpoint_lines(snap.get("endpoints") or {}))
     prev = snap.get("previous_sessions")
     if prev and (prev["billing_unknown_requests"] or prev["redone_usd"]):
         lines.append("")

@@ -9,6 +9,12 @@ Worker pools are joined by bounded queues, so memory stays flat whatever the tar
 Producers admit work guided by the running acceptance rate until the stage's target of *committed*
 accepted examples is met, the budget is spent, or a stop is asked for. Every task id is stable
 (`{fingerprint}-{stage}-{index}`), so a resumed run skips what is committed and redoes the rest.
+
+Two kinds of stop: `request_stop` (targets, budget) admits nothing new but lets the work in
+flight finish; `stop_sending` (first Ctrl-C or SIGTERM) also sends no further request of any
+kind: the lanes are closed, so only requests already on the wire finish (within one latency);
+the tasks they belonged to stay uncommitted and their paid results are journaled
+(`run/journal.py`), so a resume replays them instead of paying twice.
 """
 
 from __future__ import annotations
@@ -25,17 +31,19 @@ import structlog
 from agen.config import RunConfig, StageConfig
 from agen.cost import CostBook
 from agen.engine.admission import StageCounts, budget_left
-from agen.engine.fewshot import pick_examples
+from agen.engine.fewshot import COVERAGE_TASKS, FewShotCoverage, Rotation, coverage, pick_examples
 from agen.engine.records import build_record, usage_dict
 from agen.engine.seed_categories import categorize_seeds
 from agen.engine.tasks import FilterJob, GenTask
 from agen.engine.watchdog import Stall, Watchdog
 from agen.engine.workers import WorkerContext, filter_worker, generate_worker
-from agen.errors import FatalRunError, StorageError, TaskFailedError
+from agen.errors import FatalRunError, Stopped, StorageError, TaskFailedError
 from agen.filters import Call, CandidateFilter
 from agen.gen.dedup import Deduper
 from agen.gen.parse import Candidate, parse_generation, parse_open_generation
 from agen.providers import Providers
+from agen.run.journal import Journal, base_task
+from agen.run.ledger import PreviousSessions
 from agen.run.restore import Restored
 from agen.run.rundir import RunDir
 from agen.run.sink import Sink
@@ -51,7 +59,8 @@ class Pipeline:
     """One run of the generator over an opened run directory and provider lanes."""
 
     def __init__(self, cfg: RunConfig, run_dir: RunDir, providers: Providers, seeds: list[Example],
-                 restored: Restored, costs: CostBook, make_filter: FilterFactory) -> None:
+                 restored: Restored, costs: CostBook, make_filter: FilterFactory,
+                 previous: PreviousSessions | None = None) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
         self.providers = providers
@@ -61,6 +70,8 @@ class Pipeline:
         for stage, c in restored.counts.items():
             self.counts[stage].restore(c.accepted, c.finished, c.reasons, c.spent_usd)
         self.pool: list[Example] = list(restored.pool)  # accepted proposals: amplify's few-shots
+        self._rotation = Rotation(cfg.seed)
+        self._shown: list[list[str]] = []  # shown example ids of the first amplify tasks admitted
         self.done_ids = restored.done_ids
         self.dedup = Deduper(threshold=cfg.dedup.near_threshold)
         for ex in seeds:
@@ -69,6 +80,12 @@ class Pipeline:
             self.dedup.add(question, rid)
         self.sink = Sink(run_dir, cfg.output, self.done_ids, self._on_commit)
         self.stop_reason: str | None = None
+        self.sending = True  # False after stop_sending: no request may leave any more
+        self.stopped_sending_at: float | None = None
+        self.journal = Journal(previous.journal if previous else None)
+        self._paid_before = previous.paid_ids if previous else frozenset()
+        self.redone_usd = 0.0  # paid in this session for a request an earlier session had paid for
+        self._replayed_cost: Counter[str] = Counter()  # per task: paid in an earlier session, replayed
         self.fatal: FatalRunError | None = None
         self.watchdog = Watchdog(cfg.watchdog)
         self.stall: Stall | None = None  # why the watchdog stopped the run
@@ -94,7 +111,9 @@ class Pipeline:
                        "status": rec.status, "cost_usd": rec.cost_usd, "latency_s": rec.latency_s,
                        "request_id": rec.request_id, "usage": usage_dict(rec.usage)})
         self.costs.add(rec)
-        self._task_cost[rec.task_id.split("/", 1)[0]] += rec.cost_usd
+        if rec.cost_usd and rec.task_id in self._paid_before:
+            self.redone_usd += rec.cost_usd
+        self._task_cost[base_task(rec.task_id)] += rec.cost_usd
         stage = self.counts.get(rec.stage.split(".", 1)[0])
         if stage is not None:
             stage.spent_in_flight_usd += rec.cost_usd
@@ -138,6 +157,17 @@ class Pipeline:
         self.filter.abort_pilot()
         self._notify()
 
+    def stop_sending(self, reason: str) -> None:
+        """Stop now without losing what was paid: nothing new is admitted and no further request
+        is sent (queued or retrying requests are refused by their lanes with `Stopped`); requests on
+        the wire finish and are recorded; cut tasks stay uncommitted, their results journaled."""
+        self.request_stop(reason)
+        if self.sending:
+            self.sending = False
+            self.stopped_sending_at = time.time()
+            for name in self.providers:
+                self.providers[name].lane.close(Stopped(f"not sent: {reason}"))
+
     def cancel_now(self) -> None:
         """Abandon in-flight work (it is redone on resume); the sink still flushes what it has."""
         if self._work is not None:
@@ -151,19 +181,28 @@ class Pipeline:
     async def _call(self, client: Any, req: Any) -> Any:
         """A chat completion (ChatRequest) or a reward score (ScoreRequest), bracketed by ledger
         begin/end lines, so a crash leaves 'billing unknown', never nothing."""
+        paid = self.journal.replay(req)
+        if paid is not None:  # an earlier session paid for this very request: not sent again
+            self._replayed_cost[base_task(req.task_id)] += paid.cost_usd
+            return paid
+        if not self.sending:
+            raise Stopped("not sent: the run is stopping")
         rid = next(self._req_ids)
         cut = False  # not sent yet: a cancel while `begin` is being made durable cuts nothing
         try:
             await self.sink.log_durable({"ev": "begin", "session": self.run_dir.session, "req": rid,
                                          "task_id": req.task_id, "model": client.name, "stage": req.stage})
+            if not self.sending:
+                raise Stopped("not sent: the run is stopping")
             cut = True
             if isinstance(req, ScoreRequest):
                 result = await client.score(req.prompt, req.response, stage=req.stage, task_id=req.task_id)
             else:
                 result = await client.complete(req)
             cut = False
+            self.journal.hold(req, result)
             return result
-        except (FatalRunError, TaskFailedError):
+        except (FatalRunError, TaskFailedError, Stopped):  # Stopped: refused by the lane, never sent
             cut = False
             raise
         finally:
@@ -178,15 +217,23 @@ class Pipeline:
         return self._stage_cfg(stage).attempts_cap()
 
     def _examples(self, stage: str, index: int) -> list[Example]:
-        return pick_examples(self._stage_cfg(stage), stage, index, self.cfg.seed, self.seeds, self.pool,
-                             self.cfg.task == "open_ended")
+        examples = pick_examples(self._stage_cfg(stage), stage, index, self.cfg.seed, self.seeds, self.pool,
+                                 self.cfg.task == "open_ended", self._rotation)
+        if stage == "amplify" and len(self._shown) < COVERAGE_TASKS:
+            self._shown.append([ex.id for ex in examples])
+        return examples
+
+    def fewshot_coverage(self) -> FewShotCoverage:
+        """How many proposals the first amplify tasks of this session showed, and how evenly."""
+        return coverage(self._shown, {ex.id for ex in self.pool}, len(self.pool))
 
     async def _produce(self, stage: str, task_q: asyncio.Queue[GenTask | None], workers: int) -> None:
         sc = self._stage_cfg(stage)
         c = self.counts[stage]
         try:
             if stage == "amplify":
-                while len(self.pool) < sc.shots and not self._propose_done.is_set() and self.stop_reason is None:
+                wanted = max(sc.shots, sc.min_pool)
+                while len(self.pool) < wanted and not self._propose_done.is_set() and self.stop_reason is None:
                     await self._changed.wait()
                 if not self.pool:
                     log.warning("amplify_without_proposals", detail="no accepted proposals; amplifying from seeds")
@@ -202,7 +249,7 @@ class Pipeline:
                         return
                     if c.expected_accepted() < sc.target:
                         break
-                    if c.generating + c.filtering < self.filter.min_in_flight():
+                    if c.generating + c.filtering < self.filter.min_in_flight(stage):
                         break  # a calibration pilot needs more candidates before any is decided
                     await self._changed.wait()
                 c.generating += 1
@@ -232,6 +279,8 @@ class Pipeline:
         c.spent_in_flight_usd -= cost
         if status == "accepted" and c.full(self._stage_cfg(task.stage).target):
             status, reason = "surplus", f"surplus:{reason}"  # decided after the target was met: kept, not counted
+        self.journal.drop(task.id)
+        cost += self._replayed_cost.pop(task.id, 0.0)  # what the task cost, whichever session paid
         rec = build_record(self.cfg, self.run_dir.session, task, cand, status, reason, model, cost, extra)
         c.committing += 1
         c.committing_accepted += status == "accepted"
@@ -293,6 +342,8 @@ class Pipeline:
         except FatalRunError as exc:
             self._fatal(exc)
             return
+        except Stopped:
+            return
         await self._stages_and_filters()
 
     async def run(self) -> None:
@@ -318,6 +369,9 @@ class Pipeline:
             storage_error = _first_leaf(storage)  # type: ignore[assignment]
         finally:
             watch.cancel()
+            for row in self.journal.unfinished(self.run_dir.session):  # cut tasks: resume replays these
+                self.sink.log(row)
+            await self.filter.aclose()
             await self.sink.aclose()
             await asyncio.shield(sink_task)
         if self.sink.error is not None:
@@ -337,12 +391,17 @@ class Pipeline:
             "fingerprint": self.run_dir.fingerprint,
             "session": self.run_dir.session,
             "stages": {s: {"accepted": c.accepted, "target": self._stage_cfg(s).target,
+                           "max_tokens": self._stage_cfg(s).max_tokens,
                            "finished": c.finished, "inflight": c.inflight, "reasons": dict(c.reasons)}
                        for s, c in self.counts.items()},
             "costs": self.costs.snapshot(),
             "stop_reason": self.stop_reason,
             "stall": None if self.stall is None else self.stall.message,
             "exhausted": list(self.exhausted),
+            "stopped_sending_at": self.stopped_sending_at,
+            "redone_usd": round(self.redone_usd, 8),
+            "replayed": {"requests": self.journal.replayed, "usd": round(self.journal.replayed_usd, 8)},
+            "fewshot": self.fewshot_coverage().as_dict(),
             "elapsed_s": round(time.monotonic() - self.started, 3),
         }
 

@@ -2,7 +2,8 @@
 
 A worker never writes anything itself: every outcome goes to `finish` (which builds the record
 and hands it to the sink), and a fatal provider error to `fatal` (which stops the run and leaves
-the task uncommitted, so a resume redoes it).
+the task uncommitted, so a resume redoes it). A task cut by a stop (`Stopped`: the run no longer
+sends) is left uncommitted too; what it paid for is journaled and replayed on resume.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any, Awaitable, Callable
 from agen.config import RunConfig, StageConfig
 from agen.engine.admission import StageCounts
 from agen.engine.tasks import FilterJob, GenTask
-from agen.errors import FatalRunError, TaskFailedError
-from agen.filters import Call, CandidateFilter, FilterAborted, FilterTask
+from agen.errors import FatalRunError, Stopped, TaskFailedError
+from agen.filters import Call, CandidateFilter, FilterTask
 from agen.gen.dedup import Deduper
 from agen.gen.parse import Candidate, ParseFailure
 from agen.gen.prompts import generation_prompt
@@ -64,6 +65,9 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
                           task_id=task.id)
         try:
             out = await ctx.call(client, req)
+        except Stopped:
+            c.generating -= 1
+            continue
         except TaskFailedError as exc:
             c.generating -= 1
             c.generated += 1
@@ -75,9 +79,15 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
             continue
         c.generating -= 1
         c.generated += 1
+        finish = out.finish_reasons[0] if out.finish_reasons else None
+        if out.truncated(0):  # cut at max_tokens: not a format error, and never worth a vote
+            await ctx.finish(task, None, "rejected", "parse:truncated", sc.model, raw=out.texts[0][-2000:],
+                             finish_reason=finish)
+            continue
         parsed = ctx.parse(out.texts[0])
         if isinstance(parsed, ParseFailure):
-            await ctx.finish(task, None, "rejected", f"parse:{parsed.reason}", sc.model, raw=out.texts[0][-2000:])
+            await ctx.finish(task, None, "rejected", f"parse:{parsed.reason}", sc.model, raw=out.texts[0][-2000:],
+                             finish_reason=finish)
             continue
         if ctx.full(stage):  # paid for but not worth a filter any more: kept, visible, not counted
             await ctx.finish(task, parsed, "surplus", "surplus:not_filtered", sc.model)
@@ -85,11 +95,11 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
         dup = ctx.dedup.check_and_add(parsed.question, task.id)
         if dup is not None:
             await ctx.finish(task, parsed, "rejected", f"duplicate:{dup.kind}", sc.model,
-                             duplicate_of=dup.match_id, duplicate_score=round(dup.score, 4))
+                             duplicate_of=dup.match_id, duplicate_score=round(dup.score, 4), finish_reason=finish)
             continue
         c.passed += 1
         c.filtering += 1
-        await filter_q.put(FilterJob(task, parsed, sc.model))
+        await filter_q.put(FilterJob(task, parsed, sc.model, finish))
 
 
 async def filter_worker(ctx: WorkerContext, filter_q: asyncio.Queue[FilterJob | None]) -> None:
@@ -105,8 +115,8 @@ async def filter_worker(ctx: WorkerContext, filter_q: asyncio.Queue[FilterJob | 
                            job.candidate.question, job.candidate.answer)
         try:
             verdict = await ctx.filter.judge(ftask)
-        except FilterAborted:
-            c.filtering -= 1  # left uncommitted: redone on resume
+        except Stopped:
+            c.filtering -= 1  # left uncommitted: resumed from its journaled results
             continue
         except TaskFailedError as exc:
             c.filtering -= 1
@@ -120,6 +130,6 @@ async def filter_worker(ctx: WorkerContext, filter_q: asyncio.Queue[FilterJob | 
         c.filtering -= 1
         c.judged += 1
         c.judged_accepted += verdict.accepted
-        extra: dict[str, Any] = verdict.detail
+        extra: dict[str, Any] = {"finish_reason": job.finish_reason, **verdict.detail}
         await ctx.finish(task, job.candidate, "accepted" if verdict.accepted else "rejected",
                          verdict.reason, job.gen_model, **extra)

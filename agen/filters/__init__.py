@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
-from agen.errors import FatalRunError
+from agen.errors import FatalRunError, Stopped
 from agen.types import ChatRequest, ScoreRequest
 
 # The pipeline's ledger-bracketed call: (ModelClient, ChatRequest) -> Completion, or
@@ -22,15 +22,17 @@ Call = Callable[[Any, ChatRequest | ScoreRequest], Awaitable[Any]]
 async def gather_settled(*aws: Awaitable[Any]) -> list[Any]:
     """Like gather, but every call ends before anything is raised, so no request is left running
     unowned (its cost would miss the record and its ledger lines the session). Then the most
-    serious error wins: FatalRunError (stop the run) over any other."""
+    serious error wins: FatalRunError (stop the run), then Stopped (leave the task uncommitted,
+    its paid results journaled), then any other."""
     results = await asyncio.gather(*aws, return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
-        raise next((e for e in errors if isinstance(e, FatalRunError)), errors[0])
+        raise next((e for e in errors if isinstance(e, FatalRunError)),
+                   next((e for e in errors if isinstance(e, Stopped)), errors[0]))
     return results
 
 
-class FilterAborted(Exception):
+class FilterAborted(Stopped):
     """The run stopped while the candidate waited (e.g. on a pilot): leave it uncommitted."""
 
 
@@ -59,8 +61,8 @@ class CandidateFilter(Protocol):
         """Raises FatalRunError (stop the run) or TaskFailedError (record the task as failed)."""
         ...
 
-    def min_in_flight(self) -> int:
-        """Candidates that must be in flight together before any can be decided (a pilot)."""
+    def min_in_flight(self, stage: str) -> int:
+        """Candidates of `stage` that must be in flight together before any can be decided (a pilot)."""
         ...
 
     def finish_pilot(self) -> None:
@@ -69,4 +71,8 @@ class CandidateFilter(Protocol):
 
     def abort_pilot(self) -> None:
         """The run is stopping: release candidates waiting on the pilot undecided."""
+        ...
+
+    async def aclose(self) -> None:
+        """The run is over: release what the filter holds (worker processes)."""
         ...

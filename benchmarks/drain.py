@@ -1,0 +1,108 @@
+"""Drain benchmark: one SIGINT at high concurrency stops spending at once, and the resume pays nothing twice.
+
+    python benchmarks/drain.py             # 200 ms latency, >= 500 requests in flight at the signal
+    python benchmarks/drain.py --quick     # >= 150 in flight (a smoke run)
+
+A run against the simulated provider (its own process, every model at `--latency-ms`) is driven
+to `--inflight` requests in flight (counted from the ledger: `begin` lines without an `end`), then
+sent one SIGINT. From the ledger's `call` lines (each knows when it ended and how long it took)
+the benchmark counts the requests in flight at the signal and those *started after it*; it times
+the exit, then resumes the run to a small target and reads the resumed session's "$ redone"
+(money paid again for requests the first session had paid for). Targets of issue 11: started
+after ≤ 5% of in flight, exit ≤ latency + 2 s, redone $0. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+from crash_resume import SimProcess, agen, committed_ids, sessions, write_run_config, write_sim_config  # noqa: E402
+
+from agen.run.shards import read_records, shard_paths  # noqa: E402
+
+
+def _open_requests(root: Path) -> int:
+    """Requests begun and not ended, as far as the ledger on disk says (begin is durable before send)."""
+    n = 0
+    for path in shard_paths(root / "ledger") if (root / "ledger").exists() else []:
+        data = path.read_bytes()
+        n += data.count(b'"ev":"begin"') - data.count(b'"ev":"end"')
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--latency-ms", type=float, default=200.0)
+    ap.add_argument("--inflight", type=int, default=500)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--warmup-s", type=float, default=4.0, help="run this long before waiting for --inflight")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/agen-drain-bench"))
+    args = ap.parse_args()
+    if args.quick:
+        args.inflight = 150
+    import shutil
+
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    root = args.work / "run"
+    width = max(64, int(args.inflight * 1.6))
+    with SimProcess(write_sim_config(args.work / "sim.yaml", latency_ms=args.latency_ms)) as sim:
+        cfg = write_run_config(
+            args.work / "run.yaml", sim.base_url, root, proposals=4, target=1_000_000,
+            models={"strong": {"max_concurrency": 256}, "cheap": {"max_concurrency": 4 * width}},
+            propose={"workers": 32}, amplify={"workers": width}, vote={"concurrency": width},
+            budget={"usd": 1000.0})
+        log = args.work / "agen.log"
+        proc = agen(["run", str(cfg)], log)
+        deadline = time.monotonic() + 60
+        while sessions(root) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(args.warmup_s)  # mid-run, not during the start-up burst
+        while time.monotonic() < deadline and _open_requests(root) < args.inflight:
+            time.sleep(0.05)
+        t_signal = time.time()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=120)
+        exit_s = time.time() - t_signal
+        calls = [r for r in read_records(root / "ledger") if r["ev"] == "call" and r["session"] == 0]  # the first session
+        starts = [(r["ts"] - r["latency_s"], r["ts"]) for r in calls]
+        in_flight = sum(1 for s, e in starts if s <= t_signal < e)
+        after = sum(1 for s, _ in starts if s > t_signal)
+        spent_before = sum(r["cost_usd"] for r in calls if r["ts"] <= t_signal)
+        spent_after = sum(r["cost_usd"] for r in calls if r["ts"] > t_signal)
+        first = orjson.loads((root / "manifest.json").read_bytes())
+        handled_s = (first.get("stopped_sending_at") or t_signal) - t_signal
+        after_handled = sum(1 for s, _ in starts if s > t_signal + handled_s)
+        journaled = sum(1 for r in read_records(root / "ledger") if r["ev"] == "paid")
+        accepted = sum(1 for i in committed_ids(root) if "-amplify-" in i)
+        t0 = time.time()
+        rc2 = agen(["run", str(cfg), "--target", str(accepted + 20)], log).wait(timeout=600)
+        manifest = orjson.loads((root / "manifest.json").read_bytes())
+    out = {
+        "latency_ms": args.latency_ms, "exit_code": rc, "in_flight_at_signal": in_flight,
+        "started_after_signal": after, "started_after_pct": round(100 * after / max(1, in_flight), 2),
+        "signal_handled_after_s": round(handled_s, 3), "started_after_handled": after_handled,
+        "exit_s": round(exit_s, 3), "exit_budget_s": round(args.latency_ms / 1000 + 2, 3),
+        "usd_before_signal": round(spent_before, 6), "usd_after_signal": round(spent_after, 6),
+        "journaled_results": journaled, "resume_exit_code": rc2, "resume_s": round(time.time() - t0, 2),
+        "resume_redone_usd": manifest.get("redone_usd"), "resume_replayed": manifest.get("replayed"),
+    }
+    print(json.dumps(out))
+    ok = (rc == 130 and rc2 == 0 and after <= 0.05 * in_flight and exit_s <= args.latency_ms / 1000 + 2
+          and manifest.get("redone_usd") == 0 and in_flight >= args.inflight * 0.8)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

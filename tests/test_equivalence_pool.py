@@ -1,0 +1,61 @@
+"""Answer equivalence off the loop: a pathological comparison completes or times out in a worker
+process while HTTP requests to the simulated provider keep flowing on the same event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agen.filters.equivalence_pool import EquivalencePool, VoteFeed
+from agen.gen.vote import Tally
+
+# The sim runs in this process, on this event loop: if the comparison blocked the loop, no
+# request could be answered until it ended.
+CFG: dict[str, Any] = {"models": {"sim-small": {"latency_ms": {"median": 0, "sigma": 0}}}}
+HARD = "2^{2^{2^{2^{10}}}}"  # math-verify needs ~5 s to give up on this against "3"
+
+
+async def test_pathological_pair_times_out_while_requests_keep_flowing(sim, http):
+    """The comparison runs in a worker; meanwhile the loop answers and sends requests; past the
+    time limit the sample is undecidable: counted towards K for no class, listed with its answer."""
+    pool = EquivalencePool(workers=2, timeout_s=1.0)
+    try:
+        feed = VoteFeed(Tally("3", 10, 0.5), "3", pool)
+        hard = asyncio.create_task(feed.add(HARD))
+        flowed = 0
+        body = {"model": "sim-small", "messages": [{"role": "user", "content": "Solve: 2+2?"}], "max_tokens": 16}
+        while not hard.done():
+            async with http.post(sim.base_url + "/v1/chat/completions", json=body) as r:
+                assert r.status == 200
+                flowed += 1
+        await hard
+        assert flowed >= 5  # requests completed while the comparison was under way
+        if feed.undecidable:
+            assert feed.undecidable == [{"sample": 0, "answer": HARD}] and feed.tally.votes == (None,)
+            assert pool.stats["timeouts"] == 1
+        else:  # a fast machine decided it in time: then it is simply another answer
+            assert feed.tally.votes == (HARD,)
+        # The same answer again in this vote is not tried again: undecidable at once, no worker asked.
+        asked = pool.stats["offloaded"]
+        if feed.undecidable:
+            await feed.add(HARD)
+            assert pool.stats["offloaded"] == asked and len(feed.undecidable) == 2
+    finally:
+        await pool.aclose()
+
+
+async def test_hard_answers_are_decided_in_the_pool_and_numbers_inline():
+    """A radical equal to the candidate joins its class via a worker; plain numbers never leave the loop."""
+    pool = EquivalencePool(workers=1)
+    try:
+        feed = VoteFeed(Tally("2", 3, 0.5), "2", pool)
+        await feed.add("2.0")
+        await feed.add("5")
+        assert pool.stats["offloaded"] == 0  # numbers among numbers: the µs path
+        await feed.add("\\sqrt{4}")
+        assert pool.stats["offloaded"] == 1
+        decision = feed.tally.decision()
+        assert decision is not None and decision.accepted and decision.agree == 2 and decision.samples == 3
+        assert feed.undecidable == []
+    finally:
+        await pool.aclose()
