@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -17,7 +20,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agen.errors import ConfigError
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _data_root() -> Path:
+    """The folder holding configs/ (prices, templates, sim models, built-in configs) and data/ (seeds):
+    inside the installed package for a wheel (setup.py bundles them as agen/_bundled), else the checkout."""
+    here = Path(__file__).resolve().parent
+    return here / "_bundled" if (here / "_bundled" / "configs").is_dir() else here.parent
+
+
+DATA_ROOT = _data_root()
+CONFIGS_DIR = DATA_ROOT / "configs"
+BUILTIN_CONFIGS = ("quickstart", "open_ended")  # `agen run quickstart` from any directory
+
+
+def builtin_config(name: str) -> Path | None:
+    """The shipped config a bare name stands for (`quickstart` -> configs/quickstart.yaml), if any."""
+    path = CONFIGS_DIR / f"{name}.yaml"
+    return path if name in BUILTIN_CONFIGS and path.is_file() else None
 
 
 class _Strict(BaseModel):
@@ -44,6 +64,50 @@ def _credential_name(name: str) -> bool:
     n = name.lower().replace("-", "_")
     return (n in _CREDENTIAL_NAMES or n.endswith(("_api_key", "apikey", "_secret", "_password", "_token"))
             or (n.endswith("_key") and any(w in n for w in ("secret", "private", "access", "auth"))))
+
+
+# Shapes of common provider keys: OpenAI (sk-, sk-proj-, sk-svcacct-), Anthropic (sk-ant-), OpenRouter
+# (sk-or-), Groq (gsk_), xAI, Hugging Face, Google, Perplexity, Replicate, GitHub, AWS, NVIDIA, Fireworks.
+_KEY_SHAPE = re.compile(r"(?<![A-Za-z0-9])(sk-(?:ant-|proj-|svcacct-|or-)?|gsk_|xai-|hf_|AIza|pplx-|r8_|ghp_|"
+                        r"github_pat_|nvapi-|fw_)[A-Za-z0-9_\-]{16,}|(?<![A-Z0-9])(AKIA)[0-9A-Z]{16}(?![A-Z0-9])")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOT_SECRET = ("api_key_env",)  # the name of the variable, not its value
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(dotted path, text) of every string inside a dumped config, dict keys included."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else str(k)
+            yield sub, str(k)
+            yield from _strings(v, sub)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{path}[{i}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
+def key_shaped(text: str) -> str | None:
+    """The prefix of an API-key-shaped token in `text` (never the key itself), or None."""
+    m = _KEY_SHAPE.search(text)
+    return None if m is None else (m.group(1) or m.group(2))
+
+
+def check_secrets_by_value(cfg: RunConfig, environ: Mapping[str, str]) -> None:
+    """Refuse a config holding the value of any api_key_env variable, wherever it stands."""
+    values = {m.api_key_env: environ.get(m.api_key_env, "") for m in cfg.models.values() if m.api_key_env}
+    values = {k: v for k, v in values.items() if len(v) >= 8}
+    if not values:
+        return
+    for path, text in _strings(cfg.model_dump(mode="json"), ""):
+        if path.endswith(_NOT_SECRET):
+            continue
+        for env, value in values.items():
+            if value in text:
+                raise ConfigError(f"{path}: holds the value of ${env} (an API key); the config is snapshotted "
+                                  f"into the run directory: leave the key in the environment and name the "
+                                  f"variable in api_key_env")
 
 
 def _credential_paths(value: Any, path: str) -> list[str]:
@@ -74,7 +138,12 @@ class ModelConfig(_Strict):
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
     price: Price | None = None  # overrides configs/prices.yaml
-    supports_n: bool = True  # OpenAI-compatible `n`; Anthropic never does
+    # What the endpoint does, if you know (else learned from its responses; see "Endpoints in the wild"):
+    supports_n: bool | None = None  # OpenAI-compatible `n` honoured; Anthropic never does
+    charges: Literal["max_tokens", "usage"] | None = None  # TPM: max_tokens reserved up front, or real usage
+    window: Literal["steady", "fixed"] | None = None  # limits refill steadily, or reset at fixed clock windows
+    unreachable_after_s: float = Field(default=30.0, gt=0)  # every attempt failing at transport level this long:
+    unreachable_after_attempts: int | None = Field(default=None, ge=1)  # (or this many in a row) stop the run
     max_retries: int = Field(default=8, ge=0)
     bad_response_retries: int = Field(default=2, ge=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
@@ -94,6 +163,16 @@ class ModelConfig(_Strict):
         if found:
             raise ValueError(f"{', '.join(found)} looks like a credential (the config is snapshotted into the "
                              f"run directory); use api_key_env")
+        return self
+
+    @model_validator(mode="after")
+    def _api_key_env_is_a_name(self) -> ModelConfig:
+        """A key pasted as api_key_env is refused without being echoed."""
+        env = self.api_key_env
+        if env is not None and (key_shaped(env) or not _ENV_NAME.fullmatch(env)):
+            raise ValueError("api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
+                             "and this looks like a key was pasted there: put the key in the environment "
+                             "and write the variable's name here")
         return self
 
     @model_validator(mode="after")
@@ -134,11 +213,18 @@ class StageConfig(_Strict):
     target: int = Field(default=10, ge=0)  # accepted examples wanted from this stage
     shots: int = Field(default=2, ge=1, le=8)  # examples shown in each prompt
     seed_mix: float = Field(default=0.0, ge=0, le=1)  # amplify: share of shots drawn from seeds
+    # amplify: accepted proposals to wait for before amplifying (or until propose is done), so
+    # the first prompts do not all show the first few proposals; at least `shots` either way
+    min_pool: int = Field(default=10, ge=1)
     max_tokens: int = Field(default=1024, ge=16)
     temperature: float = Field(default=0.8, ge=0, le=2)
     template: str | None = None  # default: {task}_generate.txt
     example_template: str | None = None  # default: {task}_example.txt
-    max_attempts: int | None = Field(default=None, ge=1)  # hard cap on candidates tried
+    max_attempts: int | None = Field(default=None, ge=1)  # cap on candidates tried; default 20 * target + 100
+
+    def attempts_cap(self) -> int:
+        """The finite cap on candidates this stage may try (over every session of the run)."""
+        return self.max_attempts or 20 * self.target + 100
 
 
 class VoteConfig(_Strict):
@@ -150,8 +236,17 @@ class VoteConfig(_Strict):
     early_stop: bool = True
     max_tokens: int = Field(default=512, ge=16)
     temperature: float = Field(default=0.7, ge=0, le=2)
-    template: str = "verifiable_solve.txt"
+    template: str | None = None  # default: the domain's (`verify`) solve template
     concurrency: int = Field(default=64, ge=1)  # candidates being voted at once
+
+
+class SandboxConfig(_Strict):
+    """Limits of one run of generated code (`verify: code`); see agen/verify/sandbox.py."""
+
+    cpu_s: float = Field(default=2.0, gt=0, le=60)  # CPU seconds (RLIMIT_CPU)
+    wall_s: float = Field(default=5.0, gt=0, le=300)  # then the process group is killed
+    memory_mb: int = Field(default=512, ge=64, le=16384)  # address space (RLIMIT_AS)
+    parallel: int | None = Field(default=None, ge=1)  # sandboxes at once; default: CPU count
 
 
 class Threshold(_Strict):
@@ -211,6 +306,14 @@ class DedupConfig(_Strict):
     near_threshold: float = Field(default=0.7, gt=0, le=1)  # ROUGE-L F1, Self-Instruct's rule
 
 
+class WatchdogConfig(_Strict):
+    """When a stage stops making progress the run stops (exit 5), naming the cause (engine/watchdog.py)."""
+
+    enabled: bool = True
+    window: int = Field(default=40, ge=5)  # the last N finished candidates of a stage ...
+    share: float = Field(default=0.95, gt=0.5, le=1)  # ... this share rejected for one reason family
+
+
 class OutputConfig(_Strict):
     dir: str = "runs/quickstart"
     shard_max_records: int = Field(default=10_000, ge=1)
@@ -232,6 +335,7 @@ class SimulatorConfig(_Strict):
 
 class RunConfig(_Strict):
     task: Literal["verifiable", "open_ended"] = "verifiable"
+    verify: Literal["math", "choice", "code"] = "math"  # verifiable tasks: how answers are checked
     seed: int = 0
     seeds: SeedsConfig
     models: dict[str, ModelConfig]
@@ -241,10 +345,24 @@ class RunConfig(_Strict):
     rip: RipConfig | None = None  # open-ended tasks
     categories: CategoriesConfig | None = None  # open-ended: classify seeds lacking a category
     dedup: DedupConfig = DedupConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
     output: OutputConfig = OutputConfig()
     budget: BudgetConfig = BudgetConfig()
     simulator: SimulatorConfig | None = None
+    sandbox: SandboxConfig = SandboxConfig()  # verify: code
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _no_key_shaped_values(self) -> RunConfig:
+        """Anything shaped like a provider key, anywhere (headers, extra_params at any depth, base_url
+        path or query, ...), is refused: the config is snapshotted into the run directory."""
+        for path, text in _strings(self.model_dump(mode="json"), ""):
+            prefix = None if path.endswith(_NOT_SECRET) else key_shaped(text)
+            if prefix:
+                raise ValueError(f"{path} holds what looks like an API key ({prefix}…); the config is "
+                                 f"snapshotted into the run directory: put the key in an environment "
+                                 f"variable and name it in api_key_env")
+        return self
 
     @model_validator(mode="after")
     def _models_exist(self) -> RunConfig:
@@ -257,6 +375,9 @@ class RunConfig(_Strict):
                              "set task: open_ended)")
         if self.task == "open_ended" and self.vote is not None:
             raise ValueError("'vote:' is the verifiable filter; task 'open_ended' uses 'rip:' (remove 'vote:')")
+        if self.task == "open_ended" and self.verify != "math":
+            raise ValueError(f"verify: {self.verify!r} chooses how verifiable answers are checked; task "
+                             f"'open_ended' has none (remove 'verify:' or set task: verifiable)")
         refs = [("propose.model", self.propose.model), ("amplify.model", self.amplify.model)]
         if self.vote is not None:
             refs.append(("vote.model", self.vote.model))
@@ -282,7 +403,11 @@ class RunConfig(_Strict):
     def template(self, stage: StageConfig, part: str = "generate") -> str:
         """The generation (or example) template of a stage, defaulting by task kind."""
         chosen = stage.template if part == "generate" else stage.example_template
-        return chosen or f"{'verifiable' if self.task == 'verifiable' else 'open'}_{part}.txt"
+        if chosen:
+            return chosen
+        if self.task == "open_ended":
+            return f"open_{part}.txt"
+        return f"{self.verify}_generate.txt" if part == "generate" and self.verify != "math" else f"verifiable_{part}.txt"
 
     def fingerprint(self) -> str:
         """Hash of the fields that change what the run writes (see `OUTPUT_FIELDS`)."""
@@ -295,7 +420,8 @@ RESUMABLE_FIELDS = {
     "models.*.bad_response_retries", "models.*.connect_timeout_s", "models.*.read_timeout_s",
     "models.*.headers", "models.*.api_key_env", "models.*.base_url", "models.*.price",
     "propose.workers", "amplify.workers", "vote.concurrency", "rip.concurrency", "propose.target", "amplify.target",
-    "propose.max_attempts", "amplify.max_attempts", "budget", "output.dir", "simulator",
+    "propose.max_attempts", "amplify.max_attempts", "budget", "output.dir", "simulator", "watchdog",
+    "sandbox.parallel",
     "log_level",
 }
 
@@ -371,10 +497,15 @@ def parse_config(raw: Any, source: str = "config") -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
-        return RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
         lines = [_describe(e, raw, source) for e in exc.errors()]
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+    try:
+        check_secrets_by_value(cfg, os.environ)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid config:\n  {source}: {exc}") from None
+    return cfg
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -400,8 +531,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
 def load_prices(path: Path | None = None) -> dict[str, Price]:
     """The dated price table shipped in configs/prices.yaml, keyed by wire model id."""
     p = path or CONFIGS_DIR / "prices.yaml"
-    raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    return {name: Price.model_validate(v) for name, v in raw["models"].items()}
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return {name: Price.model_validate(v) for name, v in raw["models"].items()}
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the price table: {exc.strerror}") from None
+    except (yaml.YAMLError, ValidationError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{p}: not a valid price table ({type(exc).__name__})") from None
 
 
 def price_for(name: str, cfg: ModelConfig, table: dict[str, Price]) -> Price:
@@ -410,5 +546,5 @@ def price_for(name: str, cfg: ModelConfig, table: dict[str, Price]) -> Price:
         return cfg.price
     if cfg.model in table:
         return table[cfg.model]
-    raise ConfigError(f"models.{name}: no price for model {cfg.model!r} in configs/prices.yaml; "
+    raise ConfigError(f"models.{name}: no price for model {cfg.model!r} in {CONFIGS_DIR / 'prices.yaml'}; "
                       f"add `price: {{input: ..., output: ...}}` (USD per million tokens) to the model")

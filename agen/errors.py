@@ -3,6 +3,7 @@
     AgenError
      ├── ConfigError          bad config or seed file: nothing has been sent
      ├── StorageError         disk full, EIO, failed fsync: stop cleanly, resumable
+     ├── SimStartError        the built-in simulator could not start (port in use, bad sim config)
      ├── Stopped              the run stopped sending before this task finished: leave it uncommitted
      └── ProviderError        a model endpoint said no
           ├── RetryableError
@@ -10,6 +11,7 @@
           │    ├── CapacityError       5xx, 529, resets, timeouts: jittered backoff, retry
           │    └── BadResponseError    200 without a usable body: limited retry
           ├── FatalRunError      401, 403, 402, insufficient_quota, billing: stop the run
+          │    └── EndpointUnreachableError  transport failures only, for a window: stop (exit 6)
           └── TaskFailedError    400, 413, context overflow, or retries exhausted: record, go on
 
 Only `agen.providers` raises ProviderError subclasses; the pipeline catches FatalRunError
@@ -35,6 +37,8 @@ class StorageError(AgenError):
         self.path = path
 
 
+class SimStartError(AgenError):
+    """The built-in simulated provider did not come up; the message is one line with the cause."""
 class Stopped(AgenError):
     """The run stopped sending (first Ctrl-C or SIGTERM) before this task could finish: it is left
     uncommitted, and what it already paid for is journaled so a resume does not pay for it again."""
@@ -98,3 +102,11 @@ class FatalRunError(ProviderError):
 
 class TaskFailedError(ProviderError):
     """This request can never succeed (or ran out of retries): record the task as failed."""
+
+
+class EndpointUnreachableError(FatalRunError):
+    """Every attempt to one endpoint failed at transport level (refused, reset, DNS, TLS, timeout)
+    for the model's `unreachable_after_s` (or `unreachable_after_attempts` in a row): stop the run,
+    resumable. `exit_code` is the CLI's code for "stopped: endpoint unreachable"."""
+
+    exit_code = 6

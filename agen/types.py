@@ -65,6 +65,9 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
+TRUNCATED_FINISH = frozenset({"length", "max_tokens"})  # finish reasons meaning "cut at max_tokens"
+
+
 @dataclass(frozen=True, slots=True)
 class Completion:
     """A successful call: one text per choice (`n` of them), its usage and its exact cost."""
@@ -76,7 +79,11 @@ class Completion:
     request_id: str | None = None
     latency_s: float = 0.0
     attempts: int = 1
-    finish_reasons: tuple[str | None, ...] = ()
+    finish_reasons: tuple[str | None, ...] = ()  # per choice, as the wire said ("stop", "length", "end_turn", ...)
+
+    def truncated(self, i: int) -> bool:
+        """Whether choice `i` was cut at max_tokens (OpenAI `length`, Anthropic `max_tokens`)."""
+        return i < len(self.finish_reasons) and self.finish_reasons[i] in TRUNCATED_FINISH
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import csv
 import threading
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agen.gen.answers import AnswerClasses, answer_key, equivalent, group_answers, is_numeric_key
+from agen.gen.answers import (
+    UNITS,
+    AnswerClasses,
+    Quantity,
+    answer_key,
+    equivalent,
+    group_answers,
+    is_numeric_key,
+)
 
 
 @pytest.mark.parametrize(
@@ -31,7 +41,15 @@ from agen.gen.answers import AnswerClasses, answer_key, equivalent, group_answer
         ("1{,}000", 1000),
         ("1\\,000", 1000),
         ("18 \\text{ dollars}", 18),
-        ("18 apples", 18),
+        ("18 dollars", 18),
+        ("5 million", 5_000_000),
+        ("1.5 million", 1_500_000),
+        ("2 hundred", 200),
+        ("12 dozen", 144),
+        ("1e6", 1_000_000),
+        ("2.5E-3", Fraction(1, 400)),
+        ("1.5 \\times 10^{6}", 1_500_000),
+        ("10^{6}", 1_000_000),
         ("\\text{5}", 5),
         ("50\\%", 50),
         ("30^\\circ", 30),
@@ -54,9 +72,10 @@ def test_answer_key_non_numeric_stays_string(spelling: str) -> None:
 
 
 def test_answer_key_string_normalization() -> None:
-    """Choice letters, yes/no case and LaTeX spacing normalize to one string."""
-    assert answer_key("(B)") == answer_key("b") == "B"
-    assert answer_key("Yes") == answer_key("yes")
+    """Choice letters, yes/no spellings and LaTeX spacing normalize to one string."""
+    assert answer_key("(B)") == answer_key("B") == "B"
+    assert answer_key("b") != answer_key("B")  # single letters keep their case ("e" is not "E")
+    assert answer_key("Yes") == answer_key("yes") == answer_key("True") == "yes"
     assert answer_key("\\left(1, 2\\right)") == answer_key("(1,2)")
     assert answer_key("\\dfrac{\\sqrt{3}}{2}") == answer_key("\\frac{\\sqrt{3}}{2}")
 
@@ -121,3 +140,63 @@ def test_answer_classes_seed_has_zero_count() -> None:
     assert classes.add("  ") is None
     assert classes.add("2") == 1
     assert classes.counts == [1, 1]
+
+
+def test_unknown_words_make_quantities_not_numbers() -> None:
+    """Only listed units are dropped; any other word keeps the number apart from bare numbers."""
+    assert "cents" not in UNITS and "dollars" in UNITS
+    assert answer_key("1200 cents") == answer_key("1,200 cents") == Quantity(1200, "cent")
+    assert answer_key("5 apples") == Quantity(5, "apple")
+    assert answer_key("2 dozen eggs") == Quantity(24, "egg")
+    assert not equivalent("1200 cents", "1200") and not equivalent("5 apples", "5")
+
+
+def _table() -> list[tuple[str, str, bool, str]]:
+    path = Path(__file__).parent / "data" / "equivalence.tsv"
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return [(r["a"], r["b"], r["expected"] == "=", r["note"]) for r in rows]
+
+
+TABLE = _table()
+
+
+def test_equivalence_table_is_broad() -> None:
+    """The shipped table has >= 100 pairs, both verdicts, and every pair the audit listed."""
+    assert len(TABLE) >= 100
+    assert sum(e for _, _, e, _ in TABLE) >= 40 and sum(not e for _, _, e, _ in TABLE) >= 40
+    pairs = {(a, b) for a, b, _, _ in TABLE}
+    audit = [("5 million", "5"), ("3 thousand", "3"), ("12 dozen", "12"), ("1200 cents", "1200"),
+             ("\\sqrt{2}", "1.414214"), ("\\pi", "3.141593"), ("e", "E"), ("2 hundred", "200"),
+             ("1.5 million", "1500000"), ("1e6", "1000000"), ("True", "yes"), ("(0,1)", "0<x<1")]
+    assert [p for p in audit if p not in pairs] == []
+
+
+@pytest.mark.parametrize(("a", "b", "expected", "note"), TABLE, ids=[f"{a} | {b}" for a, b, _, _ in TABLE])
+def test_equivalence_table(a: str, b: str, expected: bool, note: str) -> None:
+    """Each pair has the table's verdict, in both orders, and groups the same either way."""
+    assert equivalent(a, b) is expected, note
+    assert equivalent(b, a) is expected, note
+    assert len(group_answers([a, b])) == (1 if expected else 2)
+    assert len(group_answers([b, a])) == (1 if expected else 2)
+
+
+ANSWERS = sorted({x for a, b, _, _ in TABLE for x in (a, b)})
+
+
+@given(st.sampled_from(ANSWERS), st.sampled_from(ANSWERS))
+def test_equivalent_is_symmetric(a: str, b: str) -> None:
+    """Symmetric by construction: keys compare both ways and math-verify is asked both ways."""
+    assert equivalent(a, b) == equivalent(b, a)
+
+
+def test_long_answers_never_reach_math_verify() -> None:
+    """An answer past MAX_SYMBOLIC_CHARS is compared by key only, so no comparison is unbounded."""
+    from agen.gen import answers
+
+    long = "+".join(["x"] * (answers.MAX_SYMBOLIC_CHARS // 2 + 1))
+    before = answers._mv_parse.cache_info()
+    assert not equivalent(long, "\\sqrt{2}")
+    assert equivalent(long, " " + long)
+    after = answers._mv_parse.cache_info()
+    assert (after.hits, after.misses) == (before.hits, before.misses)

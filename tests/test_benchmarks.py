@@ -13,12 +13,12 @@ import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("engine_overhead", "latency_throughput", "memory", "strategy_cost", "loop_lag", "drain")
+SCRIPTS = ("engine_overhead", "latency_throughput", "memory", "strategy_cost", "filter_precision", "loop_lag", "drain")
 
 
 @pytest.fixture(scope="module")
 def outputs() -> dict[str, tuple[int, str, str]]:
-    """All quick runs at once (they are mostly waiting on subprocess start-up and the sim)."""
+    """All the quick runs at once (they are mostly waiting on subprocess start-up and the sim)."""
     procs = {name: subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick"],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
              for name in SCRIPTS}
@@ -89,3 +89,13 @@ def test_drain_quick(outputs) -> None:
     assert doc["exit_code"] == 130 and doc["resume_exit_code"] == 0
     assert doc["in_flight_at_signal"] > 0 and doc["started_after_handled"] == 0
     assert doc["resume_redone_usd"] == 0
+def test_filter_precision_quick(outputs) -> None:
+    """filter_precision --quick scores precision before/after and recall in a world with and without traps."""
+    _, doc = _doc(outputs, "filter_precision")
+    rows = {r["trap_share"]: r for r in doc["results"]}
+    assert set(rows) == {0.0, 0.3}
+    for r in rows.values():
+        assert r["voted"] > 0 and 0 <= r["precision_before"] <= 1 and 0 <= r["recall"] <= 1
+    assert rows[0.0]["precision_after"] >= rows[0.0]["precision_before"]  # without traps the vote only helps
+    assert rows[0.3]["precision_before"] < rows[0.0]["precision_before"]  # traps mis-state answers
+    # with traps the solvers share the proposer's mistake, so the vote can keep a wrong answer: no claim

@@ -32,6 +32,11 @@ def _requests(base_url: str) -> int:
     return sum(m["requests"] for m in sim_stats(base_url).values())
 
 
+def _vote_begins(root: Path) -> int:
+    """Ledger `begin` lines of amplify votes so far (a cheap byte count; torn tails do not matter)."""
+    return sum(p.read_bytes().count(b'"stage":"amplify.vote"') for p in (root / "ledger").glob("*.jsonl"))
+
+
 def test_cut_votes_resume_from_their_paid_samples(sim, tmp_path):
     """SIGINT mid-vote (a voter without `n`, on a narrow lane, so votes queue): exit 130 with no
     request cut and every paid result of an uncommitted task journaled; the resume replays them —
@@ -40,13 +45,17 @@ def test_cut_votes_resume_from_their_paid_samples(sim, tmp_path):
     root = tmp_path / "run"
     cfg = write_run_config(
         tmp_path / "run.yaml", sim.base_url, root, proposals=6, target=40,
-        models={"cheap": {"max_concurrency": 24, "supports_n": False}}, vote={"concurrency": 32})
+        models={"cheap": {"max_concurrency": 24, "supports_n": False}}, vote={"concurrency": 32},
+        amplify={"min_pool": 2})  # amplify (and its votes) under way early
     log = tmp_path / "agen.log"
     proc = agen(["run", str(cfg)], log)
     deadline = time.monotonic() + 30
     while sessions(root) == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(2.0)  # votes under way, many queued behind the voter lane
+    # votes under way, many queued behind the voter lane (wait for them, not for a fixed time: the
+    # amplifier first waits for its minimum pool of proposals)
+    while _vote_begins(root) < 50 and time.monotonic() < deadline + 60:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     at_signal = _requests(sim.base_url)
     assert proc.wait(timeout=30) == 130, log.read_text()[-3000:]

@@ -42,14 +42,39 @@ def _rip(tmp_path: Path) -> RipFilter:
 def test_pilot_cut_short_by_a_stop_is_never_frozen(tmp_path):
     """After abort_pilot (Ctrl-C, budget), finish_pilot must not freeze a half-collected pilot."""
     f = _rip(tmp_path)
-    f._pilot.append(RipMetrics(5, 8, 3, 40, 6.5, 8))
+    f._stage("propose").metrics.append(RipMetrics(5, 8, 3, 40, 6.5, 8))
     f.abort_pilot()
     f.finish_pilot()
-    assert f.frozen is None and not (tmp_path / "t.json").exists()
+    assert f.frozen_for("propose") is None and not (tmp_path / "t.json").exists()
     g = _rip(tmp_path)
-    g._pilot.append(RipMetrics(5, 8, 3, 40, 6.5, 8))
+    g._stage("propose").metrics.append(RipMetrics(5, 8, 3, 40, 6.5, 8))
     g.finish_pilot()  # attempts exhausted, no stop: freeze on what there is
-    assert g.frozen is not None and orjson.loads((tmp_path / "t.json").read_bytes())["pilot"] == 1
+    assert g.frozen_for("propose") is not None
+    assert orjson.loads((tmp_path / "t.json").read_bytes())["stages"]["propose"]["pilot"] == 1
+
+
+def test_each_stage_freezes_on_its_own_pilot_and_resumes_by_it(tmp_path):
+    """Two stages with different score levels get their own thresholds, intervals and keep rates;
+    a new filter on the same file judges each stage by them; a legacy file applies to all."""
+    f = _rip(tmp_path)
+    for stage, base in (("propose", 7.0), ("amplify", 4.0)):
+        for i in range(3):
+            f._stage(stage).metrics.append(RipMetrics(base + i, base + i + 1, 1, 30 + i, base + i, 8))
+        f._freeze(stage)
+    doc = orjson.loads((tmp_path / "t.json").read_bytes())["stages"]
+    assert doc["propose"]["thresholds"]["min_reward"] == 9.0 and doc["amplify"]["thresholds"]["min_reward"] == 6.0
+    for d in doc.values():
+        lo, hi = d["interval_90"]["min_reward"]
+        assert d["pilot"] == 3 and lo <= d["thresholds"]["min_reward"] <= hi and 0 <= d["pilot_keep_rate"] <= 1
+    again = _rip(tmp_path)
+    assert again.frozen_for("amplify") == f.frozen_for("amplify") != f.frozen_for("propose")
+    assert again.min_in_flight("amplify") == 0 and again.min_in_flight("other") == 3
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "t.json").write_bytes(orjson.dumps(
+        {"pilot": 3, "thresholds": {"min_reward": 1, "min_len": 2, "max_gap": "inf"}}))
+    old = _rip(legacy)
+    assert old.frozen_for("amplify") == old.frozen_for("propose") and old.min_in_flight("amplify") == 0
 
 
 async def test_categorisation_survives_failed_calls_and_caches_results(tmp_path):

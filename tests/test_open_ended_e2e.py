@@ -37,8 +37,13 @@ def test_rip_keeps_prompts_of_higher_hidden_quality(tmp_path):
     q_kept = mean(prompt_quality(r["question"]) for r in kept)
     print(f"hidden quality: unfiltered pool {q_all:.3f} ({len(judged)} prompts), kept {q_kept:.3f} ({len(kept)})")
     assert q_kept > q_all + 0.08
-    frozen = orjson.loads((root / "rip_thresholds.json").read_bytes())
-    assert frozen["pilot"] == 32 and set(frozen["thresholds"]) == {"min_reward", "min_len", "max_gap"}
+    frozen = orjson.loads((root / "rip_thresholds.json").read_bytes())["stages"]
+    assert set(frozen) == {"propose", "amplify"}  # each stage calibrated on its own candidates
+    for doc in frozen.values():
+        assert doc["pilot"] == 32 and set(doc["thresholds"]) == {"min_reward", "min_len", "max_gap"}
+        assert set(doc["interval_90"]) == set(doc["thresholds"]) and len(doc["pilot_keep_rate_90"]) == 2
+    for r in judged:
+        assert r["rip"]["thresholds"] == frozen[r["stage"]]["thresholds"]
     for r in kept:
         rip = r["rip"]
         assert len(rip["responses"]) == len(rip["rewards"]) == 8

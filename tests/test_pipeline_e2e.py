@@ -11,7 +11,7 @@ import aiohttp
 
 from agen.config import parse_config
 from agen.run.rundir import read_ledger
-from agen.app.runner import EXIT_INPUT, EXIT_OK, run_session
+from agen.app.runner import EXIT_INPUT, EXIT_NO_PROGRESS, EXIT_OK, run_session
 from agen.sim.process import SimProcess
 from agen.sim.world import true_answer
 from agen.gen.answers import equivalent
@@ -51,7 +51,8 @@ def test_early_stop_decides_as_the_full_vote(tmp_path):
     for early in (True, False):
         cfg = quick_cfg(tmp_path / str(early), proposals=25, target=0, simulator={"config": sim},
                         vote={"early_stop": early}, propose={"max_attempts": 30})
-        assert run_session(cfg, live=False).exit_code == EXIT_OK
+        # 30 attempts may fall short of 25 proposals: that is "max_attempts reached" (5), not a crash
+        assert run_session(cfg, live=False).exit_code in (EXIT_OK, EXIT_NO_PROGRESS)
         results[early] = {r["id"].rsplit("-", 1)[1]: r for r in records(Path(cfg.output.dir))
                           if r["reason"].startswith("vote:")}
     common = set(results[True]) & set(results[False])
@@ -77,7 +78,7 @@ def test_faults_every_candidate_ends_once_with_a_reason(tmp_path):
     root = Path(cfg.output.dir)
     recs = records(root)
     _ids_unique(recs)
-    assert {r["status"] for r in recs} <= {"accepted", "rejected", "failed"}
+    assert {r["status"] for r in recs} <= {"accepted", "rejected", "failed", "surplus"}
     assert all(r["reason"] for r in recs)
     outcomes = Counter(row["outcome"] for row in read_ledger(root).calls)
     assert outcomes["throttle"] and outcomes["capacity"] and outcomes["bad_response"], outcomes
@@ -155,7 +156,8 @@ def test_budget_stops_cleanly_and_keeps_what_it_has(tmp_path):
     cfg = quick_cfg(tmp_path, proposals=10, target=5000, budget={"usd": 0.15},
                     simulator={"config": str(sim_config_file(tmp_path, latency_ms=2))})
     out = run_session(cfg, live=False)
-    assert out.exit_code == EXIT_OK and out.message == "budget reached"
+    assert out.exit_code == EXIT_OK and out.message.startswith("stopped: the budget ($0.15) is reached"), out.message
+    assert "amplify " in out.message and "/5000" in out.message  # says how far it got
     spent = out.snapshot["costs"]["total"]["cost_usd"]
     assert 0.15 <= spent < 0.25  # in-flight work finishes after the budget is hit, nothing more starts
     recs = records(Path(cfg.output.dir))
@@ -176,8 +178,11 @@ def test_anthropic_wire_format_end_to_end(tmp_path):
     recs = records(root)
     _ids_unique(recs)
     voted = [r for r in recs if r["reason"].startswith("vote:")]
-    vote_calls = [c for c in read_ledger(root).calls if c["stage"].endswith(".vote") and c["outcome"] == "ok"]
-    assert len(vote_calls) == sum(r["vote"]["samples"] for r in voted)  # one sample per call
+    # one sample per call; candidates still voting when the target was met have no record
+    decided = {r["id"] for r in recs}
+    vote_calls = [c for c in read_ledger(root).calls if c["stage"].endswith(".vote") and c["outcome"] == "ok"
+                  and c["task_id"].split("/", 1)[0] in decided]
+    assert len(vote_calls) == sum(r["vote"]["samples"] + r["vote"]["truncated"] for r in recs if "vote" in r)
     assert sum(r["status"] == "accepted" for r in recs) >= 12
 
 

@@ -43,7 +43,7 @@ def test_agen_resume_passes_the_recorded_config_folder_to_run_session(tmp_path, 
     open_run_dir(cfg, root, config_dir=QUICKSTART.parent).close()
     seen: dict = {}
 
-    def fake_run_session(cfg, *, config_dir=None, grace_s=30.0, live=None):
+    def fake_run_session(cfg, *, config_dir=None, grace_s=30.0, live=None, probe=True):
         seen.update(config_dir=config_dir, out=cfg.output.dir)
         return agen.app.runner.Outcome(0, "done", {})
 

@@ -75,3 +75,46 @@ def test_ordinary_extra_params_are_accepted():
     params = {"top_k": 20, "thinking": {"budget_tokens": 1024}, "prompt_cache_key": "run-1",
               "response_format": {"json_schema": {"schema": {"properties": {"api_key": {"type": "string"}}}}}}
     assert parse_config(_raw(extra_params=params)).models["strong"].extra_params == params
+
+
+# ---- secrets by value and by shape (issue 10) ----------------------------------------------------
+
+KEYS = ["sk-proj-" + "A1b2" * 6, "sk-ant-api03-" + "x9Y8" * 6, "sk-" + "Z" * 40, "gsk_" + "q" * 30,
+        "xai-" + "k" * 30, "hf_" + "h" * 30, "AKIA" + "ABCDEFGHIJKLMNOP"]
+
+
+@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize("where", ["header", "extra_deep", "url_path", "url_query", "model"])
+def test_key_shaped_values_are_refused_wherever_they_stand(key, where):
+    fields = {"header": {"headers": {"X-Trace": f"run {key}"}},
+              "extra_deep": {"extra_params": {"metadata": {"tags": ["a", {"note": key}]}}},
+              "url_path": {"base_url": f"https://proxy.example.com/{key}/v1"},
+              "url_query": {"base_url": f"https://proxy.example.com/v1?tenant={key}"},
+              "model": {"model": key}}[where]
+    with pytest.raises(ConfigError, match="looks like an API key") as err:
+        parse_config(_raw(**fields))
+    assert key not in str(err.value) and "models.strong" in str(err.value)
+
+
+def test_the_value_of_an_api_key_env_variable_is_refused_anywhere(monkeypatch):
+    value = "plain-looking-company-token-0042"
+    monkeypatch.setenv("MY_PROVIDER_KEY", value)
+    raw = _raw(api_key_env="MY_PROVIDER_KEY", headers={"X-Team": value})
+    with pytest.raises(ConfigError, match=r"models\.strong\.headers\.X-Team: holds the value of \$MY_PROVIDER_KEY") as err:
+        parse_config(raw)
+    assert value not in str(err.value)
+    raw = _raw(api_key_env="MY_PROVIDER_KEY", extra_params={"user": {"id": f"u-{value}"}})
+    with pytest.raises(ConfigError, match=r"extra_params\.user\.id"):
+        parse_config(raw)
+
+
+@pytest.mark.parametrize("pasted", ["sk-proj-" + "A1b2" * 6, "not a name", "abc-def-123"])
+def test_a_key_pasted_as_api_key_env_is_refused_without_echo(pasted):
+    with pytest.raises(ConfigError, match="api_key_env must be the NAME of an environment variable") as err:
+        parse_config(_raw(api_key_env=pasted))
+    assert pasted not in str(err.value)
+
+
+def test_ordinary_values_pass():
+    parse_config(_raw(api_key_env="OPENAI_API_KEY", headers={"X-Title": "task-sk-learn"},
+                      extra_params={"user": "sk-short"}))

@@ -201,3 +201,22 @@ def test_early_stop_saves_samples_at_80_percent() -> None:
     assert 9.0 <= mean <= 11.5 and acc > 0.99
     mean, acc, _ = early_stop_average(0.8, 16, 0.5, 2000, candidate_correct=False, batched=False)
     assert mean <= 9.5 and acc < 0.01
+
+
+def test_truncated_samples_vote_neither_way() -> None:
+    """K=4 with two samples cut at max_tokens: decided over the two that finished."""
+    t = Tally("7", 4, 0.5)
+    t.add_truncated()
+    t.add_truncated()
+    assert t.remaining == 2 and t.decision() is None
+    t.add("7")
+    t.add("7")
+    d = t.decision()
+    assert d is not None and d.accepted and d.samples == 2 and t.truncated == 2
+    t = Tally("7", 2, 0.5)
+    t.add_truncated()
+    t.add_truncated()
+    d = t.decision()
+    assert d is not None and not d.accepted and d.reason == "all_truncated"
+    with pytest.raises(ValueError):
+        t.add("7")

@@ -1,4 +1,8 @@
-"""The `agen` command: run, resume, status and sim."""
+"""The `agen` command: run, resume, status, report, export, init and sim.
+
+Exit codes (README): 0 every target met or the budget reached, 2 bad input or environment, 3 fatal
+provider error, 4 storage error, 5 no progress, 6 endpoint unreachable, 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,33 @@ from pathlib import Path
 import click
 
 from agen.app.logs import configure_logging
-from agen.config import load_config
+from agen.config import BUILTIN_CONFIGS, builtin_config, load_config
 from agen.errors import AgenError
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("agen")
+    except PackageNotFoundError:  # pragma: no cover - a bare checkout on sys.path
+        return "unknown"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="agen", message="%(prog)s %(version)s")
 def cli() -> None:
     """agen: propose-and-amplify verified training examples with CoT-Self-Instruct."""
+
+
+def _config_path(config: str) -> Path:
+    """A config file, or the name of a built-in one (`quickstart`, `open_ended`)."""
+    path = Path(config)
+    if path.exists():
+        return path
+    if (builtin := builtin_config(config)) is not None:
+        return builtin
+    raise AgenError(f"{config}: no such config file (built-in configs: {', '.join(BUILTIN_CONFIGS)})")
 
 
 def _finish(outcome) -> None:
@@ -23,8 +47,14 @@ def _finish(outcome) -> None:
     sys.exit(outcome.exit_code)
 
 
+LOG_FILE = click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
+                        help="Append the JSON log lines to this file instead of stderr.")
+NO_PREFLIGHT = click.option("--no-preflight", is_flag=True,
+                            help="Skip the one request per endpoint made before any work (for pay-per-request endpoints).")
+
+
 @cli.command()
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("config")
 @click.option("--out", help="Run directory (overrides output.dir).")
 @click.option("--target", type=int, help="Accepted amplified examples wanted (amplify.target).")
 @click.option("--proposals", type=int, help="Accepted proposals wanted (propose.target).")
@@ -32,27 +62,35 @@ def _finish(outcome) -> None:
 @click.option("--k", "k", type=int, help="Votes per candidate (vote.k).")
 @click.option("--grace", type=float, default=30.0, show_default=True,
               help="Seconds in-flight work may take to finish after the first Ctrl-C.")
-def run(config: Path, out: str | None, target: int | None, proposals: int | None,
-        budget_usd: float | None, k: int | None, grace: float) -> None:
-    """Run CONFIG (or resume it, if its output directory holds the same run)."""
+@NO_PREFLIGHT
+@LOG_FILE
+def run(config: str, out: str | None, target: int | None, proposals: int | None,
+        budget_usd: float | None, k: int | None, grace: float, no_preflight: bool, log_file: Path | None) -> None:
+    """Run CONFIG (or resume it, if its output directory holds the same run).
+
+    CONFIG is a YAML file or the name of a built-in config: """ + ", ".join(BUILTIN_CONFIGS) + """."""
     from agen.app.runner import run_session
 
     overrides = {"output.dir": out, "amplify.target": target, "propose.target": proposals,
                  "budget.usd": budget_usd, "vote.k": k}
     try:
-        cfg = load_config(config, overrides)
+        path = _config_path(config)
+        cfg = load_config(path, overrides)
+        configure_logging(cfg.log_level, file=log_file)
     except AgenError as exc:
         click.echo(f"agen: {exc}", file=sys.stderr)
         sys.exit(2)
-    configure_logging(cfg.log_level)
-    _finish(run_session(cfg, config_dir=config.parent, grace_s=grace))
+    _finish(run_session(cfg, config_dir=path.parent, grace_s=grace, probe=not no_preflight))
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--budget-usd", type=float, help="A new spending limit for the whole run.")
-@click.option("--grace", type=float, default=30.0, show_default=True)
-def resume(run_dir: Path, budget_usd: float | None, grace: float) -> None:
+@click.option("--grace", type=float, default=30.0, show_default=True,
+              help="Seconds in-flight work may take to finish after the first Ctrl-C.")
+@NO_PREFLIGHT
+@LOG_FILE
+def resume(run_dir: Path, budget_usd: float | None, grace: float, no_preflight: bool, log_file: Path | None) -> None:
     """Resume RUN_DIR with the config of its latest session (relative paths resolve from that config's folder)."""
     from agen.app.runner import run_session
     from agen.run.rundir import run_config_dir
@@ -60,11 +98,11 @@ def resume(run_dir: Path, budget_usd: float | None, grace: float) -> None:
     try:
         cfg = load_config(run_dir / "config.yaml", {"budget.usd": budget_usd, "output.dir": str(run_dir)})
         config_dir = run_config_dir(run_dir)
+        configure_logging(cfg.log_level, file=log_file)
     except AgenError as exc:
         click.echo(f"agen: {exc}", file=sys.stderr)
         sys.exit(2)
-    configure_logging(cfg.log_level)
-    _finish(run_session(cfg, config_dir=config_dir, grace_s=grace))
+    _finish(run_session(cfg, config_dir=config_dir, grace_s=grace, probe=not no_preflight))
 
 
 @cli.command()
@@ -82,8 +120,8 @@ def status(run_dir: Path) -> None:
 
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Simulated models YAML.")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on (0: a free one).")
 def sim(config_path: str | None, host: str, port: int) -> None:
     """Serve the simulated provider (OpenAI and Anthropic wire formats) until interrupted."""
     from agen.sim.server import serve
@@ -107,24 +145,56 @@ def report(run_dir: Path) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["dpo", "sft"]), default="dpo", show_default=True,
-              help="dpo: best-vs-worst response pairs of accepted open-ended prompts; sft: prompt/response.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: RUN_DIR/export-FORMAT.jsonl")
-def export(run_dir: Path, fmt: str, out: Path | None) -> None:
-    """Write training files from RUN_DIR's accepted records."""
+@click.option("--format", "fmt", type=click.Choice(["dpo", "sft", "rl"]), default=None,
+              help="dpo: best-vs-worst response pairs of accepted open-ended prompts; sft: prompt and full "
+                   "solution (or best response); rl: question, answer, pass rate, domain. "
+                   "Default: dpo for an open-ended run, sft otherwise.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Default: RUN_DIR/export-FORMAT.jsonl; a .parquet path writes Parquet.")
+@click.option("--min-pass-rate", type=click.FloatRange(0, 1), help="Keep problems solved at least this often.")
+@click.option("--max-pass-rate", type=click.FloatRange(0, 1), help="Keep problems solved at most this often.")
+@click.option("--no-card", is_flag=True, help="Do not write the dataset card (README.md beside the file).")
+def export(run_dir: Path, fmt: str | None, out: Path | None, min_pass_rate: float | None,
+           max_pass_rate: float | None, no_card: bool) -> None:
+    """Write training files from RUN_DIR's accepted records, and a dataset card beside them."""
+    from agen.app.export import PassRange, default_format
     from agen.app.export import export as do_export
 
-    target = out or run_dir / f"export-{fmt}.jsonl"
     try:
-        n = do_export(run_dir, fmt, target)
+        fmt = fmt or default_format(run_dir)
+        target = out or run_dir / f"export-{fmt}.jsonl"
+        n = do_export(run_dir, fmt, target, PassRange(min_pass_rate, max_pass_rate), card=not no_card)
     except AgenError as exc:
         click.echo(f"agen: {exc}", file=sys.stderr)
         sys.exit(2)
-    click.echo(f"agen: wrote {n} rows to {target}")
+    click.echo(f"agen: wrote {n} {fmt} rows to {target}")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--from", "base", type=click.Choice(BUILTIN_CONFIGS), default="quickstart", show_default=True,
+              help="The built-in config to start from.")
+def init(directory: Path, base: str) -> None:
+    """Write an editable starter config into DIRECTORY: config.yaml, its templates and its seeds."""
+    from agen.app.init import write_starter
+
+    try:
+        path = write_starter(directory, base)
+    except AgenError as exc:
+        click.echo(f"agen: {exc}", file=sys.stderr)
+        sys.exit(2)
+    click.echo(f"agen: wrote {path}; edit it, then `agen run {path}`")
 
 
 def main() -> None:
-    cli(prog_name="agen")
+    try:
+        cli(prog_name="agen", standalone_mode=False)
+    except click.exceptions.Abort:  # Ctrl-C before the run's own handlers are installed
+        click.echo("agen: interrupted during start-up; nothing was sent", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

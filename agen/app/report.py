@@ -27,6 +27,7 @@ from agen.app.status import snapshot_from_files
 from agen.app.summary import cost_rows, funnel_rows
 from agen.config import load_prices, price_for
 from agen.cost import cost_usd
+from agen.engine.fewshot import COVERAGE_TASKS, coverage
 from agen.errors import ConfigError
 from agen.run.rundir import atomic_write, load_snapshot, read_ledger
 from agen.run.shards import read_records
@@ -239,6 +240,8 @@ def build_report(root: Path) -> dict[str, Any]:
     cfg = load_snapshot(root)
     records: list[dict[str, Any]] = []
     created: list[float] = []
+    amplify_shown: list[tuple[str, list[str]]] = []
+    proposals: set[str] = set()
     for stream in ("accepted", "rejected"):
         folder = root / stream
         if not folder.exists():
@@ -246,6 +249,10 @@ def build_report(root: Path) -> dict[str, Any]:
         for r in read_records(folder):
             if stream == "accepted":
                 created.append(float(r.get("created") or 0.0))
+                if r["stage"] == "propose":
+                    proposals.add(r["id"])
+            if r["stage"] == "amplify":
+                amplify_shown.append((r["id"], r.get("seeds") or []))
             if r.get("vote"):
                 records.append({"status": r["status"], "vote": {k: r["vote"].get(k) for k in
                                 ("samples", "agree", "k", "majority_share", "early_stopped")}})
@@ -272,6 +279,9 @@ def build_report(root: Path) -> dict[str, Any]:
         "funnel": funnel, "cost": cost, "throughput": throughput, "latency": latency,
         "votes": vote_figures(records),
         "rip": rip_figures(records),
+        "fewshot": coverage([ids for _, ids in sorted(amplify_shown)[:COVERAGE_TASKS]], proposals,
+                            len(proposals)).as_dict(),
+        "endpoints": _endpoints(root),
         "engine": _last_session_engine(root),
     }
 
@@ -283,6 +293,20 @@ def _last_session_engine(root: Path) -> dict[str, Any]:
     except (OSError, orjson.JSONDecodeError):
         return {}
     return {k: snap[k] for k in ("loop_lag", "redone_usd", "replayed") if k in snap}
+
+
+def _endpoints(root: Path) -> dict[str, Any]:
+    """What each endpoint was learned (or stated) to do, as the last session's manifest recorded it."""
+    try:
+        return orjson.loads((root / "manifest.json").read_bytes()).get("endpoints") or {}
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return {}
+
+
+def _endpoints_html(endpoints: dict[str, Any]) -> str:
+    rows = [[lane, k, ", ".join(v) if isinstance(v, list) else str(v), f.get("source", {}).get(k, "")]
+            for lane, f in endpoints.items() for k, v in f.items() if k != "source"]
+    return "<h2>Endpoints</h2>" + _table(["model", "fact", "value", "source"], rows) if rows else ""
 
 
 # ---- HTML ------------------------------------------------------------------------------------
@@ -464,6 +488,7 @@ def render_html(rep: dict[str, Any]) -> str:
 <h2>Cost per accepted example</h2>{_cost_html(rep['cost'])}
 <h2>Throughput and rate limits over time</h2>{_throughput_html(rep['throughput'])}
 <h2>Latency per model</h2>{_latency_html(rep['latency'])}
+{_endpoints_html(rep.get('endpoints') or {})}
 {"<h2>Vote margins</h2>" + _votes_html(rep['votes']) if rep['votes']['voted'] or not rep['rip']['judged'] else ""}
 {_rip_html(rep['rip'])}
 <p class="note">Figures are read from the run directory's shards and ledger (the same ones <code>agen status</code> reports);

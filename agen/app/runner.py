@@ -1,9 +1,10 @@
 """One session of a run: check everything, open the run directory, run the pipeline, report.
 
 Everything that can be wrong with the input (config, keys, seeds, templates, a changed config on
-resume) is found before the first request. Exit codes: 0 done or stopped by budget, 2 bad input,
-3 fatal provider error, 4 storage error, 130 interrupted; every non-zero exit leaves the run
-directory resumable.
+resume) is found before the first request. Exit codes (the README's table): 0 every target met or
+the budget reached, 2 bad input or environment, 3 fatal provider error, 4 storage error, 5 no
+progress (watchdog, max_attempts), 6 endpoint unreachable, 130 interrupted; every non-zero exit
+leaves the run directory resumable.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import signal
 import sys
 import time
@@ -21,26 +23,29 @@ from typing import Any, Iterator
 import orjson
 import structlog
 
+from agen.app.preflight import check_endpoints
 from agen.app.progress import Progress
 from agen.app.summary import render_summary
 from agen.config import Price, RunConfig, load_prices, price_for
 from agen.cost import CostBook
 from agen.engine.pipeline import Pipeline
-from agen.errors import ConfigError, StorageError
+from agen.errors import ConfigError, EndpointUnreachableError, SimStartError, StorageError
 from agen.filters import Call, CandidateFilter
 from agen.filters.answer_consistency import AnswerConsistency
 from agen.filters.rip import RipFilter
-from agen.gen.prompts import check_template
+from agen.gen.prompts import check_template, generation_prompt, set_template_dirs
 from agen.gen.seeds import load_seeds
 from agen.providers import Providers, check_api_keys
 from agen.run.ledger import PreviousSessions, costs_from_ledger
 from agen.run.restore import Restored, restore
 from agen.run.rundir import RunDir, open_run_dir
 from agen.types import Example
+from agen.verify import make_verifier
 
 log = structlog.get_logger("agen.app.runner")
 
-EXIT_OK, EXIT_INPUT, EXIT_PROVIDER, EXIT_STORAGE, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+EXIT_OK, EXIT_INPUT, EXIT_PROVIDER, EXIT_STORAGE, EXIT_NO_PROGRESS, EXIT_UNREACHABLE = 0, 2, 3, 4, 5, 6
+EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ def seeds_digest(seeds: list[Example]) -> str:
 def make_filter(cfg: RunConfig, providers: Providers, call: Call, run_dir: RunDir) -> CandidateFilter:
     """Answer-Consistency for verifiable tasks, RIP for open-ended ones."""
     if cfg.task == "verifiable" and cfg.vote is not None:
-        return AnswerConsistency(cfg.vote, providers[cfg.vote.model], call)
+        return AnswerConsistency(cfg.vote, providers[cfg.vote.model], call, make_verifier(cfg))
     if cfg.task == "open_ended" and cfg.rip is not None:
         return RipFilter(cfg.rip, providers[cfg.rip.model], providers[cfg.rip.judge_model], call,
                          run_dir.root / "rip_thresholds.json")
@@ -111,26 +116,60 @@ def preflight(cfg: RunConfig, config_dir: Path | None = None) -> tuple[list[Exam
     for name, m in cfg.models.items():
         price_for(name, m, table)  # every model must have a price before anything is spent
     check_api_keys({n: m for n, m in cfg.models.items() if m.base_url != "sim"})
+    set_template_dirs(config_dir)  # templates named in a config are found next to it first
+    q = seeds[0].question if seeds else "sample question"
     for stage in (cfg.propose, cfg.amplify):
         check_template(cfg.template(stage), {"examples"})
-        check_template(cfg.template(stage, "example"), {"index", "question"})
+        check_template(cfg.template(stage, "example"), {"index", "question"}, {"question": q})
+        generation_prompt(cfg.template(stage), cfg.template(stage, "example"), seeds[: stage.shots])
     if cfg.vote is not None:
-        check_template(cfg.vote.template, {"question"})
+        check_template(make_verifier(cfg).solve_template, {"question"}, {"question": q})
     if cfg.rip is not None:
-        check_template(cfg.rip.respond_template, {"prompt"})
+        check_template(cfg.rip.respond_template, {"prompt"}, {"prompt": q})
         if cfg.rip.judge_kind == "llm":
-            check_template(cfg.rip.judge_template, {"prompt", "response"})
+            check_template(cfg.rip.judge_template, {"prompt", "response"}, {"prompt": q})
     if cfg.categories is not None:
-        check_template(cfg.categories.template, {"prompt"})
+        check_template(cfg.categories.template, {"prompt"}, {"prompt": q})
     return seeds, table
 
 
 def run_session(cfg: RunConfig, *, config_dir: Path | None = None, grace_s: float = 30.0,
-                live: bool | None = None) -> Outcome:
-    """Run (or resume) the run in `cfg.output.dir` to its targets."""
-    run_dir: RunDir | None = None
+                live: bool | None = None, probe: bool = True) -> Outcome:
+    """Run (or resume) the run in `cfg.output.dir` to its targets.
+
+    `probe`: talk to every endpoint once (app/preflight) before the run directory is opened."""
     try:
         seeds, prices = preflight(cfg, config_dir)
+    except ConfigError as exc:
+        return Outcome(EXIT_INPUT, str(exc), {})
+    try:
+        with _simulator(cfg) as sim_url:
+            base_urls = _base_urls(cfg, sim_url)
+            if probe:
+                refused = _probe_endpoints(cfg, base_urls)
+                if refused is not None:
+                    return refused
+            return _open_and_run(cfg, config_dir, seeds, prices, base_urls, grace_s, live)
+    except SimStartError as exc:
+        return Outcome(EXIT_INPUT, str(exc), {})
+
+
+def _probe_endpoints(cfg: RunConfig, base_urls: dict[str, str]) -> Outcome | None:
+    keys = {n: os.environ.get(m.api_key_env) if m.api_key_env else None for n, m in cfg.models.items()}
+    problems = asyncio.run(check_endpoints(dict(cfg.models), base_urls, keys))
+    if not problems:
+        return None
+    kinds = {p.kind for p in problems}
+    code = EXIT_PROVIDER if "auth" in kinds else EXIT_UNREACHABLE if "unreachable" in kinds else EXIT_INPUT
+    lines = "\n  ".join(str(p) for p in problems)
+    return Outcome(code, f"preflight: {len(problems)} endpoint(s) cannot serve this run; nothing was sent "
+                         f"or written (skip this check with --no-preflight):\n  {lines}", {})
+
+
+def _open_and_run(cfg: RunConfig, config_dir: Path | None, seeds: list[Example], prices: dict[str, Price],
+                  base_urls: dict[str, str], grace_s: float, live: bool | None) -> Outcome:
+    run_dir: RunDir | None = None
+    try:
         run_dir = open_run_dir(cfg, Path(cfg.output.dir), config_dir=config_dir, seeds_digest=seeds_digest(seeds))
         restored = restore(run_dir)
         costs, previous = costs_from_ledger(run_dir.root, restored.done_ids)
@@ -145,10 +184,7 @@ def run_session(cfg: RunConfig, *, config_dir: Path | None = None, grace_s: floa
                  spent_usd=round(costs.total_usd, 6), billing_unknown=previous.billing_unknown)
     prep = Prepared(cfg, seeds, prices, run_dir, restored, costs, previous)
     try:
-        with _simulator(cfg) as sim_url:
-            return _run_async(prep, _base_urls(cfg, sim_url), grace_s, live)
-    except OSError as exc:
-        return Outcome(EXIT_INPUT, f"could not start the simulated provider: {exc}", {})
+        return _run_async(prep, base_urls, grace_s, live)
     finally:
         run_dir.close()  # releases RUN_DIR/.lock for the next session
 
@@ -207,6 +243,7 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
                 await manifest_task
         snap = pipeline.snapshot()
         snap["providers"] = providers.statistics()
+        snap["endpoints"] = providers.facts()
     snap["previous_sessions"] = {"billing_unknown_requests": previous.billing_unknown,
                                  "redone_usd": round(previous.redone_usd, 8),
                                  "journaled_usd": round(previous.journaled_usd, 8)}
@@ -216,17 +253,44 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
     if error is not None:
         return Outcome(EXIT_STORAGE, f"storage error: {error}. Free space or fix the path, then "
                                      f"`agen resume {run_dir.root}`", snap)
+    if isinstance(pipeline.fatal, EndpointUnreachableError):
+        return Outcome(EXIT_UNREACHABLE, f"stopped: endpoint unreachable: {pipeline.fatal}. Fix base_url or "
+                                         f"start the server, then `agen resume {run_dir.root}`", snap)
     if pipeline.fatal is not None:
-        return Outcome(EXIT_PROVIDER, f"stopped: {pipeline.fatal}. Fix the cause, then "
+        code = getattr(pipeline.fatal, "exit_code", EXIT_PROVIDER)  # EndpointUnreachableError: 6
+        return Outcome(code, f"stopped: {pipeline.fatal}. Fix the cause, then "
                                       f"`agen resume {run_dir.root}`", snap)
-    if interrupts:
-        return Outcome(EXIT_INTERRUPTED, f"interrupted; resume with `agen resume {run_dir.root}`", snap)
+    return _ending(pipeline, snap, run_dir, interrupted=bool(interrupts))
+
+
+def _ending(pipeline: Pipeline, snap: dict, run_dir: RunDir, *, interrupted: bool) -> Outcome:
+    """Exit code and final line for a session the pipeline ended (no storage or provider error)."""
+    resume = f"`agen resume {run_dir.root}`"
+    if interrupted:
+        return Outcome(EXIT_INTERRUPTED, f"interrupted; resume with {resume}", snap)
+    if pipeline.stall is not None:
+        return Outcome(EXIT_NO_PROGRESS, f"stopped: {pipeline.stall.message}; then {resume}", snap)
+    tally = _tally(snap)
     if pipeline.stop_reason == "budget":
-        return Outcome(EXIT_OK, "budget reached", snap)
-    if run_dir.resumed and not pipeline.accepted_this_session and _targets_met(snap):
+        spent, cap = snap["costs"]["total"]["cost_usd"], pipeline.cfg.budget
+        limit = f"${cap.usd:g}" if cap.usd is not None else f"{cap.tokens} tokens"
+        return Outcome(EXIT_OK, f"stopped: the budget ({limit}) is reached, ${spent:.4f} spent; accepted "
+                                f"{tally}. To go on: `agen resume {run_dir.root} --budget-usd N`", snap)
+    if not _targets_met(snap):
+        short = [s for s in pipeline.exhausted if snap["stages"][s]["accepted"] < snap["stages"][s]["target"]]
+        why = (f"{', '.join(short)} tried max_attempts candidates" if short else "the stages ended")
+        return Outcome(EXIT_NO_PROGRESS, f"stopped: {why} short of the target; accepted {tally}. Raise "
+                                         f"{short[0] if short else 'amplify'}.max_attempts in "
+                                         f"{run_dir.root / 'config.yaml'} or make candidates pass more "
+                                         f"often, then {resume}", snap)
+    if run_dir.resumed and not pipeline.accepted_this_session:
         return Outcome(EXIT_OK, f"already complete: every target was met; nothing was sent. Delete "
                                 f"{run_dir.root} or choose another output.dir to start over", snap)
-    return Outcome(EXIT_OK, "done", snap)
+    return Outcome(EXIT_OK, f"done: every target met, accepted {tally}", snap)
+
+
+def _tally(snap: dict) -> str:
+    return ", ".join(f"{n} {s['accepted']}/{s['target']}" for n, s in snap["stages"].items())
 
 
 def _targets_met(snap: dict) -> bool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 # (reason prefixes, column): a filter verdict is "vote:..." (Answer-Consistency) or "rip:..." (RIP).
 FUNNEL = ((("parse:",), "parse failed"), (("duplicate:",), "duplicate"), (("generate_failed",), "gen failed"),
-          (("vote:", "rip:"), "filtered"), (("filter_failed", "vote_failed"), "filter failed"))
+          (("vote:", "rip:"), "filtered"), (("filter_failed", "vote_failed"), "filter failed"),
+          (("surplus:",), "surplus"))
 
 
 def _usd(x: float) -> str:
@@ -40,38 +42,80 @@ def cost_rows(snap: dict[str, Any]) -> list[tuple[str, float, int, float | None]
     return out
 
 
+WIDTH = 80  # the summary fits a default terminal
+
+
+def truncation_hints(stages: dict[str, Any]) -> list[str]:
+    """One line per stage whose generations were cut at max_tokens (rejected as parse:truncated)."""
+    out = []
+    for name, s in stages.items():
+        cut = s["reasons"].get("parse:truncated", 0)
+        if cut and s["finished"]:
+            out.append(f"  {100 * cut / s['finished']:.0f}% of {name} outputs hit max_tokens="
+                       f"{s.get('max_tokens', '?')} — raise it")
+    return ["", "Truncated generations"] + out if out else []
+
+
+def endpoint_lines(endpoints: dict[str, Any]) -> list[str]:
+    """What each endpoint was learned (or stated) to do: `n`, TPM charging, windows, headers."""
+    rows = []
+    for lane, f in endpoints.items():
+        src = f.get("source", {})
+        parts = [f"{k}={v if not isinstance(v, list) else ','.join(v)}"
+                 + (" (config)" if src.get(k) == "config" else "")
+                 for k, v in f.items() if k != "source"]
+        if parts:
+            rows += textwrap.wrap(f"{lane}: " + "  ".join(parts), WIDTH, initial_indent="  ",
+                                  subsequent_indent="      ")
+    return ["", "Endpoints (learned from responses unless marked config)"] + rows if rows else []
+
+
 def render_summary(snap: dict[str, Any]) -> str:
-    lines = [f"agen summary — run {snap.get('fingerprint', '?')}, session {snap.get('session', 0)}"
-             + (f", {snap['elapsed_s']:.1f}s" if "elapsed_s" in snap else "")
-             + (f", stopped: {snap['stop_reason']}" if snap.get("stop_reason") else "")]
+    """The human summary: funnel (one column per stage), cost per accepted, calls per stage/model."""
+    head = (f"agen summary — run {snap.get('fingerprint', '?')}, session {snap.get('session', 0)}"
+            + (f", {snap['elapsed_s']:.1f}s" if "elapsed_s" in snap else "")
+            + (f", stopped: {snap['stop_reason']}" if snap.get("stop_reason") else ""))
+    lines = textwrap.wrap(head, WIDTH) + [""]
+    rows = funnel_rows(snap["stages"])
+    labels = ["finished", *(label for _, label in FUNNEL), "filter rejected"]
+    lines.append(f"{'Acceptance funnel':<20}" + "".join(f"{r['stage']:>12}" for r in rows))
+    for label in labels:
+        lines.append(f"  {label:<18}" + "".join(f"{r[label]:>12}" for r in rows))
+    lines.append(f"  {'accepted / target':<18}" + "".join(f"{str(r['accepted']) + '/' + str(r['target']):>12}"
+                                                      for r in rows))
     lines.append("")
-    lines.append("Acceptance funnel")
-    head = ("stage", "finished", "parse failed", "duplicate", "gen failed", "filtered", "filter rejected",
-            "filter failed", "accepted", "target")
-    lines.append("  " + "  ".join(f"{h:>13}" for h in head))
-    for row in funnel_rows(snap["stages"]):
-        lines.append("  " + "  ".join(f"{row[h]!s:>13}" for h in head))
-    lines.append("")
-    lines.append("Cost per accepted example (generation + its filter; 'all' includes every call)")
+    lines.append("Cost per accepted example (generation + its filter; 'all': every call)")
     for name, usd, acc, per in cost_rows(snap):
         lines.append(f"  {name:>8}  {_usd(usd):>12} for {acc:>6} accepted  →  "
                      f"{_usd(per) if per is not None else '-':>12} each")
     lines.append("")
-    lines.append("By stage and model")
+    lines.append(f"{'By stage and model':<24}{'calls':>8}{'in':>11}{'cached':>10}{'out':>11}{'USD':>12}")
     for key, t in snap["costs"]["by_stage_model"].items():
-        lines.append(f"  {key:<28} {t['calls']:>7} calls  in {t['input_tokens']:>10} "
-                     f"(cached {t['cached_input_tokens']})  out {t['output_tokens']:>10}  {_usd(t['cost_usd']):>12}")
+        if len(key) > 21:  # a long stage/model name gets a line of its own, not a cut
+            lines.append(f"  {key[:WIDTH - 2]}")
+            key = ""
+        lines.append(f"  {key:<22}{t['calls']:>8}{t['input_tokens']:>11}{t['cached_input_tokens']:>10}"
+                     f"{t['output_tokens']:>11}{_usd(t['cost_usd']):>12}")
     if "redone_usd" in snap:
         rep = snap.get("replayed") or {}
         lines.append("")
-        lines.append(f"$ redone: {_usd(snap['redone_usd'])} (paid again for requests an earlier session paid for); "
-                     f"{rep.get('requests', 0)} paid results replayed from the journal ({_usd(rep.get('usd', 0.0))})")
+        lines += textwrap.wrap(f"$ redone: {_usd(snap['redone_usd'])} (paid again for requests an earlier session "
+                               f"paid for); {rep.get('requests', 0)} paid results replayed from the journal "
+                               f"({_usd(rep.get('usd', 0.0))})", WIDTH)
+    fs = snap.get("fewshot")
+    if fs and fs["tasks"]:
+        lines.append("")
+        lines += textwrap.wrap(f"Amplify few-shots: the first {fs['tasks']} tasks showed {fs['distinct']} "
+                               f"distinct proposals (of {fs['pool']} accepted); the top 3 took "
+                               f"{fs['top3_share']:.0%} of {fs['slots']} slots", WIDTH)
     if lag := snap.get("loop_lag"):
         lines.append(f"Event-loop lag: p50 {lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms, max {lag['max_ms']:.1f} ms"
                      f" ({lag['stalls']} stalls over {lag['stall_threshold_ms']} ms)")
+    lines.extend(truncation_hints(snap["stages"]))
+    lines.extend(endpoint_lines(snap.get("endpoints") or {}))
     prev = snap.get("previous_sessions")
     if prev and (prev["billing_unknown_requests"] or prev["redone_usd"]):
         lines.append("")
-        lines.append(f"Earlier sessions: {_usd(prev['redone_usd'])} spent on work redone after an "
-                     f"interruption; {prev['billing_unknown_requests']} requests cut off (billing unknown)")
+        lines.append(f"Earlier sessions: {_usd(prev['redone_usd'])} spent on work redone after an interruption;")
+        lines.append(f"  {prev['billing_unknown_requests']} requests cut off (billing unknown)")
     return "\n".join(lines)

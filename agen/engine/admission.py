@@ -53,6 +53,10 @@ class StageCounts:
         mean = self.spent_usd / self.finished if self.finished else 0.0
         return max(self.inflight * mean, self.spent_in_flight_usd)
 
+    def full(self, target: int) -> bool:
+        """The target is met by what is committed or being committed: anything else is surplus."""
+        return self.accepted + self.committing_accepted >= target
+
     def expected_accepted(self) -> float:
         """Accepted so far plus what the work in flight is expected to add."""
         p_pass = (self.passed + PRIOR) / (self.generated + PRIOR)

@@ -31,17 +31,18 @@ import structlog
 from agen.config import RunConfig, StageConfig
 from agen.cost import CostBook
 from agen.engine.admission import StageCounts, budget_left
-from agen.engine.fewshot import pick_examples
+from agen.engine.fewshot import COVERAGE_TASKS, FewShotCoverage, Rotation, coverage, pick_examples
 from agen.engine.loop_lag import LoopLagMonitor
 from agen.engine.records import build_record, usage_dict
 from agen.engine.seed_categories import categorize_seeds
 from agen.engine.tasks import FilterJob, GenTask
 from agen.engine.turns import Turns
+from agen.engine.watchdog import Stall, Watchdog
 from agen.engine.workers import WorkerContext, filter_worker, generate_worker
 from agen.errors import FatalRunError, Stopped, StorageError, TaskFailedError
 from agen.filters import Call, CandidateFilter
 from agen.gen.dedup import Deduper
-from agen.gen.parse import Candidate, parse_generation, parse_open_generation
+from agen.gen.parse import Candidate, parse_open_generation
 from agen.providers import Providers
 from agen.run.journal import Journal, base_task
 from agen.run.ledger import PreviousSessions
@@ -49,6 +50,7 @@ from agen.run.restore import Restored
 from agen.run.rundir import RunDir
 from agen.run.sink import Sink
 from agen.types import CallRecord, Example, ScoreRequest
+from agen.verify import make_verifier
 
 log = structlog.get_logger("agen.engine.pipeline")
 
@@ -71,6 +73,8 @@ class Pipeline:
         for stage, c in restored.counts.items():
             self.counts[stage].restore(c.accepted, c.finished, c.reasons, c.spent_usd)
         self.pool: list[Example] = list(restored.pool)  # accepted proposals: amplify's few-shots
+        self._rotation = Rotation(cfg.seed)
+        self._shown: list[list[str]] = []  # shown example ids of the first amplify tasks admitted
         self.done_ids = restored.done_ids
         self.dedup = Deduper(threshold=cfg.dedup.near_threshold)
         for ex in seeds:
@@ -87,6 +91,9 @@ class Pipeline:
         self.redone_usd = 0.0  # paid in this session for a request an earlier session had paid for
         self._replayed_cost: Counter[str] = Counter()  # per task: paid in an earlier session, replayed
         self.fatal: FatalRunError | None = None
+        self.watchdog = Watchdog(cfg.watchdog)
+        self.stall: Stall | None = None  # why the watchdog stopped the run
+        self.exhausted: list[str] = []  # stages that tried max_attempts candidates short of their target
         self.started = time.monotonic()
         self.loop_lag = LoopLagMonitor()
         self._task_cost: Counter[str] = Counter()
@@ -95,7 +102,7 @@ class Pipeline:
         self._propose_done = asyncio.Event()
         self._work: asyncio.Task[None] | None = None
         self.accepted_this_session = 0
-        self.parse = parse_generation if cfg.task == "verifiable" else parse_open_generation
+        self.parse = make_verifier(cfg).parse if cfg.task == "verifiable" else parse_open_generation
         self.filter = make_filter(self._call)
         self.workers = WorkerContext(cfg, providers, self.counts, self.dedup, self.parse, self.filter,
                                      self._call, self._finish, self._fatal, Turns())
@@ -129,7 +136,19 @@ class Pipeline:
                 self.accepted_this_session += 1
                 if r["stage"] == "propose":
                     self.pool.append(Example(r["id"], r["question"], r["answer"], r.get("category")))
+            self._watch(r["stage"], self.watchdog.observe(r))
+        for stage in {r["stage"] for r in batch}:
+            sc, c = self._stage_cfg(stage), self.counts[stage]
+            self._watch(stage, self.watchdog.check_reachable(
+                stage, c.accepted, sc.target, sc.attempts_cap() - c.finished, sc.attempts_cap(),
+                f"{stage}.max_attempts"))
         self._notify()
+
+    def _watch(self, stage: str, stall: Stall | None) -> None:
+        if stall is not None and self.stall is None and self.stop_reason is None:
+            self.stall = stall
+            log.error("no_progress", stage=stage, cause=stall.cause, detail=stall.message)
+            self.request_stop("no_progress")
 
     def _notify(self) -> None:
         self._changed.set()
@@ -200,19 +219,26 @@ class Pipeline:
         return self.cfg.propose if stage == "propose" else self.cfg.amplify
 
     def _max_attempts(self, stage: str) -> int:
-        sc = self._stage_cfg(stage)
-        return sc.max_attempts or (20 * sc.target + 100)
+        return self._stage_cfg(stage).attempts_cap()
 
     def _examples(self, stage: str, index: int) -> list[Example]:
-        return pick_examples(self._stage_cfg(stage), stage, index, self.cfg.seed, self.seeds, self.pool,
-                             self.cfg.task == "open_ended")
+        examples = pick_examples(self._stage_cfg(stage), stage, index, self.cfg.seed, self.seeds, self.pool,
+                                 self.cfg.task == "open_ended", self._rotation)
+        if stage == "amplify" and len(self._shown) < COVERAGE_TASKS:
+            self._shown.append([ex.id for ex in examples])
+        return examples
+
+    def fewshot_coverage(self) -> FewShotCoverage:
+        """How many proposals the first amplify tasks of this session showed, and how evenly."""
+        return coverage(self._shown, {ex.id for ex in self.pool}, len(self.pool))
 
     async def _produce(self, stage: str, task_q: asyncio.Queue[GenTask | None], workers: int) -> None:
         sc = self._stage_cfg(stage)
         c = self.counts[stage]
         try:
             if stage == "amplify":
-                while len(self.pool) < sc.shots and not self._propose_done.is_set() and self.stop_reason is None:
+                wanted = max(sc.shots, sc.min_pool)
+                while len(self.pool) < wanted and not self._propose_done.is_set() and self.stop_reason is None:
                     await self._changed.wait()
                 if not self.pool:
                     log.warning("amplify_without_proposals", detail="no accepted proposals; amplifying from seeds")
@@ -222,14 +248,14 @@ class Pipeline:
                 if tid in self.done_ids:
                     continue
                 while True:
-                    if self.stop_reason is not None or c.accepted >= sc.target:
+                    if self.stop_reason is not None or c.full(sc.target):
                         return
                     if not self.budget_left():
                         self.request_stop("budget")
                         return
                     if c.expected_accepted() < sc.target:
                         break
-                    if c.generating + c.filtering < self.filter.min_in_flight():
+                    if c.generating + c.filtering < self.filter.min_in_flight(stage):
                         break  # a calibration pilot needs more candidates before any is decided
                     await self._changed.wait()
                 c.generating += 1
@@ -238,6 +264,7 @@ class Pipeline:
                 if admitted % 32 == 0:
                     await asyncio.sleep(0)  # a put into a free queue never yields: bound the loop turn
             else:
+                self.exhausted.append(stage)
                 log.warning("max_attempts_reached", stage=stage, attempts=self._max_attempts(stage))
         finally:
             # Cancelled (second Ctrl-C, storage error): the workers are too, and put() on a full
@@ -259,6 +286,8 @@ class Pipeline:
         cost = self._task_cost.pop(task.id, 0.0)
         c = self.counts[task.stage]
         c.spent_in_flight_usd -= cost
+        if status == "accepted" and c.full(self._stage_cfg(task.stage).target):
+            status, reason = "surplus", f"surplus:{reason}"  # decided after the target was met: kept, not counted
         self.journal.drop(task.id)
         cost += self._replayed_cost.pop(task.id, 0.0)  # what the task cost, whichever session paid
         rec = build_record(self.cfg, self.run_dir.session, task, cand, status, reason, model, cost, extra)
@@ -373,13 +402,17 @@ class Pipeline:
             "fingerprint": self.run_dir.fingerprint,
             "session": self.run_dir.session,
             "stages": {s: {"accepted": c.accepted, "target": self._stage_cfg(s).target,
+                           "max_tokens": self._stage_cfg(s).max_tokens,
                            "finished": c.finished, "inflight": c.inflight, "reasons": dict(c.reasons)}
                        for s, c in self.counts.items()},
             "costs": self.costs.snapshot(),
             "stop_reason": self.stop_reason,
+            "stall": None if self.stall is None else self.stall.message,
+            "exhausted": list(self.exhausted),
             "stopped_sending_at": self.stopped_sending_at,
             "redone_usd": round(self.redone_usd, 8),
             "replayed": {"requests": self.journal.replayed, "usd": round(self.journal.replayed_usd, 8)},
+            "fewshot": self.fewshot_coverage().as_dict(),
             "elapsed_s": round(time.monotonic() - self.started, 3),
             "loop_lag": self.loop_lag.snapshot(),
         }

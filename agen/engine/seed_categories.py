@@ -16,7 +16,7 @@ from agen.config import CategoriesConfig
 from agen.errors import TaskFailedError
 from agen.filters import Call, gather_settled
 from agen.gen.category_parse import category_cache_key, guess_category, parse_category
-from agen.gen.prompts import load_template
+from agen.gen.prompts import fill, load_template
 from agen.run.rundir import atomic_write
 from agen.types import ChatRequest, Example
 
@@ -39,7 +39,7 @@ async def categorize_seeds(seeds: list[Example], cfg: CategoriesConfig, client, 
 
     async def one(seed: Example) -> None:
         nonlocal fallbacks, unsaved
-        req = ChatRequest(({"role": "user", "content": template.format(prompt=seed.question)},), cfg.max_tokens,
+        req = ChatRequest(({"role": "user", "content": fill(template, prompt=seed.question)},), cfg.max_tokens,
                           temperature=0.0, seed=0, stage="categorize", task_id=f"categorize/{seed.id}")
         try:
             category = parse_category((await call(client, req)).texts[0])

@@ -27,3 +27,4 @@ class FilterJob:
     task: GenTask
     candidate: Candidate
     gen_model: str
+    finish_reason: str | None = None  # the generation's, kept on the record

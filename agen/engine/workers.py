@@ -46,6 +46,10 @@ class WorkerContext:
     def stage_cfg(self, stage: str) -> StageConfig:
         return self.cfg.propose if stage == "propose" else self.cfg.amplify
 
+    def full(self, stage: str) -> bool:
+        """The stage's target is met: work in flight is not sent any further (a resume redoes it)."""
+        return self.counts[stage].full(self.stage_cfg(stage).target)
+
 
 async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[GenTask | None],
                           filter_q: asyncio.Queue[FilterJob | None]) -> None:
@@ -55,6 +59,9 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
     c = ctx.counts[stage]
     while (task := await task_q.get()) is not None:
         await ctx.turns.checkpoint()
+        if ctx.full(stage):
+            c.generating -= 1
+            continue
         prompt = generation_prompt(ctx.cfg.template(sc), ctx.cfg.template(sc, "example"), task.examples)
         req = ChatRequest(messages=({"role": "user", "content": prompt},), max_tokens=sc.max_tokens,
                           temperature=sc.temperature, seed=stable_int(f"{ctx.cfg.seed}/{task.key}"), stage=stage,
@@ -76,18 +83,27 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
         c.generating -= 1
         c.generated += 1
         await ctx.turns.checkpoint()
+        finish = out.finish_reasons[0] if out.finish_reasons else None
+        if out.truncated(0):  # cut at max_tokens: not a format error, and never worth a vote
+            await ctx.finish(task, None, "rejected", "parse:truncated", sc.model, raw=out.texts[0][-2000:],
+                             finish_reason=finish)
+            continue
         parsed = ctx.parse(out.texts[0])
         if isinstance(parsed, ParseFailure):
-            await ctx.finish(task, None, "rejected", f"parse:{parsed.reason}", sc.model, raw=out.texts[0][-2000:])
+            await ctx.finish(task, None, "rejected", f"parse:{parsed.reason}", sc.model, raw=out.texts[0][-2000:],
+                             finish_reason=finish)
+            continue
+        if ctx.full(stage):  # paid for but not worth a filter any more: kept, visible, not counted
+            await ctx.finish(task, parsed, "surplus", "surplus:not_filtered", sc.model)
             continue
         dup = ctx.dedup.check_and_add(parsed.question, task.id)
         if dup is not None:
             await ctx.finish(task, parsed, "rejected", f"duplicate:{dup.kind}", sc.model,
-                             duplicate_of=dup.match_id, duplicate_score=round(dup.score, 4))
+                             duplicate_of=dup.match_id, duplicate_score=round(dup.score, 4), finish_reason=finish)
             continue
         c.passed += 1
         c.filtering += 1
-        await filter_q.put(FilterJob(task, parsed, sc.model))
+        await filter_q.put(FilterJob(task, parsed, sc.model, finish))
 
 
 async def filter_worker(ctx: WorkerContext, filter_q: asyncio.Queue[FilterJob | None]) -> None:
@@ -96,6 +112,10 @@ async def filter_worker(ctx: WorkerContext, filter_q: asyncio.Queue[FilterJob | 
         await ctx.turns.checkpoint()
         task = job.task
         c = ctx.counts[task.stage]
+        if ctx.full(task.stage):
+            c.filtering -= 1
+            await ctx.finish(task, job.candidate, "surplus", "surplus:not_filtered", job.gen_model)
+            continue
         ftask = FilterTask(task.id, f"{ctx.cfg.seed}/{task.key}", task.stage,
                            job.candidate.question, job.candidate.answer)
         try:
@@ -115,6 +135,6 @@ async def filter_worker(ctx: WorkerContext, filter_q: asyncio.Queue[FilterJob | 
         c.filtering -= 1
         c.judged += 1
         c.judged_accepted += verdict.accepted
-        extra: dict[str, Any] = verdict.detail
+        extra: dict[str, Any] = {"finish_reason": job.finish_reason, **verdict.detail}
         await ctx.finish(task, job.candidate, "accepted" if verdict.accepted else "rejected",
                          verdict.reason, job.gen_model, **extra)

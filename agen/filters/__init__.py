@@ -61,8 +61,8 @@ class CandidateFilter(Protocol):
         """Raises FatalRunError (stop the run) or TaskFailedError (record the task as failed)."""
         ...
 
-    def min_in_flight(self) -> int:
-        """Candidates that must be in flight together before any can be decided (a pilot)."""
+    def min_in_flight(self, stage: str) -> int:
+        """Candidates of `stage` that must be in flight together before any can be decided (a pilot)."""
         ...
 
     def finish_pilot(self) -> None:

@@ -186,14 +186,14 @@ class VoteFeed:
         self._all_numeric = key is None or is_numeric_key(key)
         self.undecidable: list[dict[str, Any]] = []  # {"sample": index, "answer": text}
 
-    async def add(self, answer: str | None) -> None:
+    async def add(self, answer: str | None) -> bool:
+        """Count one sample's answer; whether it agrees with the candidate's."""
         if answer is None or not answer.strip():
-            self.tally.add(answer)
-            return
+            return self.tally.add(answer)
         key = answer_key(answer)
         numeric = is_numeric_key(key)
         if key in self._keys or (numeric and self._all_numeric):
-            self.tally.add(answer)  # a dict lookup, or numbers only: no math-verify (µs)
+            agrees = self.tally.add(answer)  # a dict lookup, or numbers only: no math-verify (µs)
         else:
             result = None
             if not self._pool.timed_out(key):
@@ -201,7 +201,9 @@ class VoteFeed:
             if result is None:
                 self.undecidable.append({"sample": len(self.tally.votes), "answer": answer})
                 self.tally.add(None)  # counts towards K, for no class
-                return
+                return False
+            agrees = result.agreeing > self.tally.agreeing
             self.tally = result
         self._keys.add(key)
         self._all_numeric = self._all_numeric and numeric
+        return agrees

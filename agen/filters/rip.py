@@ -1,15 +1,20 @@
 """RIP filter for open-ended prompts: K responses, each scored; keep the prompt if its worst is good.
 
-Percentile thresholds are calibrated once, on the metrics of the first `pilot` candidates, then
-frozen to `RUN_DIR/rip_thresholds.json` (atomically), so a resumed run judges by the same
-numbers. Pilot candidates wait for the freeze and are then judged like every other one.
+Percentile thresholds are calibrated **per stage**, each on the metrics of that stage's own first
+`pilot` candidates (proposals from the strong model and amplified prompts from the cheap one
+score differently, so one stage's percentiles would keep the other's prompts at the wrong rate),
+then frozen to `RUN_DIR/rip_thresholds.json` (atomically) with the pilot size and a bootstrap
+90% interval for each threshold and for the pilot's keep rate, so a resumed run judges by the
+same numbers and a reader sees how settled they are. A stage's pilot candidates wait for that
+stage's freeze and are then judged like every other one. A file from before per-stage
+calibration (one `thresholds` for the run) still applies to every stage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,7 @@ from agen.config import RipConfig
 from agen.errors import TaskFailedError
 from agen.filters import Call, FilterAborted, FilterTask, Verdict, gather_settled
 from agen.gen.judge import parse_judge_score
-from agen.gen.prompts import load_template
+from agen.gen.prompts import render
 from agen.gen.rip_metrics import (
     RipMetrics,
     RipThresholds,
@@ -28,6 +33,7 @@ from agen.gen.rip_metrics import (
     compute_metrics,
     keep,
     response_length,
+    threshold_uncertainty,
 )
 from agen.providers.client import ModelClient
 from agen.providers.reward import RewardClient
@@ -37,16 +43,37 @@ from agen.types import ChatRequest, ScoreRequest
 
 log = structlog.get_logger("agen.rip")
 
+ANY_STAGE = "*"  # key of a legacy file's run-wide thresholds
 
-def _load_frozen(path: Path) -> RipThresholds | None:
+
+def _thresholds(raw: dict[str, Any]) -> RipThresholds:
+    return RipThresholds(**{k: float(v) for k, v in raw.items()})
+
+
+def _load_frozen(path: Path) -> dict[str, RipThresholds]:
     if not path.exists():
-        return None
+        return {}
     raw = orjson.loads(path.read_bytes())
-    return RipThresholds(**{k: float(v) for k, v in raw["thresholds"].items()})
+    if "stages" not in raw:
+        return {ANY_STAGE: _thresholds(raw["thresholds"])}
+    return {stage: _thresholds(doc["thresholds"]) for stage, doc in raw["stages"].items()}
 
 
-def _jsonable(x: float) -> float | str:
-    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, list):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    return x if not isinstance(x, float) or math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
+@dataclass
+class _Pilot:
+    """One stage's calibration: its pilot's metrics until frozen, then the thresholds."""
+
+    metrics: list[RipMetrics] = field(default_factory=list)
+    frozen: RipThresholds | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class RipFilter:
@@ -58,42 +85,64 @@ class RipFilter:
         self.call = call
         self.model = cfg.model
         self.path = thresholds_path
-        self.frozen = _load_frozen(thresholds_path)
-        self._pilot: list[RipMetrics] = []
-        self._ready = asyncio.Event()
+        self._pilots: dict[str, _Pilot] = {}
+        self._docs: dict[str, dict[str, Any]] = {}  # frozen stages as written to the file
         self._aborted = False
-        if self.frozen is not None:
-            self._ready.set()
+        frozen = _load_frozen(thresholds_path)
+        self._legacy = frozen.pop(ANY_STAGE, None)
+        if thresholds_path.exists() and self._legacy is None:
+            self._docs = orjson.loads(thresholds_path.read_bytes())["stages"]
+        for stage, t in frozen.items():
+            self._stage(stage).frozen = t
+
+    def _stage(self, stage: str) -> _Pilot:
+        pilot = self._pilots.get(stage)
+        if pilot is None:
+            pilot = self._pilots[stage] = _Pilot(frozen=self._legacy)
+            if pilot.frozen is not None or self._aborted:
+                pilot.ready.set()
+        return pilot
+
+    def frozen_for(self, stage: str) -> RipThresholds | None:
+        """The thresholds `stage` is judged by, once its pilot is frozen."""
+        return self._stage(stage).frozen
 
     # ---- pilot -----------------------------------------------------------------------------------
 
-    def min_in_flight(self) -> int:
-        """Until the thresholds freeze, the whole pilot must be in flight: its candidates wait for it."""
-        return 0 if self.frozen is not None else self.cfg.pilot
+    def min_in_flight(self, stage: str) -> int:
+        """Until a stage's thresholds freeze, its whole pilot must be in flight: its candidates wait."""
+        return 0 if self._stage(stage).frozen is not None else self.cfg.pilot
 
-    def _freeze(self) -> None:
-        self.frozen = calibrate(self._pilot, self.cfg.thresholds)
-        doc = {"pilot": len(self._pilot), "spec": self.cfg.thresholds.model_dump(mode="json"),
-               "thresholds": {k: _jsonable(v) for k, v in asdict(self.frozen).items()}}
-        atomic_write(self.path, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-        log.info("rip_thresholds_frozen", pilot=len(self._pilot), **asdict(self.frozen))
-        self._ready.set()
+    def _freeze(self, stage: str) -> None:
+        pilot = self._stage(stage)
+        pilot.frozen = calibrate(pilot.metrics, self.cfg.thresholds)
+        spread = threshold_uncertainty(pilot.metrics, self.cfg.thresholds, seed=stable_int(f"rip/{stage}"))
+        kept = sum(keep(m, pilot.frozen)[0] for m in pilot.metrics) / len(pilot.metrics)
+        self._docs[stage] = {"pilot": len(pilot.metrics), "thresholds": asdict(pilot.frozen),
+                             "pilot_keep_rate": round(kept, 4), **spread}
+        doc = {"spec": self.cfg.thresholds.model_dump(mode="json"), "stages": self._docs}
+        atomic_write(self.path, orjson.dumps(_jsonable(doc), option=orjson.OPT_INDENT_2))
+        log.info("rip_thresholds_frozen", stage=stage, pilot=len(pilot.metrics), **asdict(pilot.frozen))
+        pilot.metrics = []
+        pilot.ready.set()
 
     def finish_pilot(self) -> None:
-        """No more candidates will come (attempts exhausted): freeze on the pilot we have.
+        """No more candidates will come (attempts exhausted): freeze each stage on the pilot it has.
         Not after a stop: a pilot cut short by Ctrl-C or the budget is redone on resume, never
         frozen half-collected."""
         if self._aborted:
             return
-        if self.frozen is None and self._pilot:
-            self._freeze()
-        self._ready.set()
+        for stage, pilot in self._pilots.items():
+            if pilot.frozen is None and pilot.metrics:
+                self._freeze(stage)
+            pilot.ready.set()
 
     def abort_pilot(self) -> None:
         """The run is stopping: release waiting candidates without judging them."""
-        if self.frozen is None:
-            self._aborted = True
-            self._ready.set()
+        self._aborted = True
+        for pilot in self._pilots.values():
+            if pilot.frozen is None:
+                pilot.ready.set()
 
     async def aclose(self) -> None:
         pass
@@ -112,21 +161,22 @@ class RipFilter:
             return Verdict(False, "rip:judge_failed", detail)
         metrics = compute_metrics(rewards, [response_length(r) for r in responses])
         detail["rip"]["metrics"] = asdict(metrics)
-        if self.frozen is None:
-            self._pilot.append(metrics)
-            if len(self._pilot) >= self.cfg.pilot:
-                self._freeze()
-            await self._ready.wait()
-            if self.frozen is None:
+        pilot = self._stage(task.stage)
+        if pilot.frozen is None:
+            pilot.metrics.append(metrics)
+            if len(pilot.metrics) >= self.cfg.pilot:
+                self._freeze(task.stage)
+            await pilot.ready.wait()
+            if pilot.frozen is None:
                 raise FilterAborted(task.id)  # the run stopped before the pilot was complete
-        ok, reason = keep(metrics, self.frozen)
-        detail["rip"]["thresholds"] = {k: _jsonable(v) for k, v in asdict(self.frozen).items()}
+        ok, reason = keep(metrics, pilot.frozen)
+        detail["rip"]["thresholds"] = _jsonable(asdict(pilot.frozen))
         return Verdict(ok, reason, detail)
 
     async def _responses(self, task: FilterTask) -> list[str]:
         """K policy responses: one request with n=K where supported, else K seeded requests."""
         cfg = self.cfg
-        prompt = load_template(cfg.respond_template).format(prompt=task.question)
+        prompt = render(cfg.respond_template, prompt=task.question)
         messages = ({"role": "user", "content": prompt},)
         base = stable_int(f"{task.key}/respond")
         stage = f"{task.stage}.respond"
@@ -148,7 +198,7 @@ class RipFilter:
                 reward = await self.call(self.judge_client,
                                          ScoreRequest(task.question, response, stage, f"{task.id}/j{i}"))
                 return reward.value
-            text = load_template(self.cfg.judge_template).format(prompt=task.question, response=response)
+            text = render(self.cfg.judge_template, prompt=task.question, response=response)
             req = ChatRequest(({"role": "user", "content": text},), self.cfg.judge_max_tokens, n=1,
                               temperature=0.0, seed=stable_int(f"{task.key}/judge/{i}"), stage=stage,
                               task_id=f"{task.id}/j{i}")

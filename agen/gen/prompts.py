@@ -1,7 +1,21 @@
-"""Render the generation and solve prompts from the template files under configs/templates."""
+"""Prompt templates: where they are found, how they are filled, and their check before a run.
+
+A template is plain text in which only the placeholders a prompt fills — `{examples}`, `{index}`,
+`{question}`, `{prompt}`, `{response}` — are replaced; every other brace is literal, so JSON,
+LaTeX (`\\boxed{}`) and `{your_answer}` need no escaping (`{{` is two braces, not an escape).
+`python benchmarks/templates.py` (the generation prompt): fill 3.2 µs, string.Template 2.6 µs,
+str.format 8.0 µs per render — nothing next to a request. `str.format` crashed a run on one stray
+brace; `string.Template` would need `$$` for every dollar (prices, LaTeX) and new placeholder
+syntax; `fill` keeps every existing `{examples}` template and needs no escaping at all.
+
+A template name is looked up next to the run's config first (as seed files are), then in the
+current directory, then among the built-in templates.
+"""
 
 from __future__ import annotations
 
+import difflib
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -11,36 +25,76 @@ from agen.errors import ConfigError
 from agen.types import Example
 
 TEMPLATES_DIR = CONFIGS_DIR / "templates"
+FIELDS = ("examples", "index", "question", "prompt", "response")
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(FIELDS) + r")\}")
+_LOOKS_LIKE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_search: tuple[Path, ...] = ()
 
 
-@lru_cache(maxsize=32)
-def load_template(name: str) -> str:
-    """A template by file name (under configs/templates) or by path."""
+def set_template_dirs(*dirs: Path | None) -> None:
+    """Folders searched before the current directory and the built-ins (the config's folder)."""
+    global _search
+    _search = tuple(Path(d) for d in dirs if d is not None)
+    load_template.cache_clear()
+
+
+def template_path(name: str) -> Path:
     path = Path(name)
-    if not path.is_absolute() and not path.exists():
-        path = TEMPLATES_DIR / name
+    if path.is_absolute():
+        return path
+    for folder in (*_search, Path.cwd()):
+        if (folder / path).is_file():
+            return folder / path
+    return TEMPLATES_DIR / path
+
+
+@lru_cache(maxsize=64)
+def load_template(name: str) -> str:
+    path = template_path(name)
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"template {name!r}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"template {name!r}: {path} is not UTF-8 text") from None
 
 
-def check_template(name: str, fields: set[str]) -> None:
-    """Fail before any request if a template lacks a field it must fill."""
+def fill(text: str, **values: object) -> str:
+    """Replace the known placeholders that are given; leave every other character as it is."""
+    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), text)
+
+
+def render(name: str, **values: object) -> str:
+    return fill(load_template(name), **values)
+
+
+def check_template(name: str, fields: set[str], sample: dict[str, str] | None = None) -> None:
+    """Before any request: the template is readable, has every field it must fill, has no
+    misspelt placeholder (reported with file and line), and renders with sample values."""
     text = load_template(name)
-    for field in fields:
+    path = template_path(name)
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        for m in _LOOKS_LIKE.finditer(line):
+            word = m.group(1)
+            if word in FIELDS and word not in fields:
+                raise ConfigError(f"{path}:{lineno}: {{{word}}} is not filled in this template; it fills "
+                                  f"{', '.join('{' + f + '}' for f in sorted(fields))}")
+            close = difflib.get_close_matches(word, sorted(fields), n=1, cutoff=0.8)
+            if word not in FIELDS and close:
+                raise ConfigError(f"{path}:{lineno}: {{{word}}} is not a placeholder; did you mean {{{close[0]}}}?")
+    for field in sorted(fields):
         if "{" + field + "}" not in text:
-            raise ConfigError(f"template {name!r} has no {{{field}}} placeholder")
+            raise ConfigError(f"{path}: template {name!r} has no {{{field}}} placeholder")
+    fill(text, **{f: (sample or {}).get(f, f"sample {f}") for f in fields})
 
 
 def generation_prompt(template: str, example_template: str, examples: Sequence[Example]) -> str:
     """The CoT-Self-Instruct prompt showing `examples` as seed questions (or seed prompts)."""
     item = load_template(example_template)
-    shown = "\n".join(item.format(index=i, question=ex.question).rstrip("\n")
-                      for i, ex in enumerate(examples, start=1))
-    return load_template(template).format(examples=shown)
+    shown = "\n".join(fill(item, index=i, question=ex.question).rstrip("\n") for i, ex in enumerate(examples, start=1))
+    return render(template, examples=shown)
 
 
 def solve_prompt(template: str, question: str) -> str:
     """The prompt a voter answers: solve, ending in \\boxed{}."""
-    return load_template(template).format(question=question)
+    return render(template, question=question)

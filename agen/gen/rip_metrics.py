@@ -22,7 +22,7 @@ from typing import Any
 from agen.gen.parse import strip_think
 
 __all__ = ["RipMetrics", "RipThresholds", "calibrate", "compute_metrics", "keep", "percentile_threshold",
-           "preference_pair", "response_length"]
+           "preference_pair", "response_length", "threshold_uncertainty"]
 
 METRICS = ("min_reward", "min_len", "max_gap")
 
@@ -138,6 +138,34 @@ def calibrate(pilot: Sequence[RipMetrics], spec: Any) -> RipThresholds:
             out[name] = percentile_threshold(columns[name], 50.0 if pct is None else float(pct),
                                              reject_top=name == "max_gap")
     return RipThresholds(**out)
+
+
+def threshold_uncertainty(pilot: Sequence[RipMetrics], spec: Any, resamples: int = 200,
+                          seed: int = 0) -> dict[str, Any]:
+    """How much the calibrated thresholds would move with another pilot of the same size: the
+    5th and 95th percentiles of each threshold over bootstrap resamples of the pilot, and the
+    same interval for the share of the pilot the thresholds keep. Deterministic for a seed."""
+    import random
+
+    if not pilot:
+        raise ValueError("no pilot to resample")
+    rng = random.Random(seed)
+    n = len(pilot)
+    draws: dict[str, list[float]] = {name: [] for name in METRICS}
+    kept: list[float] = []
+    for _ in range(resamples):
+        sample = [pilot[rng.randrange(n)] for _ in range(n)]
+        t = calibrate(sample, spec)
+        for name in METRICS:
+            draws[name].append(getattr(t, name))
+        kept.append(sum(keep(m, t)[0] for m in pilot) / n)
+
+    def interval(xs: list[float]) -> list[float]:
+        s = sorted(xs)
+        return [s[int(0.05 * (len(s) - 1))], s[int(0.95 * (len(s) - 1))]]
+
+    return {"resamples": resamples, "interval_90": {name: interval(v) for name, v in draws.items()},
+            "pilot_keep_rate_90": interval(kept)}
 
 
 def preference_pair(responses: Sequence[str], rewards: Sequence[float | None]) -> tuple[str, str] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from agen.gen.answers import AnswerClasses
 
@@ -85,32 +86,54 @@ class Tally:
     Both bounds are tight, so no vote runs longer than it must.
     """
 
-    __slots__ = ("_classes", "_needed", "_votes", "k", "min_share")
+    __slots__ = ("_classes", "_needed", "_votes", "k", "min_share", "truncated")
 
-    def __init__(self, candidate_answer: str, k: int, min_share: float) -> None:
+    def __init__(self, candidate_answer: str, k: int, min_share: float, classes: Any = None) -> None:
         self._needed = min_agree(k, min_share)
         self.k = k
         self.min_share = min_share
-        # Class 0 is the candidate's own answer, so "agrees" and "other" use one equivalence.
-        self._classes = AnswerClasses(seed=candidate_answer)
+        # Class 0 is the candidate's own answer, so "agrees" and "other" use one equivalence;
+        # a verifier may bring its own classes (agen.verify: option letters, test outcomes).
+        self._classes = classes if classes is not None else AnswerClasses(seed=candidate_answer)
         self._votes: list[str | None] = []
+        self.truncated = 0  # samples cut at max_tokens: neither for nor against, out of K
 
     @property
     def votes(self) -> tuple[str | None, ...]:
-        """Every vote in arrival order; records keep them so thresholds can be re-cut offline."""
+        """Every vote drawn, in arrival order (an early stop draws fewer than K)."""
         return tuple(self._votes)
+
+    @property
+    def class_counts(self) -> tuple[int, ...]:
+        """Votes per answer class so far; index 0 is the candidate's own answer."""
+        return tuple(self._classes.counts)
 
     @property
     def remaining(self) -> int:
         """Samples still missing from the full K."""
-        return self.k - len(self._votes)
+        return self.k - len(self._votes) - self.truncated
 
-    def add(self, answer: str | None) -> None:
-        """Count one solver's final answer (None when it gave none)."""
-        if len(self._votes) >= self.k:
+    def add(self, answer: str | None) -> bool:
+        """Count one solver's final answer (None when it gave none); whether it agrees with the
+        candidate's answer (so the caller can keep that solution)."""
+        if self.remaining <= 0:
             raise ValueError(f"vote already has its k={self.k} samples")
         self._votes.append(answer)
-        self._classes.add(answer)
+        return self._classes.add(answer) == 0
+
+    def add_truncated(self) -> None:
+        """Count one sample cut at max_tokens: it takes a seat of K but votes neither way, so the
+        vote is decided over the K - truncated samples that finished (min_share of those)."""
+        if self.remaining <= 0:
+            raise ValueError(f"vote already has its k={self.k} samples")
+        self.truncated += 1
+        if self.k > self.truncated:
+            self._needed = min_agree(self.k - self.truncated, self.min_share)
+
+    @property
+    def agreeing(self) -> int:
+        """Samples so far in the candidate's own answer class."""
+        return self._classes.counts[0]
 
     def _counts(self) -> tuple[int, int]:
         counts = self._classes.counts
@@ -122,6 +145,8 @@ class Tally:
         left = self.remaining
         samples = len(self._votes)
         if left == 0:
+            if samples == 0:
+                return VoteDecision(False, "all_truncated", 0, 0, None, 0.0)
             return _final(self._classes, samples, self._needed)
         if c >= self._needed and c > o + left:
             return _make(self._classes, samples, True, "agree")

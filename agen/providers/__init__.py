@@ -101,6 +101,11 @@ class Providers:
     def prices(self) -> dict[str, Price]:
         return dict(self._prices)
 
+    def facts(self) -> dict[str, dict[str, object]]:
+        """What each lane's endpoint was stated or learned to do (`supports_n`, `charges`, `window`,
+        `headers`, and `source` per fact), as plain data for the summary and report."""
+        return {name: c.facts.as_dict() for name, c in self._clients.items()}
+
     def statistics(self) -> dict[str, int | float]:
         """Every client's statistics, keys prefixed by the model name (`solver/requests`)."""
         out: dict[str, int | float] = {}

@@ -13,14 +13,17 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 
 from agen.config import ModelConfig, Price
 from agen.cost import cost_usd
-from agen.errors import BadResponseError, FatalRunError, ProviderError, TaskFailedError, ThrottledError
-from agen.providers.headers import parse_rate_limits
+from agen.errors import (BadResponseError, EndpointUnreachableError, FatalRunError, ProviderError, TaskFailedError,
+                         ThrottledError)
+from agen.providers.breaker import Breaker
+from agen.providers.facts import EndpointFacts
+from agen.providers.headers import header_families, parse_rate_limits
 from agen.providers.lane import Lane, Pacer
 from agen.providers.retry import RetryPolicy, retry_delay
 from agen.providers.transport import HttpResult, Transport, classify, request_id_of
@@ -95,7 +98,12 @@ class LaneClient:
         self._on_call = on_call
         self._rl_probe = _RL_PROBE[provider]
         self.lane = lane or Lane(name, max_concurrency=cfg.max_concurrency, pacer=Pacer(rpm=cfg.rpm, tpm=cfg.tpm))
+        self.facts: EndpointFacts = self.lane.pacer.facts
+        self.facts.lane = name
+        self.facts.state("charges", cfg.charges)
+        self.facts.state("window", cfg.window)
         self.policy = policy or RetryPolicy(max_retries=cfg.max_retries, bad_response_retries=cfg.bad_response_retries)
+        self.breaker = Breaker(cfg.unreachable_after_s, cfg.unreachable_after_attempts)
         self._fatal: FatalRunError | None = None
         self._stats: Counter[str] = Counter()
         self._cost = 0.0
@@ -126,13 +134,13 @@ class LaneClient:
     def _raise_if_fatal(self) -> None:
         f = self._fatal
         if f is not None:
-            raise FatalRunError(f.message, provider=f.provider, model=f.model, status=f.status, code=f.code,
+            raise type(f)(f.message, provider=f.provider, model=f.model, status=f.status, code=f.code,
                                 request_id=f.request_id)
 
     def _set_fatal(self, err: FatalRunError) -> None:
         if self._fatal is None:
             self._fatal = err
-            self.lane.close(FatalRunError(f"refused: the run already failed: {err.message}", provider=err.provider,
+            self.lane.close(type(err)(f"refused: the run already failed: {err.message}", provider=err.provider,
                                           model=err.model, status=err.status, code=err.code,
                                           request_id=err.request_id))
 
@@ -150,29 +158,53 @@ class LaneClient:
                                      outcome=outcome, status=status, usage=usage, cost_usd=cost,
                                      latency_s=latency, request_id=request_id))
 
+    def _seen_headers(self, headers: Any) -> None:
+        """The `headers` fact: which rate-limit header families this endpoint sends (learned on the
+        first response, extended silently afterwards)."""
+        fams = header_families(headers)
+        known = self.facts.get("headers")
+        if known is None:
+            self.facts.learn("headers", sorted(fams) or ["none"], "first response")
+        elif not fams <= set(known):
+            self.facts.values["headers"] = sorted((set(known) | fams) - {"none"})
+
     async def _attempt(self, body: bytes | Callable[[], bytes], headers: dict[str, str], est_tokens: int,
-                       parse: ParseBody[T], *, stage: str, task_id: str) -> Attempted[T]:
+                       parse: ParseBody[T], *, stage: str, task_id: str, out_tokens: int = 0) -> Attempted[T]:
         """POST `body` until it parses, retrying per the policy. Raises FatalRunError or TaskFailedError only.
 
         `body` may be a function: it is serialised once the lane admits the request, so a request
-        waiting in the lane's queue holds no body."""
-        retries = bad = 0
+        waiting in the lane's queue holds no body.
+
+        Throttles (429) never use up the call's retries: the lane waits them out for everyone, so
+        only the run's deadline, budget or stop ends a call that keeps being throttled."""
+        retries = bad = tries = 0
         t_start = time.perf_counter()
         while True:
             self._raise_if_fatal()
-            ticket = await self.lane.acquire(est_tokens, front=retries > 0)
+            ticket = await self.lane.acquire(est_tokens, front=tries > 0, out_tokens=out_tokens)
+            tries += 1
             if not isinstance(body, bytes):
                 body = body()
             usage: Usage | None = None
             res: HttpResult | None = None
+            sent_at = time.monotonic()
             try:
                 res = await self._transport.post(self._url, body, headers)
             except ProviderError as exc:  # transport failure (CapacityError)
                 err: ProviderError = exc
+                if self.breaker.failed(time.monotonic(), sent_at):
+                    err = EndpointUnreachableError(
+                        f"endpoint {self._url} unreachable: every attempt failed at transport level for "
+                        f"{time.monotonic() - (self.breaker.down_since or sent_at):.0f}s "
+                        f"({self.breaker.failures} in a row); last error: {exc.message}. "
+                        f"Check base_url and that the server is up, then resume the run",
+                        provider=self.provider, model=self.name, code="unreachable")
             except BaseException:  # cancelled mid-call: give the slot back
                 self.lane.release(ticket, None)
                 raise
             else:
+                self.breaker.reachable(time.monotonic())
+                self._seen_headers(res.headers)
                 if any(k in res.headers for k in self._rl_probe):
                     self.lane.observe(parse_rate_limits(res.headers, self.provider), ticket)
                 if 200 <= res.status < 300:
@@ -184,11 +216,12 @@ class LaneClient:
                                                status=res.status, code=getattr(exc, "code", None) or "bad_response",
                                                request_id=request_id_of(res.headers))
                     else:
+                        self.lane.succeeded()
                         self.lane.release(ticket, usage.total_tokens)
                         cost = cost_usd(usage, self.price)
                         rid = request_id_of(res.headers) or body_rid
                         self._record(stage, task_id, "ok", res.status, usage, cost, res.latency_s, rid)
-                        return Attempted(value, usage, cost, rid, time.perf_counter() - t_start, retries + 1)
+                        return Attempted(value, usage, cost, rid, time.perf_counter() - t_start, tries)
                 else:
                     err = classify(self.provider, self.name, res.status, res.body, res.headers, self._key.value)
             # ---- a failed attempt
@@ -196,7 +229,9 @@ class LaneClient:
             cost = cost_usd(u, self.price) if usage else 0.0
             self._record(stage, task_id, outcome_of(err), err.status, u, cost, res.latency_s if res else 0.0,
                          err.request_id)
-            delay = retry_delay(err, retries_done=retries, bad_responses_done=bad, policy=self.policy)
+            throttled = isinstance(err, ThrottledError)
+            delay = (err.retry_after_s if throttled else  # type: ignore[union-attr]
+                     retry_delay(err, retries_done=retries, bad_responses_done=bad, policy=self.policy))
             if isinstance(err, FatalRunError):
                 self._set_fatal(err)  # before release: the next waiter must not be admitted
             elif isinstance(err, ThrottledError):
@@ -205,14 +240,17 @@ class LaneClient:
             if isinstance(err, (FatalRunError, TaskFailedError)):
                 self._count_refusal(err)
                 raise err
-            if delay is None:
+            if delay is None and not throttled:
                 self._stats["retry/exhausted"] += 1
                 raise TaskFailedError(f"gave up after {retries + 1} attempts; last: {err.message}",
                                       provider=err.provider, model=self.name, status=err.status, code=err.code,
                                       request_id=err.request_id)
             self._stats["retry/count"] += 1
             self._count_retry(err)
+            if throttled:
+                self._stats["retry/throttled"] += 1
+                continue  # the lane is paused for everyone; this call goes to the front when it resumes
             retries += 1
             bad += isinstance(err, BadResponseError)
-            if not isinstance(err, ThrottledError) and delay > 0:
-                await asyncio.sleep(delay)
+            if delay > 0:  # type: ignore[operator]
+                await asyncio.sleep(delay)  # type: ignore[arg-type]

@@ -1,7 +1,10 @@
 """One model endpoint's client: wire format over the shared attempt loop (lane, retry, ledger hook).
 
 `complete` raises only FatalRunError or TaskFailedError; every HTTP attempt, successful or not,
-is reported once to `on_call` as a CallRecord with its real usage and cost.
+is reported once to `on_call` as a CallRecord with its real usage and cost. It always delivers
+the `n` choices asked for: an endpoint that answers fewer (it ignores `n`) is learned as
+`supports_n: false` at once, the missing choices are fetched one per request with the seeds the
+caller's range implies (seed+i for choice i), and later calls fan out from the start.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -18,15 +22,18 @@ from agen.providers.attempts import LaneClient
 from agen.providers.lane import Lane
 from agen.providers.retry import RetryPolicy
 from agen.providers.transport import Transport
-from agen.providers.wire import (ANTHROPIC_VERSION, Parsed, anthropic_body, estimate_tokens, openai_body,
+from agen.providers.reserve import OutputReserve
+from agen.providers.wire import (ANTHROPIC_VERSION, Parsed, anthropic_body, estimate_prompt_tokens, openai_body,
                                  parse_anthropic, parse_openai)
 from agen.types import CallRecord, ChatRequest, Completion, Usage
 
 def endpoint_url(provider: str, base_url: str) -> str:
-    base = base_url.rstrip("/")
-    if provider == "anthropic":
-        return base + ("/messages" if base.endswith("/v1") else "/v1/messages")
-    return base + "/chat/completions"
+    """The chat URL under `base_url`, keeping its query string (Azure's `?api-version=...`)."""
+    parts = urlsplit(base_url)
+    base = parts.path.rstrip("/")
+    path = base + ("/messages" if base.endswith("/v1") else "/v1/messages") if provider == "anthropic" \
+        else base + "/chat/completions"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
 
 
 class ModelClient(LaneClient):
@@ -38,7 +45,8 @@ class ModelClient(LaneClient):
         super().__init__(name, cfg, provider=cfg.provider, transport=transport,
                          url=endpoint_url(cfg.provider, base_url), price=price, api_key=api_key, on_call=on_call,
                          lane=lane, policy=policy)
-        self.supports_n = cfg.supports_n and cfg.provider == "openai"
+        self.facts.state("supports_n", False if cfg.provider == "anthropic" else cfg.supports_n)
+        self.reserve = OutputReserve()
         base = {"content-type": "application/json", "accept": "application/json"}
         if cfg.provider == "anthropic":
             base["anthropic-version"] = ANTHROPIC_VERSION
@@ -50,17 +58,28 @@ class ModelClient(LaneClient):
         return f"ModelClient(name={self.name!r}, provider={self.provider!r}, model={self.cfg.model!r}, url={self._url!r})"
 
     # ---------------------------------------------------------------- public
+    @property
+    def supports_n(self) -> bool:
+        """Whether one request with `n` is worth sending (stated, learned, or not yet refuted)."""
+        return self.facts.get("supports_n") is not False
+
     async def complete(self, req: ChatRequest) -> Completion:
         """One chat completion with `req.n` choices. Raises FatalRunError or TaskFailedError only."""
         self._raise_if_fatal()
         if req.n > 1 and not self.supports_n:
-            return await self._fan_out(req)
-        return await self._call(req, req.n)
+            return await self._fan_out(req, range(req.n))
+        first = await self._call(req, req.n)
+        got = len(first.texts)
+        if got >= req.n:
+            return first
+        self.facts.learn("supports_n", False, f"asked n={req.n}, got {got} choice(s)")
+        rest = await self._fan_out(req, range(got, req.n))
+        return _joined([first, rest], self.name)
 
     # ---------------------------------------------------------------- internals
-    async def _fan_out(self, req: ChatRequest) -> Completion:
-        """n>1 on an endpoint without `n`: n single calls (seeds s..s+n-1 if seeded), texts in order."""
-        subs = [self._call(_with(req, None if req.seed is None else req.seed + i), 1) for i in range(req.n)]
+    async def _fan_out(self, req: ChatRequest, choices: range) -> Completion:
+        """Choices `choices` of `req` as single calls (choice i with seed s+i if seeded), in order."""
+        subs = [self._call(_with(req, None if req.seed is None else req.seed + i), 1) for i in choices]
         results = await asyncio.gather(*subs, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -68,12 +87,7 @@ class ModelClient(LaneClient):
                 if isinstance(e, FatalRunError):
                     raise e
             raise errors[0]
-        done: list[Completion] = results  # type: ignore[assignment]
-        usage = sum((c.usage for c in done), Usage())
-        return Completion(
-            texts=tuple(t for c in done for t in c.texts), usage=usage, cost_usd=sum(c.cost_usd for c in done),
-            model=self.name, request_id=done[0].request_id, latency_s=max(c.latency_s for c in done),
-            attempts=sum(c.attempts for c in done), finish_reasons=tuple(f for c in done for f in c.finish_reasons))
+        return _joined(results, self.name)  # type: ignore[arg-type]
 
     def _headers(self) -> dict[str, str]:
         h = dict(self._static_headers)
@@ -111,12 +125,24 @@ class ModelClient(LaneClient):
         self._stats[f"retry/reason_count/{err.status if err.status is not None else err.code or 'transport'}"] += 1
 
     async def _call(self, req: ChatRequest, n: int) -> Completion:
-        done = await self._attempt(lambda: self._body(req, n), self._headers(), estimate_tokens(req, n), self._parse_body,
-                                   stage=req.stage, task_id=req.task_id)
+        usage_charged = self.facts.get("charges") == "usage"
+        out = n * self.reserve.per_choice(req.stage, req.max_tokens, usage_charged)
+        done = await self._attempt(lambda: self._body(req, n), self._headers(), estimate_prompt_tokens(req) + out,
+                                   self._parse_body, stage=req.stage, task_id=req.task_id, out_tokens=out)
         parsed = done.value
+        self.reserve.observe(req.stage, done.usage.output_tokens, len(parsed.texts))
         return Completion(texts=parsed.texts, usage=done.usage, cost_usd=done.cost_usd, model=self.name,
                           request_id=done.request_id, latency_s=done.latency_s, attempts=done.attempts,
                           finish_reasons=parsed.finish_reasons)
+
+
+def _joined(done: list[Completion], model: str) -> Completion:
+    """Several completions of one request as one, choices in order."""
+    return Completion(
+        texts=tuple(t for c in done for t in c.texts), usage=sum((c.usage for c in done), Usage()),
+        cost_usd=sum(c.cost_usd for c in done), model=model, request_id=done[0].request_id,
+        latency_s=max(c.latency_s for c in done), attempts=sum(c.attempts for c in done),
+        finish_reasons=tuple(f for c in done for f in c.finish_reasons))
 
 
 def _with(req: ChatRequest, seed: int | None) -> ChatRequest:

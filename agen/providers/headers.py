@@ -4,7 +4,10 @@ OpenAI-compatible servers send `x-ratelimit-{limit,remaining,reset}-{requests,to
 resets as Go-style durations (`6m0s`, `12ms`, `1m30.5s`); Anthropic sends
 `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}` with
 resets as RFC 3339 instants. Both may send `retry-after` (seconds or an HTTP date) and
-`retry-after-ms`. Everything here is a pure function of the header mapping and "now".
+`retry-after-ms`. Proxies add their own: LiteLLM answers a 429 with only
+`llm_provider-retry-after`, sends `x-litellm-key-remaining-{requests,tokens}-<model>`, and its
+`remaining` may be negative (read as 0: the budget is spent). Everything here is a pure function
+of the header mapping and "now".
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ class RateLimitInfo:
     limit_tokens: int | None = None
     remaining_tokens: int | None = None
     reset_tokens_s: float | None = None
+
+    @property
+    def exhausted_reset_s(self) -> float | None:
+        """The longest announced reset among budgets reported as spent (remaining <= 0), if any."""
+        resets = [r for rem, r in ((self.remaining_requests, self.reset_requests_s),
+                                   (self.remaining_tokens, self.reset_tokens_s)) if rem is not None and rem <= 0 and r]
+        return max(resets) if resets else None
 
     @property
     def empty(self) -> bool:
@@ -69,30 +79,62 @@ def parse_instant(text: str, now_epoch: float) -> float | None:
     return max(0.0, dt.timestamp() - now_epoch)
 
 
+def _seconds_or_date(value: str, now: float) -> float | None:
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+        except (TypeError, ValueError, IndexError):
+            return None
+
+
 def parse_retry_after(headers: Mapping[str, str], now_epoch: float | None = None) -> float | None:
-    """Seconds the server asked us to wait.
+    """Seconds the server asked us to wait, from the explicit retry headers only.
 
     `retry-after-ms` wins when present: it is the precise form of the same wish (OpenAI rounds
-    `retry-after` up to whole seconds next to it), as the official SDKs read it.
+    `retry-after` up to whole seconds next to it), as the official SDKs read it. Then
+    `retry-after` (seconds or an HTTP date), then LiteLLM's `llm_provider-retry-after`.
     """
     now = time.time() if now_epoch is None else now_epoch
-    waits: list[float] = []
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    ra = headers.get("retry-after")
-    if ra is not None:
-        try:
-            waits.append(max(0.0, float(ra)))
-        except ValueError:
+    for key, scale in (("retry-after-ms", 1e-3), ("llm_provider-retry-after-ms", 1e-3)):
+        v = headers.get(key)
+        if v is not None:
             try:
-                waits.append(max(0.0, parsedate_to_datetime(ra).timestamp() - now))
-            except (TypeError, ValueError, IndexError):
+                return max(0.0, float(v) * scale)
+            except ValueError:
                 pass
-    return max(waits) if waits else None
+    for key in ("retry-after", "llm_provider-retry-after"):
+        v = headers.get(key)
+        if v is not None:
+            wait = _seconds_or_date(v, now)
+            if wait is not None:
+                return wait
+    return None
+
+
+def retry_hint(headers: Mapping[str, str], provider: str, now_epoch: float | None = None) -> float | None:
+    """Seconds to wait after a 429: the retry headers, else the reset of a budget reported spent
+    (`x-ratelimit-reset-*`, `anthropic-ratelimit-*-reset`); None when the server gave no hint."""
+    wait = parse_retry_after(headers, now_epoch)
+    if wait is not None:
+        return wait
+    return parse_rate_limits(headers, provider, now_epoch).exhausted_reset_s
+
+
+def header_families(headers: Mapping[str, str]) -> frozenset[str]:
+    """Which rate-limit header families a response carries (an endpoint fact: what it tells us)."""
+    out = set()
+    for k in headers:
+        lk = k.lower()
+        for fam in _FAMILIES:
+            if lk.startswith(fam):
+                out.add(fam.rstrip("-"))
+    return frozenset(out)
+
+
+_FAMILIES = ("x-ratelimit-limit-", "x-ratelimit-remaining-", "x-ratelimit-reset-", "anthropic-ratelimit-",
+             "retry-after", "llm_provider-", "x-litellm-")
 
 
 def _int(headers: Mapping[str, str], key: str) -> int | None:
@@ -100,9 +142,17 @@ def _int(headers: Mapping[str, str], key: str) -> int | None:
     if v is None:
         return None
     try:
-        return int(float(v))
+        return max(0, int(float(v)))  # a negative remaining (LiteLLM) means: spent
     except ValueError:
         return None
+
+
+def _litellm_remaining(headers: Mapping[str, str], kind: str) -> int | None:
+    """The tightest `x-litellm-key-remaining-<kind>-<model>` (LiteLLM's per-key budgets)."""
+    prefix = f"x-litellm-key-remaining-{kind}"
+    vals = [_int(headers, k) for k in headers if k.lower().startswith(prefix)]
+    present = [v for v in vals if v is not None]
+    return min(present) if present else None
 
 
 def _min_opt(*vals: float | int | None) -> float | int | None:
@@ -136,11 +186,13 @@ def parse_rate_limits(headers: Mapping[str, str], provider: str, now_epoch: floa
         v = headers.get(key)
         return None if v is None else parse_duration(v)
 
+    rem_req = _int(headers, "x-ratelimit-remaining-requests")
+    rem_tok = _int(headers, "x-ratelimit-remaining-tokens")
     return RateLimitInfo(
         limit_requests=_int(headers, "x-ratelimit-limit-requests"),
-        remaining_requests=_int(headers, "x-ratelimit-remaining-requests"),
+        remaining_requests=rem_req if rem_req is not None else _litellm_remaining(headers, "requests"),
         reset_requests_s=dur("x-ratelimit-reset-requests"),
         limit_tokens=_int(headers, "x-ratelimit-limit-tokens"),
-        remaining_tokens=_int(headers, "x-ratelimit-remaining-tokens"),
+        remaining_tokens=rem_tok if rem_tok is not None else _litellm_remaining(headers, "tokens"),
         reset_tokens_s=dur("x-ratelimit-reset-tokens"),
     )

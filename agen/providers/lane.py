@@ -8,17 +8,23 @@ head of the queue may go: no polling.
 
 The admission arithmetic lives in `Pacer`, a pure function of `now` so tests drive a fake clock:
   * requests and tokens are each a GCRA (a token bucket written as a "theoretical arrival time")
-    with `burst_s` seconds of tolerance; a request reserves `prompt chars/4 + n x max_tokens`
-    tokens and is settled with its real usage afterwards (refund or extra charge);
+    with `burst_s` seconds of tolerance; a request reserves what the client estimates (`prompt
+    chars/4 + n x max_tokens`, or less on a server known to charge real usage) and is settled
+    with its real usage afterwards (refund or extra charge);
   * the effective rate is `min(configured, learned from x-ratelimit-limit-*) x margin x factor`;
-  * a 429 pauses the whole lane for the server's retry-after and halves `factor` (at most once per
+  * a 429 pauses the whole lane for the server's retry-after (a 429 without any hint: a pause
+    that doubles with every such 429 until a request succeeds) and halves `factor` (at most once per
     generation of requests: a 429 for a request sent before the last decrease does not count
     again), which then recovers linearly to 1 over `recover_s` (AIMD); when the server's bucket
     is mirrored (below) the decrease is only x0.9, since the mirror already corrects the cause;
   * a lane starts paced, without burst credit, and gets none right after a pause;
   * with `limit` headers the server's own bucket is mirrored (remaining at the report, refill
     limit/60 per second, minus what was sent since) and a request waits until it fits there too;
-    without them, a response saying `remaining == 0` pauses the lane until the announced reset.
+    without them, a response saying `remaining == 0` pauses the lane until the announced reset;
+  * a server whose limits reset at fixed clock windows (LiteLLM-style proxies) is recognised by
+    its remaining jumping up faster than any steady refill could; its mirror then does not
+    refill at all until the window's end (learned from reset headers and 429 waits), where it is
+    dropped and the next report starts it again.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from agen.providers.facts import ChargeProbe, EndpointFacts
 from agen.providers.headers import RateLimitInfo
 
 NEG_INF = -math.inf
@@ -42,6 +49,7 @@ class Ticket:
     admitted_at: float
     seq_req: int = 0  # requests admitted by the lane up to and including this one
     seq_tok: float = 0.0  # tokens reserved up to and including this one
+    seq_out: float = 0.0  # of those, output tokens reserved
 
 
 @dataclass(slots=True)
@@ -56,13 +64,22 @@ class _Mirror:
     level: float
     at: float
     spent_before: float
+    out_before: float = 0.0  # output tokens reserved up to the reporting request (ChargeProbe)
+    fixed_until: float | None = None  # fixed window: no refill; the mirror is void from then on
+
+    def predicted(self, now: float, spent_total: float) -> float:
+        refill = 0.0 if self.fixed_until is not None else self.limit / 60.0 * (now - self.at)
+        return min(self.limit, self.level + refill) - (spent_total - self.spent_before)
 
     def wait_s(self, now: float, spent_total: float, cost: float) -> float:
         if cost > self.limit:
             return 0.0  # can never fit: let the server say so
-        rate = self.limit / 60.0
-        avail = min(self.limit, self.level + rate * (now - self.at)) - (spent_total - self.spent_before)
-        return 0.0 if avail >= cost else (cost - avail) / rate
+        avail = self.predicted(now, spent_total)
+        if avail >= cost:
+            return 0.0
+        if self.fixed_until is not None:
+            return max(0.0, self.fixed_until - now)
+        return (cost - avail) / (self.limit / 60.0)
 
 
 class Pacer:
@@ -70,7 +87,8 @@ class Pacer:
 
     def __init__(self, *, rpm: float | None, tpm: float | None, margin: float = 0.99, burst_s: float = 0.5,
                  recover_s: float = 20.0, min_factor: float = 1 / 64, default_pause_s: float = 1.0,
-                 max_header_pause_s: float = 60.0, header_feedback: bool = True) -> None:
+                 max_header_pause_s: float = 60.0, header_feedback: bool = True,
+                 facts: EndpointFacts | None = None) -> None:
         self.rpm, self.tpm = rpm, tpm
         self.header_feedback = header_feedback  # False: only retry-after and AIMD (benchmarks the fallback)
         self.learned_rpm: float | None = None
@@ -90,6 +108,14 @@ class Pacer:
         self.pauses = 0
         self.decreases = 0
         self.header_pauses = 0
+        self.facts = facts or EndpointFacts("lane")
+        self.seq_out = 0.0
+        self._hintless = 0  # 429s without any wait hint since the last success
+        self._charge = ChargeProbe()
+        self._last_req: tuple[float, float] | None = None  # (at, remaining) of the last requests report
+        self._steady_votes = 0
+        self.window_at: float | None = None  # fixed windows: the next reset, when known
+        self.window_s: float | None = None  # fixed windows: their length, when seen twice
 
     # ---- rates
     def factor(self, now: float) -> float:
@@ -128,17 +154,63 @@ class Pacer:
         if rho:
             capacity = max(rho * self.burst_s, float(est_tokens))
             t = max(t, self.tok_tat + (est_tokens - capacity) / rho)
+        if self.window_at is not None:
+            self._roll_windows(now)
         if self._mirror_req is not None:
             t = max(t, now + self._mirror_req.wait_s(now, self.seq_req, 1))
         if self._mirror_tok is not None:
             t = max(t, now + self._mirror_tok.wait_s(now, self.seq_tok, est_tokens))
         return t
 
-    def admit(self, now: float, est_tokens: int) -> Ticket:
+    # ---- fixed windows
+    def _learn_window(self, now: float, info: RateLimitInfo, admitted_at: float) -> None:
+        """`fixed` when remaining requests rise faster than a steady refill can; `steady` when the
+        announced reset keeps matching a steady bucket's time-to-full.
+
+        A report was made by the server between its request's admission and now, so between two
+        reports a steady bucket refilled for at most `now - (earlier request's admission)`."""
+        lim, rem = info.limit_requests, info.remaining_requests
+        if not lim or rem is None:
+            return
+        last, self._last_req = self._last_req, (admitted_at, float(rem))
+        window = self.facts.get("window")
+        if window is None and info.reset_requests_s is not None and rem < 0.9 * lim:
+            steady_reset = (lim - rem) / lim * 60.0
+            if abs(info.reset_requests_s - steady_reset) <= max(1.0, 0.2 * steady_reset):
+                self._steady_votes += 1
+                if self._steady_votes >= 5:
+                    self.facts.learn("window", "steady", "reset headers match a steady refill")
+        if last is not None and rem - last[1] > lim / 60.0 * (now - last[0]) + 2.0:
+            self.facts.learn("window", "fixed", f"remaining requests rose from {int(last[1])} to {int(rem)} "
+                                                f"in {now - last[0]:.1f}s")
+            if self.facts.get("window") == "fixed":
+                self._window_ends(now)
+        if self.facts.get("window") == "fixed" and info.reset_requests_s:
+            self._window_ends(now + info.reset_requests_s)
+
+    def _window_ends(self, at: float) -> None:
+        """A fixed window ends (or just ended) at `at`: remember it, and its length once seen twice."""
+        prev = self.window_at
+        if prev is not None and at - prev > 1.0:
+            gap = at - prev
+            self.window_s = gap if self.window_s is None else min(self.window_s, gap)
+        if prev is None or at > prev + 0.5 or at < prev - 0.5:
+            self.window_at = at
+
+    def _roll_windows(self, now: float) -> None:
+        """Past a fixed window's end its mirrors are void: the next report starts them again."""
+        if self.window_at is not None and now >= self.window_at:
+            self._mirror_req = self._mirror_tok = None
+            self.window_at = self.window_at + self.window_s if self.window_s else None
+            while self.window_at is not None and self.window_at <= now:
+                self.window_at += self.window_s  # type: ignore[operator]
+
+    def admit(self, now: float, est_tokens: int, out_tokens: int = 0) -> Ticket:
         self.seq_req += 1
         self.seq_tok += est_tokens
+        self.seq_out += out_tokens
         if not (self.rpm or self.tpm or self.learned_rpm or self.learned_tpm):
-            return Ticket(est_tokens, now, self.seq_req, self.seq_tok)
+            return Ticket(est_tokens, now, self.seq_req, self.seq_tok, self.seq_out)
         r = self.req_rate(now)
         if r:
             if self.req_tat == NEG_INF:  # start paced, without burst credit: the server may be at 0
@@ -149,7 +221,7 @@ class Pacer:
             if self.tok_tat == NEG_INF:
                 self.tok_tat = now + max(0.0, rho * self.burst_s - est_tokens) / rho
             self.tok_tat = max(self.tok_tat, now) + est_tokens / rho
-        return Ticket(est_tokens, now, self.seq_req, self.seq_tok)
+        return Ticket(est_tokens, now, self.seq_req, self.seq_tok, self.seq_out)
 
     def settle(self, now: float, est_tokens: int, actual_tokens: int) -> None:
         """Replace a reservation by the real usage in our own budget: refund (or charge) the difference.
@@ -161,9 +233,19 @@ class Pacer:
             self.tok_tat -= (est_tokens - actual_tokens) / rho
 
     # ---- closed loop
+    def succeeded(self) -> None:
+        """A request went through: a 429 without a hint starts again from the shortest pause."""
+        self._hintless = 0
+
     def throttled(self, now: float, admitted_at: float, wait_s: float | None) -> None:
-        """A 429: pause everyone for the server's wait, and halve the rate once per generation."""
-        self.pause_until = max(self.pause_until, now + (self.default_pause_s if wait_s is None else wait_s))
+        """A 429: pause everyone for the server's wait (none given: a pause that doubles with every
+        such 429 until a success), and halve the rate once per generation."""
+        if wait_s is None:
+            wait_s = min(self.max_header_pause_s, self.default_pause_s * 2 ** min(self._hintless, 16))
+            self._hintless += 1
+        elif self.facts.get("window") == "fixed" and wait_s > 0:
+            self._window_ends(now + wait_s)
+        self.pause_until = max(self.pause_until, now + wait_s)
         # no burst right after the pause: the server's bucket is empty
         if self.req_tat > NEG_INF:
             self.req_tat = max(self.req_tat, self.pause_until + self.burst_s)
@@ -192,13 +274,24 @@ class Pacer:
             self.learned_tpm = float(info.limit_tokens)
         fresh = ticket is None or ticket.admitted_at >= self._mirror_from
         if fresh and ticket is not None:
+            self._learn_window(now, info, ticket.admitted_at)  # in admission order: a late report looks like a refill
+        fixed = self.facts.get("window") == "fixed"
+        if fresh and ticket is not None:
             self._mirror_from = ticket.admitted_at
+            until = self.window_at if fixed else None
             if info.limit_requests and info.remaining_requests is not None:
                 self._mirror_req = _Mirror(float(info.limit_requests), float(info.remaining_requests), now,
-                                           float(ticket.seq_req))
+                                           float(ticket.seq_req), fixed_until=until if fixed else None)
             if info.limit_tokens and info.remaining_tokens is not None:
+                old = self._mirror_tok
+                if old is not None and not fixed and self.facts.get("charges") is None:
+                    excess = info.remaining_tokens - old.predicted(now, ticket.seq_tok)
+                    verdict = self._charge.add(excess, ticket.seq_out - old.out_before)
+                    if verdict is not None:
+                        self.facts.learn("charges", verdict, f"remaining tokens vs reservations, "
+                                         f"{len(self._charge.ratios)} reports")
                 self._mirror_tok = _Mirror(float(info.limit_tokens), float(info.remaining_tokens), now,
-                                           ticket.seq_tok)
+                                           ticket.seq_tok, ticket.seq_out, fixed_until=until if fixed else None)
         for limit, remaining, reset in ((info.limit_requests, info.remaining_requests, info.reset_requests_s),
                                         (info.limit_tokens, info.remaining_tokens, info.reset_tokens_s)):
             if not limit and remaining is not None and remaining <= 0 and reset:
@@ -215,7 +308,7 @@ class Lane:
         self.name = name
         self.max_concurrency = max_concurrency
         self.pacer = pacer
-        self._queue: deque[tuple[asyncio.Future[Ticket], int]] = deque()
+        self._queue: deque[tuple[asyncio.Future[Ticket], int, int]] = deque()
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -234,18 +327,19 @@ class Lane:
         # No rate known: AIMD acts on concurrency instead.
         return max(1, int(self.max_concurrency * self.pacer.factor(now)))
 
-    async def acquire(self, est_tokens: int, *, front: bool = False) -> Ticket:
-        """Wait for this request's turn (FIFO; retries may go to the `front`)."""
+    async def acquire(self, est_tokens: int, *, front: bool = False, out_tokens: int = 0) -> Ticket:
+        """Wait for this request's turn (FIFO; retries may go to the `front`). `out_tokens`: the
+        part of `est_tokens` reserved for output (what a usage-charging server may not charge)."""
         if self._closed is not None:
             raise copy.copy(self._closed)
         now = self._now()
         if not self._queue and self._in_flight < self._concurrency(now) and self.pacer.ready_at(now, est_tokens) <= now:
-            return self._admit(now, est_tokens)
+            return self._admit(now, est_tokens, out_tokens)
         fut: asyncio.Future[Ticket] = self._loop.create_future()  # type: ignore[union-attr]
         if front:
-            self._queue.appendleft((fut, est_tokens))
+            self._queue.appendleft((fut, est_tokens, out_tokens))
         else:
-            self._queue.append((fut, est_tokens))
+            self._queue.append((fut, est_tokens, out_tokens))
         self._dispatch()
         try:
             return await fut
@@ -254,8 +348,8 @@ class Lane:
                 self.release(fut.result(), None)  # admitted, then cancelled before use
             raise
 
-    def _admit(self, now: float, est_tokens: int) -> Ticket:
-        ticket = self.pacer.admit(now, est_tokens)
+    def _admit(self, now: float, est_tokens: int, out_tokens: int = 0) -> Ticket:
+        ticket = self.pacer.admit(now, est_tokens, out_tokens)
         self._in_flight += 1
         self.admitted += 1
         return ticket
@@ -266,6 +360,9 @@ class Lane:
         if actual_tokens is not None:
             self.pacer.settle(self._now(), ticket.est_tokens, actual_tokens)
         self._dispatch()
+
+    def succeeded(self) -> None:
+        self.pacer.succeeded()
 
     def throttled(self, ticket: Ticket, wait_s: float | None) -> None:
         self.pacer.throttled(self._now(), ticket.admitted_at, wait_s)
@@ -281,7 +378,7 @@ class Lane:
         """Refuse everything from now on: queued waiters get `exc` without being sent."""
         self._closed = exc
         while self._queue:
-            fut, _ = self._queue.popleft()
+            fut = self._queue.popleft()[0]
             if not fut.done():
                 fut.set_exception(copy.copy(exc))
         if self._timer is not None:
@@ -298,7 +395,7 @@ class Lane:
         now = self._now()
         q = self._queue
         while q:
-            fut, est = q[0]
+            fut, est, out = q[0]
             if fut.done():
                 q.popleft()
                 continue
@@ -313,7 +410,7 @@ class Lane:
                     self._timer_at = t
                 return
             q.popleft()
-            fut.set_result(self._admit(now, est))
+            fut.set_result(self._admit(now, est, out))
 
     def statistics(self) -> dict[str, int | float]:
         now = self._now() if self._loop is not None else 0.0
@@ -321,7 +418,7 @@ class Lane:
         return {
             "lane/admitted": self.admitted,
             "lane/in_flight": self._in_flight,
-            "lane/queued": sum(1 for f, _ in self._queue if not f.done()),
+            "lane/queued": sum(1 for f, *_ in self._queue if not f.done()),
             "lane/pauses": p.pauses,
             "lane/header_pauses": p.header_pauses,
             "lane/decreases": p.decreases,

@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 
 from agen.errors import CapacityError, FatalRunError, ProviderError, TaskFailedError, ThrottledError
-from agen.providers.headers import parse_retry_after
+from agen.providers.headers import parse_retry_after, retry_hint
 
 _BILLING = re.compile(r"insufficient_quota|billing|credit balance|exceeded your current quota|payment required"
                       r"|quota exceeded|out of credits", re.IGNORECASE)
@@ -73,7 +73,7 @@ def classify(provider: str, model: str, status: int, body: bytes, headers: Mappi
     if status == 429:
         if billing:
             return FatalRunError(message, **kw)
-        return ThrottledError(message, retry_after_s=parse_retry_after(headers), **kw)
+        return ThrottledError(message, retry_after_s=retry_hint(headers, provider), **kw)
     if status in (401, 402, 403, 404) or (400 <= status < 500 and billing):
         return FatalRunError(message, **kw)
     if status in _CAPACITY_STATUSES or status >= 500:

@@ -6,14 +6,15 @@ Loaded from YAML (default `configs/sim_models.yaml`) or built inline from a dict
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agen.config import CONFIGS_DIR
 from agen.errors import ConfigError
 
-DEFAULT_SIM_CONFIG = Path(__file__).resolve().parent.parent.parent / "configs" / "sim_models.yaml"
+DEFAULT_SIM_CONFIG = CONFIGS_DIR / "sim_models.yaml"
 
 
 class _Strict(BaseModel):
@@ -41,6 +42,21 @@ class Faults(_Strict):
     quota_after: int | None = Field(default=None, ge=0)  # calls allowed before quota errors start
 
 
+class Quirks(_Strict):
+    """How this endpoint departs from what agen's client might assume (issue 9): each option breaks
+    one assumption, so the client's adaptation is tested against a server that does not agree with it."""
+
+    ignore_n: bool = False  # accept `n`, answer one choice (llama.cpp's server)
+    ignore_seed: bool = False  # accept `seed`, sample as if it were absent
+    charges: Literal["max_tokens", "usage"] = "max_tokens"  # TPM: prompt + n*max_tokens at admission, or
+    #   prompt + real completion after the answer (admission only needs the prompt to fit)
+    window: Literal["steady", "fixed"] = "steady"  # token bucket refilling limit/60 per s, or a counter
+    #   reset to zero at every multiple of window_s
+    window_s: float = Field(default=60.0, gt=0)
+    headers: Literal["openai", "litellm", "none"] = "openai"  # litellm: limit + remaining (may go negative),
+    #   no reset header, 429s say only `llm_provider-retry-after`, rejected requests count too
+
+
 class SimModel(_Strict):
     """One simulated model.
 
@@ -61,6 +77,22 @@ class SimModel(_Strict):
     falls back to easy problems from human seeds. Its stated answer is wrong with probability
     `propose_wrong_p + propose_wrong_per_step * (steps - 3)` (clamped to 0..1): a weak model gets
     hard problems of its own wrong more often. Solving is right with p = solve_correct_p ** (steps / 3).
+
+    The world's further assumptions about answers, all off by default (so the shipped world is
+    kinder than the real one: `benchmarks/filter_precision.py` shows what each one does):
+
+    * `trap_share`: a share of problems *trap* this model — each problem has one hidden uniform
+      draw from its text, and it traps every model whose `trap_share` exceeds it, so traps are
+      shared (nested) across models. On a trap, the stated answer of a proposal and each solver
+      sample are, with probability `trap_p`, the same wrong answer (`plausible_wrong(q)[0]`):
+      correlated errors that no number of votes can outvote.
+    * `difficulty_spread`: each problem also has a hidden hardness z ~ N(0, 1) from its text; a
+      solver's chance shifts to sigmoid(logit(p) - difficulty_spread * z), the same z for every
+      model, so some problems are hard for all solvers and pass rates spread out.
+    * `no_box_p`: a solution states its answer in words and omits `\\boxed{}` (no vote).
+    * `open_quality_link` (open-ended): how much a response's quality tracks its prompt's hidden
+      quality — 1 is RIP's premise (bad prompts get worse, more erratic answers), 0 makes
+      responses independent of the prompt, so RIP's metrics carry no signal about prompt quality.
     """
 
     latency_ms: Latency = Latency()
@@ -75,6 +107,12 @@ class SimModel(_Strict):
     # Share of solutions whose final answer is a power tower (2^{2^{2^{2^{10}}}}) that math-verify
     # needs seconds to compare: breaks the assumption that comparing two answers is cheap.
     pathological_answer_p: float = Field(default=0.0, ge=0, le=1)
+    # the world's assumptions about answers (see the docstring; agen.sim.model, agen.sim.open_world)
+    trap_share: float = Field(default=0.0, ge=0, le=1)  # share of problems that trap this model
+    trap_p: float = Field(default=0.8, ge=0, le=1)  # on a trap: chance an answer is the shared wrong one
+    difficulty_spread: float = Field(default=0.0, ge=0, le=5)  # logit-scale spread of hidden hardness
+    no_box_p: float = Field(default=0.0, ge=0, le=1)  # a solution with its answer outside any box
+    open_quality_link: float = Field(default=1.0, ge=0, le=1)  # response quality's tie to prompt quality
     # open-ended behaviour (agen.sim.open_world)
     open_skill: float = Field(default=0.6, ge=0, le=1)  # better prompts when proposing, better responses
     judge_noise: float = Field(default=0.8, ge=0)  # std of a judge's score, in points of the 1-10 scale
@@ -83,6 +121,7 @@ class SimModel(_Strict):
     context_window: int = Field(default=32768, ge=1)
     default_max_tokens: int = Field(default=4096, ge=1)  # OpenAI requests that omit max_tokens
     faults: Faults = Faults()
+    quirks: Quirks = Quirks()
 
 
 class SimConfig(_Strict):

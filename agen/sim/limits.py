@@ -1,9 +1,12 @@
-"""Rate limits as the sim enforces them: one token bucket per (model, requests|tokens).
+"""Rate limits as the sim enforces them: one limiter per (model, requests|tokens).
 
-A bucket holds at most `limit` units (a full minute's worth) and refills continuously at
-`limit / 60` per second, which is how OpenAI describes its limiter. A request is admitted if the
-bucket holds its cost (1 request; prompt tokens + n * max_tokens), otherwise it gets a 429 whose
-retry-after is when the bucket will hold the cost. Rejections consume nothing.
+`TokenBucket` (the default, `quirks.window: steady`) holds at most `limit` units (a full
+minute's worth) and refills continuously at `limit / 60` per second, which is how OpenAI
+describes its limiter. `FixedWindow` (`window: fixed`) is how many proxies (LiteLLM, nginx
+counters) do it instead: a counter that resets to zero at every multiple of `window_s` on the
+server's clock, whatever was used before. A request is admitted if the limiter holds its cost
+(1 request; prompt tokens + n * max_tokens, or just the prompt when the server charges real
+usage afterwards); otherwise it gets a 429 whose retry-after is when the cost will fit.
 """
 
 from __future__ import annotations
@@ -51,6 +54,52 @@ class TokenBucket:
         return (self.limit - self.level) / self.rate
 
 
+class FixedWindow:
+    """A per-minute `limit` enforced as `limit * window_s / 60` units per window of `window_s`
+    seconds, windows starting at multiples of `window_s` on `now`'s clock (60 s: clock minutes).
+
+    `level` may go negative: a server that charges real usage after the answer, or counts the
+    requests it rejected (LiteLLM), reports a negative remaining, as such proxies do.
+    """
+
+    __slots__ = ("limit", "capacity", "window_s", "level", "window")
+
+    def __init__(self, limit: float, now: float, window_s: float = 60.0) -> None:
+        self.limit = float(limit)
+        self.capacity = self.limit * window_s / 60.0
+        self.window_s = window_s
+        self.level = self.capacity
+        self.window = math.floor(now / window_s)
+
+    def _roll(self, now: float) -> None:
+        w = math.floor(now / self.window_s)
+        if w != self.window:
+            self.window, self.level = w, self.capacity
+
+    def wait_for(self, cost: float, now: float) -> float:
+        self._roll(now)
+        if cost <= self.level:
+            return 0.0
+        if cost > self.capacity:
+            return math.inf
+        return self.reset_s(now)
+
+    def take(self, cost: float) -> None:
+        self.level -= cost
+
+    def remaining(self, now: float) -> int:
+        self._roll(now)
+        return math.floor(self.level)
+
+    def reset_s(self, now: float) -> float:
+        """Seconds until the current window ends."""
+        self._roll(now)
+        return (self.window + 1) * self.window_s - now
+
+
+Limiter = TokenBucket | FixedWindow
+
+
 def duration(seconds: float) -> str:
     """OpenAI's reset-duration style: `12ms`, `1s`, `1.5s`, `6m0s`, `1m30.5s`."""
     if seconds < 1.0:
@@ -67,7 +116,18 @@ def rfc3339(epoch_s: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(epoch_s)))
 
 
-def openai_headers(req: TokenBucket | None, tok: TokenBucket | None, now: float) -> dict[str, str]:
+def litellm_headers(req: Limiter | None, tok: Limiter | None, now: float) -> dict[str, str]:
+    """A LiteLLM-style proxy: limit and remaining (which may be negative), no reset header."""
+    out: dict[str, str] = {}
+    for kind, lim in (("requests", req), ("tokens", tok)):
+        if lim is not None:
+            lim.remaining(now)  # refill / roll the window first
+            out[f"x-ratelimit-limit-{kind}"] = str(int(lim.limit))
+            out[f"x-ratelimit-remaining-{kind}"] = str(math.floor(lim.level))
+    return out
+
+
+def openai_headers(req: Limiter | None, tok: Limiter | None, now: float) -> dict[str, str]:
     out: dict[str, str] = {}
     if req is not None:
         out["x-ratelimit-limit-requests"] = str(int(req.limit))
@@ -80,7 +140,7 @@ def openai_headers(req: TokenBucket | None, tok: TokenBucket | None, now: float)
     return out
 
 
-def anthropic_headers(req: TokenBucket | None, tok: TokenBucket | None, now: float) -> dict[str, str]:
+def anthropic_headers(req: Limiter | None, tok: Limiter | None, now: float) -> dict[str, str]:
     out: dict[str, str] = {}
     wall = time.time()
     if req is not None:

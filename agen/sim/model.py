@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import random
 import re
+from statistics import NormalDist
 
 from agen.gen.category_parse import CATEGORIES
-from agen.sim import open_world
+from agen.sim import choice_world, code_world, latex_world, open_world
 from agen.sim.config import SimModel
 from agen.sim.world import (
     MAX_STEPS,
@@ -25,13 +27,16 @@ from agen.sim.world import (
     problem_steps,
 )
 
-__all__ = ["count_tokens", "generate", "prompt_digest", "sample_rng", "sample_seed", "truncate_tokens"]
+__all__ = ["count_tokens", "generate", "hardness", "is_trap", "prompt_digest", "sample_rng", "sample_seed",
+           "solve_p", "trap_draw", "truncate_tokens"]
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _SEED_LINE = re.compile(r"^Seed Question \d+:\s*(.+)$", re.M)
 _PROBLEM_LINE = re.compile(r"^Problem:[ \t]*$", re.M)
 _SENTENCE_END = re.compile(r"[.?!](?:\s|$)")
 WRONG_WEIGHTS = (0.60, 0.25, 0.15)  # how wrong answers spread over plausible_wrong()'s values
+_NORMAL = NormalDist()
+_MASK64 = (1 << 64) - 1
 
 
 @functools.lru_cache(maxsize=8192)
@@ -80,23 +85,74 @@ def _pick_wrong(u: float, question: str) -> str:
     return wrong[-1]
 
 
-def solve(question: str, seed: int, cfg: SimModel) -> str:
-    """A short solution ending in \\boxed{...}: right with p = solve_correct_p ** (steps / 3).
+def _uniform(text: str, person: bytes) -> float:
+    d = hashlib.blake2b(text.encode(), digest_size=8, person=person).digest()
+    return int.from_bytes(d, "little") / 2.0**64
 
-    The two uniform draws come straight from the 64-bit sample seed (no RNG object: this is
-    the hot path of voting), and the text is cached per (question, answer).
+
+@functools.lru_cache(maxsize=32768)
+def trap_draw(question: str) -> float:
+    """The problem's hidden trap draw in [0, 1): it traps every model with trap_share above it."""
+    return _uniform(question.strip(), b"agen-trap")
+
+
+@functools.lru_cache(maxsize=32768)
+def hardness(question: str) -> float:
+    """The problem's hidden hardness z ~ N(0, 1), the same for every model."""
+    return _NORMAL.inv_cdf(min(max(_uniform(question.strip(), b"agen-hard"), 1e-12), 1 - 1e-12))
+
+
+def is_trap(question: str, cfg: SimModel) -> bool:
+    return cfg.trap_share > 0 and trap_draw(question) < cfg.trap_share
+
+
+def solve_p(question: str, steps: int, cfg: SimModel) -> float:
+    """A solver's chance of the right answer: solve_correct_p ** (steps / 3), shifted by hardness."""
+    p = cfg.solve_correct_p ** (steps / 3)
+    if cfg.difficulty_spread and 0.0 < p < 1.0:
+        logit = math.log(p / (1.0 - p)) - cfg.difficulty_spread * hardness(question)
+        p = 1.0 / (1.0 + math.exp(-logit))
+    return p
+
+
+def _more_uniforms(seed: int) -> tuple[float, float]:
+    """Two more draws from a sample seed (splitmix64), for traps and missing boxes."""
+    z = (seed + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    z ^= z >> 31
+    return (z & 0xFFFFFFFF) / 4294967296.0, (z >> 32) / 4294967296.0
+
+
+def solve(question: str, seed: int, cfg: SimModel) -> str:
+    """A short solution ending in \\boxed{...}: right with `solve_p`; on a trap problem, the shared
+    wrong answer with probability trap_p; sometimes (no_box_p) with its answer in words only.
+
+    The uniform draws come straight from the 64-bit sample seed (no RNG object: this is the hot
+    path of voting), and the text is cached per (question, answer).
     """
     u1 = (seed & 0xFFFFFFFF) / 4294967296.0
     u2 = (seed >> 32) / 4294967296.0
+    u3, u4 = _more_uniforms(seed) if (cfg.trap_share or cfg.no_box_p) else (1.0, 1.0)
     if cfg.pathological_answer_p and ((seed * 0x9E3779B97F4A7C15) >> 40 & 0xFFFFFF) / 16777216.0 < cfg.pathological_answer_p:
         return solution_text(question, PATHOLOGICAL_ANSWER)
     prob = parse_problem(question)
     if prob is None:
         answer = _pick_wrong(u2, question)
+    elif u3 < cfg.trap_p and is_trap(question, cfg):
+        answer = plausible_wrong(question)[0]
     else:
-        p = cfg.solve_correct_p ** (prob.steps / 3)
-        answer = str(prob.evaluate()) if u1 < p else _pick_wrong(u2, question)
+        answer = str(prob.evaluate()) if u1 < solve_p(question, prob.steps, cfg) else _pick_wrong(u2, question)
+    if u4 < cfg.no_box_p:
+        return unboxed_solution_text(question, answer)
     return solution_text(question, answer)
+
+
+@functools.lru_cache(maxsize=8192)
+def unboxed_solution_text(question: str, answer: str) -> str:
+    """The same solution with its answer stated in words, no box (a sloppy or chatty solver)."""
+    lines = explain(question, answer)
+    return "Let's solve this step by step.\n" + "\n".join(lines) + f"\nSo the answer is {answer}."
 
 
 @functools.lru_cache(maxsize=32768)
@@ -140,7 +196,9 @@ def propose(prompt: str, rng: random.Random, cfg: SimModel) -> str:
     steps = target_steps(prompt, rng, cfg)
     n_seeds = len(_SEED_LINE.findall(prompt))
     question, answer = generate_problem(rng, steps)
-    if rng.random() < propose_wrong_p(cfg, steps):
+    if is_trap(question, cfg) and rng.random() < cfg.trap_p:
+        answer = plausible_wrong(question)[0]  # the mistake its solvers will share
+    elif rng.random() < propose_wrong_p(cfg, steps):
         answer = _pick_wrong(rng.random(), question)
     cot = (f"Analysis: the {n_seeds or 'given'} seed questions are multi-step arithmetic word problems; "
            f"each needs a few careful operations on one quantity.\n"
@@ -246,8 +304,29 @@ def open_request(cfg: SimModel, last_user: str, seed: int) -> str | None:
     return None
 
 
+def domain_request(cfg: SimModel, last_user: str, seed: int) -> str | None:
+    """A propose or solve request of the multiple-choice, code or MATH-style (LaTeX) world."""
+    if choice_world.is_propose(last_user):
+        return choice_world.propose(random.Random(seed), cfg)
+    if choice_world.is_solve(last_user):
+        return choice_world.solve(choice_world.question_of(last_user), seed, cfg)
+    if code_world.is_propose(last_user):
+        return code_world.propose(random.Random(seed), cfg)
+    if code_world.is_solve(last_user):
+        return code_world.solve(code_world.question_of(last_user), seed, cfg)
+    if "[New Question Begin]" in last_user and latex_world.is_latex_prompt(last_user):
+        return latex_world.propose(random.Random(seed), cfg)
+    problem = problem_of(last_user)
+    if problem is not None and "\\" in problem:
+        return latex_world.solve(problem, seed, cfg)
+    return None
+
+
 def generate(cfg: SimModel, prompt: str, last_user: str, seed: int) -> str:
     """The text of one sample (`seed` from `sample_seed`), dispatched on the last user message."""
+    domain = domain_request(cfg, last_user, seed)
+    if domain is not None:
+        return domain
     if "[New Question Begin]" in last_user:
         return propose(prompt, random.Random(seed), cfg)
     if "[" in last_user:

@@ -14,8 +14,10 @@ the server needs no memory and tests can score what any client kept:
   constraint template present (matched by regex, so any slot value counts) + a bonus for a
   specific task phrase − a penalty for a vague phrasing, clamped to [0, 1].
 * A **response** to a prompt of quality q has a target quality r = 0.1 + 0.85 q + skill shift +
-  noise, the noise wider for bad prompts (RIP's premise: bad prompts get erratic answers). It is
-  written as points, `round(r x n)` of them concrete ("strong" openers) and the rest filler;
+  noise, the noise wider for bad prompts (RIP's premise: bad prompts get erratic answers; with
+  `open_quality_link` < 1 q is first pulled towards a typical 0.5, and at 0 the response ignores
+  the prompt's quality). It is written as points, `round(r x n)` of them concrete ("strong"
+  openers) and the rest filler;
   more points for higher r, so good responses are longer. `response_quality(text)` reads the
   points back: strong share x sqrt(min(1, points / 5)).
 * A **judge** scores round(1 + 9 x response_quality + N(0, judge_noise)) in 1..10, and sometimes
@@ -307,6 +309,7 @@ _STRONG_BODY = (
 WEAK = ("It depends on many factors.", "There are various things to consider.", "This is a complex topic.",
         "Everyone has a different opinion.", "It is generally a good idea to think about it.")
 _POINT = re.compile(r"^- (.*)$", re.M)
+TYPICAL_QUALITY = 0.5  # what a response tracks instead of its prompt's quality when open_quality_link < 1
 
 
 def _keywords(prompt: str) -> list[str]:
@@ -319,6 +322,7 @@ def respond(prompt: str, seed: int, cfg: SimModel) -> str:
     rng = random.Random(seed)
     q = prompt_quality(prompt)
     q = 0.5 if q is None else q
+    q = cfg.open_quality_link * q + (1.0 - cfg.open_quality_link) * TYPICAL_QUALITY  # see SimModel
     sigma = 0.05 + 0.30 * (1.0 - q)
     r = 0.1 + 0.85 * q + 0.3 * (cfg.open_skill - 0.6) + rng.gauss(0.0, sigma)
     r = min(1.0, max(0.0, r))

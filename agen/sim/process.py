@@ -2,18 +2,57 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from agen.errors import SimStartError
 from agen.sim.server import LISTENING
 
-__all__ = ["SimProcess"]
+__all__ = ["SimProcess", "die_with_parent"]
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent_pid: int, every_s: float = 0.5, pdeathsig: bool = True) -> None:
+    """In the child: end (SIGTERM, so the server closes cleanly) when `parent_pid` is gone.
+
+    Linux delivers the signal itself once asked with prctl(PR_SET_PDEATHSIG) — even after a
+    `kill -9` of the parent; a daemon thread watching getppid() covers other systems, and the
+    case where the parent died before prctl was called. (PR_SET_PDEATHSIG fires when the parent
+    *thread* ends, so a parent starting the child off its main thread asks for the watch alone.)"""
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 class SimProcess:
@@ -22,7 +61,9 @@ class SimProcess:
     `.base_url` is `http://HOST:PORT` (OpenAI clients use `base_url + "/v1"`).
 
     The child runs in its own session, so a Ctrl-C at the terminal reaches only the parent (which
-    drains its in-flight requests against a sim that is still up); `stop()` ends the child. Its
+    drains its in-flight requests against a sim that is still up); `stop()` ends the child, and so
+    does the parent's death, however it dies (`die_with_parent`). A busy fixed port or a child that
+    exits before listening raises SimStartError with a one-line cause. Its
     stdout and stderr go to an unlinked temp file, never to a pipe nobody reads, so a chatty child
     cannot block; the file is read (without moving the child's offset) for the listening line and
     for the error of a child that failed to start.
@@ -47,7 +88,14 @@ class SimProcess:
         return os.pread(self._out.fileno(), 1 << 20, 0).decode(errors="replace")
 
     def start(self) -> SimProcess:
-        cmd = [sys.executable, "-m", "agen.sim", "--host", self.host, "--port", str(self.port)]
+        if self.port and not _port_free(self.host, self.port):
+            raise SimStartError(f"simulator.port {self.port} on {self.host} is in use (an agen sim left over "
+                                f"from an earlier run, or another server): stop it, or choose another port "
+                                f"(0 picks a free one)")
+        cmd = [sys.executable, "-m", "agen.sim", "--host", self.host, "--port", str(self.port),
+               "--parent-pid", str(os.getpid())]
+        if threading.current_thread() is not threading.main_thread():
+            cmd.append("--no-pdeathsig")
         if self.config is not None:
             cmd += ["--config", self.config]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -62,9 +110,10 @@ class SimProcess:
                         self.base_url = line.split()[1]
                         return self
                 if self._proc.poll() is not None:
-                    raise RuntimeError(f"agen sim exited before listening: {self._output().strip()[-2000:]}")
+                    lines = [ln for ln in self._output().strip().splitlines() if ln.strip()]
+                    raise SimStartError(f"agen sim exited before listening: {lines[-1] if lines else '(no output)'}")
                 if time.monotonic() >= deadline:
-                    raise RuntimeError(f"agen sim did not start within {self.startup_timeout_s}s")
+                    raise SimStartError(f"agen sim did not start within {self.startup_timeout_s}s")
                 time.sleep(0.01)
         except BaseException:
             self.stop()

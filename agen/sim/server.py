@@ -3,8 +3,8 @@
 Routes (base URL `http://HOST:PORT`; OpenAI SDKs use `base_url + "/v1"`, Anthropic SDKs the bare
 base URL):
 
-    POST /v1/chat/completions   OpenAI chat completions (n, seed, max_tokens; stream=false only)
-    POST /v1/messages           Anthropic Messages (system, max_tokens required, anthropic-version)
+    POST /v1/chat/completions   OpenAI chat completions (n, seed, max_tokens, stream: SSE)
+    POST /v1/messages           Anthropic Messages (system, max_tokens required, anthropic-version, stream)
     POST /pooling               vLLM's Pooling API as served for reward models: one scalar per input
     GET  /v1/models             OpenAI model list
     GET  /sim/stats             per-model requests, status counts, billed usage (what responses said)
@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from agen.sim import limits, wire
+from agen.sim import limits, sse, wire
 from agen.sim.config import SimConfig, SimModel, load_sim_config, parse_sim_config
 from agen.sim.model import TOKEN_RE, count_tokens, generate, prompt_digest, sample_seed, truncate_tokens
 from agen.sim.open_world import reward_value
@@ -86,14 +86,26 @@ class ModelState:
 
     def __init__(self, cfg: SimModel, now: float) -> None:
         self.cfg = cfg
-        self.req_bucket = limits.TokenBucket(cfg.rpm, now) if cfg.rpm else None
-        self.tok_bucket = limits.TokenBucket(cfg.tpm, now) if cfg.tpm else None
+        q = cfg.quirks
+
+        def limiter(limit: float | None) -> limits.Limiter | None:
+            if not limit:
+                return None
+            if q.window == "fixed":
+                return limits.FixedWindow(limit, now, q.window_s)
+            return limits.TokenBucket(limit, now)
+
+        self.req_bucket = limiter(cfg.rpm)
+        self.tok_bucket = limiter(cfg.tpm)
         self.calls = 0
         self.cache: dict[bytes, float] = {}  # prefix hash -> expiry (monotonic)
 
     def rl_headers(self, fmt: wire.Wire, now: float) -> dict[str, str]:
-        if self.req_bucket is None and self.tok_bucket is None:
+        style = self.cfg.quirks.headers
+        if (self.req_bucket is None and self.tok_bucket is None) or style == "none":
             return {}
+        if style == "litellm":
+            return limits.litellm_headers(self.req_bucket, self.tok_bucket, now)
         if fmt == "openai":
             return limits.openai_headers(self.req_bucket, self.tok_bucket, now)
         return limits.anthropic_headers(self.req_bucket, self.tok_bucket, now)
@@ -237,6 +249,15 @@ class Handlers:
         return web.Response(body=orjson.dumps({"ok": True, "queued": len(self.st.scripts[model])}), content_type=JSON)
 
     async def models(self, request: web.Request) -> web.Response:
+        """GET /v1/models; like the real APIs it wants the key (either wire's header)."""
+        key = self.st.cfg.require_api_key
+        if key is not None:
+            auth = request.headers.get("Authorization", "")
+            if (auth[7:] if auth.startswith("Bearer ") else request.headers.get("x-api-key", "")) != key:
+                fmt: wire.Wire = "anthropic" if "anthropic-version" in request.headers else "openai"
+                status, body = wire.error(fmt, "auth", "Incorrect API key provided." if fmt == "openai"
+                                          else "invalid x-api-key", "req_" + self.st.next_id())
+                return web.Response(status=status, body=orjson.dumps(body), content_type=JSON)
         created = 1_700_000_000
         data = [{"id": name, "object": "model", "created": created, "owned_by": "agen-sim"} for name in self.st.models]
         return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON,
@@ -257,7 +278,7 @@ class Handlers:
         st = self.st
         rid = "req_" + st.next_id()
         id_header = "x-request-id" if fmt == "openai" else "request-id"
-        box: list[Any] = ["_unknown", None]  # model name, usage to bill
+        box: list[Any] = ["_unknown", None, None]  # model name, usage to bill, stream options (None: no stream)
         status = 499  # client closed the connection before we answered
         try:
             try:
@@ -272,6 +293,8 @@ class Handlers:
             if ms is not None and (ms.req_bucket is not None or ms.tok_bucket is not None):
                 headers = {**ms.rl_headers(fmt, time.monotonic()), **headers}  # limits on every response
             headers[id_header] = rid
+            if status == 200 and box[2] is not None and isinstance(body, dict):
+                return await sse.stream(request, fmt, body, headers, box[2])
             if not isinstance(body, bytes):
                 body = orjson.dumps(body)
             return web.Response(status=status, body=body, headers=headers, content_type=JSON)
@@ -351,8 +374,6 @@ class Handlers:
                 prompt, pairs = _pooling_inputs(data)
                 max_tokens, n = 1, 1
             elif fmt == "openai":
-                if data.get("stream"):
-                    raise ValueError("stream=true is not supported by the simulator")
                 max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
                 if max_tokens is None:
                     max_tokens = ms.cfg.default_max_tokens
@@ -371,6 +392,9 @@ class Handlers:
             seed = data.get("seed")
             if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
                 raise ValueError("seed must be an integer")
+            if not pooling and data.get("stream"):
+                opts = data.get("stream_options") or {}
+                box[2] = {"include_usage": bool(isinstance(opts, dict) and opts.get("include_usage"))}
         except ValueError as exc:
             raise _Reply(*wire.error(fmt, "bad_request", str(exc), rid), rl) from None
         window = ms.cfg.context_window
@@ -380,6 +404,13 @@ class Handlers:
                    else f"prompt is too long: {prompt.tokens} tokens > {window} maximum")
             raise _Reply(*wire.error(fmt, "context_length", msg, rid, param="messages"), rl)
 
+        quirks = ms.cfg.quirks
+        if quirks.ignore_n:
+            n = 1
+        if quirks.ignore_seed:
+            seed = None
+        usage_charged = quirks.charges == "usage" and not pooling
+
         # quota, then rate limits
         faults = ms.cfg.faults
         ms.calls += 1
@@ -387,14 +418,16 @@ class Handlers:
             msg = wire.QUOTA_OPENAI if fmt == "openai" else wire.QUOTA_ANTHROPIC
             raise _Reply(*wire.error(fmt, "quota", msg, rid), rl)
         if ms.req_bucket is not None or ms.tok_bucket is not None:
-            cost = prompt.tokens + (0 if pooling else n * max_tokens)
+            cost = prompt.tokens + (0 if pooling or usage_charged else n * max_tokens)
             wait_r = ms.req_bucket.wait_for(1, now) if ms.req_bucket else 0.0
             wait_t = ms.tok_bucket.wait_for(cost, now) if ms.tok_bucket else 0.0
             if wait_r > 0 or wait_t > 0:
+                if quirks.headers == "litellm" and ms.req_bucket is not None:
+                    ms.req_bucket.take(1)  # LiteLLM counts the requests it rejects: remaining goes negative
                 raise _Reply(*self._rate_limited(fmt, ms, rid, model, wait_r, wait_t, cost, now))
             if ms.req_bucket:
                 ms.req_bucket.take(1)
-            if ms.tok_bucket:
+            if ms.tok_bucket and not usage_charged:
                 ms.tok_bucket.take(cost)
             rl = ms.rl_headers(fmt, now)
 
@@ -448,6 +481,10 @@ class Handlers:
             delay += lat.per_output_token_ms * max(count_tokens(t) for t in texts)
             await asyncio.sleep(delay / 1000.0)
         cached, cacheable = _cache_lookup(st, ms, prompt, now)
+        if usage_charged and ms.tok_bucket is not None:
+            # charged after the answer, for what it really used; headers say so at response time
+            ms.tok_bucket.take(prompt.tokens + out_tokens)
+            rl = ms.rl_headers(fmt, time.monotonic())
         created = int(time.time())
         if malformed:
             return 200, self._malformed(fmt, rid, model, texts, created), rl
@@ -524,9 +561,13 @@ class Handlers:
         if fmt == "anthropic":
             msg = "This request would exceed your organization's rate limit. Please try again later."
         status, body = wire.error(fmt, "rate_tokens" if tokens else "rate_requests", msg, rid)
-        headers["retry-after"] = str(max(1, math.ceil(wait)))
-        if fmt == "openai":
-            headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+        style = ms.cfg.quirks.headers
+        if style == "litellm":
+            headers["llm_provider-retry-after"] = str(max(1, math.ceil(wait)))
+        elif style == "openai":
+            headers["retry-after"] = str(max(1, math.ceil(wait)))
+            if fmt == "openai":
+                headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
         return status, body, headers
 
     def _malformed(self, fmt: wire.Wire, rid: str, model: str, texts: list[str], created: int) -> bytes:

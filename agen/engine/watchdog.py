@@ -1,0 +1,101 @@
+"""The progress watchdog: a stage that cannot reach its target stops the run, saying why.
+
+Two signs of a stage going nowhere, both judged on committed records of *this session* (so a
+resumed run, after its cause was fixed, gets a fresh window):
+
+* the last `window` finished candidates were (`share` of them, at least) rejected for one reason
+  family — every proposal a duplicate, nothing parses, every generation or filter call fails;
+* at the acceptance rate seen so far, the target is out of reach within `max_attempts` even if
+  the rate were twice as good.
+
+Filter verdicts (`vote:*`, `rip:*`) are a rate, not a family: a strict filter is slow, not stuck.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+from agen.config import WatchdogConfig
+
+# family -> (what it means, what to change)
+FAMILIES: dict[str, tuple[str, str]] = {
+    "duplicate": ("every candidate duplicates an earlier one or a seed",
+                  "the model may be ignoring temperature/seed; raise temperature, use more or more varied "
+                  "seeds, or raise dedup.near_threshold"),
+    "parse": ("the model's outputs do not parse",
+              "check that the model follows the template's markers, raise max_tokens if outputs are cut "
+              "off, or use a stronger model"),
+    "generate_failed": ("every generation request fails",
+                        "check the endpoint (base_url), the model name and the key; the errors are in "
+                        "rejected/*.jsonl"),
+    "filter_failed": ("every filter request fails",
+                      "check the filter model's endpoint, model name and key; the errors are in "
+                      "rejected/*.jsonl"),
+}
+RATE_MARGIN = 2.0  # the rate may be this much better than seen before a target counts as out of reach
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Why a stage stopped making progress, in words a user can act on."""
+
+    stage: str
+    cause: str  # a FAMILIES key, or "unreachable"
+    message: str
+
+
+class Watchdog:
+    """Fed every committed record; `observe` returns a Stall once a stage is going nowhere."""
+
+    def __init__(self, cfg: WatchdogConfig) -> None:
+        self.cfg = cfg
+        self._recent: dict[str, deque[str | None]] = {}
+        self._reasons: dict[str, deque[str]] = {}
+        self._session: dict[str, Counter[str]] = {}
+        self._last_error: dict[str, str] = {}
+
+    def observe(self, rec: dict[str, Any]) -> Stall | None:
+        if not self.cfg.enabled:
+            return None
+        stage, reason = rec["stage"], rec["reason"]
+        family = reason.split(":", 1)[0]
+        recent = self._recent.setdefault(stage, deque(maxlen=self.cfg.window))
+        reasons = self._reasons.setdefault(stage, deque(maxlen=self.cfg.window))
+        recent.append(family if family in FAMILIES else None)
+        reasons.append(reason)
+        counts = self._session.setdefault(stage, Counter())
+        counts["finished"] += 1
+        counts["accepted"] += rec["status"] == "accepted"
+        if rec.get("error"):
+            self._last_error[stage] = str(rec["error"])[:300]
+        if len(recent) < self.cfg.window:
+            return None
+        family_counts = Counter(f for f in recent if f is not None)
+        if not family_counts:
+            return None
+        top, n = family_counts.most_common(1)[0]
+        if n < self.cfg.share * len(recent):
+            return None
+        what, advice = FAMILIES[top]
+        common = Counter(r for r in reasons if r.startswith(top)).most_common(1)[0][0]
+        error = f" (last error: {self._last_error[stage]})" if top.endswith("_failed") and stage in self._last_error else ""
+        return Stall(stage, top, f"no progress in {stage}: {n} of the last {len(recent)} candidates ended as "
+                                 f"{top}:* (mostly {common}): {what}{error}. {advice[0].upper()}{advice[1:]}")
+
+    def check_reachable(self, stage: str, accepted: int, target: int, attempts_left: int,
+                        max_attempts: int, max_attempts_key: str) -> Stall | None:
+        """After `window` finished candidates this session: can the rate seen reach the target?
+        `attempts_left` counts the work in flight too (it may still be accepted)."""
+        counts = self._session.get(stage)
+        if not self.cfg.enabled or counts is None or counts["finished"] < self.cfg.window or accepted >= target:
+            return None
+        rate = (counts["accepted"] + 1) / (counts["finished"] + 1)
+        if accepted + attempts_left * min(1.0, rate * RATE_MARGIN) >= target:
+            return None
+        return Stall(stage, "unreachable",
+                     f"no progress in {stage}: {counts['accepted']} of {counts['finished']} candidates accepted "
+                     f"this session; at that rate {target - accepted} more cannot be had in the "
+                     f"{attempts_left} attempts left (in flight included) of {max_attempts_key}={max_attempts}. Raise "
+                     f"{max_attempts_key}, lower the target, or make candidates pass more often")
