@@ -236,8 +236,17 @@ class VoteConfig(_Strict):
     early_stop: bool = True
     max_tokens: int = Field(default=512, ge=16)
     temperature: float = Field(default=0.7, ge=0, le=2)
-    template: str = "verifiable_solve.txt"
+    template: str | None = None  # default: the domain's (`verify`) solve template
     concurrency: int = Field(default=64, ge=1)  # candidates being voted at once
+
+
+class SandboxConfig(_Strict):
+    """Limits of one run of generated code (`verify: code`); see agen/verify/sandbox.py."""
+
+    cpu_s: float = Field(default=2.0, gt=0, le=60)  # CPU seconds (RLIMIT_CPU)
+    wall_s: float = Field(default=5.0, gt=0, le=300)  # then the process group is killed
+    memory_mb: int = Field(default=512, ge=64, le=16384)  # address space (RLIMIT_AS)
+    parallel: int | None = Field(default=None, ge=1)  # sandboxes at once; default: CPU count
 
 
 class Threshold(_Strict):
@@ -326,6 +335,7 @@ class SimulatorConfig(_Strict):
 
 class RunConfig(_Strict):
     task: Literal["verifiable", "open_ended"] = "verifiable"
+    verify: Literal["math", "choice", "code"] = "math"  # verifiable tasks: how answers are checked
     seed: int = 0
     seeds: SeedsConfig
     models: dict[str, ModelConfig]
@@ -339,6 +349,7 @@ class RunConfig(_Strict):
     output: OutputConfig = OutputConfig()
     budget: BudgetConfig = BudgetConfig()
     simulator: SimulatorConfig | None = None
+    sandbox: SandboxConfig = SandboxConfig()  # verify: code
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -364,6 +375,9 @@ class RunConfig(_Strict):
                              "set task: open_ended)")
         if self.task == "open_ended" and self.vote is not None:
             raise ValueError("'vote:' is the verifiable filter; task 'open_ended' uses 'rip:' (remove 'vote:')")
+        if self.task == "open_ended" and self.verify != "math":
+            raise ValueError(f"verify: {self.verify!r} chooses how verifiable answers are checked; task "
+                             f"'open_ended' has none (remove 'verify:' or set task: verifiable)")
         refs = [("propose.model", self.propose.model), ("amplify.model", self.amplify.model)]
         if self.vote is not None:
             refs.append(("vote.model", self.vote.model))
@@ -389,7 +403,11 @@ class RunConfig(_Strict):
     def template(self, stage: StageConfig, part: str = "generate") -> str:
         """The generation (or example) template of a stage, defaulting by task kind."""
         chosen = stage.template if part == "generate" else stage.example_template
-        return chosen or f"{'verifiable' if self.task == 'verifiable' else 'open'}_{part}.txt"
+        if chosen:
+            return chosen
+        if self.task == "open_ended":
+            return f"open_{part}.txt"
+        return f"{self.verify}_generate.txt" if part == "generate" and self.verify != "math" else f"verifiable_{part}.txt"
 
     def fingerprint(self) -> str:
         """Hash of the fields that change what the run writes (see `OUTPUT_FIELDS`)."""
@@ -403,6 +421,7 @@ RESUMABLE_FIELDS = {
     "models.*.headers", "models.*.api_key_env", "models.*.base_url", "models.*.price",
     "propose.workers", "amplify.workers", "vote.concurrency", "rip.concurrency", "propose.target", "amplify.target",
     "propose.max_attempts", "amplify.max_attempts", "budget", "output.dir", "simulator", "watchdog",
+    "sandbox.parallel",
     "log_level",
 }
 
@@ -512,8 +531,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
 def load_prices(path: Path | None = None) -> dict[str, Price]:
     """The dated price table shipped in configs/prices.yaml, keyed by wire model id."""
     p = path or CONFIGS_DIR / "prices.yaml"
-    raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    return {name: Price.model_validate(v) for name, v in raw["models"].items()}
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return {name: Price.model_validate(v) for name, v in raw["models"].items()}
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the price table: {exc.strerror}") from None
+    except (yaml.YAMLError, ValidationError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{p}: not a valid price table ({type(exc).__name__})") from None
 
 
 def price_for(name: str, cfg: ModelConfig, table: dict[str, Price]) -> Price:

@@ -11,6 +11,8 @@ LAYERS = {
     "agen.types": 0, "agen.errors": 0, "agen.seeding": 0, "agen.config": 1, "agen.cost": 2,
     "agen.gen.parse": 2, "agen.gen.answers": 2, "agen.gen.vote": 3, "agen.gen.dedup": 2,
     "agen.gen.rip_metrics": 3, "agen.gen.category_parse": 2, "agen.gen.judge": 2,
+    # verifiable domains: how answers are read and checked (code runs in a sandboxed child process)
+    "agen.verify": 3,
     # mechanisms: endpoints at their limits, durable output, the simulated provider
     "agen.providers": 4, "agen.run": 4, "agen.sim": 4,
     # stages: prompts and filters

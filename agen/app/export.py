@@ -4,7 +4,7 @@
 solution (ending in `\\boxed{answer}`; a bare `\\boxed{answer}` for records made before solutions
 were kept), or an open-ended prompt with its best-rewarded response.
 `rl`: verifiable problems for RL with a verifier (question, answer, pass rate over the samples
-drawn, K, domain, stage), as GRPO-style training wants them.
+drawn, K, domain, stage; code adds its `tests`), as GRPO-style training wants them.
 `dpo`: RIP's by-product — for each accepted open-ended prompt, its best- and worst-rewarded
 responses as a chosen/rejected pair (prompt, chosen, rejected), as the RIP paper does.
 
@@ -71,14 +71,20 @@ def _row(r: dict[str, Any], fmt: str) -> dict[str, Any] | None:
             response = _best(rip)
         else:
             solutions = (vote or {}).get("solutions") or []
-            response = solutions[0] if solutions else (f"\\boxed{{{r['answer']}}}" if r.get("answer") else None)
+            if solutions or not r.get("answer"):
+                response = solutions[0] if solutions else None
+            else:  # code's answer is its reference solution, not a boxed value
+                response = r["answer"] if r.get("domain") == "code" else f"\\boxed{{{r['answer']}}}"
         return None if response is None else {"id": r["id"], "prompt": r["question"], "response": response}
     if vote is None:  # rl: verifiable problems only
         return None
-    return {"id": r["id"], "question": r["question"], "answer": r["answer"],
-            "pass_rate": vote.get("pass_rate", vote["agree"] / vote["samples"] if vote.get("samples") else None),
-            "k": vote["k"], "samples": vote["samples"], "domain": r.get("category") or "math",
-            "stage": r["stage"]}
+    row = {"id": r["id"], "question": r["question"], "answer": r["answer"],
+           "pass_rate": vote.get("pass_rate", vote["agree"] / vote["samples"] if vote.get("samples") else None),
+           "k": vote["k"], "samples": vote["samples"], "domain": r.get("domain") or "math",
+           "stage": r["stage"]}
+    if r.get("tests"):  # code: what a trainer's verifier runs the policy's solutions against
+        row["tests"] = r["tests"]
+    return row
 
 
 def export_rows(run_dir: Path, fmt: str, pass_range: PassRange = PassRange()) -> Iterator[dict[str, Any]]:

@@ -29,7 +29,7 @@ from agen.app.summary import render_summary
 from agen.config import Price, RunConfig, load_prices, price_for
 from agen.cost import CostBook
 from agen.engine.pipeline import Pipeline
-from agen.errors import ConfigError, SimStartError, StorageError
+from agen.errors import ConfigError, EndpointUnreachableError, SimStartError, StorageError
 from agen.filters import Call, CandidateFilter
 from agen.filters.answer_consistency import AnswerConsistency
 from agen.filters.rip import RipFilter
@@ -40,6 +40,7 @@ from agen.run.ledger import PreviousSessions, costs_from_ledger
 from agen.run.restore import Restored, restore
 from agen.run.rundir import RunDir, open_run_dir
 from agen.types import Example
+from agen.verify import make_verifier
 
 log = structlog.get_logger("agen.app.runner")
 
@@ -101,7 +102,7 @@ def seeds_digest(seeds: list[Example]) -> str:
 def make_filter(cfg: RunConfig, providers: Providers, call: Call, run_dir: RunDir) -> CandidateFilter:
     """Answer-Consistency for verifiable tasks, RIP for open-ended ones."""
     if cfg.task == "verifiable" and cfg.vote is not None:
-        return AnswerConsistency(cfg.vote, providers[cfg.vote.model], call)
+        return AnswerConsistency(cfg.vote, providers[cfg.vote.model], call, make_verifier(cfg))
     if cfg.task == "open_ended" and cfg.rip is not None:
         return RipFilter(cfg.rip, providers[cfg.rip.model], providers[cfg.rip.judge_model], call,
                          run_dir.root / "rip_thresholds.json")
@@ -122,7 +123,7 @@ def preflight(cfg: RunConfig, config_dir: Path | None = None) -> tuple[list[Exam
         check_template(cfg.template(stage, "example"), {"index", "question"}, {"question": q})
         generation_prompt(cfg.template(stage), cfg.template(stage, "example"), seeds[: stage.shots])
     if cfg.vote is not None:
-        check_template(cfg.vote.template, {"question"}, {"question": q})
+        check_template(make_verifier(cfg).solve_template, {"question"}, {"question": q})
     if cfg.rip is not None:
         check_template(cfg.rip.respond_template, {"prompt"}, {"prompt": q})
         if cfg.rip.judge_kind == "llm":
@@ -252,6 +253,9 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
     if error is not None:
         return Outcome(EXIT_STORAGE, f"storage error: {error}. Free space or fix the path, then "
                                      f"`agen resume {run_dir.root}`", snap)
+    if isinstance(pipeline.fatal, EndpointUnreachableError):
+        return Outcome(EXIT_UNREACHABLE, f"stopped: endpoint unreachable: {pipeline.fatal}. Fix base_url or "
+                                         f"start the server, then `agen resume {run_dir.root}`", snap)
     if pipeline.fatal is not None:
         code = getattr(pipeline.fatal, "exit_code", EXIT_PROVIDER)  # EndpointUnreachableError: 6
         return Outcome(code, f"stopped: {pipeline.fatal}. Fix the cause, then "

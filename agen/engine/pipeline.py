@@ -40,7 +40,7 @@ from agen.engine.workers import WorkerContext, filter_worker, generate_worker
 from agen.errors import FatalRunError, Stopped, StorageError, TaskFailedError
 from agen.filters import Call, CandidateFilter
 from agen.gen.dedup import Deduper
-from agen.gen.parse import Candidate, parse_generation, parse_open_generation
+from agen.gen.parse import Candidate, parse_open_generation
 from agen.providers import Providers
 from agen.run.journal import Journal, base_task
 from agen.run.ledger import PreviousSessions
@@ -48,6 +48,7 @@ from agen.run.restore import Restored
 from agen.run.rundir import RunDir
 from agen.run.sink import Sink
 from agen.types import CallRecord, Example, ScoreRequest
+from agen.verify import make_verifier
 
 log = structlog.get_logger("agen.engine.pipeline")
 
@@ -97,7 +98,7 @@ class Pipeline:
         self._propose_done = asyncio.Event()
         self._work: asyncio.Task[None] | None = None
         self.accepted_this_session = 0
-        self.parse = parse_generation if cfg.task == "verifiable" else parse_open_generation
+        self.parse = make_verifier(cfg).parse if cfg.task == "verifiable" else parse_open_generation
         self.filter = make_filter(self._call)
         self.workers = WorkerContext(cfg, providers, self.counts, self.dedup, self.parse, self.filter,
                                      self._call, self._finish, self._fatal)

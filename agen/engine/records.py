@@ -8,6 +8,7 @@ from typing import Any
 from agen.config import RunConfig
 from agen.engine.tasks import GenTask
 from agen.gen.parse import Candidate
+from agen.verify import domain_fields
 
 
 def build_record(cfg: RunConfig, session: int, task: GenTask, cand: Candidate | None, status: str,
@@ -21,6 +22,8 @@ def build_record(cfg: RunConfig, session: int, task: GenTask, cand: Candidate | 
     }
     if cfg.task == "open_ended":
         rec["category"] = task.examples[0].category if task.examples else None
+    else:
+        rec.update(domain_fields(cfg.verify, cand.question if cand else None))
     rec.update(extra)
     rec["cost_usd"] = round(cost_usd, 8)
     return rec

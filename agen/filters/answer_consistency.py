@@ -19,12 +19,14 @@ from typing import Any
 from agen.config import VoteConfig
 from agen.filters import Call, FilterTask, Verdict, gather_settled
 from agen.filters.equivalence_pool import EquivalencePool, VoteFeed
-from agen.gen.parse import extract_boxed, solution_answer
+from agen.gen.parse import extract_boxed
 from agen.gen.prompts import solve_prompt
 from agen.gen.vote import Tally
 from agen.providers.client import ModelClient
 from agen.seeding import stable_int
 from agen.types import ChatRequest
+from agen.verify import InlineFeed, Verifier
+from agen.verify.math import MathVerifier
 
 MAX_SOLUTIONS = 3
 MAX_SOLUTION_CHARS = 8000
@@ -48,11 +50,13 @@ def keep_solutions(agreeing: list[str]) -> list[str]:
 
 
 class AnswerConsistency:
-    def __init__(self, cfg: VoteConfig, client: ModelClient, call: Call) -> None:
+    def __init__(self, cfg: VoteConfig, client: ModelClient, call: Call, verifier: Verifier | None = None) -> None:
         self.cfg = cfg
         self.client = client
         self.call = call
         self.model = cfg.model
+        # The domain (agen.verify): what a sample says, which votes agree. Default: math.
+        self.verifier = verifier if verifier is not None else MathVerifier(cfg.template)
         self.equivalence = EquivalencePool()  # no process starts until an answer needs one
 
     def min_in_flight(self, stage: str) -> int:
@@ -68,9 +72,19 @@ class AnswerConsistency:
         await self.equivalence.aclose()
 
     async def judge(self, task: FilterTask) -> Verdict:
-        vc = self.cfg
-        feed = VoteFeed(Tally(task.answer or "", vc.k, vc.min_share), task.answer or "", self.equivalence)
-        prompt = solve_prompt(vc.template, task.question)
+        vc, vf = self.cfg, self.verifier
+        rejected = await vf.check_candidate(task.question, task.answer)
+        if rejected is not None:  # e.g. code whose own reference solution fails: no vote is paid for
+            return Verdict(False, f"vote:{rejected}", {"vote": {
+                "model": vc.model, "k": vc.k, "samples": 0, "agree": 0, "majority_answer": None,
+                "majority_share": 0.0, "early_stopped": True, "votes": [], "pass_rate": 0.0,
+                "answered": 0, "truncated": 0, "solutions": []}})
+        tally = Tally(task.answer or "", vc.k, vf.min_share(vc.min_share),
+                      classes=vf.classes(task.question, task.answer or ""))
+        # math answers may need math-verify: off the loop; other domains' votes are a dict lookup
+        feed = (VoteFeed(tally, task.answer or "", self.equivalence) if vf.pooled_equivalence
+                else InlineFeed(tally))
+        prompt = solve_prompt(vf.solve_template, task.question)
         base_seed = stable_int(f"{task.key}/vote")
         offset = answered = 0
         agreeing: list[str] = []
@@ -80,17 +94,22 @@ class AnswerConsistency:
             want = max(1, min(want, vc.k - offset))
             reqs = self._requests(prompt, base_seed, offset, want, stage, task.id)
             outs = await gather_settled(*(self.call(self.client, r) for r in reqs))
+            texts = []
             for out in outs:
                 for i, text in enumerate(out.texts):
                     if out.truncated(i):
                         feed.tally.add_truncated()
-                        continue
-                    answer = solution_answer(text)
-                    if await feed.add(answer):
-                        agreeing.append(text)
-                    answered += answer is not None
+                    else:
+                        texts.append(text)
+            for text, vote in zip(texts, await vf.votes(task.question, texts), strict=True):
+                if await feed.add(vote):
+                    agreeing.append(text)
+                answered += vote is not None
             offset += want
         samples = decision.samples
+        accepted, reason = decision.accepted, decision.reason
+        if accepted and vf.split(feed.tally.class_counts):  # choice: two options both drew many votes
+            accepted, reason = False, "split"
         detail: dict[str, Any] = {"vote": {
             "model": vc.model, "k": vc.k, "samples": samples, "agree": decision.agree,
             "majority_answer": decision.majority_answer, "majority_share": round(decision.majority_share, 4),
@@ -100,7 +119,7 @@ class AnswerConsistency:
             "solutions": keep_solutions(agreeing)}}
         if feed.undecidable:  # compared past the time limit: counted for no class
             detail["vote"]["undecidable"] = feed.undecidable
-        return Verdict(decision.accepted, f"vote:{decision.reason}", detail)
+        return Verdict(accepted, f"vote:{reason}", detail)
 
     def _requests(self, prompt: str, base_seed: int, offset: int, want: int, stage: str,
                   task_id: str) -> list[ChatRequest]:

@@ -18,6 +18,7 @@ __all__ = [
     "parse_generation",
     "parse_open_generation",
     "solution_answer",
+    "split_generation",
     "strip_think",
 ]
 
@@ -142,6 +143,21 @@ def parse_generation(text: str) -> Candidate | ParseFailure:
     `empty_question`, `answer_inside_question`, `placeholder_question`, `no_answer_block`,
     `multiple_answers`, `unclosed_answer`, `no_boxed_answer`, `empty_answer`.
     """
+    parts = split_generation(text)
+    if isinstance(parts, ParseFailure):
+        return parts
+    question, block = parts
+    answer = extract_boxed(block)
+    if answer is None:
+        return ParseFailure("no_boxed_answer")
+    if not answer or answer.lower() in {"your_final_answer", "{your_final_answer}"}:
+        return ParseFailure("empty_answer")
+    return Candidate(question=question, answer=answer)
+
+
+def split_generation(text: str) -> tuple[str, str] | ParseFailure:
+    """The question and the raw final-answer block of a proposer's output (every check of
+    `parse_generation` but the box), for domains whose answer is not boxed (code)."""
     body, open_think = _strip_think(text)
     question = _one_block(body, _Q_BEGIN, _Q_END, "question")
     if isinstance(question, ParseFailure):
@@ -158,12 +174,7 @@ def parse_generation(text: str) -> Candidate | ParseFailure:
     block = _one_block(body, _A_BEGIN, _A_END, "answer")
     if isinstance(block, ParseFailure):
         return block
-    answer = extract_boxed(block)
-    if answer is None:
-        return ParseFailure("no_boxed_answer")
-    if not answer or answer.lower() in {"your_final_answer", "{your_final_answer}"}:
-        return ParseFailure("empty_answer")
-    return Candidate(question=question, answer=answer)
+    return question, block
 
 
 def parse_open_generation(text: str) -> Candidate | ParseFailure:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from agen.gen.answers import AnswerClasses
 
@@ -87,12 +88,13 @@ class Tally:
 
     __slots__ = ("_classes", "_needed", "_votes", "k", "min_share", "truncated")
 
-    def __init__(self, candidate_answer: str, k: int, min_share: float) -> None:
+    def __init__(self, candidate_answer: str, k: int, min_share: float, classes: Any = None) -> None:
         self._needed = min_agree(k, min_share)
         self.k = k
         self.min_share = min_share
-        # Class 0 is the candidate's own answer, so "agrees" and "other" use one equivalence.
-        self._classes = AnswerClasses(seed=candidate_answer)
+        # Class 0 is the candidate's own answer, so "agrees" and "other" use one equivalence;
+        # a verifier may bring its own classes (agen.verify: option letters, test outcomes).
+        self._classes = classes if classes is not None else AnswerClasses(seed=candidate_answer)
         self._votes: list[str | None] = []
         self.truncated = 0  # samples cut at max_tokens: neither for nor against, out of K
 
@@ -100,6 +102,11 @@ class Tally:
     def votes(self) -> tuple[str | None, ...]:
         """Every vote drawn, in arrival order (an early stop draws fewer than K)."""
         return tuple(self._votes)
+
+    @property
+    def class_counts(self) -> tuple[int, ...]:
+        """Votes per answer class so far; index 0 is the candidate's own answer."""
+        return tuple(self._classes.counts)
 
     @property
     def remaining(self) -> int:

@@ -15,7 +15,7 @@ import re
 from statistics import NormalDist
 
 from agen.gen.category_parse import CATEGORIES
-from agen.sim import open_world
+from agen.sim import choice_world, code_world, latex_world, open_world
 from agen.sim.config import SimModel
 from agen.sim.world import (
     MAX_STEPS,
@@ -299,8 +299,29 @@ def open_request(cfg: SimModel, last_user: str, seed: int) -> str | None:
     return None
 
 
+def domain_request(cfg: SimModel, last_user: str, seed: int) -> str | None:
+    """A propose or solve request of the multiple-choice, code or MATH-style (LaTeX) world."""
+    if choice_world.is_propose(last_user):
+        return choice_world.propose(random.Random(seed), cfg)
+    if choice_world.is_solve(last_user):
+        return choice_world.solve(choice_world.question_of(last_user), seed, cfg)
+    if code_world.is_propose(last_user):
+        return code_world.propose(random.Random(seed), cfg)
+    if code_world.is_solve(last_user):
+        return code_world.solve(code_world.question_of(last_user), seed, cfg)
+    if "[New Question Begin]" in last_user and latex_world.is_latex_prompt(last_user):
+        return latex_world.propose(random.Random(seed), cfg)
+    problem = problem_of(last_user)
+    if problem is not None and "\\" in problem:
+        return latex_world.solve(problem, seed, cfg)
+    return None
+
+
 def generate(cfg: SimModel, prompt: str, last_user: str, seed: int) -> str:
     """The text of one sample (`seed` from `sample_seed`), dispatched on the last user message."""
+    domain = domain_request(cfg, last_user, seed)
+    if domain is not None:
+        return domain
     if "[New Question Begin]" in last_user:
         return propose(prompt, random.Random(seed), cfg)
     if "[" in last_user:
