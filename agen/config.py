@@ -31,7 +31,8 @@ def _data_root() -> Path:
 
 DATA_ROOT = _data_root()
 CONFIGS_DIR = DATA_ROOT / "configs"
-BUILTIN_CONFIGS = ("quickstart", "open_ended")  # `agen run quickstart` from any directory
+BUILTIN_CONFIGS = ("quickstart", "open_ended", "quickstart_math", "quickstart_choice",
+                   "quickstart_code")  # `agen run quickstart` from any directory
 
 
 def builtin_config(name: str) -> Path | None:
@@ -408,6 +409,12 @@ class RunConfig(_Strict):
         if self.task == "open_ended":
             return f"open_{part}.txt"
         return f"{self.verify}_generate.txt" if part == "generate" and self.verify != "math" else f"verifiable_{part}.txt"
+
+    def solve_template(self) -> str:
+        """The vote's solve template, defaulting by domain (`verify`)."""
+        if self.vote is not None and self.vote.template:
+            return self.vote.template
+        return "verifiable_solve.txt" if self.verify == "math" else f"{self.verify}_solve.txt"
 
     def fingerprint(self) -> str:
         """Hash of the fields that change what the run writes (see `OUTPUT_FIELDS`)."""

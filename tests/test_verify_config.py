@@ -69,3 +69,12 @@ def test_domain_defines_the_output_sandbox_parallelism_does_not():
     assert changed_output_fields(a, parse_config(raw)) == []
     raw["verify"] = "choice"
     assert "verify" in changed_output_fields(a, parse_config(raw))
+
+
+def test_shipped_domain_seeds_have_their_licence_beside_them():
+    from agen.app.dataset_card import seed_licence
+
+    data = CONFIGS.parent / "data"
+    for name in ("choice_seeds.jsonl", "code_seeds.jsonl", "math500_sample.jsonl"):
+        ident, text = seed_licence(data / name)
+        assert ident == "mit", (name, text)
