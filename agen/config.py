@@ -538,8 +538,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
 def load_prices(path: Path | None = None) -> dict[str, Price]:
     """The dated price table shipped in configs/prices.yaml, keyed by wire model id."""
     p = path or CONFIGS_DIR / "prices.yaml"
-    raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    return {name: Price.model_validate(v) for name, v in raw["models"].items()}
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return {name: Price.model_validate(v) for name, v in raw["models"].items()}
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the price table: {exc.strerror}") from None
+    except (yaml.YAMLError, ValidationError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{p}: not a valid price table ({type(exc).__name__})") from None
 
 
 def price_for(name: str, cfg: ModelConfig, table: dict[str, Price]) -> Price:

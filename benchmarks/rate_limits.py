@@ -12,6 +12,18 @@ calling `complete` back to back:
   rpm-asyncio-throttle  client rpm = server rpm through asyncio-throttle (Throttler(rpm/60, 1 s),
                8 waiters in front, lane paused on 429): the user's original pick, for comparison
 
+Endpoints in the wild (issue 9), measured in the same run; requests are real propose prompts
+(two GSM8K seeds, the shipped template) at the default propose max_tokens (1024):
+
+  tpm-usage    the server charges real usage (prompt + completion, after the answer)
+                                                          target: >= 97% of TPM as it charges, <= 1% 429s
+  tpm-upfront  the server charges prompt + max_tokens at admission (OpenAI)   same targets
+  fixed-2proc  a LiteLLM-style proxy (fixed `--window` s windows, only `llm_provider-retry-after`,
+               negative remaining, no reset header), rpm shared by two agen processes, no rpm
+               configured, max_retries 0       target: <= 5% 429s after the first window, 0 failed
+  ignore-n     a server answering one choice whatever `n`: K-sample votes on 20 candidates
+                                                          target: requests per vote <= K, seeds in K
+
 The server's buckets start full (a minute's worth), which would flatter any client; so each
 model's buckets are first drained with a bare burst until the sim answers 429, and then the
 scenarios run against empty buckets (the steady state of a long run). Throughput is measured
@@ -24,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sys
 import tempfile
 import time
@@ -37,10 +50,16 @@ import yaml
 
 from asyncio_throttle import Throttler
 
-from agen.config import ModelConfig, Price
+from agen.config import ModelConfig, Price, SeedsConfig, VoteConfig
 from agen.errors import AgenError
+from agen.filters import FilterTask
+from agen.filters.answer_consistency import AnswerConsistency
+from agen.gen.prompts import generation_prompt
+from agen.gen.seeds import load_seeds
 from agen.providers import Providers
 from agen.providers.lane import Lane, Pacer, Ticket
+from agen.seeding import stable_int
+from agen.sim.world import generate_problem
 from agen.sim.process import SimProcess
 from agen.types import CallRecord, ChatRequest
 
@@ -121,24 +140,28 @@ def measure(sc: Scenario, t0_wall: float, start: float, end: float) -> dict[str,
     return out
 
 
-async def drain(base: str, model: str) -> int:
-    """Empty the sim's buckets for `model` with a bare burst (big max_tokens) until it answers 429."""
+async def drain(base: str, model: str, burst: int = 50) -> float:
+    """Empty the sim's buckets for `model` with bare bursts (big max_tokens) until it answers 429.
+    A server charging real usage is overdrawn by what a burst really used: keep its bursts small
+    (and the prompt long: that is what such a server charges a short answer). Returns the 429's
+    retry-after: how long until an overdrawn bucket is back at empty."""
     url = base + "/v1/chat/completions"
     sent = 0
     async with aiohttp.ClientSession() as s:
 
-        async def one() -> int:
+        async def one() -> tuple[int, float]:
             body = orjson.dumps({"model": model, "max_tokens": 4000,
-                                 "messages": [{"role": "user", "content": "drain"}]})
+                                 "messages": [{"role": "user", "content": "drain " * 1500}]})
             async with s.post(url, data=body, headers={"content-type": "application/json"}) as r:
                 await r.read()
-                return r.status
+                return r.status, float(r.headers.get("retry-after", 0))
 
         while True:
-            statuses = await asyncio.gather(*(one() for _ in range(50)))
-            sent += len(statuses)
-            if 429 in statuses:
-                return sent
+            answers = await asyncio.gather(*(one() for _ in range(burst)))
+            sent += len(answers)
+            waits = [w for status, w in answers if status == 429]
+            if waits:
+                return max(waits)
 
 
 async def run(base: str, scenarios: list[Scenario], seconds: float, warm: float, settle: float,
@@ -176,6 +199,161 @@ async def run(base: str, scenarios: list[Scenario], seconds: float, warm: float,
     return out
 
 
+# ---------------------------------------------------------------- endpoints in the wild
+
+ROOT = Path(__file__).resolve().parent.parent
+PROPOSE_MAX_TOKENS = 1024  # the propose stage's default
+
+
+def propose_requests() -> list[ChatRequest]:
+    seeds = load_seeds(SeedsConfig(path=str(ROOT / "data" / "gsm8k_sample.jsonl")))
+    out = []
+    for i in range(len(seeds)):
+        prompt = generation_prompt("verifiable_generate.txt", "verifiable_example.txt",
+                                   [seeds[i], seeds[(i * 7 + 3) % len(seeds)]])
+        out.append(prompt)
+    return [ChatRequest(({"role": "user", "content": p},), PROPOSE_MAX_TOKENS, temperature=0.7, stage="propose",
+                        task_id=str(i)) for i, p in enumerate(out)]
+
+
+async def wild_tpm(base: str, seconds: float, warm: float, workers: int, tpm: float) -> dict[str, dict[str, float]]:
+    """tpm-usage and tpm-upfront side by side, drained first, client tpm = server tpm."""
+    names = ("tpm-usage", "tpm-upfront")
+    prompts = propose_requests()
+    records: dict[str, list[CallRecord]] = {n: [] for n in names}
+    wait = await drain(base, "tpm-usage", 4)
+    await asyncio.sleep(max(0.0, wait - 1.0))  # an overdrawn usage bucket: back to about empty
+    await drain(base, "tpm-upfront")
+    models = {n: ModelConfig(model=n, max_concurrency=workers, price=FREE, tpm=tpm) for n in names}
+    async with Providers(models, base_urls={n: base + "/v1" for n in names},
+                         on_call=lambda r: records[r.model].append(r)) as p:
+        t0, t0_wall = time.monotonic(), time.time()
+
+        async def drive_one(name: str) -> None:
+            counter = iter(range(10**9))
+
+            async def worker() -> None:
+                while time.monotonic() < t0 + warm + seconds:
+                    i = next(counter)
+                    r = prompts[i % len(prompts)]
+                    try:
+                        await p[name].complete(ChatRequest(r.messages, r.max_tokens, temperature=0.7, seed=i,
+                                                           stage="propose", task_id=str(i)))
+                    except AgenError:
+                        pass
+
+            tasks = [asyncio.create_task(worker()) for _ in range(workers)]
+            await asyncio.wait(tasks, timeout=warm + seconds + 1.0)
+            for t in tasks:
+                t.cancel()  # calls still queued in the lane at the end are not part of the measurement
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        async def server_stats_at(t: float) -> dict[str, dict[str, float]]:
+            await asyncio.sleep(max(0.0, t - time.monotonic()))
+            async with aiohttp.ClientSession() as s, s.get(base + "/sim/stats") as r:
+                return orjson.loads(await r.read())  # type: ignore[no-any-return]
+
+        marks = [asyncio.create_task(server_stats_at(t0 + warm)),
+                 asyncio.create_task(server_stats_at(t0 + warm + seconds))]
+        await asyncio.gather(*(drive_one(n) for n in names))
+        before, after = await asyncio.gather(*marks)
+        facts = p.facts()
+    out = {}
+    for n in names:
+        window = [r for r in records[n] if warm <= r.ts - t0_wall < warm + seconds]
+        ok = [r for r in window if r.outcome == "ok"]
+        # What the server charged over the window, from its own counters (/sim/stats): real usage,
+        # or prompt + max_tokens for every request it answered.
+        d = {k: after[n][k] - before[n][k] for k in ("input_tokens", "output_tokens")}
+        answered = after[n]["status"].get("200", 0) - before[n]["status"].get("200", 0)
+        used = d["input_tokens"] + (d["output_tokens"] if n == "tpm-usage" else PROPOSE_MAX_TOKENS * answered)
+        charged = used / (seconds / 60.0)
+        out[n] = {"attempts": len(window), "ok": len(ok), "tpm": round(charged, 1), "of_tpm": round(charged / tpm, 4),
+                  "share_429": round(sum(r.status == 429 for r in window) / max(1, len(window)), 4),
+                  "charges_learned": facts[n].get("charges", "-"),
+                  "mean_output": round(sum(r.usage.output_tokens for r in ok) / max(1, len(ok)), 1)}
+    return out
+
+
+def fixed_client(base: str, seconds: float, workers: int, out_path: str) -> None:
+    """One of the two agen processes of `fixed-2proc`: back-to-back calls for `seconds`, records to a file."""
+    async def go() -> None:
+        cfg = ModelConfig(model="fixed-litellm", max_concurrency=workers, price=FREE, max_retries=0)
+        recs: list[CallRecord] = []
+        failed = 0
+        async with Providers({"m": cfg}, base_urls={"m": base + "/v1"}, on_call=recs.append) as p:
+            t0 = time.monotonic()
+            counter = iter(range(10**9))
+
+            async def worker() -> None:
+                nonlocal failed
+                while time.monotonic() < t0 + seconds:
+                    try:
+                        await p["m"].complete(request(next(counter)))
+                    except AgenError:
+                        failed += 1
+
+            await asyncio.gather(*(worker() for _ in range(workers)))
+            facts = p.facts()["m"]
+        Path(out_path).write_bytes(orjson.dumps({"calls": [(r.ts, r.status) for r in recs], "failed": failed,
+                                                 "facts": facts}))
+    uvloop.run(go())
+
+
+async def wild_fixed(base: str, seconds: float, window: float, workers: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as d:
+        outs = [str(Path(d) / f"c{i}.json") for i in range(2)]
+        t0_wall = time.time()
+        procs = [await asyncio.create_subprocess_exec(sys.executable, __file__, "--fixed-client", base,
+                                                      "--seconds", str(seconds), "--workers", str(workers),
+                                                      "--out", o) for o in outs]
+        for pr in procs:
+            await pr.wait()
+        docs = [orjson.loads(Path(o).read_bytes()) for o in outs]
+    calls = [c for doc in docs for c in doc["calls"]]
+    # the first window: from the start to the end of the first whole window the server counted
+    first_end = t0_wall + window * 1.5
+    later = [c for c in calls if c[0] >= first_end]
+    return {"attempts": len(calls), "ok": sum(s == 200 for _, s in calls),
+            "share_429": round(sum(s == 429 for _, s in calls) / max(1, len(calls)), 4),
+            "share_429_after_first": round(sum(s == 429 for _, s in later) / max(1, len(later)), 4),
+            "failed": sum(doc["failed"] for doc in docs),
+            "window_learned": ",".join(str(doc["facts"].get("window", "-")) for doc in docs)}
+
+
+async def wild_ignore_n(base: str, k: int, candidates: int) -> dict[str, float]:
+    """K-sample votes through the real filter on a server that ignores `n`."""
+    vc = VoteConfig(model="v", k=k, early_stop=True)
+    seeds_sent: dict[str, list[int | None]] = {}
+    async with Providers({"v": ModelConfig(model="ignore-n", price=FREE)}, base_urls={"v": base + "/v1"}) as p:
+        client = p["v"]
+
+        async def call(c, r):  # type: ignore[no-untyped-def]
+            return await c.complete(r)
+
+        inner = client._call
+
+        async def spy(req: ChatRequest, n: int):  # type: ignore[no-untyped-def]
+            seeds_sent.setdefault(req.task_id.split("/v")[0], []).extend(
+                [None] if req.seed is None else [req.seed + i for i in range(n)])
+            return await inner(req, n)
+
+        client._call = spy  # type: ignore[method-assign]
+        ac = AnswerConsistency(vc, client, call)
+        bases = {}
+        for i in range(candidates):
+            q, a = generate_problem(random.Random(i), 3)[:2]
+            task = FilterTask(f"c{i}", f"bench/{i}", "propose", q, a)
+            bases[task.id] = stable_int(f"{task.key}/vote")
+            await ac.judge(task)
+        facts = p.facts()["v"]
+    requests = [len(v) for v in seeds_sent.values()]
+    inside = all(s is not None and 0 <= s - bases[t] < k for t, v in seeds_sent.items() for s in v)
+    return {"candidates": candidates, "k": k, "max_requests_per_vote": max(requests),
+            "mean_requests_per_vote": round(sum(requests) / len(requests), 2), "seeds_inside_k": inside,
+            "supports_n_learned": facts.get("supports_n")}
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="measurement window per scenario")
@@ -186,10 +364,18 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap.add_argument("--workers", type=int, default=64)
     ap.add_argument("--latency-ms", type=float, default=40.0)
     ap.add_argument("--quick", action="store_true", help="3 s windows: a smoke run for the test suite")
+    ap.add_argument("--window", type=float, default=10.0, help="fixed-2proc: the proxy's window in seconds")
+    ap.add_argument("--wild-seconds", type=float, default=40.0, help="fixed-2proc: how long both processes run")
+    ap.add_argument("--fixed-client", metavar="URL", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.fixed_client:
+        fixed_client(args.fixed_client, args.seconds, args.workers, args.out)
+        return {}
     if args.quick:
         args.seconds, args.warm, args.settle, args.workers = 3.0, 1.0, 2.0, 16
         args.rpm, args.tpm = 300.0, 20000.0
+        args.window, args.wild_seconds = 2.0, 5.0
     rpm, tpm = args.rpm, args.tpm
     scenarios = [
         Scenario("rpm", {"rpm": rpm}, {"rpm": rpm}),
@@ -200,11 +386,26 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ]
     lat = {"median": args.latency_ms, "sigma": 0.3}
     cfg = {"seed": 1, "models": {sc.name: {"latency_ms": lat, **sc.server} for sc in scenarios}}
+    wild_lat = {"median": 200.0, "sigma": 0.3, "per_output_token_ms": 0.5}
+    cfg["models"].update({
+        "tpm-usage": {"latency_ms": wild_lat, "tpm": tpm, "quirks": {"charges": "usage"}},
+        "tpm-upfront": {"latency_ms": wild_lat, "tpm": tpm},
+        "fixed-litellm": {"latency_ms": lat, "rpm": rpm,
+                          "quirks": {"window": "fixed", "window_s": args.window, "headers": "litellm"}},
+        "ignore-n": {"latency_ms": {"median": 0}, "quirks": {"ignore_n": True}},
+    })
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "sim.yaml"
         path.write_text(yaml.safe_dump(cfg))
         with SimProcess(path) as sim:
             results = uvloop.run(run(sim.base_url, scenarios, args.seconds, args.warm, args.settle, args.workers))
+            print(f"phase: wild tpm {time.monotonic():.0f}", file=sys.stderr, flush=True)
+            wild: dict[str, dict[str, float]] = uvloop.run(
+                wild_tpm(sim.base_url, args.seconds, args.warm, args.workers, tpm))
+            print(f"phase: fixed-2proc {time.monotonic():.0f}", file=sys.stderr, flush=True)
+            wild["fixed-2proc"] = uvloop.run(wild_fixed(sim.base_url, args.wild_seconds, args.window, 8))
+            print(f"phase: ignore-n {time.monotonic():.0f}", file=sys.stderr, flush=True)
+            wild["ignore-n"] = uvloop.run(wild_ignore_n(sim.base_url, 8, 5 if args.quick else 20))
     print(f"{'scenario':<22}{'attempts':>9}{'ok':>7}{'achieved':>12}{'of limit':>10}{'429 share':>11}{'429 early':>11}")
     for name, r in results.items():
         achieved = r.get("rpm", r.get("tpm", 0.0))
@@ -213,8 +414,22 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         early = f"{r['share_429_first']:.2%}" if "share_429_first" in r else "-"
         print(f"{name:<22}{int(r['attempts']):>9}{int(r['ok']):>7}{achieved:>9.0f}{unit:>3}{frac:>10.2%}"
               f"{r['share_429']:>11.2%}{early:>11}")
+    print("\nEndpoints in the wild")
+    for name in ("tpm-usage", "tpm-upfront"):
+        r = wild[name]
+        print(f"{name:<14} {int(r['ok']):>5} ok  {r['of_tpm']:>8.2%} of TPM as charged  {r['share_429']:>7.2%} 429s  "
+              f"charges learned: {r['charges_learned']}  mean output {r['mean_output']} of max_tokens "
+              f"{PROPOSE_MAX_TOKENS}")
+    r = wild["fixed-2proc"]
+    print(f"{'fixed-2proc':<14} {int(r['ok']):>5} ok  {r['share_429']:>7.2%} 429s overall, "
+          f"{r['share_429_after_first']:.2%} after the first window  {int(r['failed'])} failed  "
+          f"window learned: {r['window_learned']}")
+    r = wild["ignore-n"]
+    print(f"{'ignore-n':<14} {r['candidates']} votes, K={r['k']}: at most {r['max_requests_per_vote']} requests per "
+          f"vote (mean {r['mean_requests_per_vote']}), seeds inside K: {r['seeds_inside_k']}, "
+          f"supports_n learned: {r['supports_n_learned']}")
     print(orjson.dumps({"benchmark": "rate_limits", "seconds": args.seconds, "settle": args.settle,
-                        "rpm_limit": rpm, "tpm_limit": tpm, "results": results}).decode())
+                        "rpm_limit": rpm, "tpm_limit": tpm, "results": results, "wild": wild}).decode())
     sys.stdout.flush()
     return results
 

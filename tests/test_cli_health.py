@@ -66,3 +66,32 @@ def test_a_builtin_config_is_found_by_name(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "done: every target met" in res.output
     assert Path(tmp_path / "q" / "accepted").is_dir()
+
+
+def test_log_file_keeps_json_lines_away_from_the_summary_and_the_terminal(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    log = tmp_path / "agen.jsonl"
+    res = subprocess.run([sys.executable, "-m", "agen", "run", "quickstart", "--out", str(tmp_path / "q"),
+                          "--proposals", "1", "--target", "2", "--log-file", str(log)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""  # every log line went to the file
+    out = res.stdout.splitlines()
+    assert out[0].startswith("agen summary") and out[-1].startswith("agen: done")
+    assert not [ln for ln in out if ln.startswith("{")]
+    again = subprocess.run([sys.executable, "-m", "agen", "resume", str(tmp_path / "q"), "--log-file", str(log)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+    events = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert "resuming" in {e["event"] for e in events} and all(e["level"] for e in events)
+
+
+def test_an_unknown_config_name_lists_the_built_in_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["run", "quickstrt"])
+    assert res.exit_code == 2 and "built-in configs: quickstart, open_ended" in res.output

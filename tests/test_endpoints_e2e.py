@@ -6,6 +6,9 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import orjson
+
+from agen.app.report import write_report
 from agen.app.runner import EXIT_NO_PROGRESS, EXIT_OK, run_session
 from agen.app.summary import render_summary
 from agen.run.rundir import read_ledger
@@ -50,3 +53,23 @@ def test_ignored_n_keeps_votes_inside_k(tmp_path: Path) -> None:
     vote_model = cfg.vote.model
     assert out.snapshot["endpoints"][vote_model]["supports_n"] is False
     assert "supports_n=False" in render_summary(out.snapshot)
+    json_path, html_path = write_report(root)
+    assert orjson.loads(json_path.read_bytes())["endpoints"][vote_model]["supports_n"] is False
+    assert "<h2>Endpoints</h2>" in html_path.read_text()
+
+
+def test_endpoint_dying_mid_run_stops_with_exit_6_and_resumes(tmp_path: Path) -> None:
+    """No preflight, nothing listening: the breaker stops the run (exit 6) naming the endpoint and the
+    last error, and the run directory is left to resume."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    models = {name: {"provider": "openai", "model": wire, "base_url": url, "unreachable_after_s": 0.5}
+              for name, wire in (("strong", "sim-large"), ("cheap", "sim-small"))}
+    cfg = quick_cfg(tmp_path, proposals=3, target=0, models=models)
+    out = run_session(cfg, live=False, probe=False)
+    assert out.exit_code == 6, out.message
+    assert url in out.message and "ClientConnectorError" in out.message and "agen resume" in out.message
+    assert (Path(cfg.output.dir) / "run.json").exists()

@@ -61,3 +61,4 @@ def test_summary_fits_80_columns_with_long_model_names():
     text = render_summary(snap)
     assert max(len(line) for line in text.splitlines()) <= WIDTH, text
     assert "123456/1000000" in text and "Earlier sessions" in text
+    assert "amplify.vote/a-very-long-model-name-indeed" in text  # on its own line, not cut

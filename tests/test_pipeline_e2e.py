@@ -156,7 +156,8 @@ def test_budget_stops_cleanly_and_keeps_what_it_has(tmp_path):
     cfg = quick_cfg(tmp_path, proposals=10, target=5000, budget={"usd": 0.15},
                     simulator={"config": str(sim_config_file(tmp_path, latency_ms=2))})
     out = run_session(cfg, live=False)
-    assert out.exit_code == EXIT_OK and out.message.startswith("stopped: the budget ($0.15) is reached")
+    assert out.exit_code == EXIT_OK and out.message.startswith("stopped: the budget ($0.15) is reached"), out.message
+    assert "amplify " in out.message and "/5000" in out.message  # says how far it got
     spent = out.snapshot["costs"]["total"]["cost_usd"]
     assert 0.15 <= spent < 0.25  # in-flight work finishes after the budget is hit, nothing more starts
     recs = records(Path(cfg.output.dir))

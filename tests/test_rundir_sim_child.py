@@ -76,7 +76,7 @@ def test_kill_9_of_agen_takes_the_sim_child_along_and_resume_reuses_the_fixed_po
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    raw = quick_raw(tmp_path, proposals=4, target=300,
+    raw = quick_raw(tmp_path, proposals=4, target=60,
                     simulator={"config": str(sim_config_file(tmp_path, latency_ms=100)), "port": port})
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump(raw))
@@ -114,3 +114,33 @@ def test_a_busy_simulator_port_is_a_one_line_error(tmp_path):
         out = run_session(parse_config(quick_raw(tmp_path, simulator={"port": port})), live=False)
     assert out.exit_code == EXIT_INPUT
     assert f"simulator.port {port}" in out.message and "in use" in out.message and "\n" not in out.message
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+def test_the_parent_pid_watch_alone_ends_an_orphaned_sim(tmp_path):
+    """Started off the main thread there is no PR_SET_PDEATHSIG (it would fire when that thread
+    ends): the getppid() watch still ends the child once its parent is kill -9'd."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    code = ("import threading, time\n"
+            "from agen.sim.process import SimProcess\n"
+            "box = []\n"
+            "t = threading.Thread(target=lambda: box.append(SimProcess().start())); t.start(); t.join()\n"
+            "print(box[0].pid, flush=True)\n"
+            "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+    assert b"--no-pdeathsig" in argv and _alive(child)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    parent.stdout.close()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)

@@ -34,9 +34,11 @@ def cli() -> None:
 def _config_path(config: str) -> Path:
     """A config file, or the name of a built-in one (`quickstart`, `open_ended`)."""
     path = Path(config)
-    if not path.exists() and (builtin := builtin_config(config)) is not None:
+    if path.exists():
+        return path
+    if (builtin := builtin_config(config)) is not None:
         return builtin
-    return path
+    raise AgenError(f"{config}: no such config file (built-in configs: {', '.join(BUILTIN_CONFIGS)})")
 
 
 def _finish(outcome) -> None:
@@ -45,6 +47,8 @@ def _finish(outcome) -> None:
     sys.exit(outcome.exit_code)
 
 
+LOG_FILE = click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
+                        help="Append the JSON log lines to this file instead of stderr.")
 NO_PREFLIGHT = click.option("--no-preflight", is_flag=True,
                             help="Skip the one request per endpoint made before any work (for pay-per-request endpoints).")
 
@@ -59,22 +63,23 @@ NO_PREFLIGHT = click.option("--no-preflight", is_flag=True,
 @click.option("--grace", type=float, default=30.0, show_default=True,
               help="Seconds in-flight work may take to finish after the first Ctrl-C.")
 @NO_PREFLIGHT
+@LOG_FILE
 def run(config: str, out: str | None, target: int | None, proposals: int | None,
-        budget_usd: float | None, k: int | None, grace: float, no_preflight: bool) -> None:
+        budget_usd: float | None, k: int | None, grace: float, no_preflight: bool, log_file: Path | None) -> None:
     """Run CONFIG (or resume it, if its output directory holds the same run).
 
     CONFIG is a YAML file or the name of a built-in config: """ + ", ".join(BUILTIN_CONFIGS) + """."""
     from agen.app.runner import run_session
 
-    path = _config_path(config)
     overrides = {"output.dir": out, "amplify.target": target, "propose.target": proposals,
                  "budget.usd": budget_usd, "vote.k": k}
     try:
+        path = _config_path(config)
         cfg = load_config(path, overrides)
+        configure_logging(cfg.log_level, file=log_file)
     except AgenError as exc:
         click.echo(f"agen: {exc}", file=sys.stderr)
         sys.exit(2)
-    configure_logging(cfg.log_level)
     _finish(run_session(cfg, config_dir=path.parent, grace_s=grace, probe=not no_preflight))
 
 
@@ -84,7 +89,8 @@ def run(config: str, out: str | None, target: int | None, proposals: int | None,
 @click.option("--grace", type=float, default=30.0, show_default=True,
               help="Seconds in-flight work may take to finish after the first Ctrl-C.")
 @NO_PREFLIGHT
-def resume(run_dir: Path, budget_usd: float | None, grace: float, no_preflight: bool) -> None:
+@LOG_FILE
+def resume(run_dir: Path, budget_usd: float | None, grace: float, no_preflight: bool, log_file: Path | None) -> None:
     """Resume RUN_DIR with the config of its latest session (relative paths resolve from that config's folder)."""
     from agen.app.runner import run_session
     from agen.run.rundir import run_config_dir
@@ -92,10 +98,10 @@ def resume(run_dir: Path, budget_usd: float | None, grace: float, no_preflight: 
     try:
         cfg = load_config(run_dir / "config.yaml", {"budget.usd": budget_usd, "output.dir": str(run_dir)})
         config_dir = run_config_dir(run_dir)
+        configure_logging(cfg.log_level, file=log_file)
     except AgenError as exc:
         click.echo(f"agen: {exc}", file=sys.stderr)
         sys.exit(2)
-    configure_logging(cfg.log_level)
     _finish(run_session(cfg, config_dir=config_dir, grace_s=grace, probe=not no_preflight))
 
 
@@ -181,7 +187,14 @@ def init(directory: Path, base: str) -> None:
 
 
 def main() -> None:
-    cli(prog_name="agen")
+    try:
+        cli(prog_name="agen", standalone_mode=False)
+    except click.exceptions.Abort:  # Ctrl-C before the run's own handlers are installed
+        click.echo("agen: interrupted during start-up; nothing was sent", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
+from typing import IO
 
 import orjson
 import structlog
+
+from agen.errors import StorageError
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -22,8 +26,17 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
-    """Logs go to stderr so stdout stays for the summary; JSON when stderr is not a terminal."""
+def configure_logging(level: str = "info", *, json: bool | None = None, file: Path | None = None) -> None:
+    """Logs go to stderr so stdout stays for the summary; JSON when stderr is not a terminal, and
+    always JSON, appended, when `file` is given (then stderr gets only the final line)."""
+    if file is not None:
+        try:
+            stream: IO[bytes] = open(file, "ab", buffering=0)  # noqa: SIM115 - lives as long as the process
+        except OSError as exc:
+            raise StorageError(f"cannot open the log file {file}: {exc.strerror}", str(file)) from None
+        json = True
+    else:
+        stream = sys.stderr.buffer
     if json is None:
         json = not sys.stderr.isatty()
     processors: list[structlog.types.Processor] = [
@@ -34,7 +47,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     if json:
         processors += [structlog.processors.dict_tracebacks,
                        structlog.processors.JSONRenderer(serializer=orjson.dumps)]
-        factory: structlog.types.WrappedLogger = structlog.BytesLoggerFactory(sys.stderr.buffer)
+        factory: structlog.types.WrappedLogger = structlog.BytesLoggerFactory(stream)
     else:
         processors += [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
         factory = structlog.PrintLoggerFactory(_CurrentStderr())  # type: ignore[arg-type]

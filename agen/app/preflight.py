@@ -27,6 +27,7 @@ from agen.types import ChatRequest
 
 log = structlog.get_logger("agen.app.preflight")
 
+LENGTH_FIELDS = {"max_tokens", "max_completion_tokens", "max_output_tokens"}
 PING = ChatRequest(messages=({"role": "user", "content": "Reply with OK."},), max_tokens=1)
 
 
@@ -99,8 +100,10 @@ async def _probe(session: aiohttp.ClientSession, name: str, m: ModelConfig, base
             url, doc = pooling_url(base_url), {"model": m.model, "input": ["OK"]}
         else:
             url = endpoint_url(m.provider, base_url)
-            doc = (anthropic_body(PING, m.model, {}) if m.provider == "anthropic"
-                   else openai_body(PING, m.model, {}, 1))
+            doc = (anthropic_body(PING, m.model, m.extra_params) if m.provider == "anthropic"
+                   else openai_body(PING, m.model, m.extra_params, 1))
+            for cap in LENGTH_FIELDS & doc.keys():  # the run's own body, but one token long
+                doc[cap] = 1
         async with session.post(url, data=orjson.dumps(doc), headers=headers, timeout=timeout) as r:
             body = await r.read()
             status = r.status
@@ -113,6 +116,8 @@ async def _probe(session: aiohttp.ClientSession, name: str, m: ModelConfig, base
         log.warning("preflight_endpoint_busy", model=name, url=url, status=status, detail=_server_says(body, m))
         return None
     message = _server_says(body, m)
+    if status == 404 and m.model not in message:
+        message += " (is the path of base_url right? OpenAI-compatible servers usually end in /v1)"
     if served:
         message += f" (model {m.model!r}; this endpoint serves: {', '.join(served[:8])}{' …' if len(served) > 8 else ''})"
     kind = "auth" if status in (401, 402, 403) else "config"

@@ -281,7 +281,22 @@ def build_report(root: Path) -> dict[str, Any]:
         "rip": rip_figures(records),
         "fewshot": coverage([ids for _, ids in sorted(amplify_shown)[:COVERAGE_TASKS]], proposals,
                             len(proposals)).as_dict(),
+        "endpoints": _endpoints(root),
     }
+
+
+def _endpoints(root: Path) -> dict[str, Any]:
+    """What each endpoint was learned (or stated) to do, as the last session's manifest recorded it."""
+    try:
+        return orjson.loads((root / "manifest.json").read_bytes()).get("endpoints") or {}
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return {}
+
+
+def _endpoints_html(endpoints: dict[str, Any]) -> str:
+    rows = [[lane, k, ", ".join(v) if isinstance(v, list) else str(v), f.get("source", {}).get(k, "")]
+            for lane, f in endpoints.items() for k, v in f.items() if k != "source"]
+    return "<h2>Endpoints</h2>" + _table(["model", "fact", "value", "source"], rows) if rows else ""
 
 
 # ---- HTML ------------------------------------------------------------------------------------
@@ -463,6 +478,7 @@ def render_html(rep: dict[str, Any]) -> str:
 <h2>Cost per accepted example</h2>{_cost_html(rep['cost'])}
 <h2>Throughput and rate limits over time</h2>{_throughput_html(rep['throughput'])}
 <h2>Latency per model</h2>{_latency_html(rep['latency'])}
+{_endpoints_html(rep.get('endpoints') or {})}
 {"<h2>Vote margins</h2>" + _votes_html(rep['votes']) if rep['votes']['voted'] or not rep['rip']['judged'] else ""}
 {_rip_html(rep['rip'])}
 <p class="note">Figures are read from the run directory's shards and ledger (the same ones <code>agen status</code> reports);

@@ -91,7 +91,10 @@ def render_summary(snap: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"{'By stage and model':<24}{'calls':>8}{'in':>11}{'cached':>10}{'out':>11}{'USD':>12}")
     for key, t in snap["costs"]["by_stage_model"].items():
-        lines.append(f"  {key[:21]:<22}{t['calls']:>8}{t['input_tokens']:>11}{t['cached_input_tokens']:>10}"
+        if len(key) > 21:  # a long stage/model name gets a line of its own, not a cut
+            lines.append(f"  {key[:WIDTH - 2]}")
+            key = ""
+        lines.append(f"  {key:<22}{t['calls']:>8}{t['input_tokens']:>11}{t['cached_input_tokens']:>10}"
                      f"{t['output_tokens']:>11}{_usd(t['cost_usd']):>12}")
     if "redone_usd" in snap:
         rep = snap.get("replayed") or {}
@@ -110,7 +113,6 @@ def render_summary(snap: dict[str, Any]) -> str:
     prev = snap.get("previous_sessions")
     if prev and (prev["billing_unknown_requests"] or prev["redone_usd"]):
         lines.append("")
-        lines += textwrap.wrap(f"Earlier sessions: {_usd(prev['redone_usd'])} spent on work redone after an "
-                               f"interruption; {prev['billing_unknown_requests']} requests cut off (billing "
-                               f"unknown)", WIDTH)
+        lines.append(f"Earlier sessions: {_usd(prev['redone_usd'])} spent on work redone after an interruption;")
+        lines.append(f"  {prev['billing_unknown_requests']} requests cut off (billing unknown)")
     return "\n".join(lines)

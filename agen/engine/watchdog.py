@@ -81,8 +81,8 @@ class Watchdog:
         what, advice = FAMILIES[top]
         common = Counter(r for r in reasons if r.startswith(top)).most_common(1)[0][0]
         error = f" (last error: {self._last_error[stage]})" if top.endswith("_failed") and stage in self._last_error else ""
-        return Stall(stage, top, f"no progress in {stage}: {n} of the last {len(recent)} candidates were "
-                                 f"rejected as {top}:* (mostly {common}): {what}{error}. {advice}")
+        return Stall(stage, top, f"no progress in {stage}: {n} of the last {len(recent)} candidates ended as "
+                                 f"{top}:* (mostly {common}): {what}{error}. {advice[0].upper()}{advice[1:]}")
 
     def check_reachable(self, stage: str, accepted: int, target: int, attempts_left: int,
                         max_attempts: int, max_attempts_key: str) -> Stall | None:

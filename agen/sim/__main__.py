@@ -13,11 +13,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
+    parser.add_argument("--no-pdeathsig", action="store_true", help="watch --parent-pid only (no prctl)")
     args = parser.parse_args(argv)
     if args.parent_pid is not None:
         from agen.sim.process import die_with_parent
 
-        die_with_parent(args.parent_pid)
+        die_with_parent(args.parent_pid, pdeathsig=not args.no_pdeathsig)
     serve(args.config, args.host, args.port)
 
 

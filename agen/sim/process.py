@@ -23,13 +23,14 @@ __all__ = ["SimProcess", "die_with_parent"]
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def die_with_parent(parent_pid: int, every_s: float = 0.5) -> None:
+def die_with_parent(parent_pid: int, every_s: float = 0.5, pdeathsig: bool = True) -> None:
     """In the child: end (SIGTERM, so the server closes cleanly) when `parent_pid` is gone.
 
     Linux delivers the signal itself once asked with prctl(PR_SET_PDEATHSIG) — even after a
     `kill -9` of the parent; a daemon thread watching getppid() covers other systems, and the
-    case where the parent died before prctl was called."""
-    if sys.platform.startswith("linux"):
+    case where the parent died before prctl was called. (PR_SET_PDEATHSIG fires when the parent
+    *thread* ends, so a parent starting the child off its main thread asks for the watch alone.)"""
+    if pdeathsig and sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -93,6 +94,8 @@ class SimProcess:
                                 f"(0 picks a free one)")
         cmd = [sys.executable, "-m", "agen.sim", "--host", self.host, "--port", str(self.port),
                "--parent-pid", str(os.getpid())]
+        if threading.current_thread() is not threading.main_thread():
+            cmd.append("--no-pdeathsig")
         if self.config is not None:
             cmd += ["--config", self.config]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
