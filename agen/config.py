@@ -452,8 +452,15 @@ def _resumable(path: str) -> bool:
 
 
 def output_defining(cfg: RunConfig) -> dict[str, Any]:
-    """The flattened config without the fields that may change on resume."""
+    """The flattened config without the fields that may change on resume.
+
+    `verify: math` (the default) and the sandbox limits of a run that runs no code are left out,
+    so the fingerprint of a run started before those keys existed is unchanged."""
     flat = _flatten(cfg.model_dump(mode="json"))
+    if flat.get("verify") == "math":
+        del flat["verify"]
+    if cfg.verify != "code":
+        flat = {k: v for k, v in flat.items() if not k.startswith("sandbox.")}
     return {k: v for k, v in flat.items() if not _resumable(k)}
 
 
