@@ -370,6 +370,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap.add_argument("--workers", type=int, default=64)
     ap.add_argument("--latency-ms", type=float, default=40.0)
     ap.add_argument("--quick", action="store_true", help="3 s windows: a smoke run for the test suite")
+    ap.add_argument("--wild-latency-ms", type=float, default=200.0,
+                    help="tpm-usage/-naive/-upfront: the servers' median latency (3000: many requests in flight)")
     ap.add_argument("--window", type=float, default=10.0, help="fixed-2proc: the proxy's window in seconds")
     ap.add_argument("--wild-seconds", type=float, default=40.0, help="fixed-2proc: how long both processes run")
     ap.add_argument("--fixed-client", metavar="URL", help=argparse.SUPPRESS)
@@ -392,7 +394,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ]
     lat = {"median": args.latency_ms, "sigma": 0.3}
     cfg = {"seed": 1, "models": {sc.name: {"latency_ms": lat, **sc.server} for sc in scenarios}}
-    wild_lat = {"median": 200.0, "sigma": 0.3, "per_output_token_ms": 0.5}
+    wild_lat = {"median": args.wild_latency_ms, "sigma": 0.3, "per_output_token_ms": 0.5}
     cfg["models"].update({
         "tpm-usage": {"latency_ms": wild_lat, "tpm": tpm, "quirks": {"charges": "usage"}},
         "tpm-usage-naive": {"latency_ms": wild_lat, "tpm": tpm, "quirks": {"charges": "usage"}},

@@ -97,3 +97,25 @@ def test_reserve_is_max_tokens_until_warm_and_usage_charged() -> None:
     q = r.per_choice("propose", 1000, True)
     assert 200 < q < 400 and r.per_choice("propose", 1000, False) == 1000
     assert r.per_choice("vote", 1000, True) == 1000  # per stage
+
+
+def test_usage_charging_lane_banks_refunds_a_max_tokens_lane_does_not() -> None:
+    """Refunds settled while the lane was idle-ish are banked on a usage-charging lane (the server is
+    owed only what was used), and lost at the clamp otherwise (the server charged max_tokens)."""
+    def admitted_in_10s(charges: str | None) -> int:
+        facts = EndpointFacts("x")
+        facts.state("charges", charges)
+        p = Pacer(rpm=None, tpm=6000, facts=facts, margin=1.0)  # 100 tokens/s
+        n, now = 0, 0.0
+        pending: list[tuple[float, int]] = []
+        while now < 10.0:
+            for due, est in [x for x in pending if x[0] <= now]:
+                p.settle(now, est, 20)  # each call really used 20 of the 100 reserved
+                pending.remove((due, est))
+            if p.ready_at(now, 100) <= now:
+                p.admit(now, 100)
+                pending.append((now + 3.0, 100))  # answered 3 s later
+                n += 1
+            now = round(now + 0.01, 2)
+        return n
+    assert admitted_in_10s("usage") > admitted_in_10s(None) * 1.3

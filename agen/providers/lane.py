@@ -10,7 +10,9 @@ The admission arithmetic lives in `Pacer`, a pure function of `now` so tests dri
   * requests and tokens are each a GCRA (a token bucket written as a "theoretical arrival time")
     with `burst_s` seconds of tolerance; a request reserves what the client estimates (`prompt
     chars/4 + n x max_tokens`, or less on a server known to charge real usage) and is settled
-    with its real usage afterwards (refund or extra charge);
+    with its real usage afterwards (refund or extra charge); on a usage-charging server refunds
+    that arrive while the lane is not behind are banked (USAGE_BANK_S), since that server is owed
+    only what was used;
   * the effective rate is `min(configured, learned from x-ratelimit-limit-*) x margin x factor`;
   * a 429 pauses the whole lane for the server's retry-after (a 429 without any hint: a pause
     that doubles with every such 429 until a request succeeds) and halves `factor` (at most once per
@@ -39,6 +41,7 @@ from agen.providers.facts import ChargeProbe, EndpointFacts
 from agen.providers.headers import RateLimitInfo
 
 NEG_INF = -math.inf
+USAGE_BANK_S = 5.0  # seconds of token rate a usage-charging lane may bank from refunds
 
 
 @dataclass(slots=True)
@@ -220,7 +223,10 @@ class Pacer:
         if rho:
             if self.tok_tat == NEG_INF:
                 self.tok_tat = now + max(0.0, rho * self.burst_s - est_tokens) / rho
-            self.tok_tat = max(self.tok_tat, now) + est_tokens / rho
+            # A usage-charging server is owed only what was used: refunds settled while the lane was
+            # not behind are banked (up to USAGE_BANK_S of rate) instead of lost to the clamp at now.
+            bank = USAGE_BANK_S if self.facts.get("charges") == "usage" else 0.0
+            self.tok_tat = max(self.tok_tat, now - bank) + est_tokens / rho
         return Ticket(est_tokens, now, self.seq_req, self.seq_tok, self.seq_out)
 
     def settle(self, now: float, est_tokens: int, actual_tokens: int) -> None:
