@@ -90,10 +90,15 @@ def test_card_leaves_a_foreign_readme_alone(run_dir: Path, tmp_path: Path) -> No
 def test_cli_export_formats_and_errors(run_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "rl.jsonl"
-    res = runner.invoke(cli, ["export", str(run_dir), "--format", "rl", "--out", str(out), "--min-pass-rate", "0.99"])
+    top = max(r["pass_rate"] for r in export_rows(run_dir, "rl"))  # at least one row passes this bound
+    res = runner.invoke(cli, ["export", str(run_dir), "--format", "rl", "--out", str(out), "--min-pass-rate", str(top)])
     assert res.exit_code == 0, res.output
     rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
-    assert all(r["pass_rate"] >= 0.99 for r in rows) and f"wrote {len(rows)} rl rows" in res.output
+    assert rows and all(r["pass_rate"] >= top for r in rows) and f"wrote {len(rows)} rl rows" in res.output
+    none = runner.invoke(cli, ["export", str(run_dir), "--format", "rl", "--out", str(tmp_path / "none.jsonl"),
+                               "--min-pass-rate", "1", "--max-pass-rate", "1"])
+    if not any(r["pass_rate"] == 1 for r in export_rows(run_dir, "rl")):
+        assert none.exit_code == 2 and "within the pass-rate range" in none.output  # nothing written, says why
     bad = runner.invoke(cli, ["export", str(run_dir), "--format", "rl", "--out", str(out),
                               "--min-pass-rate", "0.9", "--max-pass-rate", "0.1"])
     assert bad.exit_code == 2 and "above --max-pass-rate" in bad.output

@@ -87,3 +87,21 @@ def test_right_key_passes_and_no_preflight_skips_the_check(tmp_path, monkeypatch
     dead = _external(tmp_path / "dead", f"http://127.0.0.1:{free_port()}/v1", max_retries=0)
     out = run_session(parse_config(dead), live=False, probe=False)
     assert out.exit_code != EXIT_OK and Path(dead["output"]["dir"]).exists()
+
+
+def test_an_endpoint_unreachable_mid_run_exits_6_and_resumes_once_it_listens(tmp_path):
+    """With the preflight skipped, the run itself finds nothing listening: the endpoint breaker stops
+    it (exit 6, naming the endpoint); once a server listens on that port, `agen resume` finishes."""
+    from click.testing import CliRunner
+
+    from agen.app.cli import cli
+
+    port = free_port()
+    raw = _external(tmp_path, f"http://127.0.0.1:{port}/v1", unreachable_after_attempts=3)
+    out = run_session(parse_config(raw), live=False, probe=False)
+    assert out.exit_code == EXIT_UNREACHABLE, out.message
+    assert "endpoint unreachable" in out.message and f"127.0.0.1:{port}" in out.message
+    assert "agen resume" in out.message
+    with SimProcess(sim_config_file(tmp_path, latency_ms=2), port=port):
+        res = CliRunner().invoke(cli, ["resume", str(tmp_path / "run")])
+    assert res.exit_code == EXIT_OK, res.output

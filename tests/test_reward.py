@@ -13,7 +13,7 @@ from agen.providers.retry import RetryPolicy
 from agen.providers.reward import RewardClient, parse_pooling, pooling_url
 from agen.sim import SimServer, response_quality
 from agen.types import CallRecord
-from tests.conftest import FAST, script
+from conftest import FAST, script
 
 CFG: dict[str, Any] = {"models": {"rm": {**FAST, "reward_noise": 0.0}, "noisy": {**FAST, "reward_noise": 0.3}}}
 PRICE = Price(input=1.0, output=0.0)

@@ -21,7 +21,7 @@ from agen.sim.config import SimModel
 from agen.sim.model import hardness, is_trap, solve_p, trap_draw
 from agen.sim.open_world import generate_open_prompt, prompt_quality, respond, response_quality
 from agen.sim.world import generate_problem, plausible_wrong, true_answer
-from tests.conftest import FAST
+from conftest import FAST
 
 CFG: dict[str, Any] = {
     "models": {

@@ -32,7 +32,7 @@ from agen.sim.open_world import (
     render_constraint,
 )
 from agen.types import ChatRequest, Example
-from tests.conftest import FAST, ROOT
+from conftest import FAST, ROOT
 
 CFG: dict[str, Any] = {"models": {
     "big": {**FAST, "open_skill": 0.75, "format_broken_p": 0.04, "judge_noise": 0.7, "judge_malformed_p": 0.02},

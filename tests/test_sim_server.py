@@ -15,7 +15,7 @@ from agen.sim import SimProcess, SimServer, start_sim
 from agen.sim.limits import TokenBucket, duration
 from agen.sim.model import count_tokens
 from agen.sim.world import generate_problem, plausible_wrong, true_answer
-from tests.conftest import FAST, script
+from conftest import FAST, script
 
 CFG: dict[str, Any] = {
     "models": {

@@ -29,7 +29,7 @@ from agen.app.summary import render_summary
 from agen.config import Price, RunConfig, load_prices, price_for
 from agen.cost import CostBook
 from agen.engine.pipeline import Pipeline
-from agen.errors import ConfigError, SimStartError, StorageError
+from agen.errors import ConfigError, EndpointUnreachableError, SimStartError, StorageError
 from agen.filters import Call, CandidateFilter
 from agen.filters.answer_consistency import AnswerConsistency
 from agen.filters.rip import RipFilter
@@ -253,6 +253,9 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
     if error is not None:
         return Outcome(EXIT_STORAGE, f"storage error: {error}. Free space or fix the path, then "
                                      f"`agen resume {run_dir.root}`", snap)
+    if isinstance(pipeline.fatal, EndpointUnreachableError):
+        return Outcome(EXIT_UNREACHABLE, f"stopped: endpoint unreachable: {pipeline.fatal}. Fix base_url or "
+                                         f"start the server, then `agen resume {run_dir.root}`", snap)
     if pipeline.fatal is not None:
         code = getattr(pipeline.fatal, "exit_code", EXIT_PROVIDER)  # EndpointUnreachableError: 6
         return Outcome(code, f"stopped: {pipeline.fatal}. Fix the cause, then "
