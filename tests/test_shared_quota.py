@@ -215,6 +215,18 @@ async def test_quota_names_are_separate_budgets(redis_url: str) -> None:
             await q.aclose()
 
 
+async def test_a_fresh_quota_admits_at_once_whatever_the_rates(redis_url: str) -> None:
+    """Regression: float noise in `wait` (1e-17 s) once refused every first request forever."""
+    cases = [(1200 / 60 * 0.99, 180_000 / 60 * 0.99, 103), (0.3, 7.0, 3), (None, 1e6, 1)]
+    quotas = [SharedQuota(redis_url, f"fresh{i}") for i in range(len(cases))]
+    try:
+        for q, (r, rho, est) in zip(quotas, cases):
+            assert await q.admit(est, r, rho) == 0.0, (r, rho, est)
+    finally:
+        for q in quotas:
+            await q.aclose()
+
+
 async def test_a_refused_admission_charges_nothing(redis_url: str) -> None:
     q = SharedQuota(redis_url, "nocharge")
     try:
@@ -289,3 +301,18 @@ def test_redacted_url_hides_the_password() -> None:
     assert redacted_url("redis://:pw@h:1/0") == "redis://:***@h:1/0"
     assert redacted_url("rediss://u:pw@h/2") == "rediss://u:***@h/2"
     assert redacted_url("redis://h:1/0") == "redis://h:1/0"
+
+
+def test_config_error_names_the_field_and_never_shows_the_password(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from agen.config import parse_config
+    from conftest import quick_raw
+
+    raw = quick_raw(tmp_path)
+    name = next(iter(raw["models"]))
+    raw["models"][name]["shared_quota"] = {"url": "redis://:hunter2@127.0.0.1:6379/0", "name": "k"}
+    with pytest.raises(ConfigError) as ei:
+        parse_config(raw)
+    assert f"models.{name}.shared_quota" in str(ei.value) and "password_env" in str(ei.value)
+    assert "hunter2" not in str(ei.value)
+    raw["models"][name]["shared_quota"] = {"url": "redis://127.0.0.1:6379/0", "name": "k"}
+    assert parse_config(raw).models[name].shared_quota.name == "k"  # type: ignore[union-attr]

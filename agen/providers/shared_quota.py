@@ -51,7 +51,7 @@ if rho > 0 then
   local capacity = math.max(rho * burst, est)
   wait = math.max(wait, ttat + (est - capacity) / rho - now)
 end
-if wait > 0 then return {0, string.format('%.6f', wait)} end
+if wait > 1e-6 then return {0, string.format('%.6f', wait)} end  -- not float noise: a retry storm
 if r > 0 then
   rtat = math.max(rtat, now) + 1 / r
   redis.call('SET', KEYS[1], string.format('%.6f', rtat), 'PX', math.ceil((rtat - now + 60) * 1000))
