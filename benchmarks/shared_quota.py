@@ -7,8 +7,8 @@ capacity, OpenAI-style). For N = 1, 2, 4 worker processes (spawned, each its own
   shared  every process configures the full limit and `shared_quota:` on one Redis name
   local   every process configures the full limit, no shared quota (the naive way: N-fold)
 
-Each model's buckets are first drained with a bare burst (a full bucket would flatter anyone),
-then all N processes start together; requests sent in the `--seconds` after a `--warm` warm-up
+Each model's buckets start empty (`buckets_start: empty`: a full bucket, a minute's worth, would
+flatter anyone), all N processes start together; requests sent in the `--seconds` after a `--warm` warm-up
 count. "limit share" is what the server admitted there as a share of its limit (the binding one
 of requests and tokens, tokens as it charges them: prompt + max_tokens); "429 share" is 429s per
 request sent. Two sim worlds: `headers` (OpenAI-style x-ratelimit-* headers, which each local lane
@@ -32,14 +32,11 @@ import orjson
 import uvloop
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rate_limits import drain  # noqa: E402  (same folder: one drain for every rate-limit benchmark)
-
-from agen.config import ModelConfig, Price, SharedQuotaConfig  # noqa: E402
-from agen.providers import Providers  # noqa: E402
-from agen.sim.process import SimProcess  # noqa: E402
-from agen.sim.redis_process import RedisProcess  # noqa: E402
-from agen.types import CallRecord, ChatRequest  # noqa: E402
+from agen.config import ModelConfig, Price, SharedQuotaConfig
+from agen.providers import Providers
+from agen.sim.process import SimProcess
+from agen.sim.redis_process import RedisProcess
+from agen.types import CallRecord, ChatRequest
 
 MAX_TOKENS = 100
 FREE = Price(input=0.0, output=0.0)
@@ -102,7 +99,7 @@ def main() -> None:
     rows = [(w, n, way) for w in worlds for n in ns for way in ("shared", "local")]
     lat = {"median": args.latency_ms, "sigma": 0.3}
     cfg = {"seed": 1, "models": {f"m{i}": {"latency_ms": lat, "rpm": args.rpm, "tpm": args.tpm,
-                                           "quirks": {"headers": worlds[w]}}
+                                           "buckets_start": "empty", "quirks": {"headers": worlds[w]}}
                                  for i, (w, _, _) in enumerate(rows)}}
     results = []
     ctx = multiprocessing.get_context("spawn")
@@ -113,7 +110,6 @@ def main() -> None:
             list(pool.map(abs, range(max(ns))))  # start the interpreters before any clock runs
             for i, (world, n, way) in enumerate(rows):
                 model = f"m{i}"
-                uvloop.run(drain(sim.base_url, model))
                 start_at = time.time() + 1.5  # every process imported and connected by then
                 futs = [pool.submit(worker, sim.base_url, model, args.rpm, args.tpm,
                                     redis.url if way == "shared" else None, f"bench-{i}", start_at,

@@ -41,7 +41,9 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 async def sim() -> AsyncIterator[SimServer]:
     # headers: none — the lanes cannot learn the limit or mirror the bucket: only the quota holds them
-    server = await start_sim({"models": {"sim-large": {"rpm": RPM, "latency_ms": FAST, "quirks": {"headers": "none"}},
+    # buckets_start: empty — a full bucket (a minute's worth) would absorb any overrun
+    server = await start_sim({"models": {"sim-large": {"rpm": RPM, "latency_ms": FAST, "buckets_start": "empty",
+                                                       "quirks": {"headers": "none"}},
                                          "sim-small": {"latency_ms": FAST}}})
     try:
         yield server
@@ -57,22 +59,6 @@ async def sim_get(sim: SimServer, path: str) -> Any:
 async def sim_post(sim: SimServer, path: str, doc: dict[str, Any]) -> None:
     async with aiohttp.ClientSession() as s, s.post(sim.base_url + path, data=orjson.dumps(doc)) as r:
         assert r.status == 200
-
-
-async def drain(sim: SimServer, model: str) -> None:
-    """Empty the sim's bucket (it starts a minute full, which would flatter any client), then reset counts."""
-    async with aiohttp.ClientSession() as s:
-        while True:
-            statuses = await asyncio.gather(*(_post_once(s, sim, model) for _ in range(50)))
-            if 429 in statuses:
-                break
-
-
-async def _post_once(s: aiohttp.ClientSession, sim: SimServer, model: str) -> int:
-    body = {"model": model, "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
-    async with s.post(sim.base_url + "/v1/chat/completions", data=orjson.dumps(body)) as r:
-        await r.read()
-        return r.status
 
 
 def req(i: int) -> ChatRequest:
@@ -134,13 +120,11 @@ def sent_ok(stacks: list[Stack]) -> list[float]:
 async def test_two_workers_share_one_quota_within_the_limit(sim: SimServer, redis_url: str) -> None:
     """Two stacks each configured with the full RPM, sharing it through Redis: together no 429 and
     at most the server's rate (plus the quota's half-second burst); most of the limit is used."""
-    await drain(sim, "sim-large")
-    before = (await sim_get(sim, "/sim/stats"))["sim-large"]
     stacks = [Stack(sim, model_cfg(redis_url)), Stack(sim, model_cfg(redis_url))]
     seconds = 4.0
     await run_stacks(stacks, seconds)
     after = (await sim_get(sim, "/sim/stats"))["sim-large"]
-    throttled = after["status"].get("429", 0) - before["status"].get("429", 0)
+    throttled = after["status"].get("429", 0)
     ok = sent_ok(stacks)
     assert throttled == 0, f"{throttled} 429s with a shared quota"
     span = ok[-1] - ok[0]
@@ -153,7 +137,6 @@ async def test_two_workers_share_one_quota_within_the_limit(sim: SimServer, redi
 async def test_two_workers_without_the_quota_overrun_the_limit(sim: SimServer) -> None:
     """The same two stacks limiting themselves (today's default) overrun the server: the sim does
     enforce the limit the test above stays within."""
-    await drain(sim, "sim-large")
     stacks = [Stack(sim, model_cfg(None)), Stack(sim, model_cfg(None))]
     await run_stacks(stacks, 2.0)
     assert sum(r.outcome == "throttle" for s in stacks for r in s.records) > 0
@@ -316,3 +299,40 @@ def test_config_error_names_the_field_and_never_shows_the_password(tmp_path) -> 
     assert "hunter2" not in str(ei.value)
     raw["models"][name]["shared_quota"] = {"url": "redis://127.0.0.1:6379/0", "name": "k"}
     assert parse_config(raw).models[name].shared_quota.name == "k"  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------- a whole run
+
+def test_a_run_with_shared_quotas_completes_and_preflight_refuses_a_dead_redis(tmp_path, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    """`agen.run` end to end with both models on one Redis (their own quota names); then the same
+    config pointing at a port where no Redis listens stops at preflight with exit 6, nothing written."""
+    import socket
+
+    import agen
+    from conftest import quick_raw, sim_config_file
+
+    raw = quick_raw(tmp_path, proposals=3, target=6, simulator={"config": str(sim_config_file(tmp_path, latency_ms=2))})
+    for name, m in raw["models"].items():
+        m.update(rpm=3000, tpm=3_000_000, shared_quota={"url": redis_url, "name": f"e2e-{name}"})
+    result = agen.run(raw, quiet=True, out=str(tmp_path / "run"), amplify__min_pool=3)
+    assert result.ok, result.message
+    import redis as sync_redis
+
+    r = sync_redis.Redis.from_url(redis_url)
+    assert {k.decode() for k in r.keys("agen:quota:*")} >= {f"agen:quota:e2e-{n}:req" for n in raw["models"]}
+    r.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    for m in raw["models"].values():
+        m["shared_quota"] = {"url": dead, "name": "x", "timeout_s": 1}
+    refused = agen.run(raw, quiet=True, out=str(tmp_path / "dead"))
+    assert refused.exit_code == 6 and "Redis at redis://127.0.0.1:" in refused.message, refused.message
+    assert not (tmp_path / "dead").exists()
+
+
+async def test_sim_buckets_can_start_empty(sim: SimServer) -> None:
+    """`buckets_start: empty` (the sim option these tests rely on): the very first request is refused."""
+    body = {"model": "sim-large", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+    async with aiohttp.ClientSession() as s, s.post(sim.base_url + "/v1/chat/completions", data=orjson.dumps(body)) as r:
+        assert r.status == 429 and 0 < float(r.headers["retry-after"]) <= 60 / RPM + 1

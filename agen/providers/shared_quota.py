@@ -191,6 +191,15 @@ class SharedQuota:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    async def ping(self) -> None:
+        """Raise QuotaStoreUnreachableError unless Redis answers (address, password): for preflight."""
+        from redis.exceptions import RedisError
+
+        try:
+            await asyncio.wait_for(self._redis.ping(), self.timeout_s * 2)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise self._unreachable(exc) from exc
+
     async def state(self) -> dict[str, float | None]:
         """The quota's raw Redis state (TATs and pause end, Redis clock), for tests and `statistics`."""
         from redis.exceptions import RedisError
