@@ -7,8 +7,8 @@ capacity, OpenAI-style). For N = 1, 2, 4 worker processes (spawned, each its own
   shared  every process configures the full limit and `shared_quota:` on one Redis name
   local   every process configures the full limit, no shared quota (the naive way: N-fold)
 
-Each model's buckets start empty (`buckets_start: empty`: a full bucket, a minute's worth, would
-flatter anyone), all N processes start together; requests sent in the `--seconds` after a `--warm` warm-up
+Each row resets the sim just before it starts, so the buckets start empty (`buckets_start: empty`:
+a full bucket, a minute's worth, would flatter anyone); all N processes start together; requests sent in the `--seconds` after a `--warm` warm-up
 count. "limit share" is what the server admitted there as a share of its limit (the binding one
 of requests and tokens, tokens as it charges them: prompt + max_tokens); "429 share" is 429s per
 request sent. Two sim worlds: `headers` (OpenAI-style x-ratelimit-* headers, which each local lane
@@ -26,6 +26,7 @@ import multiprocessing
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -111,6 +112,7 @@ def main() -> None:
             for i, (world, n, way) in enumerate(rows):
                 model = f"m{i}"
                 start_at = time.time() + 1.5  # every process imported and connected by then
+                urllib.request.urlopen(urllib.request.Request(sim.base_url + "/sim/reset", method="POST")).read()
                 futs = [pool.submit(worker, sim.base_url, model, args.rpm, args.tpm,
                                     redis.url if way == "shared" else None, f"bench-{i}", start_at,
                                     args.warm + args.seconds, args.callers) for _ in range(n)]

@@ -335,4 +335,4 @@ async def test_sim_buckets_can_start_empty(sim: SimServer) -> None:
     """`buckets_start: empty` (the sim option these tests rely on): the very first request is refused."""
     body = {"model": "sim-large", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
     async with aiohttp.ClientSession() as s, s.post(sim.base_url + "/v1/chat/completions", data=orjson.dumps(body)) as r:
-        assert r.status == 429 and 0 < float(r.headers["retry-after"]) <= 60 / RPM + 1
+        assert r.status == 429

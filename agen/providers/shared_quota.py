@@ -25,11 +25,7 @@ import asyncio
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
-import structlog
-
 from agen.errors import FatalRunError
-
-log = structlog.get_logger("agen.providers.shared_quota")
 
 # KEYS: req, tok, pause. ARGV: req_rate (per s, 0: none), tok_rate (per s, 0: none), est_tokens, burst_s.
 # Returns {1, "0"} admitted (both TATs charged) or {0, wait_s} (nothing charged). Numbers go out as
