@@ -96,8 +96,8 @@ def render_summary(snap: dict[str, Any]) -> str:
             key = ""
         lines.append(f"  {key:<22}{t['calls']:>8}{t['input_tokens']:>11}{t['cached_input_tokens']:>10}"
                      f"{t['output_tokens']:>11}{_usd(t['cost_usd']):>12}")
-    if "redone_usd" in snap:
-        rep = snap.get("replayed") or {}
+    rep = snap.get("replayed") or {}
+    if "redone_usd" in snap and (snap.get("session") or snap["redone_usd"] or rep.get("requests")):  # not on a first session
         lines.append("")
         lines += textwrap.wrap(f"$ redone: {_usd(snap['redone_usd'])} (paid again for requests an earlier session "
                                f"paid for); {rep.get('requests', 0)} paid results replayed from the journal "
