@@ -72,7 +72,7 @@ def _credential_name(name: str) -> bool:
 _KEY_SHAPE = re.compile(r"(?<![A-Za-z0-9])(sk-(?:ant-|proj-|svcacct-|or-)?|gsk_|xai-|hf_|AIza|pplx-|r8_|ghp_|"
                         r"github_pat_|nvapi-|fw_)[A-Za-z0-9_\-]{16,}|(?<![A-Z0-9])(AKIA)[0-9A-Z]{16}(?![A-Z0-9])")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NOT_SECRET = ("api_key_env",)  # the name of the variable, not its value
+_NOT_SECRET = ("api_key_env", "password_env")  # the name of the variable, not its value
 
 
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
@@ -98,6 +98,8 @@ def key_shaped(text: str) -> str | None:
 def check_secrets_by_value(cfg: RunConfig, environ: Mapping[str, str]) -> None:
     """Refuse a config holding the value of any api_key_env variable, wherever it stands."""
     values = {m.api_key_env: environ.get(m.api_key_env, "") for m in cfg.models.values() if m.api_key_env}
+    values.update({q.password_env: environ.get(q.password_env, "") for m in cfg.models.values()
+                   if (q := m.shared_quota) is not None and q.password_env})
     values = {k: v for k, v in values.items() if len(v) >= 8}
     if not values:
         return
@@ -127,6 +129,35 @@ def _credential_paths(value: Any, path: str) -> list[str]:
     return found
 
 
+class SharedQuotaConfig(_Strict):
+    """A model's RPM/TPM held in Redis and shared by every process naming the same quota `name`."""
+
+    url: str  # redis://host:port/db or rediss://...; no password here (it is snapshotted): password_env
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    password_env: str | None = None  # name of the environment variable holding the Redis password
+    max_connections: int = Field(default=4, ge=1, le=1024)
+    timeout_s: float = Field(default=5.0, gt=0)  # longer than this without an answer: stop the run (resumable)
+
+    @model_validator(mode="after")
+    def _url_is_redis_without_password(self) -> SharedQuotaConfig:
+        try:
+            url = urlsplit(self.url)
+            password = url.password
+        except ValueError:
+            raise ValueError("url is not a valid URL") from None
+        if url.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"url must start with redis://, rediss:// or unix:// (got {url.scheme or 'no'} scheme)")
+        if password is not None or (url.scheme != "unix" and "@" in url.netloc and url.username):
+            raise ValueError("url carries credentials (user:password@host); it is written to the run directory's "
+                             "config snapshot: put the password in an environment variable named in password_env")
+        if any(_credential_name(k) for k, _ in parse_qsl(url.query, keep_blank_values=True)):
+            raise ValueError("url has a credential in its query; use password_env")
+        env = self.password_env
+        if env is not None and (key_shaped(env) or not _ENV_NAME.fullmatch(env)):
+            raise ValueError("password_env must be the NAME of an environment variable, not the password")
+        return self
+
+
 class ModelConfig(_Strict):
     """One model endpoint, and therefore one lane: its limits are shared by every stage using it."""
 
@@ -151,6 +182,7 @@ class ModelConfig(_Strict):
     read_timeout_s: float = Field(default=120.0, gt=0)  # idle time between bytes
     extra_params: dict[str, Any] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict)
+    shared_quota: SharedQuotaConfig | None = None  # rpm/tpm held in Redis, shared with other processes
 
     @model_validator(mode="after")
     def _no_secrets_in_config(self) -> ModelConfig:
@@ -425,7 +457,7 @@ class RunConfig(_Strict):
 RESUMABLE_FIELDS = {
     "models.*.max_concurrency", "models.*.rpm", "models.*.tpm", "models.*.max_retries",
     "models.*.bad_response_retries", "models.*.connect_timeout_s", "models.*.read_timeout_s",
-    "models.*.headers", "models.*.api_key_env", "models.*.base_url", "models.*.price",
+    "models.*.headers", "models.*.api_key_env", "models.*.shared_quota", "models.*.base_url", "models.*.price",
     "propose.workers", "amplify.workers", "vote.concurrency", "rip.concurrency", "propose.target", "amplify.target",
     "propose.max_attempts", "amplify.max_attempts", "budget", "output.dir", "simulator", "watchdog",
     "sandbox.parallel",

@@ -11,6 +11,7 @@ watchdog deal with it).
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -133,5 +134,27 @@ async def check_endpoints(models: dict[str, ModelConfig], base_urls: dict[str, s
                           keys: dict[str, str | None]) -> list[EndpointProblem]:
     """Probe every model's endpoint at once; [] when all answered as the run needs."""
     async with aiohttp.ClientSession(trust_env=False) as session:
-        found = await asyncio.gather(*(_probe(session, n, m, base_urls[n], keys.get(n)) for n, m in models.items()))
+        found = await asyncio.gather(*(_probe(session, n, m, base_urls[n], keys.get(n)) for n, m in models.items()),
+                                     *(_probe_quota(n, m) for n, m in models.items() if m.shared_quota is not None))
     return [p for p in found if p is not None]
+
+
+async def _probe_quota(name: str, m: ModelConfig) -> EndpointProblem | None:
+    """The Redis of a `shared_quota` must answer before anything is sent (the run would stop at once)."""
+    from agen.providers.shared_quota import QuotaStoreUnreachableError, SharedQuota, redacted_url
+
+    q = m.shared_quota
+    assert q is not None
+    try:
+        quota = SharedQuota(q.url, q.name, password=os.environ.get(q.password_env) if q.password_env else None,
+                            max_connections=1, timeout_s=q.timeout_s, model=name)
+    except ImportError:
+        return EndpointProblem(name, redacted_url(q.url), "config", "shared_quota needs the redis package: "
+                               "pip install 'agen[redis]'")
+    try:
+        await quota.ping()
+    except QuotaStoreUnreachableError as exc:
+        return EndpointProblem(name, redacted_url(q.url), "unreachable", exc.message)
+    finally:
+        await quota.aclose()
+    return None

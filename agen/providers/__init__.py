@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
@@ -19,9 +20,13 @@ import structlog
 from agen.config import ModelConfig, Price, load_prices, price_for
 from agen.errors import ConfigError
 from agen.providers.client import ModelClient
+from agen.providers.lane import Lane, Pacer
 from agen.providers.reward import RewardClient
 from agen.providers.transport import Transport, fit_open_files
 from agen.types import CallRecord
+
+if TYPE_CHECKING:
+    from agen.providers.shared_quota import SharedQuota
 
 __all__ = ["ModelClient", "Providers", "check_api_keys"]
 
@@ -30,6 +35,9 @@ def check_api_keys(models: dict[str, ModelConfig]) -> None:
     """Raise ConfigError naming the model and the env var for every missing key (never shows a key)."""
     missing = [f"models.{name}: environment variable {m.api_key_env} is not set (it should hold the API key)"
                for name, m in models.items() if m.api_key_env and not os.environ.get(m.api_key_env)]
+    missing += [f"models.{name}.shared_quota: environment variable {q.password_env} is not set (it should hold "
+                f"the Redis password)" for name, m in models.items()
+                if (q := m.shared_quota) is not None and q.password_env and not os.environ.get(q.password_env)]
     if missing:
         raise ConfigError("missing API keys:\n  " + "\n  ".join(missing))
 
@@ -54,6 +62,7 @@ class Providers:
         self._session: aiohttp.ClientSession | None = None
         self.connection_limit = 0  # the connector's limit, set on entry
         self._clients: dict[str, ModelClient | RewardClient] = {}
+        self._quotas: list[SharedQuota] = []
 
     async def __aenter__(self) -> Providers:
         check_api_keys(self._models)
@@ -76,14 +85,34 @@ class Providers:
                 continue
             transport = Transport(self._session, m.provider, name, m.connect_timeout_s, m.read_timeout_s)
             self._clients[name] = ModelClient(name, m, transport=transport, base_url=self._base_urls[name],
-                                              price=self._prices[name], api_key=key, on_call=self._on_call)
+                                              price=self._prices[name], api_key=key, on_call=self._on_call,
+                                              lane=self._shared_lane(name, m))
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.aclose()
 
+    def _shared_lane(self, name: str, m: ModelConfig) -> Lane | None:
+        """A lane whose RPM/TPM budget is also held in Redis (`shared_quota`), else None (the default lane)."""
+        q = m.shared_quota
+        if q is None:
+            return None
+        try:
+            from agen.providers.shared_quota import SharedQuota
+            import redis.asyncio  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"models.{name}.shared_quota needs the redis package: pip install 'agen[redis]'") from None
+        password = os.environ.get(q.password_env) if q.password_env else None
+        quota = SharedQuota(q.url, q.name, password=password, max_connections=q.max_connections,
+                            timeout_s=q.timeout_s, model=name)
+        self._quotas.append(quota)
+        return Lane(name, max_concurrency=m.max_concurrency, pacer=Pacer(rpm=m.rpm, tpm=m.tpm), shared=quota)
+
     async def aclose(self) -> None:
+        for quota in self._quotas:
+            await quota.aclose()
+        self._quotas.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -36,9 +36,13 @@ import copy
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agen.providers.facts import ChargeProbe, EndpointFacts
 from agen.providers.headers import RateLimitInfo
+
+if TYPE_CHECKING:
+    from agen.providers.shared_quota import SharedQuota
 
 NEG_INF = -math.inf
 USAGE_BANK_S = 5.0  # seconds of token rate a usage-charging lane may bank from refunds
@@ -308,10 +312,17 @@ class Pacer:
 
 
 class Lane:
-    """FIFO admission for one endpoint; `acquire` returns a Ticket, `release` settles it."""
+    """FIFO admission for one endpoint; `acquire` returns a Ticket, `release` settles it.
 
-    def __init__(self, name: str, *, max_concurrency: int, pacer: Pacer) -> None:
+    With a `shared` quota (`providers/shared_quota.py`) the head of the queue, once the local
+    pacer lets it go, also asks Redis (one ask at a time, sleeping the wait it returns); settles
+    and pauses are mirrored there so every process on that quota sees them."""
+
+    def __init__(self, name: str, *, max_concurrency: int, pacer: Pacer, shared: SharedQuota | None = None) -> None:
         self.name = name
+        self.shared = shared
+        self._asking: asyncio.Task[None] | None = None  # the head's ask to the shared quota, on its way
+        self._shared_pause = NEG_INF  # the latest local pause already sent to the shared quota
         self.max_concurrency = max_concurrency
         self.pacer = pacer
         self._queue: deque[tuple[asyncio.Future[Ticket], int, int]] = deque()
@@ -339,7 +350,8 @@ class Lane:
         if self._closed is not None:
             raise copy.copy(self._closed)
         now = self._now()
-        if not self._queue and self._in_flight < self._concurrency(now) and self.pacer.ready_at(now, est_tokens) <= now:
+        if (self.shared is None and not self._queue and self._in_flight < self._concurrency(now)
+                and self.pacer.ready_at(now, est_tokens) <= now):
             return self._admit(now, est_tokens, out_tokens)
         fut: asyncio.Future[Ticket] = self._loop.create_future()  # type: ignore[union-attr]
         if front:
@@ -364,7 +376,11 @@ class Lane:
         """The request is done; `actual_tokens` (None: unknown, keep the reservation) settles it."""
         self._in_flight -= 1
         if actual_tokens is not None:
-            self.pacer.settle(self._now(), ticket.est_tokens, actual_tokens)
+            now = self._now()
+            self.pacer.settle(now, ticket.est_tokens, actual_tokens)
+            if self.shared is not None and actual_tokens != ticket.est_tokens:
+                self.shared.soon(self.shared.settle(ticket.est_tokens - actual_tokens, self.pacer.tok_rate(now)),
+                                 self.close)
         self._dispatch()
 
     def succeeded(self) -> None:
@@ -372,12 +388,14 @@ class Lane:
 
     def throttled(self, ticket: Ticket, wait_s: float | None) -> None:
         self.pacer.throttled(self._now(), ticket.admitted_at, wait_s)
+        self._share_pause()
         self._dispatch()
 
     def observe(self, info: RateLimitInfo, ticket: Ticket | None = None) -> None:
         """Feed one response's rate-limit headers (for the request holding `ticket`) to the pacer."""
         if not info.empty:
             self.pacer.observe(self._now(), info, ticket)
+            self._share_pause()
             self._dispatch()
 
     def close(self, exc: BaseException) -> None:
@@ -390,6 +408,50 @@ class Lane:
         if self._timer is not None:
             self._timer.cancel()
             self._timer, self._timer_at = None, math.inf
+        if self._asking is not None:
+            self._asking.cancel()  # an admission it got meanwhile stays charged: conservative
+
+    def _share_pause(self) -> None:
+        """A pause the local pacer just took (429, `remaining: 0`) applies to every worker of the quota."""
+        until = self.pacer.pause_until
+        if self.shared is not None and until > self._shared_pause:
+            self._shared_pause = until
+            self.shared.soon(self.shared.pause(until - self._now()), self.close)
+
+    async def _ask_shared(self, item: tuple[asyncio.Future[Ticket], int, int]) -> None:
+        """The head's one ask to the shared quota: admitted, or a timer for the wait it returned."""
+        from agen.providers.shared_quota import QuotaStoreUnreachableError
+
+        shared, pacer = self.shared, self.pacer
+        assert shared is not None
+        fut, est, out = item
+        rates = (pacer.req_rate(self._now()), pacer.tok_rate(self._now()))
+        try:
+            wait = await shared.admit(est, *rates)
+        except QuotaStoreUnreachableError as exc:
+            self.close(exc)
+            return
+        finally:
+            self._asking = None
+        now = self._now()
+        if wait > 0:
+            self._wake_at(now + wait)
+            return
+        # Admitted by the quota; still ours to send? (cancelled, closed, or paused by a 429 meanwhile)
+        if (fut.done() or self._closed is not None or self._in_flight >= self._concurrency(now)
+                or pacer.ready_at(now, est) > now):
+            shared.soon(shared.cancel(est, *rates), self.close)
+        else:
+            self._queue.remove(item)
+            fut.set_result(self._admit(now, est, out))
+        self._dispatch()
+
+    def _wake_at(self, t: float) -> None:
+        if t < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(t, self._on_timer)  # type: ignore[union-attr]
+            self._timer_at = t
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, math.inf
@@ -409,11 +471,11 @@ class Lane:
                 return
             t = self.pacer.ready_at(now, est)
             if t > now:
-                if t < self._timer_at:
-                    if self._timer is not None:
-                        self._timer.cancel()
-                    self._timer = self._loop.call_at(t, self._on_timer)  # type: ignore[union-attr]
-                    self._timer_at = t
+                self._wake_at(t)
+                return
+            if self.shared is not None:
+                if self._asking is None:
+                    self._asking = self._loop.create_task(self._ask_shared(q[0]))  # type: ignore[union-attr]
                 return
             q.popleft()
             fut.set_result(self._admit(now, est, out))
@@ -431,4 +493,5 @@ class Lane:
             "lane/factor": round(p.factor(now), 4),
             "lane/rpm_effective": round((p.req_rate(now) or 0.0) * 60, 2),
             "lane/tpm_effective": round((p.tok_rate(now) or 0.0) * 60, 2),
+            **(self.shared.statistics() if self.shared is not None else {}),
         }

@@ -98,6 +98,8 @@ class SimModel(_Strict):
     latency_ms: Latency = Latency()
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
+    buckets_start: Literal["full", "empty"] = "full"  # empty (at start and at POST /sim/reset): a long
+    #   run's steady state (a full bucket, a minute's worth, flatters any client, even N on one key)
     propose_wrong_p: float = Field(default=0.1, ge=0, le=1)  # wrong stated answer, at 3 steps
     propose_wrong_per_step: float = Field(default=0.0, ge=0, le=1)  # added per step above 3 (less below)
     ambition: int = Field(default=0, ge=0, le=3)  # steps beyond the examples' difficulty when proposing

@@ -91,9 +91,11 @@ class ModelState:
         def limiter(limit: float | None) -> limits.Limiter | None:
             if not limit:
                 return None
-            if q.window == "fixed":
-                return limits.FixedWindow(limit, now, q.window_s)
-            return limits.TokenBucket(limit, now)
+            bucket: limits.Limiter = (limits.FixedWindow(limit, now, q.window_s) if q.window == "fixed"
+                                      else limits.TokenBucket(limit, now))
+            if cfg.buckets_start == "empty":
+                bucket.level = 0.0  # (a fixed window refills at its next reset)
+            return bucket
 
         self.req_bucket = limiter(cfg.rpm)
         self.tok_bucket = limiter(cfg.tpm)
