@@ -65,8 +65,8 @@ class CandidateFilter(Protocol):
         """Candidates of `stage` that must be in flight together before any can be decided (a pilot)."""
         ...
 
-    def finish_pilot(self) -> None:
-        """No more candidates are coming: decide with what there is."""
+    def finish_pilot(self, stage: str | None = None) -> None:
+        """No more candidates of `stage` (None: of any stage) are coming: decide with what there is."""
         ...
 
     def abort_pilot(self) -> None:

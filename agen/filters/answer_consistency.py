@@ -62,7 +62,7 @@ class AnswerConsistency:
     def min_in_flight(self, stage: str) -> int:
         return 0  # every vote decides on its own samples
 
-    def finish_pilot(self) -> None:
+    def finish_pilot(self, stage: str | None = None) -> None:
         pass
 
     def abort_pilot(self) -> None:
