@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from agen.config import VoteConfig
-from agen.filters import Call, FilterTask, Verdict, gather_settled
+from agen.filters import Call, FilterTask, TargetMet, Verdict, gather_settled
 from agen.filters.equivalence_pool import EquivalencePool, VoteFeed
 from agen.gen.parse import extract_boxed
 from agen.gen.prompts import solve_prompt
@@ -90,6 +90,11 @@ class AnswerConsistency:
         agreeing: list[str] = []
         stage = f"{task.stage}.vote"
         while (decision := feed.tally.decision()) is None:
+            if task.enough():
+                raise TargetMet({"vote": {
+                    "model": vc.model, "k": vc.k, "samples": offset, "votes": list(feed.tally.votes),
+                    "answered": answered, "truncated": feed.tally.truncated, "early_stopped": True,
+                    "solutions": keep_solutions(agreeing)}})
             want = feed.tally.needed_before_decision() if vc.early_stop else vc.k - offset
             want = max(1, min(want, vc.k - offset))
             reqs = self._requests(prompt, base_seed, offset, want, stage, task.id)

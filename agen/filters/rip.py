@@ -23,7 +23,7 @@ import structlog
 
 from agen.config import RipConfig
 from agen.errors import TaskFailedError
-from agen.filters import Call, FilterAborted, FilterTask, Verdict, gather_settled
+from agen.filters import Call, FilterAborted, FilterTask, TargetMet, Verdict, gather_settled
 from agen.gen.judge import parse_judge_score
 from agen.gen.prompts import render
 from agen.gen.rip_metrics import (
@@ -162,6 +162,8 @@ class RipFilter:
         pilot.judging += 1
         try:
             responses = await self._responses(task)
+            if task.enough():  # the judge calls are not worth paying for any more
+                raise TargetMet({"rip": {"k": self.cfg.k, "policy_model": self.cfg.model, "responses": responses}})
             rewards = list(await gather_settled(*(self._score(task, i, r) for i, r in enumerate(responses))))
         finally:
             pilot.judging -= 1
