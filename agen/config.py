@@ -31,7 +31,8 @@ def _data_root() -> Path:
 
 DATA_ROOT = _data_root()
 CONFIGS_DIR = DATA_ROOT / "configs"
-BUILTIN_CONFIGS = ("quickstart", "open_ended")  # `agen run quickstart` from any directory
+BUILTIN_CONFIGS = ("quickstart", "open_ended", "quickstart_math", "quickstart_choice",
+                   "quickstart_code")  # `agen run quickstart` from any directory
 
 
 def builtin_config(name: str) -> Path | None:
@@ -409,6 +410,12 @@ class RunConfig(_Strict):
             return f"open_{part}.txt"
         return f"{self.verify}_generate.txt" if part == "generate" and self.verify != "math" else f"verifiable_{part}.txt"
 
+    def solve_template(self) -> str:
+        """The vote's solve template, defaulting by domain (`verify`)."""
+        if self.vote is not None and self.vote.template:
+            return self.vote.template
+        return "verifiable_solve.txt" if self.verify == "math" else f"{self.verify}_solve.txt"
+
     def fingerprint(self) -> str:
         """Hash of the fields that change what the run writes (see `OUTPUT_FIELDS`)."""
         return hashlib.sha256(orjson.dumps(output_defining(self), option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
@@ -445,8 +452,15 @@ def _resumable(path: str) -> bool:
 
 
 def output_defining(cfg: RunConfig) -> dict[str, Any]:
-    """The flattened config without the fields that may change on resume."""
+    """The flattened config without the fields that may change on resume.
+
+    `verify: math` (the default) and the sandbox limits of a run that runs no code are left out,
+    so the fingerprint of a run started before those keys existed is unchanged."""
     flat = _flatten(cfg.model_dump(mode="json"))
+    if flat.get("verify") == "math":
+        del flat["verify"]
+    if cfg.verify != "code":
+        flat = {k: v for k, v in flat.items() if not k.startswith("sandbox.")}
     return {k: v for k, v in flat.items() if not _resumable(k)}
 
 

@@ -8,16 +8,23 @@ concurrency; the bare loop is the floor (a semaphore, one POST, orjson in and ou
 
 Prints a table (median CPU of each path) and one JSON line; the ratio is the median over paired,
 order-alternating rounds, since CPU per request moves with machine load. Target: ratio <= 1.5.
+
+It also measures the memory a request holds while it waits in a lane's queue (tracemalloc, 2,000
+requests with a 3 KB prompt behind a lane of concurrency 1; the prompts themselves belong to the
+caller and are not counted), against a bare waiter (a task awaiting a semaphore).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -84,6 +91,47 @@ async def run_bare(base: str, n: int, conc: int) -> tuple[float, float, int]:
         return time.process_time() - c0, time.perf_counter() - w0, ok
 
 
+PROMPT = "Here are some example problems.\n" + "Example: a farmer has 12 cows and buys 7 more. " * 64
+
+
+async def queued_bytes(base: str, n: int = 2000) -> tuple[float, float]:
+    """(bytes per request waiting in agen's lane queue, bytes per bare semaphore waiter)."""
+    models = {"m": ModelConfig(model=MODEL, max_concurrency=1, max_retries=0)}
+    reqs = [ChatRequest(messages=({"role": "user", "content": PROMPT + str(i)},), max_tokens=64,
+                        stage="bench", task_id=str(i)) for i in range(n)]
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async with Providers(models, base_urls={"m": base + "/v1"}) as p:
+        client = p["m"]
+        await client.complete(reqs[0])  # warm: connection, imports
+        sem = asyncio.Semaphore(0)
+
+        async def bare(r: ChatRequest) -> None:
+            async with sem:
+                pass
+
+        async def held(make: Any) -> float:
+            gc.collect()
+            t0 = tracemalloc.get_traced_memory()[0]
+            tasks = [asyncio.create_task(make(r)) for r in reqs]
+            await settle()  # every task is waiting (agen: one in flight, the rest in the lane queue)
+            per = (tracemalloc.get_traced_memory()[0] - t0) / n
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            del tasks
+            return per
+
+        tracemalloc.start()
+        bare_b = await held(bare)
+        agen_b = await held(client.complete)
+        tracemalloc.stop()
+    return agen_b, bare_b
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=3000)
@@ -105,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     b_res, a_res = pair[0](), pair[1]()
                 bare.append(b_res)
                 agen.append(a_res)
+            q_agen, q_bare = uvloop.run(queued_bytes(sim.base_url))
     per_k = lambda r: r[0] / args.requests * 1000  # noqa: E731
     ratios = sorted(per_k(a) / per_k(b) for a, b in zip(agen, bare))
     b = sorted(bare, key=lambda r: r[0])[len(bare) // 2]
@@ -113,12 +162,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               "bare_cpu_s_per_1k": round(per_k(b), 4), "agen_cpu_s_per_1k": round(per_k(a), 4),
               "ratio": round(ratios[len(ratios) // 2], 3), "ratio_min": round(ratios[0], 3),
               "ratio_max": round(ratios[-1], 3),
-              "bare_req_per_s": round(args.requests / b[1], 1), "agen_req_per_s": round(args.requests / a[1], 1)}
+              "bare_req_per_s": round(args.requests / b[1], 1), "agen_req_per_s": round(args.requests / a[1], 1),
+              "queued_bytes_per_request": round(q_agen), "bare_waiter_bytes": round(q_bare)}
     print(f"{'path':<26}{'CPU s / 1k req':>16}{'req/s':>10}")
     print(f"{'bare aiohttp+orjson':<26}{result['bare_cpu_s_per_1k']:>16.4f}{result['bare_req_per_s']:>10.1f}")
     print(f"{'agen lane+client':<26}{result['agen_cpu_s_per_1k']:>16.4f}{result['agen_req_per_s']:>10.1f}")
     print(f"ratio agen/bare = {result['ratio']:.3f} (median of {args.rounds} paired rounds; "
           f"range {result['ratio_min']:.3f}-{result['ratio_max']:.3f}; target <= 1.5)")
+    print(f"a request waiting in the lane holds {result['queued_bytes_per_request']} bytes "
+          f"(a bare semaphore waiter: {result['bare_waiter_bytes']}; target <= 2 KB)")
     print(orjson.dumps({"benchmark": "client_overhead", **result}).decode())
     sys.stdout.flush()
     return result

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import io
+import os
 import sys
 import tempfile
 import time
@@ -42,7 +44,38 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "sim-fast"
 
 
-def run_pipeline(out: Path, sim_url: str, proposals: int, amplified: int) -> tuple[float, float, list[dict[str, Any]]]:
+class _Counts:
+    """fsync/fdatasync calls and thread-pool submits made while counting (the durability path's cost)."""
+
+    def __init__(self) -> None:
+        self.fsyncs = self.submits = 0
+
+    @contextlib.contextmanager
+    def counting(self):  # type: ignore[no-untyped-def]
+        fsync, fdatasync, submit = os.fsync, os.fdatasync, concurrent.futures.ThreadPoolExecutor.submit
+
+        def counted_fsync(fd: int) -> None:
+            self.fsyncs += 1
+            fsync(fd)
+
+        def counted_fdatasync(fd: int) -> None:
+            self.fsyncs += 1
+            fdatasync(fd)
+
+        def counted_submit(pool, fn, /, *a, **kw):  # type: ignore[no-untyped-def]
+            self.submits += 1
+            return submit(pool, fn, *a, **kw)
+
+        os.fsync, os.fdatasync = counted_fsync, counted_fdatasync
+        concurrent.futures.ThreadPoolExecutor.submit = counted_submit  # type: ignore[method-assign]
+        try:
+            yield self
+        finally:
+            os.fsync, os.fdatasync, concurrent.futures.ThreadPoolExecutor.submit = fsync, fdatasync, submit  # type: ignore[method-assign]
+
+
+def run_pipeline(out: Path, sim_url: str, proposals: int, amplified: int,
+                 counts: _Counts | None = None) -> tuple[float, float, list[dict[str, Any]]]:
     raw = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
     raw["seeds"]["path"] = str(ROOT / "data" / "gsm8k_sample.jsonl")
     raw["propose"]["target"], raw["amplify"]["target"] = proposals, amplified
@@ -54,7 +87,7 @@ def run_pipeline(out: Path, sim_url: str, proposals: int, amplified: int) -> tup
         m.update(model=MODEL, base_url=sim_url + "/v1")
     cfg = parse_config(raw, "engine_overhead")
     c0, w0 = time.process_time(), time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), (counts or _Counts()).counting():
         res = run_session(cfg, live=False)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     if res.exit_code != EXIT_OK:
@@ -95,7 +128,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         path.write_text(yaml.safe_dump(cfg))
         with SimProcess(path) as sim:
             run_pipeline(Path(d) / "warm", sim.base_url, 2, 8)  # imports, caches, connection pool
-            cpu, wall, calls = run_pipeline(Path(d) / "run", sim.base_url, max(2, n // 10), n - max(2, n // 10))
+            counts = _Counts()
+            cpu, wall, calls = run_pipeline(Path(d) / "run", sim.base_url, max(2, n // 10), n - max(2, n // 10), counts)
             gen = [c for c in calls if not c["stage"].endswith(".vote")]
             votes = [c for c in calls if c["stage"].endswith(".vote")]
             samples = sum(r["vote"]["samples"] for s in ("accepted", "rejected")
@@ -108,13 +142,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {"requests": reqs, "generation_calls": len(gen), "vote_calls": len(votes), "bare_vote_n": mean_n,
               "agen_cpu_s_per_1k": round(cpu / reqs * 1000, 4), "agen_req_per_s": round(reqs / wall, 1),
               "bare_cpu_s_per_1k": round(bcpu / len(payloads) * 1000, 4),
-              "bare_req_per_s": round(len(payloads) / bwall, 1), "bare_ok": ok}
+              "bare_req_per_s": round(len(payloads) / bwall, 1), "bare_ok": ok,
+              "fsyncs_per_1k": round(counts.fsyncs / reqs * 1000, 1),
+              "thread_submits_per_1k": round(counts.submits / reqs * 1000, 1)}
     result["ratio"] = round(result["agen_cpu_s_per_1k"] / result["bare_cpu_s_per_1k"], 3)
     print(f"{reqs} requests ({len(gen)} generation, {len(votes)} vote), sim-fast in its own process")
     print(f"{'path':<34}{'CPU s / 1k req':>16}{'req/s':>10}")
     print(f"{'bare aiohttp+uvloop+orjson':<34}{result['bare_cpu_s_per_1k']:>16.4f}{result['bare_req_per_s']:>10.1f}")
     print(f"{'agen full pipeline (run_session)':<34}{result['agen_cpu_s_per_1k']:>16.4f}{result['agen_req_per_s']:>10.1f}")
-    print(f"ratio agen/bare = {result['ratio']:.2f}")
+    print(f"ratio agen/bare = {result['ratio']:.2f}; per 1k requests: {result['fsyncs_per_1k']} fsyncs, "
+          f"{result['thread_submits_per_1k']} thread-pool submits")
     print(orjson.dumps({"benchmark": "engine_overhead", **result}).decode())
     sys.stdout.flush()
     return result

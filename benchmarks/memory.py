@@ -10,8 +10,9 @@ against the sim would measure the same queues at a twentieth of the speed, too s
 Two things grow with the run by design, and are reported separately from the queues: the
 committed-id set (resume's set difference) and the dedup index (every admitted question). Each
 child measures them at the end (ids: the set and its strings; dedup: its compact stores, counted
-once more for the copy a merge's `np.insert` holds next to the old array, which is the peak,
-plus the high-water mark of its not-yet-merged buffer, ~5 KB per question up to 2^17 keys),
+once more for the copy a merge's `np.insert` holds next to the old array (in the merge thread),
+which is the peak, plus the high-water mark of its not-yet-merged buffers, ~5 KB per question up
+to 2^17 keys),
 so the growth per extra task splits into "by design" and "other" (everything else: what should
 be flat). The dedup's token-code cache (an lru_cache bounded at 262,144 entries, ~1 new token per
 task here) is shown on its own: it grows until it is full, then stays flat. The `--no-dedup`
@@ -137,16 +138,17 @@ def _buf_bytes(m: Any) -> int:
 
 
 def _watch_dedup_buffers() -> None:
-    """Record each dedup multimap's buffer size just before it is merged (its high-water mark)."""
+    """Record each dedup multimap's buffer size just before it becomes a run (its high-water mark)."""
     from agen.gen import dedup as dd
 
-    merge = dd._MultiMap._merge
+    add = dd._MultiMap.add
 
-    def watched(self: Any) -> None:
-        _BUF_HIGH[id(self)] = max(_BUF_HIGH.get(id(self), 0), _buf_bytes(self))
-        merge(self)
+    def watched(self: Any, keys: list[int], value: int) -> None:
+        if self._buffered + len(keys) >= self._merge_at:
+            _BUF_HIGH[id(self)] = max(_BUF_HIGH.get(id(self), 0), _buf_bytes(self))
+        add(self, keys, value)
 
-    dd._MultiMap._merge = watched  # type: ignore[method-assign]
+    dd._MultiMap.add = watched  # type: ignore[method-assign]
 
 
 def by_design(p: Any) -> dict[str, float | int]:
@@ -154,12 +156,14 @@ def by_design(p: Any) -> dict[str, float | int]:
     from agen.gen import dedup as dd
 
     mb = 1 / 2**20
-    ids = sys.getsizeof(p.done_ids) + sum(sys.getsizeof(i) for i in p.done_ids)
+    ids = p.done_ids.nbytes()  # bitmaps: one bit per task index
     out: dict[str, float | int] = {"ids_mb": round(ids * mb, 3)}
     d = p.dedup
     if isinstance(d, dd.Deduper):
         maps = (d._exact, d._lsh)
         out["dedup_index_mb"] = round(d.nbytes() * mb, 3)
+        for m in maps:
+            m.wait_merged()
         # np.insert copies keys, then vals, each with a 1-byte-per-slot mask: the larger array + mask
         out["dedup_merge_copy_mb"] = round(sum(max(m._keys.nbytes, m._vals.nbytes) + len(m._keys) for m in maps) * mb, 3)
         # not-yet-merged keys (a dict of lists, ~5 KB per question), bounded by merge_at: its

@@ -18,6 +18,8 @@ Endpoints in the wild (issue 9), measured in the same run; requests are real pro
   tpm-usage    the server charges real usage (prompt + completion, after the answer)
                                                           target: >= 97% of TPM as it charges, <= 1% 429s
   tpm-upfront  the server charges prompt + max_tokens at admission (OpenAI)   same targets
+  tpm-usage-naive  the usage-charging server with `charges: max_tokens` stated in the config, so
+               agen reserves n x max_tokens as before issue 9: the baseline for tpm-usage
   fixed-2proc  a LiteLLM-style proxy (fixed `--window` s windows, only `llm_provider-retry-after`,
                negative remaining, no reset header), rpm shared by two agen processes, no rpm
                configured, max_retries 0       target: <= 5% 429s after the first window, 0 failed
@@ -218,13 +220,15 @@ def propose_requests() -> list[ChatRequest]:
 
 async def wild_tpm(base: str, seconds: float, warm: float, workers: int, tpm: float) -> dict[str, dict[str, float]]:
     """tpm-usage and tpm-upfront side by side, drained first, client tpm = server tpm."""
-    names = ("tpm-usage", "tpm-upfront")
+    names = ("tpm-usage", "tpm-usage-naive", "tpm-upfront")
     prompts = propose_requests()
     records: dict[str, list[CallRecord]] = {n: [] for n in names}
-    wait = await drain(base, "tpm-usage", 4)
+    waits = await asyncio.gather(drain(base, "tpm-usage", 4), drain(base, "tpm-usage-naive", 4))
+    wait = max(waits)
     await asyncio.sleep(max(0.0, wait - 1.0))  # an overdrawn usage bucket: back to about empty
     await drain(base, "tpm-upfront")
-    models = {n: ModelConfig(model=n, max_concurrency=workers, price=FREE, tpm=tpm) for n in names}
+    models = {n: ModelConfig(model=n, max_concurrency=workers, price=FREE, tpm=tpm,
+                             charges="max_tokens" if n == "tpm-usage-naive" else None) for n in names}
     async with Providers(models, base_urls={n: base + "/v1" for n in names},
                          on_call=lambda r: records[r.model].append(r)) as p:
         t0, t0_wall = time.monotonic(), time.time()
@@ -266,11 +270,13 @@ async def wild_tpm(base: str, seconds: float, warm: float, workers: int, tpm: fl
         # or prompt + max_tokens for every request it answered.
         d = {k: after[n][k] - before[n][k] for k in ("input_tokens", "output_tokens")}
         answered = after[n]["status"].get("200", 0) - before[n]["status"].get("200", 0)
-        used = d["input_tokens"] + (d["output_tokens"] if n == "tpm-usage" else PROPOSE_MAX_TOKENS * answered)
+        usage_server = n.startswith("tpm-usage")
+        used = d["input_tokens"] + (d["output_tokens"] if usage_server else PROPOSE_MAX_TOKENS * answered)
         charged = used / (seconds / 60.0)
         out[n] = {"attempts": len(window), "ok": len(ok), "tpm": round(charged, 1), "of_tpm": round(charged / tpm, 4),
                   "share_429": round(sum(r.status == 429 for r in window) / max(1, len(window)), 4),
-                  "charges_learned": facts[n].get("charges", "-"),
+                  "charges_learned": f"{facts[n].get('charges', '-')}"
+                                     f"{' (config)' if facts[n]['source'].get('charges') == 'config' else ''}",
                   "mean_output": round(sum(r.usage.output_tokens for r in ok) / max(1, len(ok)), 1)}
     return out
 
@@ -389,6 +395,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     wild_lat = {"median": 200.0, "sigma": 0.3, "per_output_token_ms": 0.5}
     cfg["models"].update({
         "tpm-usage": {"latency_ms": wild_lat, "tpm": tpm, "quirks": {"charges": "usage"}},
+        "tpm-usage-naive": {"latency_ms": wild_lat, "tpm": tpm, "quirks": {"charges": "usage"}},
         "tpm-upfront": {"latency_ms": wild_lat, "tpm": tpm},
         "fixed-litellm": {"latency_ms": lat, "rpm": rpm,
                           "quirks": {"window": "fixed", "window_s": args.window, "headers": "litellm"}},
@@ -415,17 +422,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         print(f"{name:<22}{int(r['attempts']):>9}{int(r['ok']):>7}{achieved:>9.0f}{unit:>3}{frac:>10.2%}"
               f"{r['share_429']:>11.2%}{early:>11}")
     print("\nEndpoints in the wild")
-    for name in ("tpm-usage", "tpm-upfront"):
+    for name in ("tpm-usage", "tpm-usage-naive", "tpm-upfront"):
         r = wild[name]
-        print(f"{name:<14} {int(r['ok']):>5} ok  {r['of_tpm']:>8.2%} of TPM as charged  {r['share_429']:>7.2%} 429s  "
+        print(f"{name:<16} {int(r['ok']):>5} ok  {r['of_tpm']:>8.2%} of TPM as charged  {r['share_429']:>7.2%} 429s  "
               f"charges learned: {r['charges_learned']}  mean output {r['mean_output']} of max_tokens "
               f"{PROPOSE_MAX_TOKENS}")
+    print(f"{'':<16} learned reservation vs naive: x{wild['tpm-usage']['of_tpm'] / max(1e-9, wild['tpm-usage-naive']['of_tpm']):.2f} "
+          f"of the usage server's TPM")
     r = wild["fixed-2proc"]
-    print(f"{'fixed-2proc':<14} {int(r['ok']):>5} ok  {r['share_429']:>7.2%} 429s overall, "
+    print(f"{'fixed-2proc':<16} {int(r['ok']):>5} ok  {r['share_429']:>7.2%} 429s overall, "
           f"{r['share_429_after_first']:.2%} after the first window  {int(r['failed'])} failed  "
           f"window learned: {r['window_learned']}")
     r = wild["ignore-n"]
-    print(f"{'ignore-n':<14} {r['candidates']} votes, K={r['k']}: at most {r['max_requests_per_vote']} requests per "
+    print(f"{'ignore-n':<16} {r['candidates']} votes, K={r['k']}: at most {r['max_requests_per_vote']} requests per "
           f"vote (mean {r['mean_requests_per_vote']}), seeds inside K: {r['seeds_inside_k']}, "
           f"supports_n learned: {r['supports_n_learned']}")
     print(orjson.dumps({"benchmark": "rate_limits", "seconds": args.seconds, "settle": args.settle,

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("engine_overhead", "latency_throughput", "memory", "strategy_cost", "filter_precision")
+SCRIPTS = ("engine_overhead", "latency_throughput", "memory", "strategy_cost", "filter_precision", "loop_lag", "drain")
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,21 @@ def test_strategy_cost_quick(outputs) -> None:
         assert 0 <= r["precision_candidates"] <= 1 and 0 <= r["precision_accepted"] <= 1
 
 
+def test_loop_lag_quick(outputs) -> None:
+    """loop_lag --quick runs ordinary and pathological answers; hard samples become undecidable."""
+    _, doc = _doc(outputs, "loop_lag")
+    base, hard = doc["baseline"], doc["pathological"]
+    assert base["requests"] > 0 and hard["requests"] > 0 and base["votes_with_undecidable"] == 0
+    assert hard["votes_with_undecidable"] > 0  # the power towers were caught, off the loop
+    assert all(r["lag_max_ms"] >= r["lag_p99_ms"] >= r["lag_p50_ms"] >= 0 for r in (base, hard))
+
+
+def test_drain_quick(outputs) -> None:
+    """drain --quick: after the SIGINT is handled nothing new is sent, and the resume pays nothing twice."""
+    _, doc = _doc(outputs, "drain")
+    assert doc["exit_code"] == 130 and doc["resume_exit_code"] == 0
+    assert doc["in_flight_at_signal"] > 0 and doc["started_after_handled"] == 0
+    assert doc["resume_redone_usd"] == 0
 def test_filter_precision_quick(outputs) -> None:
     """filter_precision --quick scores precision before/after and recall in a world with and without traps."""
     _, doc = _doc(outputs, "filter_precision")

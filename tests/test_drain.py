@@ -54,7 +54,7 @@ def test_cut_votes_resume_from_their_paid_samples(sim, tmp_path):
         time.sleep(0.01)
     # votes under way, many queued behind the voter lane (wait for them, not for a fixed time: the
     # amplifier first waits for its minimum pool of proposals)
-    while _vote_begins(root) < 50 and time.monotonic() < deadline + 60:
+    while _vote_begins(root) < 120 and time.monotonic() < deadline + 60:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     at_signal = _requests(sim.base_url)

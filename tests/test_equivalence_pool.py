@@ -35,11 +35,13 @@ async def test_pathological_pair_times_out_while_requests_keep_flowing(sim, http
             assert pool.stats["timeouts"] == 1
         else:  # a fast machine decided it in time: then it is simply another answer
             assert feed.tally.votes == (HARD,)
-        # The same answer again in this vote is not tried again: undecidable at once, no worker asked.
+        # The same answer again, in this vote or another, is not tried again: undecidable at once.
         asked = pool.stats["offloaded"]
         if feed.undecidable:
             await feed.add(HARD)
-            assert pool.stats["offloaded"] == asked and len(feed.undecidable) == 2
+            other = VoteFeed(Tally("7", 10, 0.5), "7", pool)
+            await other.add(HARD)
+            assert pool.stats["offloaded"] == asked and len(feed.undecidable) == 2 and len(other.undecidable) == 1
     finally:
         await pool.aclose()
 

@@ -57,3 +57,21 @@ def test_code_world_references_pass_and_family_bugs_are_caught():
 
     asyncio.run(go())
     assert len(seen_bug_fail) >= 3
+
+
+def test_gsm8k_prompts_stay_in_the_arithmetic_world_and_math500_prompts_go_latex():
+    import orjson
+
+    from conftest import ROOT
+
+    from agen.gen.prompts import generation_prompt
+    from agen.types import Example
+
+    def prompt(path: str, field: str) -> list[str]:
+        rows = [orjson.loads(line) for line in (ROOT / "data" / path).read_bytes().splitlines() if line.strip()]
+        return [generation_prompt("verifiable_generate.txt", "verifiable_example.txt", [Example("s", r[field], None)])
+                for r in rows]
+
+    assert not any(latex_world.is_latex_prompt(p) for p in prompt("gsm8k_sample.jsonl", "question"))
+    latex = [latex_world.is_latex_prompt(p) for p in prompt("math500_sample.jsonl", "problem")]
+    assert sum(latex) / len(latex) >= 0.8  # the rest are plain text: both shots plain in ~3% of prompts

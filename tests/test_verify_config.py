@@ -69,3 +69,26 @@ def test_domain_defines_the_output_sandbox_parallelism_does_not():
     assert changed_output_fields(a, parse_config(raw)) == []
     raw["verify"] = "choice"
     assert "verify" in changed_output_fields(a, parse_config(raw))
+
+
+def test_shipped_domain_seeds_have_their_licence_beside_them():
+    from agen.app.dataset_card import seed_licence
+
+    data = CONFIGS.parent / "data"
+    for name in ("choice_seeds.jsonl", "code_seeds.jsonl", "math500_sample.jsonl"):
+        ident, text = seed_licence(data / name)
+        assert ident == "mit", (name, text)
+
+
+def test_math_runs_keep_the_fingerprint_they_had_before_verify_existed():
+    """A run started before `verify:`/`sandbox:` were keys resumes: neither enters a math run's
+    output-defining fields; a code run's sandbox limits do (they decide which samples pass)."""
+    from agen.config import output_defining
+
+    math = output_defining(parse_config(_raw()))
+    assert not any(k == "verify" or k.startswith("sandbox.") for k in math)
+    code = output_defining(parse_config(_raw("quickstart_code.yaml")))
+    assert code["verify"] == "code" and code["sandbox.cpu_s"] == 1
+    raw = _raw("quickstart_code.yaml")
+    raw["sandbox"]["cpu_s"] = 3
+    assert changed_output_fields(parse_config(_raw("quickstart_code.yaml")), parse_config(raw)) == ["sandbox.cpu_s"]

@@ -9,7 +9,6 @@ from typing import Any
 
 import yaml
 
-from agen.verify import make_verifier
 from agen.config import CONFIGS_DIR, DATA_ROOT, RunConfig, builtin_config, parse_config
 from agen.errors import ConfigError, StorageError
 
@@ -25,7 +24,7 @@ def _templates(cfg: RunConfig) -> list[tuple[list[str], str]]:
         out.append(([stage, "template"], cfg.template(sc)))
         out.append(([stage, "example_template"], cfg.template(sc, "example")))
     if cfg.vote is not None:
-        out.append((["vote", "template"], make_verifier(cfg).solve_template))  # the domain's default if unset
+        out.append((["vote", "template"], cfg.solve_template()))  # the domain's default if unset
     if cfg.rip is not None:
         out.append((["rip", "respond_template"], cfg.rip.respond_template))
         out.append((["rip", "judge_template"], cfg.rip.judge_template))

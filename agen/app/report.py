@@ -5,7 +5,7 @@ the funnel and spend from `agen.app.status.snapshot_from_files` (the figures `ag
 end-of-run summary print), time series, latencies and 429s from the ledger's call lines, vote
 margins from the records. Charts are inline SVG (`agen.app.report_svg`), so the page needs no network.
 
-    RUN_DIR/report.json   {"run", "headline", "funnel", "cost", "throughput", "latency", "votes", "rip"}
+    RUN_DIR/report.json   {"run", "headline", "funnel", "cost", "throughput", "latency", "votes", "rip", "engine"}
     RUN_DIR/report.html   the same, drawn
 """
 
@@ -282,7 +282,17 @@ def build_report(root: Path) -> dict[str, Any]:
         "fewshot": coverage([ids for _, ids in sorted(amplify_shown)[:COVERAGE_TASKS]], proposals,
                             len(proposals)).as_dict(),
         "endpoints": _endpoints(root),
+        "engine": _last_session_engine(root),
     }
+
+
+def _last_session_engine(root: Path) -> dict[str, Any]:
+    """Event-loop lag and "$ redone" of the latest session, from its manifest (a hint; {} if none)."""
+    try:
+        snap = orjson.loads((root / "manifest.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return {k: snap[k] for k in ("loop_lag", "redone_usd", "replayed") if k in snap}
 
 
 def _endpoints(root: Path) -> dict[str, Any]:

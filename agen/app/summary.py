@@ -108,6 +108,9 @@ def render_summary(snap: dict[str, Any]) -> str:
         lines += textwrap.wrap(f"Amplify few-shots: the first {fs['tasks']} tasks showed {fs['distinct']} "
                                f"distinct proposals (of {fs['pool']} accepted); the top 3 took "
                                f"{fs['top3_share']:.0%} of {fs['slots']} slots", WIDTH)
+    if lag := snap.get("loop_lag"):
+        lines.append(f"Event-loop lag: p50 {lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms, max {lag['max_ms']:.1f} ms"
+                     f" ({lag['stalls']} stalls over {lag['stall_threshold_ms']} ms)")
     lines.extend(truncation_hints(snap["stages"]))
     lines.extend(endpoint_lines(snap.get("endpoints") or {}))
     prev = snap.get("previous_sessions")

@@ -32,9 +32,11 @@ from agen.config import RunConfig, StageConfig
 from agen.cost import CostBook
 from agen.engine.admission import StageCounts, budget_left
 from agen.engine.fewshot import COVERAGE_TASKS, FewShotCoverage, Rotation, coverage, pick_examples
+from agen.engine.loop_lag import LoopLagMonitor
 from agen.engine.records import build_record, usage_dict
 from agen.engine.seed_categories import categorize_seeds
 from agen.engine.tasks import FilterJob, GenTask
+from agen.engine.turns import Turns
 from agen.engine.watchdog import Stall, Watchdog
 from agen.engine.workers import WorkerContext, filter_worker, generate_worker
 from agen.errors import FatalRunError, Stopped, StorageError, TaskFailedError
@@ -79,6 +81,7 @@ class Pipeline:
             self.dedup.add(ex.question, ex.id)
         for rid, question in restored.dedup_items:
             self.dedup.add(question, rid)
+        restored.dedup_items.clear()  # indexed: the texts are not needed again this session
         self.sink = Sink(run_dir, cfg.output, self.done_ids, self._on_commit)
         self.stop_reason: str | None = None
         self.sending = True  # False after stop_sending: no request may leave any more
@@ -92,6 +95,7 @@ class Pipeline:
         self.stall: Stall | None = None  # why the watchdog stopped the run
         self.exhausted: list[str] = []  # stages that tried max_attempts candidates short of their target
         self.started = time.monotonic()
+        self.loop_lag = LoopLagMonitor()
         self._task_cost: Counter[str] = Counter()
         self._changed = asyncio.Event()
         self._req_ids = itertools.count()
@@ -101,7 +105,7 @@ class Pipeline:
         self.parse = make_verifier(cfg).parse if cfg.task == "verifiable" else parse_open_generation
         self.filter = make_filter(self._call)
         self.workers = WorkerContext(cfg, providers, self.counts, self.dedup, self.parse, self.filter,
-                                     self._call, self._finish, self._fatal)
+                                     self._call, self._finish, self._fatal, Turns())
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
@@ -238,6 +242,7 @@ class Pipeline:
                     await self._changed.wait()
                 if not self.pool:
                     log.warning("amplify_without_proposals", detail="no accepted proposals; amplifying from seeds")
+            admitted = 0
             for index in range(self._max_attempts(stage)):
                 tid = f"{self.run_dir.fingerprint[:8]}-{stage}-{index:08d}"
                 if tid in self.done_ids:
@@ -255,6 +260,9 @@ class Pipeline:
                     await self._changed.wait()
                 c.generating += 1
                 await task_q.put(GenTask(tid, stage, index, self._examples(stage, index)))
+                admitted += 1
+                if admitted % 32 == 0:
+                    await asyncio.sleep(0)  # a put into a free queue never yields: bound the loop turn
             else:
                 self.exhausted.append(stage)
                 log.warning("max_attempts_reached", stage=stage, attempts=self._max_attempts(stage))
@@ -351,6 +359,7 @@ class Pipeline:
     async def run(self) -> None:
         """Run to the targets (or a stop); always flush the sink before returning."""
         self.sink.open()
+        self.loop_lag.start()
         sink_task = asyncio.create_task(self.sink.run(), name="sink")
         self._work = asyncio.create_task(self._work_all(), name="work")
         watch = asyncio.create_task(self._watch_sink(sink_task), name="watch-sink")
@@ -374,6 +383,7 @@ class Pipeline:
             for row in self.journal.unfinished(self.run_dir.session):  # cut tasks: resume replays these
                 self.sink.log(row)
             await self.filter.aclose()
+            self.loop_lag.close()
             await self.sink.aclose()
             await asyncio.shield(sink_task)
         if self.sink.error is not None:
@@ -405,6 +415,7 @@ class Pipeline:
             "replayed": {"requests": self.journal.replayed, "usd": round(self.journal.replayed_usd, 8)},
             "fewshot": self.fewshot_coverage().as_dict(),
             "elapsed_s": round(time.monotonic() - self.started, 3),
+            "loop_lag": self.loop_lag.snapshot(),
         }
 
 

@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 from agen.config import RunConfig, StageConfig
 from agen.engine.admission import StageCounts
 from agen.engine.tasks import FilterJob, GenTask
+from agen.engine.turns import Turns
 from agen.errors import FatalRunError, Stopped, TaskFailedError
 from agen.filters import Call, CandidateFilter, FilterTask, TargetMet
 from agen.gen.dedup import Deduper
@@ -40,6 +41,7 @@ class WorkerContext:
     call: Call
     finish: Finish
     fatal: Callable[[FatalRunError], None]
+    turns: Turns
 
     def stage_cfg(self, stage: str) -> StageConfig:
         return self.cfg.propose if stage == "propose" else self.cfg.amplify
@@ -56,6 +58,7 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
     client = ctx.providers[sc.model]
     c = ctx.counts[stage]
     while (task := await task_q.get()) is not None:
+        await ctx.turns.checkpoint()
         if ctx.full(stage):
             c.generating -= 1
             continue
@@ -79,6 +82,7 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
             continue
         c.generating -= 1
         c.generated += 1
+        await ctx.turns.checkpoint()
         finish = out.finish_reasons[0] if out.finish_reasons else None
         if out.truncated(0):  # cut at max_tokens: not a format error, and never worth a vote
             await ctx.finish(task, None, "rejected", "parse:truncated", sc.model, raw=out.texts[0][-2000:],
@@ -105,6 +109,7 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
 async def filter_worker(ctx: WorkerContext, filter_q: asyncio.Queue[FilterJob | None]) -> None:
     """Vote or RIP on one candidate at a time; the verdict becomes the record's status."""
     while (job := await filter_q.get()) is not None:
+        await ctx.turns.checkpoint()
         task = job.task
         c = ctx.counts[task.stage]
         if ctx.full(task.stage):

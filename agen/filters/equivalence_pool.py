@@ -9,24 +9,29 @@ started only when first needed) and awaits the tally back.
 
 A sample that is not decided within `timeout_s` per comparison is **undecidable**: the worker is
 killed (math-verify's own alarm-based timeouts are longer, and a stuck sympy call cannot be
-interrupted any other way) and replaced, and the sample counts like a sample without an answer —
-towards K, for no class, so neither for nor against the candidate — and is listed on the record
-(`vote.undecidable`). Results are cached per (representative, answer) inside each worker (the
-`agen.gen.answers` caches), and an answer that timed out in a vote is not tried again in that vote.
+interrupted any other way) and a replacement warms up in the background; the sample counts like
+a sample without an answer — towards K, for no class, so neither for nor against the candidate —
+and is listed on the record (`vote.undecidable`). Results are cached per (representative, answer) inside each worker (the
+`agen.gen.answers` caches); an answer that timed out once is undecidable for the rest of the run
+without being tried again (what is slow is parsing and evaluating *that* answer — the tower is
+evaluated whatever it is compared with — so the next vote would only wait as long again).
 
-`agen.gen.answers` arms `signal.alarm`, which works only in a main thread: a worker process's
-main thread is one, a thread pool's threads are not.
+Workers are fresh interpreters (`equivalence_worker.py`, pickled frames over pipes), not forks:
+nothing of the parent comes along, and no `__main__` guard is needed anywhere. `agen.gen.answers`
+arms `signal.alarm`, which works only in a main thread: a worker process's main thread is one, a
+thread pool's threads are not.
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
+import contextlib
 import os
-import signal
-from collections import Counter
+import pickle
+import struct
+import sys
+from collections import Counter, OrderedDict
 from collections.abc import Hashable
-from multiprocessing.connection import Connection
 from typing import Any
 
 import structlog
@@ -39,6 +44,7 @@ __all__ = ["COMPARE_TIMEOUT_S", "EquivalencePool", "VoteFeed", "default_workers"
 log = structlog.get_logger("agen.filters.equivalence")
 
 COMPARE_TIMEOUT_S = 2.0  # per comparison; the common math-verify comparison takes 1-50 ms
+_TIMED_OUT_KEEP = 4096  # answers remembered as undecidable
 
 
 def default_workers() -> int:
@@ -46,42 +52,40 @@ def default_workers() -> int:
     return max(2, min(8, os.cpu_count() or 1))
 
 
-def _serve(conn: Connection) -> None:
-    """Worker loop: (tally, answer) in, the tally with the answer counted out."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it ends the workers
-    while True:
-        try:
-            tally, answer = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            tally.add(answer)
-            conn.send((True, tally))
-        except Exception as exc:  # a comparison that fails is undecidable, not a dead worker
-            conn.send((False, f"{type(exc).__name__}: {exc}"[:300]))
-
-
-def _context() -> Any:
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if "forkserver" in methods:
-        ctx.set_forkserver_preload(["agen.gen.vote", "math_verify"])  # forks start warm
-    return ctx
+_LEN = struct.Struct(">I")
 
 
 class _Worker:
-    __slots__ = ("conn", "proc")
+    """One `agen.filters.equivalence_worker` process and its framed pipes."""
 
-    def __init__(self, ctx: Any) -> None:
-        parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="agen-equivalence")
-        self.proc.start()
-        child.close()
-        self.conn: Connection = parent
+    __slots__ = ("proc",)
 
-    def kill(self) -> None:
-        self.conn.close()
-        self.proc.kill()
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls) -> _Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agen.filters.equivalence_worker", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        worker = cls(proc)
+        await worker._reply()  # "ready": imported, so a time limit measures comparing only
+        return worker
+
+    async def ask(self, job: tuple[Tally, str]) -> tuple[bool, Any]:
+        body = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        self.proc.stdin.write(_LEN.pack(len(body)) + body)  # type: ignore[union-attr]
+        await self.proc.stdin.drain()  # type: ignore[union-attr]
+        return await self._reply()
+
+    async def _reply(self) -> tuple[bool, Any]:
+        head = await self.proc.stdout.readexactly(_LEN.size)  # type: ignore[union-attr]
+        return pickle.loads(await self.proc.stdout.readexactly(_LEN.unpack(head)[0]))  # type: ignore[no-any-return,union-attr]
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        await self.proc.wait()
 
 
 class EquivalencePool:
@@ -91,10 +95,22 @@ class EquivalencePool:
         self.size = workers or default_workers()
         self.timeout_s = timeout_s
         self.stats: Counter[str] = Counter()
-        self._ctx: Any = None
         self._idle: list[_Worker] = []
+        self._spare: asyncio.Task[_Worker] | None = None  # a replacement warming up
         self._slots: asyncio.Semaphore | None = None
-        self._closed = False
+        self._timed_out: OrderedDict[Hashable, None] = OrderedDict()  # answer keys, most recent last
+
+    def timed_out(self, key: Hashable) -> bool:
+        """Whether this answer already timed out: undecidable without asking a worker."""
+        if key in self._timed_out:
+            self._timed_out.move_to_end(key)
+            return True
+        return False
+
+    def _remember_timeout(self, key: Hashable) -> None:
+        self._timed_out[key] = None
+        if len(self._timed_out) > _TIMED_OUT_KEEP:
+            self._timed_out.popitem(last=False)
 
     async def add(self, tally: Tally, answer: str, comparisons: int = 1) -> Tally | None:
         """`tally` with `answer` counted, computed in a worker; None if undecidable within
@@ -102,18 +118,22 @@ class EquivalencePool:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.size)
         async with self._slots:
-            worker = self._idle.pop() if self._idle else await self._spawn()
+            if self.timed_out(answer_key(answer)):  # timed out while this one waited for a worker
+                return None
+            worker = await self._get()
             self.stats["offloaded"] += 1
             try:
-                ok, value = await self._ask(worker, (tally, answer), self.timeout_s * max(1, comparisons))
+                async with asyncio.timeout(self.timeout_s * max(1, comparisons)):
+                    ok, value = await worker.ask((tally, answer))
             except TimeoutError:
                 self.stats["timeouts"] += 1
-                await self._discard(worker)
+                self._remember_timeout(answer_key(answer))
+                await self._replace(worker)
                 return None
-            except (EOFError, OSError) as exc:  # the worker died (OOM killer, ...)
+            except (EOFError, OSError, asyncio.IncompleteReadError) as exc:  # died (OOM killer, ...)
                 self.stats["errors"] += 1
                 log.warning("equivalence_worker_died", error=type(exc).__name__)
-                await self._discard(worker)
+                await self._replace(worker)
                 return None
             self._idle.append(worker)
         if not ok:
@@ -122,45 +142,41 @@ class EquivalencePool:
             return None
         return value  # type: ignore[no-any-return]
 
-    async def _spawn(self) -> _Worker:
-        if self._ctx is None:
-            self._ctx = _context()
+    async def _get(self) -> _Worker:
+        if self._idle:
+            return self._idle.pop()
+        if self._spare is not None:
+            spare, self._spare = self._spare, None
+            return await spare
         self.stats["started"] += 1
-        return await asyncio.to_thread(_Worker, self._ctx)  # the first start launches the fork server
+        return await _Worker.start()
 
-    @staticmethod
-    async def _ask(worker: _Worker, job: tuple[Tally, str], timeout: float) -> tuple[bool, Any]:
-        loop = asyncio.get_running_loop()
-        ready = loop.create_future()
-        fd = worker.conn.fileno()
-        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-        try:
-            worker.conn.send(job)  # a small pickle into an empty pipe: never blocks
-            async with asyncio.timeout(timeout):
-                await ready
-            return worker.conn.recv()  # type: ignore[no-any-return]
-        finally:
-            loop.remove_reader(fd)
-
-    async def _discard(self, worker: _Worker) -> None:
-        worker.kill()
-        await asyncio.to_thread(worker.proc.join, 5)
+    async def _replace(self, worker: _Worker) -> None:
+        """Kill a stuck worker and warm up a replacement in the background (an interpreter start
+        and the math-verify import take a second or two)."""
+        await worker.stop()
+        if self._spare is None:
+            self.stats["started"] += 1
+            self._spare = asyncio.get_running_loop().create_task(_Worker.start())
 
     async def aclose(self) -> None:
-        """Stop every worker (they are daemons too: they never outlive the run)."""
-        self._closed = True
-        idle, self._idle = self._idle, []
-        for w in idle:
-            w.kill()
-        if idle:
-            await asyncio.to_thread(lambda: [w.proc.join(5) for w in idle])
+        """Stop every worker."""
+        workers, self._idle = self._idle, []
+        if self._spare is not None:
+            with contextlib.suppress(Exception):
+                workers.append(await self._spare)
+            self._spare = None
+        for w in workers:
+            with contextlib.suppress(Exception):
+                w.proc.stdin.close()  # type: ignore[union-attr]
+            await w.stop()
 
 
 class VoteFeed:
     """Feeds one vote's samples into its `Tally`: inline when the answers' keys decide (a number
     among numbers, or an answer already seen), in the pool otherwise."""
 
-    __slots__ = ("_all_numeric", "_keys", "_pool", "_timed_out", "tally", "undecidable")
+    __slots__ = ("_all_numeric", "_keys", "_pool", "tally", "undecidable")
 
     def __init__(self, tally: Tally, candidate_answer: str, pool: EquivalencePool) -> None:
         self.tally = tally
@@ -168,7 +184,6 @@ class VoteFeed:
         key = answer_key(candidate_answer) if candidate_answer.strip() else None
         self._keys: set[Hashable] = {key} if key is not None else set()
         self._all_numeric = key is None or is_numeric_key(key)
-        self._timed_out: set[Hashable] = set()
         self.undecidable: list[dict[str, Any]] = []  # {"sample": index, "answer": text}
 
     async def add(self, answer: str | None) -> bool:
@@ -181,10 +196,9 @@ class VoteFeed:
             agrees = self.tally.add(answer)  # a dict lookup, or numbers only: no math-verify (µs)
         else:
             result = None
-            if key not in self._timed_out:
+            if not self._pool.timed_out(key):
                 result = await self._pool.add(self.tally, answer, comparisons=len(self._keys))
             if result is None:
-                self._timed_out.add(key)
                 self.undecidable.append({"sample": len(self.tally.votes), "answer": answer})
                 self.tally.add(None)  # counts towards K, for no class
                 return False

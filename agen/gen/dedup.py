@@ -15,7 +15,8 @@ on GSM8K questions with synthetic edits, it finds ~99% of pairs at ROUGE-L ≥ 0
 in [0.70, 0.75)) at ~1e-4 candidates per stored unrelated question.
 
 Memory per item (~0.45 kB, vs ~5 kB for datasketch's LSH): the LSH is a sorted-array multimap
-(uint32 band key + int32 item = 8 bytes per band, plus a small dict buffer merged in batches),
+(uint32 band key + int32 item = 8 bytes per band, plus a dict buffer merged in batches, in a
+worker thread, so no check waits for a merge),
 tokens are kept as 20-bit codes in one uint32 array (4 bytes per word) so ROUGE-L runs on
 `str`s of codes, and ids live in one bytes buffer. A 20-bit code collision can only raise an
 LCS, by about one word in ~0.2% of comparisons: immaterial at a 0.7 threshold.
@@ -28,6 +29,7 @@ import hashlib
 import re
 import zlib
 from array import array
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -81,19 +83,43 @@ class DupMatch:
     score: float
 
 
-class _MultiMap:
-    """Append-only key → item multimap: a sorted numpy run plus a dict buffer merged in batches.
+_MERGER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agen-dedup-merge")
 
-    Costs 4–8 bytes per key + 4 per value, against ~100 for a Python dict entry.
+
+def _merged(keys: np.ndarray, vals: np.ndarray, buf: dict[int, list[int]],
+            dtype: type[np.unsignedinteger]) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted run with a buffer's keys inserted after equal older ones (pure: inputs untouched)."""
+    flat_keys: list[int] = []
+    flat_vals: list[int] = []
+    for k, bucket in buf.items():
+        flat_keys.extend([k] * len(bucket))
+        flat_vals.extend(bucket)
+    new_keys = np.array(flat_keys, dtype=dtype)
+    new_vals = np.array(flat_vals, dtype=np.int32)
+    order = np.argsort(new_keys, kind="stable")  # keeps each bucket's insertion order
+    new_keys, new_vals = new_keys[order], new_vals[order]
+    at = np.searchsorted(keys, new_keys, side="right")  # new items after old ones
+    return np.insert(keys, at, new_keys), np.insert(vals, at, new_vals)
+
+
+class _MultiMap:
+    """Append-only key → item multimap: a sorted numpy run plus dict buffers merged in batches.
+
+    Costs 4–8 bytes per key + 4 per value, against ~100 for a Python dict entry. A full buffer
+    is frozen (lookups still read it) and merged into the sorted run **in a worker thread** (the
+    copy grows with the index; numpy's sort and copies release the GIL), and the result is swapped
+    in at a later `add`; nothing on the caller's thread is proportional to the size of the index.
     """
 
-    __slots__ = ("_buf", "_buffered", "_dtype", "_keys", "_merge_at", "_vals")
+    __slots__ = ("_buf", "_buffered", "_dtype", "_frozen", "_keys", "_merge_at", "_merging", "_vals")
 
     def __init__(self, dtype: type[np.unsignedinteger], merge_at: int = 1 << 17) -> None:
         self._dtype = dtype
         self._keys = np.empty(0, dtype=dtype)
         self._vals = np.empty(0, dtype=np.int32)
         self._buf: dict[int, list[int]] = {}
+        self._frozen: dict[int, list[int]] | None = None  # being merged; older than _buf
+        self._merging: Future[tuple[np.ndarray, np.ndarray]] | None = None
         self._buffered = 0
         self._merge_at = merge_at
 
@@ -105,38 +131,45 @@ class _MultiMap:
             else:
                 bucket.append(value)
         self._buffered += len(keys)
+        if self._merging is not None and self._merging.done():
+            self._swap()
         if self._buffered >= self._merge_at:
-            self._merge()
+            if self._merging is not None:  # the last merge is still running: wait for it (rare)
+                self._merging.result()
+                self._swap()
+            self._frozen, self._buf, self._buffered = self._buf, {}, 0
+            self._merging = _MERGER.submit(_merged, self._keys, self._vals, self._frozen, self._dtype)
 
-    def _merge(self) -> None:
-        flat_keys: list[int] = []
-        flat_vals: list[int] = []
-        for k, bucket in self._buf.items():
-            flat_keys.extend([k] * len(bucket))
-            flat_vals.extend(bucket)
-        keys = np.array(flat_keys, dtype=self._dtype)
-        vals = np.array(flat_vals, dtype=np.int32)
-        order = np.argsort(keys, kind="stable")  # keeps each bucket's insertion order
-        keys, vals = keys[order], vals[order]
-        at = np.searchsorted(self._keys, keys, side="right")  # new items after old ones
-        self._keys = np.insert(self._keys, at, keys)
-        self._vals = np.insert(self._vals, at, vals)
-        self._buf = {}
-        self._buffered = 0
+    def _swap(self) -> None:
+        self._keys, self._vals = self._merging.result()  # type: ignore[union-attr]
+        self._merging = self._frozen = None
+
+    def wait_merged(self) -> None:
+        """Block until a background merge is in (tests, and measuring memory)."""
+        if self._merging is not None:
+            self._merging.result()
+            self._swap()
 
     def get(self, keys: np.ndarray, limit: int) -> list[int]:
-        """Values stored under any of `keys`, at most `limit` (the most recent) per key."""
+        """Values stored under any of `keys`, at most `limit` (the most recent) per key, in no
+        particular order."""
         out: list[int] = []
+        need = [limit] * len(keys)
+        bufs = [b for b in (self._buf, self._frozen) if b]  # newest first
+        if bufs:
+            for i, k in enumerate(keys.tolist()):
+                for buf in bufs:
+                    bucket = buf.get(k)
+                    if bucket is not None and need[i] > 0:
+                        take = bucket[-need[i]:]
+                        out.extend(take)
+                        need[i] -= len(take)
         if len(self._keys):
             lo = np.searchsorted(self._keys, keys, side="left")
             hi = np.searchsorted(self._keys, keys, side="right")
-            for i in np.flatnonzero(hi > lo):
-                out.extend(self._vals[max(lo[i], hi[i] - limit) : hi[i]].tolist())
-        if self._buf:
-            for k in keys.tolist():
-                bucket = self._buf.get(k)
-                if bucket is not None:
-                    out.extend(bucket[-limit:])
+            for i in np.flatnonzero(hi > lo).tolist():
+                if need[i] > 0:
+                    out.extend(self._vals[max(int(lo[i]), int(hi[i]) - need[i]) : hi[i]].tolist())
         return out
 
     def nbytes(self) -> int:
@@ -175,9 +208,9 @@ class Deduper:
         rng = np.random.default_rng(seed)
         n = bands * rows
         a = (rng.integers(0, 1 << 63, n, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
-        self._a = a[:, None]  # (n, 1): broadcasts against a row of features
-        self._c = rng.integers(0, 1 << 63, n, dtype=np.uint64)[:, None]
-        self._mix = rng.integers(0, 1 << 63, rows, dtype=np.uint64) | np.uint64(1)
+        self._a = a[None, :]  # (1, n): broadcasts against a column of features
+        self._c = rng.integers(0, 1 << 63, n, dtype=np.uint64)[None, :]
+        self._mix = np.tile(rng.integers(0, 1 << 63, rows, dtype=np.uint64) | np.uint64(1), bands)
         self._band_salt = rng.integers(0, 1 << 63, bands, dtype=np.uint64)
         self._exact = _MultiMap(np.uint64)
         self._lsh = _MultiMap(np.uint32)
@@ -211,13 +244,14 @@ class Deduper:
                 k = seen.get(c, 0)
                 seen[c] = k + 1
                 feats.add((c | (k << 21)) & 0xFFFFFFFF)
-        # Multiply-add-shift hashing of 32-bit keys, one row per MinHash permutation.
-        h = self._a * np.fromiter(feats, dtype=np.uint64, count=len(feats))
+        # Multiply-add-shift hashing of 32-bit keys, one column per MinHash permutation, all in one
+        # (features × permutations) array; the shift commutes with the min, so it runs on the mins.
+        h = np.fromiter(feats, dtype=np.uint64, count=len(feats))[:, None] * self._a
         h += self._c
-        h >>= _SHIFT
-        mins = h.min(axis=1).reshape(self.bands, self.rows)
+        mins = h.min(axis=0)
+        mins >>= _SHIFT
         mins *= self._mix
-        keys = mins.sum(axis=1, dtype=np.uint64)
+        keys = mins.reshape(self.bands, self.rows).sum(axis=1, dtype=np.uint64)
         keys += self._band_salt
         keys >>= _SHIFT
         return keys.astype(np.uint32)

@@ -168,9 +168,12 @@ class LaneClient:
         elif not fams <= set(known):
             self.facts.values["headers"] = sorted((set(known) | fams) - {"none"})
 
-    async def _attempt(self, body: bytes, headers: dict[str, str], est_tokens: int, parse: ParseBody[T], *,
-                       stage: str, task_id: str, out_tokens: int = 0) -> Attempted[T]:
+    async def _attempt(self, body: bytes | Callable[[], bytes], headers: dict[str, str], est_tokens: int,
+                       parse: ParseBody[T], *, stage: str, task_id: str, out_tokens: int = 0) -> Attempted[T]:
         """POST `body` until it parses, retrying per the policy. Raises FatalRunError or TaskFailedError only.
+
+        `body` may be a function: it is serialised once the lane admits the request, so a request
+        waiting in the lane's queue holds no body.
 
         Throttles (429) never use up the call's retries: the lane waits them out for everyone, so
         only the run's deadline, budget or stop ends a call that keeps being throttled."""
@@ -180,6 +183,8 @@ class LaneClient:
             self._raise_if_fatal()
             ticket = await self.lane.acquire(est_tokens, front=tries > 0, out_tokens=out_tokens)
             tries += 1
+            if not isinstance(body, bytes):
+                body = body()
             usage: Usage | None = None
             res: HttpResult | None = None
             sent_at = time.monotonic()

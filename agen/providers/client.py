@@ -127,7 +127,7 @@ class ModelClient(LaneClient):
     async def _call(self, req: ChatRequest, n: int) -> Completion:
         usage_charged = self.facts.get("charges") == "usage"
         out = n * self.reserve.per_choice(req.stage, req.max_tokens, usage_charged)
-        done = await self._attempt(self._body(req, n), self._headers(), estimate_prompt_tokens(req) + out,
+        done = await self._attempt(lambda: self._body(req, n), self._headers(), estimate_prompt_tokens(req) + out,
                                    self._parse_body, stage=req.stage, task_id=req.task_id, out_tokens=out)
         parsed = done.value
         self.reserve.observe(req.stage, done.usage.output_tokens, len(parsed.texts))

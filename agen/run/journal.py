@@ -67,7 +67,9 @@ class Journal:
 
     def __init__(self, replay: dict[str, dict[str, Any]] | None = None) -> None:
         self._replay = replay or {}  # request sub-id -> paid line from an earlier session
-        self._held: dict[str, list[dict[str, Any]]] = {}  # record id -> paid lines of this task so far
+        # record id -> (request, result) of what this task paid for so far; lines are built only
+        # for tasks that do not commit, at the end of the session
+        self._held: dict[str, list[tuple[ChatRequest | ScoreRequest, Completion | Reward]]] = {}
         self.replayed = 0
         self.replayed_usd = 0.0
 
@@ -82,7 +84,12 @@ class Journal:
 
     def hold(self, req: ChatRequest | ScoreRequest, result: Completion | Reward) -> None:
         """Keep a paid result until its task commits (dropped) or the session ends (journaled)."""
-        self._held.setdefault(base_task(req.task_id), []).append(_row(req, result))
+        tid = req.task_id
+        held = self._held.get(tid.split("/", 1)[0])
+        if held is None:
+            self._held[tid.split("/", 1)[0]] = [(req, result)]
+        else:
+            held.append((req, result))
 
     def drop(self, record_id: str) -> None:
         """The task committed: its record holds what matters, the results are not needed again."""
@@ -90,7 +97,7 @@ class Journal:
 
     def unfinished(self, session: int) -> list[dict[str, Any]]:
         """Every held line of tasks that did not commit, stamped with the session; clears the hold."""
-        rows = [dict(row, session=session) for rows in self._held.values() for row in rows]
+        rows = [dict(_row(req, res), session=session) for held in self._held.values() for req, res in held]
         self._held.clear()
         return rows
 

@@ -3,6 +3,7 @@ and the journal of paid results of tasks that never committed (see `run/journal.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def call_from_row(row: dict[str, Any]) -> CallRecord:
                       request_id=row.get("request_id"))
 
 
-def costs_from_ledger(root: Path, done_ids: set[str]) -> tuple[CostBook, PreviousSessions]:
+def costs_from_ledger(root: Path, done_ids: Container[str]) -> tuple[CostBook, PreviousSessions]:
     """A CostBook holding every call ever made for this run (spend is continuous across resumes),
     built in one streaming pass: only requests still open and the calls and journal lines of
     uncommitted tasks are kept, never the whole ledger."""

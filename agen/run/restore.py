@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from agen.types import Example
+from agen.run.committed import CommittedIds
 from agen.run.rundir import RunDir
 from agen.run.shards import read_records
 
@@ -22,7 +23,7 @@ class RestoredStage:
 class Restored:
     """Everything a resumed run needs; empty for a new run."""
 
-    done_ids: set[str] = field(default_factory=set)
+    done_ids: CommittedIds = field(default_factory=CommittedIds)
     counts: dict[str, RestoredStage] = field(default_factory=dict)
     pool: list[Example] = field(default_factory=list)  # accepted proposals, in commit order
     dedup_items: list[tuple[str, str]] = field(default_factory=list)  # (id, question) admitted to voting

@@ -11,9 +11,8 @@ import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
-import aiofiles
 import orjson
 
 from agen.errors import StorageError
@@ -70,21 +69,20 @@ def repair_torn_tail(path: Path) -> int:
 
 
 def read_records(folder: Path) -> Iterator[dict]:
-    """Every record in every shard, in order; a bad line before the last one raises."""
+    """Every record in every shard, in order, streamed line by line (a shard is never held whole);
+    a bad line before the last one raises."""
     for path in shard_paths(folder):
         with open(path, "rb") as f:
-            lines = f.read().split(b"\n")
-        last = len(lines) - 1
-        for i, line in enumerate(lines):
-            if not line:
-                continue
-            try:
-                yield orjson.loads(line)
-            except orjson.JSONDecodeError:
-                if i == last:  # torn tail: repaired when the folder is opened for writing
+            for i, line in enumerate(f):
+                if line == b"\n":
                     continue
-                raise CorruptShardError(f"{path}:{i + 1}: line does not parse; the file is corrupt "
-                                        f"in the middle, not just torn at the end", str(path)) from None
+                try:
+                    yield orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    if not line.endswith(b"\n"):  # torn tail: repaired when the folder is opened for writing
+                        continue
+                    raise CorruptShardError(f"{path}:{i + 1}: line does not parse; the file is corrupt "
+                                            f"in the middle, not just torn at the end", str(path)) from None
 
 
 @dataclass
@@ -115,16 +113,26 @@ def plan_rolls(start: _Open, line_sizes: list[int], max_records: int, max_bytes:
     return runs
 
 
+def _sync_file(fd: int) -> None:
+    """Data and the size an append needs, without other metadata (fdatasync where there is one)."""
+    (getattr(os, "fdatasync", None) or os.fsync)(fd)
+
+
 class ShardWriter:
-    """Writes batches of lines to a rolling shard set; `write_batch` returns after fsync."""
+    """Writes batches of lines to a rolling shard set; `write_lines` returns after the data is synced.
+
+    Plain blocking file I/O, meant to run in the sink's one writer thread (`Sink`): one thread hop
+    per group commit, not one per write, flush and fsync.
+    """
 
     def __init__(self, folder: Path, max_records: int, max_bytes: int) -> None:
         self.folder = folder
         self.max_records = max_records
         self.max_bytes = max_bytes
         self._state = _Open(0, 0, 0)
-        self._file: aiofiles.threadpool.binary.AsyncBufferedIOBase | None = None
+        self._file: BinaryIO | None = None
         self._file_index = -1
+        self.syncs = 0
 
     def open(self) -> None:
         """Create the folder, repair the last shard's torn tail, and find where to append."""
@@ -140,8 +148,8 @@ class ShardWriter:
         except OSError as exc:
             raise StorageError(f"cannot open shards in {self.folder}: {exc.strerror}", str(self.folder)) from None
 
-    async def write_batch(self, lines: list[bytes]) -> None:
-        """Append lines (each ending in \\n), rolling shards as needed, then fsync."""
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Append lines (each ending in \\n), rolling shards as needed, then sync (blocking)."""
         if not lines:
             return
         runs = plan_rolls(self._state, [len(x) for x in lines], self.max_records, self.max_bytes)
@@ -149,47 +157,55 @@ class ShardWriter:
         try:
             for idx, a, b in runs:
                 if idx != self._file_index:
-                    await self._close_file(sync=True)
+                    self._close_file(sync=True)
                     path = self.folder / shard_name(idx)
                     is_new = not path.exists()
-                    self._file = await aiofiles.open(path, "ab")
+                    self._file = open(path, "ab")  # noqa: SIM115 - kept open across batches
                     if is_new:  # the new name must survive a crash too
                         faults.crashpoint("shard.after_create")
-                        await asyncio.to_thread(fsync_dir, self.folder)
+                        fsync_dir(self.folder)
                     self._file_index = idx
                     if idx != self._state.index:
                         self._state = _Open(idx, 0, 0)
                 chunk = b"".join(lines[a:b])
                 path = self.folder / shard_name(idx)
                 if faults.ENOSPC_AFTER is not None and (room := faults.disk_room(len(chunk))) < len(chunk):
-                    await self._file.write(chunk[:room])  # type: ignore[union-attr]
-                    await self._file.flush()  # type: ignore[union-attr]
+                    self._file.write(chunk[:room])  # type: ignore[union-attr]
+                    self._file.flush()  # type: ignore[union-attr]
                     raise faults.enospc(str(path))
-                await self._file.write(chunk)  # type: ignore[union-attr]
+                self._file.write(chunk)  # type: ignore[union-attr]
                 faults.crashpoint("shard.after_write")
                 self._state.records += b - a
                 self._state.size += len(chunk)
-            await self._sync()
+            self._sync()
         except OSError as exc:
             raise StorageError(f"writing {path} failed: {exc.strerror or exc}", str(path)) from None
 
-    async def _sync(self) -> None:
+    async def write_batch(self, lines: list[bytes]) -> None:
+        """`write_lines` in a worker thread (for callers without a writer thread of their own)."""
+        await asyncio.to_thread(self.write_lines, lines)
+
+    def _sync(self) -> None:
         if self._file is not None:
-            await self._file.flush()
+            self._file.flush()
             faults.crashpoint("shard.after_flush")
-            await asyncio.to_thread(os.fsync, self._file.fileno())
+            _sync_file(self._file.fileno())
+            self.syncs += 1
             faults.crashpoint("shard.after_fsync")
 
-    async def _close_file(self, sync: bool) -> None:
+    def _close_file(self, sync: bool) -> None:
         if self._file is not None:
             if sync:
-                await self._sync()
-            await self._file.close()
+                self._sync()
+            self._file.close()
             self._file = None
             self._file_index = -1
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         try:
-            await self._close_file(sync=True)
+            self._close_file(sync=True)
         except OSError as exc:
             raise StorageError(f"closing shards in {self.folder} failed: {exc.strerror}", str(self.folder)) from None
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)

@@ -104,6 +104,9 @@ class SimModel(_Strict):
     default_steps: int | None = Field(default=None, ge=2, le=5)  # difficulty used when it cannot read foreign examples
     format_broken_p: float = Field(default=0.05, ge=0, le=1)
     solve_correct_p: float = Field(default=0.8, ge=0, le=1)
+    # Share of solutions whose final answer is a power tower (2^{2^{2^{2^{10}}}}) that math-verify
+    # needs seconds to compare: breaks the assumption that comparing two answers is cheap.
+    pathological_answer_p: float = Field(default=0.0, ge=0, le=1)
     # the world's assumptions about answers (see the docstring; agen.sim.model, agen.sim.open_world)
     trap_share: float = Field(default=0.0, ge=0, le=1)  # share of problems that trap this model
     trap_p: float = Field(default=0.8, ge=0, le=1)  # on a trap: chance an answer is the shared wrong one

@@ -24,19 +24,27 @@ from agen.sim.config import SimModel
 
 __all__ = ["is_latex_prompt", "propose", "solve", "true_answer"]
 
-_SEED_LINE = re.compile(r"^Seed Question \d+:\s*(.+)$", re.M)
 _SQRT = re.compile(r"Simplify \$\\sqrt\{(\d+)\}\$(?: completely)?\.")
 _FRAC = re.compile(r"Compute \$\\frac\{(\d+)\}\{(\d+)\} \+ \\frac\{(\d+)\}\{(\d+)\}\$\. Express your answer as a common fraction\.")
 _INEQ = re.compile(r"Find all real \$x\$ with \$x\^2 < (\d+)\$\. Express your answer in interval notation\.")
 _ROOTS = re.compile(r"Find all solutions of \$x\^2 ([+-]) (\d+)x ([+-]) (\d+) = 0\$\. Enter the solutions, separated by commas\.")
 
 
-_MATH_SPAN = re.compile(r"\$[^$\d\s][^$]*\$")  # `$x^2$`, not GSM8K's `$5`
+# a `$…$` math span (`$N$`, `$(2, -6)$`, `$x^2 + 1$`): no space inside its dollars, unlike the
+# text between two of GSM8K's prices (`$5 and $3`)
+_MATH_SPAN = re.compile(r"\$(?=\S)[^$\n]*\S\$")
+_EXAMPLES_END = re.compile(r"^Your task|\[New Question Begin\]", re.M)
 
 
 def is_latex_prompt(prompt: str) -> bool:
-    """A propose prompt with LaTeX among its examples (MATH-style seeds, not GSM8K's dollars)."""
-    return any("\\" in s or _MATH_SPAN.search(s) for s in _SEED_LINE.findall(prompt))
+    """A propose prompt with LaTeX among its examples (MATH-style seeds, not GSM8K's dollars): the
+    text from the first `Seed Question` up to the template's task description."""
+    start = prompt.find("Seed Question")
+    if start < 0:
+        return False
+    end = _EXAMPLES_END.search(prompt, start)
+    examples = prompt[start: end.start() if end else len(prompt)]
+    return "\\" in examples or _MATH_SPAN.search(examples) is not None
 
 
 def _sqrt_parts(n: int) -> tuple[int, int]:

@@ -71,6 +71,9 @@ def sample_rng(digest: bytes, sample: int) -> random.Random:
     return random.Random(sample_seed(digest, sample))
 
 
+PATHOLOGICAL_ANSWER = "2^{2^{2^{2^{10}}}}"  # see SimModel.pathological_answer_p
+
+
 def _pick_wrong(u: float, question: str) -> str:
     wrong = plausible_wrong(question)
     r = u
@@ -131,6 +134,8 @@ def solve(question: str, seed: int, cfg: SimModel) -> str:
     u1 = (seed & 0xFFFFFFFF) / 4294967296.0
     u2 = (seed >> 32) / 4294967296.0
     u3, u4 = _more_uniforms(seed) if (cfg.trap_share or cfg.no_box_p) else (1.0, 1.0)
+    if cfg.pathological_answer_p and ((seed * 0x9E3779B97F4A7C15) >> 40 & 0xFFFFFF) / 16777216.0 < cfg.pathological_answer_p:
+        return solution_text(question, PATHOLOGICAL_ANSWER)
     prob = parse_problem(question)
     if prob is None:
         answer = _pick_wrong(u2, question)

@@ -18,7 +18,7 @@ DOMAINS = ("math", "choice", "code")
 
 def make_verifier(cfg: RunConfig) -> Verifier:
     """The verifier named by `cfg.verify`, with the vote's solve template and the sandbox limits."""
-    template = cfg.vote.template if cfg.vote is not None else None
+    template = cfg.solve_template()
     if cfg.verify == "choice":
         from agen.verify.choice import ChoiceVerifier
 

@@ -1,16 +1,20 @@
 """The verifier interface: what a verifiable domain tells the Answer-Consistency vote.
 
-A domain decides four things, and nothing else in the vote depends on the domain:
+A domain decides these things, and nothing else in the vote depends on the domain:
 
 * how a proposer's output becomes a candidate (`parse`: question + the proposer's answer);
 * whether a candidate can be voted on at all (`check_candidate`: e.g. code whose own reference
   solution fails its tests is rejected before a single solver is paid for);
 * what each solver sample "says" (`votes`: a normalised answer, or a test outcome);
-* which votes count as the same (`classes`: class 0 is the candidate's own answer).
+* which votes count as the same (`classes`: class 0 is the candidate's own answer);
+* what a won vote still needs (`min_share`: a floor on `vote.min_share`; `split`: a veto).
 
-`expensive` says whether turning a sample into a vote costs real CPU (running code); such
-verifiers do that work in child processes, a bounded number at a time, awaited without blocking
-the event loop. Cheap verifiers (math, choice) run inline.
+What a vote costs, and where it runs: choice votes are a normalisation and a dict lookup, run
+inline; math votes are a dict lookup unless an answer is symbolic, and then `pooled_equivalence`
+sends the comparison to the filter's equivalence pool (worker processes, a time limit each);
+code votes run the sample in the sandbox (`verify/sandbox.py`: child processes, at most
+`sandbox.parallel` at once, each bounded by its CPU and wall limits), awaited as asyncio
+subprocesses. None of them blocks the event loop.
 """
 
 from __future__ import annotations
@@ -86,7 +90,6 @@ class Verifier(ABC):
     """One verifiable domain. Instances are cheap; `agen.verify.make_verifier` builds the run's."""
 
     domain: ClassVar[str]
-    expensive: ClassVar[bool] = False
     default_solve_template: ClassVar[str]
     # Votes below this share never accept, whatever `vote.min_share` says (choice: a plurality
     # among options is what guessing produces, so it needs a true majority).

@@ -31,7 +31,6 @@ def _outcome_class(vote: str) -> str:
 
 class CodeVerifier(Verifier):
     domain = "code"
-    expensive = True  # each vote is a child process: run a bounded number at once, off the loop
     default_solve_template = "code_solve.txt"
 
     def __init__(self, solve_template: str | None = None, sandbox: SandboxConfig | None = None) -> None:

@@ -1,0 +1,121 @@
+"""Loop-lag benchmark: pathological answers in the votes, hundreds of requests in flight, the loop stays live.
+
+    python benchmarks/loop_lag.py            # ~1 vote in 10 holds a 2^{2^{2^{2^{10}}}} answer
+    python benchmarks/loop_lag.py --quick    # a smoke run
+
+Two runs of the pipeline (in this process, `run_session`) against the simulated provider in its
+own process, every vote sample drawn by the sim: the baseline with ordinary answers, then the same
+run with `pathological_answer_p` set so that about one vote in ten holds a power tower that
+math-verify needs ~5 s to compare (inline, that froze every lane for seconds). For each run: the
+pipeline's own loop-lag figures (p50/p99/max, stalls over 250 ms), the peak of requests in flight
+and the longest gap between two requests leaving for the server, both from the ledger (each
+`call` line knows when it ended and how long it took), and the votes with an undecidable sample.
+Targets of issue 11: loop-lag max ≤ 100 ms and no gap > 1 s with ≥ 200 requests in flight.
+Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agen.app.runner import EXIT_OK, run_session  # noqa: E402
+from agen.config import parse_config  # noqa: E402
+from agen.run.shards import read_records  # noqa: E402
+from agen.sim.process import SimProcess  # noqa: E402
+
+
+def _sim_config(path: Path, latency_ms: float, pathological_p: float) -> Path:
+    raw = yaml.safe_load((ROOT / "configs" / "sim_models.yaml").read_text())
+    for m in raw["models"].values():
+        m["latency_ms"] = {"median": latency_ms, "sigma": 0.2}
+    raw["models"]["sim-small"]["pathological_answer_p"] = pathological_p
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _flow(root: Path) -> tuple[int, float, int]:
+    """(peak requests in flight, longest gap in s between request starts, requests) from the ledger."""
+    calls = [r for r in read_records(root / "ledger") if r["ev"] == "call"]
+    spans = sorted((r["ts"] - r["latency_s"], r["ts"]) for r in calls)
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    peak = cur = 0
+    for _, d in events:
+        cur += d
+        peak = max(peak, cur)
+    starts = [s for s, _ in spans]
+    gap = max((b - a for a, b in zip(starts, starts[1:])), default=0.0)
+    return peak, gap, len(calls)
+
+
+def run_once(work: Path, latency_ms: float, pathological_p: float, proposals: int, target: int,
+             width: int, log_level: str = "error") -> dict[str, Any]:
+    with SimProcess(_sim_config(work / "sim.yaml", latency_ms, pathological_p)) as sim:
+        raw = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+        raw["seeds"]["path"] = str(ROOT / "data" / "gsm8k_sample.jsonl")
+        raw["propose"].update(target=proposals, workers=32)
+        raw["amplify"].update(target=target, workers=width)
+        raw["vote"]["concurrency"] = width
+        raw["models"]["cheap"]["max_concurrency"] = 4 * width
+        raw["output"]["dir"] = str(work / "run")
+        raw["simulator"] = None
+        raw["budget"] = {"usd": 1000.0}
+        raw["log_level"] = log_level
+        for m in raw["models"].values():
+            m["base_url"] = sim.base_url + "/v1"
+        with contextlib.redirect_stdout(io.StringIO()):
+            out = run_session(parse_config(raw, "loop_lag"), live=False)
+        if out.exit_code != EXIT_OK:
+            raise SystemExit(f"run failed: {out.message}")
+    peak, gap, calls = _flow(work / "run")
+    votes = [r for s in ("accepted", "rejected") for r in read_records(work / "run" / s) if r.get("vote")]
+    hard = sum(1 for r in votes if r["vote"].get("undecidable"))
+    lag = out.snapshot["loop_lag"]
+    return {"pathological_answer_p": pathological_p, "requests": calls, "peak_in_flight": peak,
+            "max_gap_s": round(gap, 3), "votes": len(votes), "votes_with_undecidable": hard,
+            "lag_p50_ms": lag["p50_ms"], "lag_p99_ms": lag["p99_ms"], "lag_max_ms": lag["max_ms"],
+            "lag_max_at_s": lag.get("max_at_s"), "stalls": lag["stalls"], "elapsed_s": out.snapshot["elapsed_s"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--latency-ms", type=float, default=100.0)
+    ap.add_argument("--target", type=int, default=1500, help="accepted amplified examples per run")
+    ap.add_argument("--width", type=int, default=256, help="amplify workers = vote concurrency")
+    ap.add_argument("--pathological-p", type=float, default=0.013,
+                    help="per vote sample; 0.013 puts one in ~10 votes of ~8 samples")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.target, args.width, args.pathological_p = 60, 32, 0.1
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for p in (0.0, args.pathological_p):
+            work = Path(d) / f"p{p}"
+            work.mkdir()
+            rows.append(run_once(work, args.latency_ms, p, 10, args.target, args.width))
+    base, hard = rows
+    print(f"{'run':<24}{'requests':>9}{'peak in flight':>15}{'max gap s':>10}{'lag p50':>9}{'p99':>8}"
+          f"{'max ms':>8}{'stalls':>7}{'undecid.':>9}")
+    for name, r in (("ordinary answers", base), ("pathological answers", hard)):
+        print(f"{name:<24}{r['requests']:>9}{r['peak_in_flight']:>15}{r['max_gap_s']:>10.3f}{r['lag_p50_ms']:>9.2f}"
+              f"{r['lag_p99_ms']:>8.2f}{r['lag_max_ms']:>8.1f}{r['stalls']:>7}"
+              f"{r['votes_with_undecidable']:>6}/{r['votes']}")
+    result = {"benchmark": "loop_lag", "latency_ms": args.latency_ms, "baseline": base, "pathological": hard,
+              "lag_max_ratio": round(hard["lag_max_ms"] / max(base["lag_max_ms"], 1e-3), 3)}
+    print(orjson.dumps(result).decode())
+
+
+if __name__ == "__main__":
+    main()
