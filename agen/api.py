@@ -25,7 +25,7 @@ import yaml
 
 from agen.app.logs import configure_logging
 from agen.app.runner import EXIT_INPUT, EXIT_OK, run_session
-from agen.config import RunConfig, load_config, parse_config
+from agen.config import RunConfig, load_config, parse_config, set_dotted
 from agen.errors import ConfigError
 from agen.run.shards import read_records
 
@@ -77,11 +77,7 @@ def _dotted(overrides: dict[str, Any], task: str) -> dict[str, Any]:
 
 def _apply(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     for dotted, value in overrides.items():
-        node = raw
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
+        set_dotted(raw, dotted, value, "agen.run config")
     return raw
 
 

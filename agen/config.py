@@ -529,17 +529,34 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: not a config file (a folder)") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (not UTF-8)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = raw
-        keys = dotted.split(".")
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = value
+        if value is not None:
+            set_dotted(raw, dotted, value, str(p))
     return parse_config(raw, str(p))
+
+
+def set_dotted(raw: Any, dotted: str, value: Any, source: str) -> None:
+    """Set `a.b.c` in a config's raw mapping; a section left empty in the YAML (`budget:`, i.e.
+    null) is a section with nothing set, not an error."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the config is not a mapping of sections")
+    node = raw
+    *parents, last = dotted.split(".")
+    for key in parents:
+        if node.get(key) is None:
+            node[key] = {}
+        if not isinstance(node[key], dict):
+            raise ConfigError(f"{source}: cannot set {dotted}: {key} is not a section")
+        node = node[key]
+    node[last] = value
 
 
 def load_prices(path: Path | None = None) -> dict[str, Price]:
