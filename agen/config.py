@@ -184,8 +184,11 @@ class ModelConfig(_Strict):
         try:
             url = urlsplit(self.base_url)
             has_userinfo = url.username is not None or url.password is not None or "@" in url.netloc
+            url.port  # noqa: B018  # raises ValueError for a port out of range (http://host:99999)
         except ValueError:
-            raise ValueError("base_url is not a valid URL") from None
+            raise ValueError("base_url is not a valid URL (is its port between 1 and 65535?)") from None
+        if url.scheme in ("http", "https") and not url.hostname:  # a wrong scheme: preflight names it
+            raise ValueError("base_url has no host, e.g. http://127.0.0.1:8000/v1")
         if has_userinfo:
             raise ValueError("base_url carries credentials (user:password@host); it is written to the run "
                              "directory's config snapshot: put the key in an environment variable named in "

@@ -141,3 +141,20 @@ def test_agen_run_name_finds_the_builtin_when_a_folder_has_that_name(tmp_path, m
     res = CliRunner().invoke(cli, ["run", "quickstart", "--out", str(tmp_path / "q"), "--proposals", "1",
                                    "--target", "1"])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/v1", "http:///v1"])
+def test_a_malformed_base_url_is_a_config_error_exit_2(tmp_path, url):
+    """It used to reach preflight and exit 6 ('unreachable') for what is a typo in the config."""
+    from click.testing import CliRunner
+
+    from agen.app.cli import cli
+
+    raw = _raw()
+    raw["models"]["strong"]["base_url"] = url
+    raw["seeds"]["path"] = str(QUICKSTART.parent.parent / raw["seeds"]["path"])
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    res = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "models.strong" in res.output and "base_url" in res.output, res.output
+    assert not (tmp_path / "r").exists()
