@@ -71,7 +71,7 @@ def _credential_name(name: str) -> bool:
 # (sk-or-), Groq (gsk_), xAI, Hugging Face, Google, Perplexity, Replicate, GitHub, AWS, NVIDIA, Fireworks.
 _KEY_SHAPE = re.compile(r"(?<![A-Za-z0-9])(sk-(?:ant-|proj-|svcacct-|or-)?|gsk_|xai-|hf_|AIza|pplx-|r8_|ghp_|"
                         r"github_pat_|nvapi-|fw_)[A-Za-z0-9_\-]{16,}|(?<![A-Z0-9])(AKIA)[0-9A-Z]{16}(?![A-Z0-9])")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")  # UPPER_SNAKE: a mixed-case token is more likely a pasted key
 _NOT_SECRET = ("api_key_env",)  # the name of the variable, not its value
 
 
@@ -487,8 +487,20 @@ def _describe(err: dict[str, Any], raw: Any, source: str) -> str:
     if err["type"] == "missing":
         return f"{source}: {loc}: required key is missing"
     got = err.get("input")
-    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+    shown = "" if isinstance(got, (dict, list)) or _maybe_secret(got, raw) else f" (got {got!r})"
     return f"{source}: {loc or '(top level)'}: {err['msg']}{shown}"
+
+
+def _maybe_secret(value: Any, raw: Any) -> bool:
+    """Never echo what could be a key: long strings, key-shaped ones, or the value of an
+    environment variable a model names in api_key_env."""
+    if not isinstance(value, str):
+        return False
+    if len(value) >= 16 or key_shaped(value):
+        return True
+    models = raw.get("models") if isinstance(raw, dict) else None
+    envs = [m.get("api_key_env") for m in models.values() if isinstance(m, dict)] if isinstance(models, dict) else []
+    return any(isinstance(e, str) and os.environ.get(e) == value for e in envs)
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
