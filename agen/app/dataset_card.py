@@ -33,17 +33,21 @@ def _seed_file(root: Path, cfg: RunConfig) -> Path | None:
     return None
 
 
+def licence_files(seed_file: Path) -> list[Path]:
+    """The NAME-LICENSE files beside `seed_file` that belong to it (its stem starts with NAME)."""
+    stem = _norm(seed_file.stem)
+    return [lic for lic in sorted(seed_file.parent.glob("*LICENSE*"))
+            if (prefix := _norm(lic.name.split("LICENSE")[0])) and stem.startswith(prefix)]
+
+
 def seed_licence(seed_file: Path | None) -> tuple[str, str]:
     """(HF licence id, human text) for the seeds, from a NAME-LICENSE file beside them."""
     if seed_file is None:
         return "unknown", "unknown (seed file not found): state your seeds' licence here"
-    stem = _norm(seed_file.stem)
-    for lic in sorted(seed_file.parent.glob("*LICENSE*")):
-        prefix = _norm(lic.name.split("LICENSE")[0])
-        if prefix and stem.startswith(prefix):
-            head = lic.read_text(encoding="utf-8", errors="replace").strip().splitlines()[0].strip()
-            ident = next((i for marker, i in _LICENCE_IDS if marker in head), "other")
-            return ident, f"{head} (`{lic.name}` beside `{seed_file.name}`)"
+    for lic in licence_files(seed_file):
+        head = lic.read_text(encoding="utf-8", errors="replace").strip().splitlines()[0].strip()
+        ident = next((i for marker, i in _LICENCE_IDS if marker in head), "other")
+        return ident, f"{head} (`{lic.name}` beside `{seed_file.name}`)"
     return "unknown", f"unknown: no licence file found beside `{seed_file.name}`; state it here"
 
 
