@@ -12,6 +12,7 @@ from typing import Any
 
 from agen.app.status import snapshot_from_files
 from agen.config import RunConfig
+from agen.gen.seeds import resolve_seed_path
 from agen.run.rundir import load_snapshot
 
 # Licence files ship beside seed files as NAME-LICENSE (data/GSM8K-LICENSE for gsm8k_*.jsonl).
@@ -23,14 +24,9 @@ def _norm(s: str) -> str:
 
 
 def _seed_file(root: Path, cfg: RunConfig) -> Path | None:
-    p = Path(cfg.seeds.path)
-    if p.is_absolute():
-        return p if p.exists() else None
-    config_dir = Path(json.loads((root / "run.json").read_text(encoding="utf-8")).get("config_dir") or ".")
-    for base in (Path.cwd(), config_dir, config_dir.parent):
-        if (base / p).exists():
-            return base / p
-    return None
+    config_dir = json.loads((root / "run.json").read_text(encoding="utf-8")).get("config_dir")
+    p = resolve_seed_path(Path(cfg.seeds.path), Path(config_dir) if config_dir else None)  # as the run found them
+    return p if p.is_file() else None
 
 
 def licence_files(seed_file: Path) -> list[Path]:

@@ -22,19 +22,20 @@ def _reference(raw: str | None, fmt: str) -> str | None:
     return raw.strip() or None
 
 
-def _resolve(path: Path, base_dir: Path | None) -> Path:
-    """Relative paths: from the working directory, then the config's folder, then agen's own."""
-    if path.is_absolute() or path.exists():
+def resolve_seed_path(path: Path, base_dir: Path | None) -> Path:
+    """Relative paths: from the config's folder, then the working directory, then agen's own —
+    the order templates are found in, so a starter's own seeds win over a same-named file in cwd."""
+    if path.is_absolute():
         return path
-    for root in (base_dir, CONFIGS_DIR.parent):
-        if root is not None and (root / path).exists():
+    for root in (base_dir, Path.cwd(), CONFIGS_DIR.parent):
+        if root is not None and (root / path).is_file():
             return root / path
     return path
 
 
 def load_seeds(cfg: SeedsConfig, base_dir: Path | None = None) -> list[Example]:
     """Read every seed; a malformed line is a ConfigError naming the file, line and field."""
-    path = _resolve(Path(cfg.path), base_dir)
+    path = resolve_seed_path(Path(cfg.path), base_dir)
     try:
         data = path.read_bytes()
     except OSError as exc:
