@@ -537,6 +537,18 @@ def parse_config(raw: Any, source: str = "config") -> RunConfig:
     return cfg
 
 
+def resolve_beside_config(path: Path, config_dir: Path | None) -> Path:
+    """A relative path a config names (seeds, simulator.config): from the config's folder, then
+    the working directory, then agen's own — the order templates are found in, so a starter's
+    own files win over same-named ones in cwd."""
+    if path.is_absolute():
+        return path
+    for root in (config_dir, Path.cwd(), CONFIGS_DIR.parent):
+        if root is not None and (root / path).is_file():
+            return root / path
+    return path
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read and validate a YAML run config; `overrides` are dotted paths set after reading."""
     p = Path(path)

@@ -113,7 +113,7 @@ def test_dataset_card_finds_the_seeds_where_the_run_did_not_in_cwd_first(tmp_pat
 
     from agen.app.dataset_card import _seed_file, seed_licence
     from agen.config import parse_config
-    from agen.gen.seeds import resolve_seed_path
+    from agen.config import resolve_beside_config
     from conftest import QUICKSTART
 
     mine, elsewhere, run = tmp_path / "mine", tmp_path / "cwd", tmp_path / "run"
@@ -127,5 +127,5 @@ def test_dataset_card_finds_the_seeds_where_the_run_did_not_in_cwd_first(tmp_pat
     raw = yaml.safe_load(Path(QUICKSTART).read_text())
     raw["seeds"]["path"] = "my_seeds.jsonl"
     monkeypatch.chdir(elsewhere)
-    assert resolve_seed_path(Path("my_seeds.jsonl"), mine) == mine / "my_seeds.jsonl"
+    assert resolve_beside_config(Path("my_seeds.jsonl"), mine) == mine / "my_seeds.jsonl"
     assert seed_licence(_seed_file(run, parse_config(raw)))[0] == "mit"

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agen.app.status import snapshot_from_files
-from agen.config import RunConfig
-from agen.gen.seeds import resolve_seed_path
+from agen.config import RunConfig, resolve_beside_config
 from agen.run.rundir import load_snapshot
 
 # Licence files ship beside seed files as NAME-LICENSE (data/GSM8K-LICENSE for gsm8k_*.jsonl).
@@ -25,7 +24,7 @@ def _norm(s: str) -> str:
 
 def _seed_file(root: Path, cfg: RunConfig) -> Path | None:
     config_dir = json.loads((root / "run.json").read_text(encoding="utf-8")).get("config_dir")
-    p = resolve_seed_path(Path(cfg.seeds.path), Path(config_dir) if config_dir else None)  # as the run found them
+    p = resolve_beside_config(Path(cfg.seeds.path), Path(config_dir) if config_dir else None)  # as the run found them
     return p if p.is_file() else None
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 
-from agen.config import CONFIGS_DIR, SeedsConfig
+from agen.config import SeedsConfig, resolve_beside_config
 from agen.errors import ConfigError
 from agen.gen.parse import extract_boxed, gsm8k_reference
 from agen.types import Example
@@ -22,20 +22,9 @@ def _reference(raw: str | None, fmt: str) -> str | None:
     return raw.strip() or None
 
 
-def resolve_seed_path(path: Path, base_dir: Path | None) -> Path:
-    """Relative paths: from the config's folder, then the working directory, then agen's own —
-    the order templates are found in, so a starter's own seeds win over a same-named file in cwd."""
-    if path.is_absolute():
-        return path
-    for root in (base_dir, Path.cwd(), CONFIGS_DIR.parent):
-        if root is not None and (root / path).is_file():
-            return root / path
-    return path
-
-
 def load_seeds(cfg: SeedsConfig, base_dir: Path | None = None) -> list[Example]:
     """Read every seed; a malformed line is a ConfigError naming the file, line and field."""
-    path = resolve_seed_path(Path(cfg.path), base_dir)
+    path = resolve_beside_config(Path(cfg.path), base_dir)
     try:
         data = path.read_bytes()
     except OSError as exc:
