@@ -14,7 +14,8 @@ from agen.config import CONFIGS_DIR, DATA_ROOT, RunConfig, builtin_config, parse
 from agen.errors import ConfigError, StorageError
 
 HEADER = ("# Starter config written by `agen init` from the built-in '{base}' config. Every key is described\n"
-          "# in the README. Templates and seeds named here are looked up next to this file first.\n")
+          "# in the README. Templates and seeds named here are looked up next to this file first;\n"
+          "# output.dir is relative to the directory you run agen in.\n")
 
 
 def _templates(cfg: RunConfig) -> list[tuple[list[str], str]]:
