@@ -91,10 +91,12 @@ class AnswerConsistency:
         stage = f"{task.stage}.vote"
         while (decision := feed.tally.decision()) is None:
             if task.enough():
+                samples = len(feed.tally.votes)  # the record's shape, so reports and exports read it
                 raise TargetMet({"vote": {
-                    "model": vc.model, "k": vc.k, "samples": offset, "votes": list(feed.tally.votes),
-                    "answered": answered, "truncated": feed.tally.truncated, "early_stopped": True,
-                    "solutions": keep_solutions(agreeing)}})
+                    "model": vc.model, "k": vc.k, "samples": samples, "agree": len(agreeing),
+                    "majority_answer": None, "majority_share": 0.0, "early_stopped": True,
+                    "votes": list(feed.tally.votes), "pass_rate": round(len(agreeing) / samples, 4) if samples else 0.0,
+                    "answered": answered, "truncated": feed.tally.truncated, "solutions": keep_solutions(agreeing)}})
             want = feed.tally.needed_before_decision() if vc.early_stop else vc.k - offset
             want = max(1, min(want, vc.k - offset))
             reqs = self._requests(prompt, base_seed, offset, want, stage, task.id)
