@@ -7,7 +7,7 @@
 
 `run` takes a config path, a dict (the YAML's content) or a `RunConfig`. Overrides are dotted
 paths (`**{"vote.k": 8}`), the same with `__` for the dot (`vote__k=8`), or the CLI's shortcuts
-(`out`, `target`, `proposals`, `budget_usd`, `k`). A bad config raises `ConfigError` (one line
+(`out`, `target`, `proposals`, `budget_usd`, `k`: `vote.k`, or `rip.k` for an open-ended task). A bad config raises `ConfigError` (one line
 naming the field); every other end — done, budget reached, interrupted, a fatal provider or
 storage error — returns a `RunResult` whose `exit_code` is the CLI's and whose run is resumable.
 """
@@ -25,15 +25,16 @@ import yaml
 
 from agen.app.logs import configure_logging
 from agen.app.runner import EXIT_INPUT, EXIT_OK, run_session
-from agen.config import RunConfig, load_config, parse_config
+from agen.config import RunConfig, load_config, parse_config, set_dotted
 from agen.errors import ConfigError
 from agen.run.shards import read_records
 
 __all__ = ["RunResult", "load", "run"]
 
 SHORTCUTS = {"out": "output.dir", "target": "amplify.target", "proposals": "propose.target",
-             "budget_usd": "budget.usd", "k": "vote.k"}
-STATUSES = ("accepted", "rejected", "failed", "all")
+             "budget_usd": "budget.usd"}
+K_FOR_TASK = {"verifiable": "vote.k", "open_ended": "rip.k"}  # `k=`: the filter's sample count
+STATUSES = ("accepted", "rejected", "failed", "surplus", "all")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +59,25 @@ class RunResult:
         return self.cost_usd / total if total else None
 
 
-def _dotted(overrides: dict[str, Any]) -> dict[str, Any]:
-    return {SHORTCUTS.get(k, k.replace("__", ".")): v for k, v in overrides.items()}
+def _task(config: str | Path | dict[str, Any] | RunConfig) -> str:
+    if isinstance(config, RunConfig):
+        return config.task
+    if isinstance(config, (str, Path)):
+        try:
+            config = yaml.safe_load(Path(config).read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return "verifiable"  # load_config reports what is wrong with it
+    return str(config.get("task", "verifiable")) if isinstance(config, dict) else "verifiable"
+
+
+def _dotted(overrides: dict[str, Any], task: str) -> dict[str, Any]:
+    names = {**SHORTCUTS, "k": K_FOR_TASK.get(task, "vote.k")}
+    return {names.get(k, k.replace("__", ".")): v for k, v in overrides.items()}
 
 
 def _apply(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     for dotted, value in overrides.items():
-        node = raw
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
+        set_dotted(raw, dotted, value, "agen.run config")
     return raw
 
 
@@ -83,7 +92,7 @@ def run(config: str | Path | dict[str, Any] | RunConfig, *, quiet: bool = False,
         **overrides: Any) -> RunResult:
     """Run (or resume) a config to its targets; see the module doc. `quiet` hides the summary,
     `live` shows the progress display."""
-    cfg, config_dir = _config(config, _dotted(overrides))
+    cfg, config_dir = _config(config, _dotted(overrides, _task(config)))
     configure_logging(cfg.log_level)
     sink = io.StringIO() if quiet else None
     with contextlib.redirect_stdout(sink) if sink is not None else contextlib.nullcontext():
@@ -102,7 +111,7 @@ def run(config: str | Path | dict[str, Any] | RunConfig, *, quiet: bool = False,
 
 
 def _records(root: Path, status: str) -> Iterator[dict[str, Any]]:
-    folders = ["accepted"] if status == "accepted" else ["rejected"] if status in ("rejected", "failed") \
+    folders = ["accepted"] if status == "accepted" else ["rejected"] if status in ("rejected", "failed", "surplus") \
         else ["accepted", "rejected"]
     for name in folders:
         if (root / name).exists():
@@ -112,7 +121,7 @@ def _records(root: Path, status: str) -> Iterator[dict[str, Any]]:
 
 
 def load(run_dir: str | Path, status: str = "accepted", as_dataset: bool | None = None) -> Any:
-    """A run's records of `status` (accepted, rejected, failed or all) as a `datasets.Dataset`,
+    """A run's records of `status` (accepted, rejected, failed, surplus or all) as a `datasets.Dataset`,
     or — without `datasets` installed, or with `as_dataset=False` — an iterator of dicts."""
     root = Path(run_dir)
     if status not in STATUSES:
@@ -127,4 +136,11 @@ def load(run_dir: str | Path, status: str = "accepted", as_dataset: bool | None 
         if as_dataset:
             raise ConfigError("agen.load(as_dataset=True) needs the datasets package (pip install datasets)") from None
         return _records(root, status)
-    return datasets.Dataset.from_list(list(_records(root, status)))
+    return datasets.Dataset.from_list(_same_columns(list(_records(root, status))))
+
+
+def _same_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every row with the union of all rows' keys (None where missing): `Dataset.from_list` takes
+    its columns from the first row and would drop e.g. `vote` when a failed record comes first."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k) for k in columns} for r in rows]

@@ -71,7 +71,7 @@ def _credential_name(name: str) -> bool:
 # (sk-or-), Groq (gsk_), xAI, Hugging Face, Google, Perplexity, Replicate, GitHub, AWS, NVIDIA, Fireworks.
 _KEY_SHAPE = re.compile(r"(?<![A-Za-z0-9])(sk-(?:ant-|proj-|svcacct-|or-)?|gsk_|xai-|hf_|AIza|pplx-|r8_|ghp_|"
                         r"github_pat_|nvapi-|fw_)[A-Za-z0-9_\-]{16,}|(?<![A-Z0-9])(AKIA)[0-9A-Z]{16}(?![A-Z0-9])")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")  # UPPER_SNAKE: a mixed-case token is more likely a pasted key
 _NOT_SECRET = ("api_key_env", "password_env")  # the name of the variable, not its value
 
 
@@ -216,8 +216,11 @@ class ModelConfig(_Strict):
         try:
             url = urlsplit(self.base_url)
             has_userinfo = url.username is not None or url.password is not None or "@" in url.netloc
+            url.port  # noqa: B018  # raises ValueError for a port out of range (http://host:99999)
         except ValueError:
-            raise ValueError("base_url is not a valid URL") from None
+            raise ValueError("base_url is not a valid URL (is its port between 1 and 65535?)") from None
+        if url.scheme in ("http", "https") and not url.hostname:  # a wrong scheme: preflight names it
+            raise ValueError("base_url has no host, e.g. http://127.0.0.1:8000/v1")
         if has_userinfo:
             raise ValueError("base_url carries credentials (user:password@host); it is written to the run "
                              "directory's config snapshot: put the key in an environment variable named in "
@@ -516,8 +519,20 @@ def _describe(err: dict[str, Any], raw: Any, source: str) -> str:
     if err["type"] == "missing":
         return f"{source}: {loc}: required key is missing"
     got = err.get("input")
-    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+    shown = "" if isinstance(got, (dict, list)) or _maybe_secret(got, raw) else f" (got {got!r})"
     return f"{source}: {loc or '(top level)'}: {err['msg']}{shown}"
+
+
+def _maybe_secret(value: Any, raw: Any) -> bool:
+    """Never echo what could be a key: long strings, key-shaped ones, or the value of an
+    environment variable a model names in api_key_env."""
+    if not isinstance(value, str):
+        return False
+    if len(value) >= 16 or key_shaped(value):
+        return True
+    models = raw.get("models") if isinstance(raw, dict) else None
+    envs = [m.get("api_key_env") for m in models.values() if isinstance(m, dict)] if isinstance(models, dict) else []
+    return any(isinstance(e, str) and os.environ.get(e) == value for e in envs)
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -554,6 +569,18 @@ def parse_config(raw: Any, source: str = "config") -> RunConfig:
     return cfg
 
 
+def resolve_beside_config(path: Path, config_dir: Path | None) -> Path:
+    """A relative path a config names (seeds, simulator.config): from the config's folder, then
+    the working directory, then agen's own — the order templates are found in, so a starter's
+    own files win over same-named ones in cwd."""
+    if path.is_absolute():
+        return path
+    for root in (config_dir, Path.cwd(), CONFIGS_DIR.parent):
+        if root is not None and (root / path).is_file():
+            return root / path
+    return path
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read and validate a YAML run config; `overrides` are dotted paths set after reading."""
     p = Path(path)
@@ -561,17 +588,34 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: not a config file (a folder)") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (not UTF-8)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = raw
-        keys = dotted.split(".")
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = value
+        if value is not None:
+            set_dotted(raw, dotted, value, str(p))
     return parse_config(raw, str(p))
+
+
+def set_dotted(raw: Any, dotted: str, value: Any, source: str) -> None:
+    """Set `a.b.c` in a config's raw mapping; a section left empty in the YAML (`budget:`, i.e.
+    null) is a section with nothing set, not an error."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the config is not a mapping of sections")
+    node = raw
+    *parents, last = dotted.split(".")
+    for key in parents:
+        if node.get(key) is None:
+            node[key] = {}
+        if not isinstance(node[key], dict):
+            raise ConfigError(f"{source}: cannot set {dotted}: {key} is not a section")
+        node = node[key]
+    node[last] = value
 
 
 def load_prices(path: Path | None = None) -> dict[str, Price]:

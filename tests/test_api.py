@@ -57,3 +57,36 @@ def test_load_gives_a_dataset_or_an_iterator(result: agen.RunResult) -> None:
         agen.load(result.run_dir, status="good")
     with pytest.raises(ConfigError, match="not an agen run directory"):
         agen.load(result.run_dir / "accepted")
+
+
+def _run_dir_with(tmp_path: Path, rejected: list[dict]) -> Path:
+    root = tmp_path / "hand-made"
+    (root / "rejected").mkdir(parents=True)
+    (root / "run.json").write_text("{}")
+    (root / "rejected" / "part-00000.jsonl").write_text("".join(__import__("json").dumps(r) + "\n" for r in rejected))
+    return root
+
+
+def test_load_keeps_columns_the_first_record_lacks(tmp_path: Path) -> None:
+    """A failed record (no `vote`) first must not drop the `vote` column of every later row."""
+    pytest.importorskip("datasets")
+    root = _run_dir_with(tmp_path, [{"id": "a", "status": "failed", "reason": "parse"},
+                                    {"id": "b", "status": "rejected", "reason": "vote:low", "vote": {"k": 8}}])
+    ds = agen.load(root, status="all")
+    assert ds.column_names == ["id", "status", "reason", "vote"]
+    assert ds["vote"] == [None, {"k": 8}]
+
+
+def test_load_has_a_surplus_status_read_from_rejected(tmp_path: Path) -> None:
+    root = _run_dir_with(tmp_path, [{"id": "a", "status": "surplus", "reason": "surplus:vote:agree"},
+                                    {"id": "b", "status": "rejected", "reason": "vote:low"}])
+    assert [r["id"] for r in agen.load(root, status="surplus", as_dataset=False)] == ["a"]
+
+
+def test_k_shortcut_is_the_filters_sample_count_for_either_task(tmp_path: Path) -> None:
+    from agen.api import _dotted, _task
+
+    assert _dotted({"k": 4}, _task(QUICKSTART)) == {"vote.k": 4}
+    open_ended = Path(agen.__file__).parents[1] / "configs" / "open_ended.yaml"
+    assert _dotted({"k": 4, "out": "x"}, _task(open_ended)) == {"rip.k": 4, "output.dir": "x"}
+    assert _task({"task": "open_ended"}) == "open_ended"

@@ -47,6 +47,10 @@ def test_init_writes_a_starter_whose_templates_and_seeds_are_next_to_it(tmp_path
     assert raw["propose"]["template"] == "templates/verifiable_generate.txt"
     assert (tmp_path / "mine" / "templates" / "verifiable_solve.txt").exists()
     assert (tmp_path / "mine" / raw["seeds"]["path"]).exists()
+    from agen.app.dataset_card import seed_licence
+
+    ident, text = seed_licence(tmp_path / "mine" / raw["seeds"]["path"])  # the card's licence comes along
+    assert ident != "unknown" and [p.name for p in (tmp_path / "mine").glob("*LICENSE*")] == [text.split("`")[1]]
     (tmp_path / "mine" / "templates" / "verifiable_solve.txt").write_text("Mine: {question}\n")
     cfg = load_config(cfg_path)
     from agen.app.runner import preflight

@@ -106,3 +106,55 @@ def test_filter_section_must_match_the_task():
     raw["vote"] = {"model": "cheap"}
     with pytest.raises(ConfigError, match="'vote:' is the verifiable filter"):
         parse_config(raw)
+
+
+def test_an_empty_section_takes_overrides(tmp_path):
+    """`budget:` left empty is null: an override (e.g. --budget) sets it instead of crashing."""
+    import yaml as _yaml
+
+    from conftest import QUICKSTART
+
+    raw = _yaml.safe_load(Path(QUICKSTART).read_text())
+    raw["budget"] = None
+    raw["seeds"]["path"] = str(Path(QUICKSTART).parents[1] / raw["seeds"]["path"])
+    path = tmp_path / "c.yaml"
+    path.write_text(_yaml.safe_dump(raw))
+    assert load_config(path, {"budget.usd": 0.5}).budget.usd == 0.5
+
+
+def test_a_folder_or_binary_file_is_a_config_error_not_a_traceback(tmp_path):
+    (tmp_path / "quickstart").mkdir()
+    with pytest.raises(ConfigError, match="a folder"):
+        load_config(tmp_path / "quickstart")
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_config(tmp_path / "bin.yaml")
+
+
+def test_agen_run_name_finds_the_builtin_when_a_folder_has_that_name(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from agen.app.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quickstart").mkdir()
+    res = CliRunner().invoke(cli, ["run", "quickstart", "--out", str(tmp_path / "q"), "--proposals", "1",
+                                   "--target", "1"])
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/v1", "http:///v1"])
+def test_a_malformed_base_url_is_a_config_error_exit_2(tmp_path, url):
+    """It used to reach preflight and exit 6 ('unreachable') for what is a typo in the config."""
+    from click.testing import CliRunner
+
+    from agen.app.cli import cli
+
+    raw = _raw()
+    raw["models"]["strong"]["base_url"] = url
+    raw["seeds"]["path"] = str(QUICKSTART.parent.parent / raw["seeds"]["path"])
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    res = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "models.strong" in res.output and "base_url" in res.output, res.output
+    assert not (tmp_path / "r").exists()

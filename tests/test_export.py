@@ -102,3 +102,30 @@ def test_cli_export_formats_and_errors(run_dir: Path, tmp_path: Path) -> None:
     bad = runner.invoke(cli, ["export", str(run_dir), "--format", "rl", "--out", str(out),
                               "--min-pass-rate", "0.9", "--max-pass-rate", "0.1"])
     assert bad.exit_code == 2 and "above --max-pass-rate" in bad.output
+
+
+def test_dataset_card_finds_the_seeds_where_the_run_did_not_in_cwd_first(tmp_path, monkeypatch):
+    """Seeds are looked up next to the config first (like templates); the card uses the same order,
+    so a same-named file in the working directory does not give the card the wrong licence."""
+    import json
+
+    import yaml
+
+    from agen.app.dataset_card import _seed_file, seed_licence
+    from agen.config import parse_config
+    from agen.config import resolve_beside_config
+    from conftest import QUICKSTART
+
+    mine, elsewhere, run = tmp_path / "mine", tmp_path / "cwd", tmp_path / "run"
+    for d in (mine, elsewhere, run):
+        d.mkdir()
+    seeds = (Path(QUICKSTART).parents[1] / "data" / "gsm8k_sample.jsonl").read_text()
+    (mine / "my_seeds.jsonl").write_text(seeds)
+    (mine / "MY-SEEDS-LICENSE").write_text("MIT License\n")
+    (elsewhere / "my_seeds.jsonl").write_text(seeds)
+    (run / "run.json").write_text(json.dumps({"config_dir": str(mine)}))
+    raw = yaml.safe_load(Path(QUICKSTART).read_text())
+    raw["seeds"]["path"] = "my_seeds.jsonl"
+    monkeypatch.chdir(elsewhere)
+    assert resolve_beside_config(Path("my_seeds.jsonl"), mine) == mine / "my_seeds.jsonl"
+    assert seed_licence(_seed_file(run, parse_config(raw)))[0] == "mit"

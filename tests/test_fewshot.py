@@ -96,3 +96,14 @@ def test_quickstart_amplify_sees_many_proposals(tmp_path: Path) -> None:
     assert fewshot["tasks"] == 100 and fewshot["distinct"] >= 10 and fewshot["top3_share"] <= 0.35
     assert out.snapshot["fewshot"] == fewshot
     assert "Amplify few-shots: the first 100 tasks showed" in render_summary(out.snapshot)
+
+
+def test_a_resumed_sessions_coverage_line_says_it_counts_this_session() -> None:
+    """The pipeline counts the tasks of its own session; on a resume that is not the run's first 100."""
+    snap = {"fingerprint": "0" * 16, "session": 2, "elapsed_s": 1.0, "stop_reason": None,
+            "stages": {s: {"accepted": 1, "target": 1, "finished": 1, "inflight": 0, "reasons": {}}
+                       for s in ("propose", "amplify")},
+            "costs": {"by_stage": {}, "by_stage_model": {}, "total": {"cost_usd": 0.0}},
+            "fewshot": {"tasks": 40, "distinct": 9, "pool": 20, "top3_share": 0.3, "slots": 80}}
+    text = " ".join(render_summary(snap).split())
+    assert "Amplify few-shots: this session's first 40 tasks showed 9 distinct" in text

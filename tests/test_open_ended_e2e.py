@@ -9,7 +9,7 @@ import orjson
 import yaml
 
 from agen.config import parse_config
-from agen.app.runner import EXIT_OK, run_session
+from agen.app.runner import EXIT_NO_PROGRESS, EXIT_OK, run_session
 from agen.sim import prompt_quality
 from conftest import ROOT, records, sim_config_file
 
@@ -80,3 +80,28 @@ def test_kept_fraction_matches_a_single_percentile_threshold(tmp_path):
     share = sum(r["status"] == "accepted" for r in judged) / len(judged)
     print(f"kept {share:.2f} of {len(judged)} prompts with tau1 at the pilot's median")
     assert len(judged) >= 60 and 0.3 <= share <= 0.7
+
+
+def test_propose_ending_before_its_pilot_is_full_does_not_hang_the_run(tmp_path):
+    """Propose runs out of attempts with its pilot short of 32: its waiting candidates held filter
+    workers the amplify pilot needed, and the run sat at 0 accepted forever. Each stage's pilot now
+    freezes when that stage ends. (The timeout only turns a hang into a failure.)"""
+    import subprocess
+    import sys
+
+    cfg = _open_cfg(tmp_path, propose={"max_attempts": 10})
+    path = tmp_path / "open.yaml"
+    raw = yaml.safe_load((ROOT / "configs" / "open_ended.yaml").read_text())
+    raw["seeds"]["path"] = str(ROOT / "data" / "self_instruct_prompts.jsonl")
+    raw["propose"]["max_attempts"] = 10
+    raw["simulator"] = {"config": cfg.simulator.config}
+    path.write_text(yaml.safe_dump(raw))
+    res = subprocess.run([sys.executable, "-m", "agen", "run", str(path), "--out", str(tmp_path / "run"),
+                          "--target", "10", "--no-preflight"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == EXIT_NO_PROGRESS and "amplify 10/10" in res.stderr, res.stdout + res.stderr
+    recs = records(tmp_path / "run")
+    assert sum(r["status"] == "accepted" and r["stage"] == "amplify" for r in recs) == 10
+    frozen = orjson.loads((tmp_path / "run" / "rip_thresholds.json").read_bytes())["stages"]
+    assert 0 < frozen["propose"]["pilot"] <= sum(r["stage"] == "propose" for r in recs) <= 10
+    assert frozen["amplify"]["pilot"] == 32

@@ -118,3 +118,15 @@ def test_exhausted_quota_stops_with_exit_3_without_retry_then_resumes_on_a_fresh
         assert out.exit_code == EXIT_OK, out.message
         chk = check_run(root, before, {"propose": 4, "amplify": 40})
     assert chk.problems == []
+
+
+def test_restore_classifies_surplus_reasons_by_what_decided_them():
+    """`surplus:vote:agree` was judged by the filter; `surplus:not_filtered` passed but was not."""
+    from collections import Counter
+
+    from agen.engine.admission import StageCounts
+
+    c = StageCounts()
+    c.restore(3, 10, Counter({"vote:agree": 3, "surplus:vote:agree": 2, "surplus:not_filtered": 1,
+                              "parse:no_boxed_answer": 4}), 0.0)
+    assert (c.judged, c.passed, c.generated) == (5, 6, 10)

@@ -52,3 +52,22 @@ def test_agen_resume_passes_the_recorded_config_folder_to_run_session(tmp_path, 
     res = CliRunner().invoke(agen.app.cli.cli, ["resume", str(root)])
     assert res.exit_code == 0, res.output
     assert seen == {"config_dir": QUICKSTART.parent.resolve(), "out": str(root)}
+
+
+def test_simulator_config_is_found_next_to_the_config_not_in_cwd(tmp_path, monkeypatch):
+    """`simulator.config: my_sim.yaml` means the file beside the config, as seeds and templates do."""
+    import yaml
+    from click.testing import CliRunner
+
+    from agen.app.cli import cli
+    from conftest import quick_raw, sim_config_file
+
+    folder, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    sim_config_file(tmp_path, latency_ms=2).rename(folder / "my_sim.yaml")
+    raw = quick_raw(tmp_path, proposals=1, target=2, simulator={"config": "my_sim.yaml"})
+    (folder / "config.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(elsewhere)
+    res = CliRunner().invoke(cli, ["run", str(folder / "config.yaml"), "--no-preflight"])
+    assert res.exit_code == 0, res.output

@@ -108,7 +108,7 @@ def test_the_value_of_an_api_key_env_variable_is_refused_anywhere(monkeypatch):
         parse_config(raw)
 
 
-@pytest.mark.parametrize("pasted", ["sk-proj-" + "A1b2" * 6, "not a name", "abc-def-123"])
+@pytest.mark.parametrize("pasted", ["sk-proj-" + "A1b2" * 6, "not a name", "abc-def-123", "a1B2c3D4e5F6g7H8"])
 def test_a_key_pasted_as_api_key_env_is_refused_without_echo(pasted):
     with pytest.raises(ConfigError, match="api_key_env must be the NAME of an environment variable") as err:
         parse_config(_raw(api_key_env=pasted))
@@ -118,3 +118,18 @@ def test_a_key_pasted_as_api_key_env_is_refused_without_echo(pasted):
 def test_ordinary_values_pass():
     parse_config(_raw(api_key_env="OPENAI_API_KEY", headers={"X-Title": "task-sk-learn"},
                       extra_params={"user": "sk-short"}))
+
+
+@pytest.mark.parametrize("value", ["abcd1234efgh5678ijkl", "sk-" + "x" * 30])
+def test_a_type_error_does_not_echo_a_key_shaped_or_long_value(value):
+    """A key pasted into a number field (max_concurrency) is reported without the value."""
+    with pytest.raises(ConfigError, match="max_concurrency") as err:
+        parse_config(_raw(max_concurrency=value))
+    assert value not in str(err.value)
+
+
+def test_a_type_error_does_not_echo_the_value_of_an_api_key_env_variable(monkeypatch):
+    monkeypatch.setenv("MY_PROVIDER_KEY", "short-key")
+    with pytest.raises(ConfigError, match="max_concurrency") as err:
+        parse_config(_raw(api_key_env="MY_PROVIDER_KEY", max_concurrency="short-key"))
+    assert "short-key" not in str(err.value)

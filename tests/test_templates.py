@@ -56,3 +56,14 @@ def test_a_missing_placeholder_and_a_missing_file_are_one_line_errors(tmp_path):
 def test_fill_replaces_only_known_placeholders():
     text = 'JSON {"a": {"b": [1, 2]}} \\boxed{} {your_answer} {{question}} {question}'
     assert fill(text, question="Q{examples}") == 'JSON {"a": {"b": [1, 2]}} \\boxed{} {your_answer} {Q{examples}} Q{examples}'
+
+
+def test_no_shipped_template_has_str_format_brace_escapes():
+    """Templates are filled literally (`fill`), so a `{{` would reach the model as `\\boxed{{}}`."""
+    shipped = sorted((ROOT / "configs" / "templates").glob("*.txt"))
+    assert len(shipped) >= 10
+    doubled = [f"{p.name}:{n}" for p in shipped for n, line in enumerate(p.read_text().splitlines(), 1)
+               if "{{" in line or "}}" in line]
+    assert doubled == []
+    solve = fill((ROOT / "configs" / "templates" / "choice_solve.txt").read_text(), question="Q?")
+    assert "\\boxed{}" in solve and "Q?" in solve

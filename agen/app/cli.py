@@ -34,10 +34,12 @@ def cli() -> None:
 def _config_path(config: str) -> Path:
     """A config file, or the name of a built-in one (`quickstart`, `open_ended`)."""
     path = Path(config)
-    if path.exists():
+    if path.is_file():
         return path
-    if (builtin := builtin_config(config)) is not None:
+    if (builtin := builtin_config(config)) is not None:  # also when ./NAME is a folder (e.g. runs/)
         return builtin
+    if path.exists():
+        raise AgenError(f"{config}: not a config file (a folder)")
     raise AgenError(f"{config}: no such config file (built-in configs: {', '.join(BUILTIN_CONFIGS)})")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agen.app.status import snapshot_from_files
-from agen.config import RunConfig
+from agen.config import RunConfig, resolve_beside_config
 from agen.run.rundir import load_snapshot
 
 # Licence files ship beside seed files as NAME-LICENSE (data/GSM8K-LICENSE for gsm8k_*.jsonl).
@@ -23,27 +23,26 @@ def _norm(s: str) -> str:
 
 
 def _seed_file(root: Path, cfg: RunConfig) -> Path | None:
-    p = Path(cfg.seeds.path)
-    if p.is_absolute():
-        return p if p.exists() else None
-    config_dir = Path(json.loads((root / "run.json").read_text(encoding="utf-8")).get("config_dir") or ".")
-    for base in (Path.cwd(), config_dir, config_dir.parent):
-        if (base / p).exists():
-            return base / p
-    return None
+    config_dir = json.loads((root / "run.json").read_text(encoding="utf-8")).get("config_dir")
+    p = resolve_beside_config(Path(cfg.seeds.path), Path(config_dir) if config_dir else None)  # as the run found them
+    return p if p.is_file() else None
+
+
+def licence_files(seed_file: Path) -> list[Path]:
+    """The NAME-LICENSE files beside `seed_file` that belong to it (its stem starts with NAME)."""
+    stem = _norm(seed_file.stem)
+    return [lic for lic in sorted(seed_file.parent.glob("*LICENSE*"))
+            if (prefix := _norm(lic.name.split("LICENSE")[0])) and stem.startswith(prefix)]
 
 
 def seed_licence(seed_file: Path | None) -> tuple[str, str]:
     """(HF licence id, human text) for the seeds, from a NAME-LICENSE file beside them."""
     if seed_file is None:
         return "unknown", "unknown (seed file not found): state your seeds' licence here"
-    stem = _norm(seed_file.stem)
-    for lic in sorted(seed_file.parent.glob("*LICENSE*")):
-        prefix = _norm(lic.name.split("LICENSE")[0])
-        if prefix and stem.startswith(prefix):
-            head = lic.read_text(encoding="utf-8", errors="replace").strip().splitlines()[0].strip()
-            ident = next((i for marker, i in _LICENCE_IDS if marker in head), "other")
-            return ident, f"{head} (`{lic.name}` beside `{seed_file.name}`)"
+    for lic in licence_files(seed_file):
+        head = lic.read_text(encoding="utf-8", errors="replace").strip().splitlines()[0].strip()
+        ident = next((i for marker, i in _LICENCE_IDS if marker in head), "other")
+        return ident, f"{head} (`{lic.name}` beside `{seed_file.name}`)"
     return "unknown", f"unknown: no licence file found beside `{seed_file.name}`; state it here"
 
 

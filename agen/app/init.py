@@ -9,11 +9,13 @@ from typing import Any
 
 import yaml
 
+from agen.app.dataset_card import licence_files
 from agen.config import CONFIGS_DIR, DATA_ROOT, RunConfig, builtin_config, parse_config
 from agen.errors import ConfigError, StorageError
 
 HEADER = ("# Starter config written by `agen init` from the built-in '{base}' config. Every key is described\n"
-          "# in the README. Templates and seeds named here are looked up next to this file first.\n")
+          "# in the README. Templates and seeds named here are looked up next to this file first;\n"
+          "# output.dir is relative to the directory you run agen in.\n")
 
 
 def _templates(cfg: RunConfig) -> list[tuple[list[str], str]]:
@@ -49,6 +51,8 @@ def write_starter(directory: Path, base: str = "quickstart") -> Path:
             raw.setdefault(keys[0], {})[keys[1]] = f"templates/{name}"
         seeds = DATA_ROOT / raw["seeds"]["path"]
         shutil.copyfile(seeds, directory / seeds.name)
+        for lic in licence_files(seeds):  # the card reads the seeds' licence from beside them
+            shutil.copyfile(lic, directory / lic.name)
         raw["seeds"]["path"] = seeds.name
         raw["output"] = {**raw.get("output", {}), "dir": f"runs/{directory.resolve().name}"}
         target.write_text(HEADER.format(base=base) + yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")

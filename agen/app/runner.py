@@ -26,7 +26,7 @@ import structlog
 from agen.app.preflight import check_endpoints
 from agen.app.progress import Progress
 from agen.app.summary import render_summary
-from agen.config import Price, RunConfig, load_prices, price_for
+from agen.config import Price, RunConfig, load_prices, price_for, resolve_beside_config
 from agen.cost import CostBook
 from agen.engine.pipeline import Pipeline
 from agen.errors import ConfigError, EndpointUnreachableError, SimStartError, StorageError
@@ -69,14 +69,17 @@ class Outcome:
 
 
 @contextlib.contextmanager
-def _simulator(cfg: RunConfig) -> Iterator[str | None]:
-    """Start the built-in simulated provider in its own process when the config asks for it."""
+def _simulator(cfg: RunConfig, config_dir: Path | None) -> Iterator[str | None]:
+    """Start the built-in simulated provider in its own process when the config asks for it;
+    its `config` is found like the seeds (next to the run's config first)."""
     if cfg.simulator is None:
         yield None
         return
     from agen.sim.process import SimProcess
 
-    with SimProcess(cfg.simulator.config, host=cfg.simulator.host, port=cfg.simulator.port) as sim:
+    path = cfg.simulator.config
+    sim_config = str(resolve_beside_config(Path(path), config_dir)) if path else None
+    with SimProcess(sim_config, host=cfg.simulator.host, port=cfg.simulator.port) as sim:
         yield sim.base_url
 
 
@@ -143,7 +146,7 @@ def run_session(cfg: RunConfig, *, config_dir: Path | None = None, grace_s: floa
     except ConfigError as exc:
         return Outcome(EXIT_INPUT, str(exc), {})
     try:
-        with _simulator(cfg) as sim_url:
+        with _simulator(cfg, config_dir) as sim_url:
             base_urls = _base_urls(cfg, sim_url)
             if probe:
                 refused = _probe_endpoints(cfg, base_urls)

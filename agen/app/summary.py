@@ -105,7 +105,9 @@ def render_summary(snap: dict[str, Any]) -> str:
     fs = snap.get("fewshot")
     if fs and fs["tasks"]:
         lines.append("")
-        lines += textwrap.wrap(f"Amplify few-shots: the first {fs['tasks']} tasks showed {fs['distinct']} "
+        # counted by this session only; report.json's figure is over the whole run's records
+        scope = "this session's first" if snap.get("session") else "the first"
+        lines += textwrap.wrap(f"Amplify few-shots: {scope} {fs['tasks']} tasks showed {fs['distinct']} "
                                f"distinct proposals (of {fs['pool']} accepted); the top 3 took "
                                f"{fs['top3_share']:.0%} of {fs['slots']} slots", WIDTH)
     if lag := snap.get("loop_lag"):

@@ -68,8 +68,12 @@ class StageCounts:
         self.accepted, self.finished, self.spent_usd = accepted, finished, spent_usd
         self.reasons.update(reasons)
         self.generated = finished
-        self.passed = finished - sum(n for r, n in reasons.items() if r.startswith(EARLY_REASONS))
-        self.judged = sum(n for r, n in reasons.items() if r.startswith(FILTER_REASONS))
+        # a surplus record's reason is "surplus:" + what decided it ("surplus:vote:agree" was judged)
+        decided = Counter[str]()
+        for r, n in reasons.items():
+            decided[r.removeprefix("surplus:")] += n
+        self.passed = finished - sum(n for r, n in decided.items() if r.startswith(EARLY_REASONS))
+        self.judged = sum(n for r, n in decided.items() if r.startswith(FILTER_REASONS))
         self.judged_accepted = accepted
 
 

@@ -309,6 +309,7 @@ class Pipeline:
                 tg.create_task(self._produce(stage, task_q, sc.workers))
                 for _ in range(sc.workers):
                     tg.create_task(generate_worker(self.workers, stage, task_q, filter_q))
+            self.filter.finish_pilot(stage)  # its pilot must not wait on the other stage's workers
         finally:
             if stage == "propose":
                 self._propose_done.set()

@@ -17,7 +17,7 @@ from agen.engine.admission import StageCounts
 from agen.engine.tasks import FilterJob, GenTask
 from agen.engine.turns import Turns
 from agen.errors import FatalRunError, Stopped, TaskFailedError
-from agen.filters import Call, CandidateFilter, FilterTask
+from agen.filters import Call, CandidateFilter, FilterTask, TargetMet
 from agen.gen.dedup import Deduper
 from agen.gen.parse import Candidate, ParseFailure
 from agen.gen.prompts import generation_prompt
@@ -117,9 +117,14 @@ async def filter_worker(ctx: WorkerContext, filter_q: asyncio.Queue[FilterJob | 
             await ctx.finish(task, job.candidate, "surplus", "surplus:not_filtered", job.gen_model)
             continue
         ftask = FilterTask(task.id, f"{ctx.cfg.seed}/{task.key}", task.stage,
-                           job.candidate.question, job.candidate.answer)
+                           job.candidate.question, job.candidate.answer, lambda: ctx.full(task.stage))
         try:
             verdict = await ctx.filter.judge(ftask)
+        except TargetMet as met:  # not sent further; what it already paid for stays on the record
+            c.filtering -= 1
+            await ctx.finish(task, job.candidate, "surplus", "surplus:not_filtered", job.gen_model,
+                             finish_reason=job.finish_reason, **met.detail)
+            continue
         except Stopped:
             c.filtering -= 1  # left uncommitted: resumed from its journaled results
             continue

@@ -36,6 +36,21 @@ class FilterAborted(Stopped):
     """The run stopped while the candidate waited (e.g. on a pilot): leave it uncommitted."""
 
 
+class TargetMet(Exception):
+    """The stage's target was met while this candidate was being judged: nothing more is sent
+    for it, and it is committed as `surplus:not_filtered` with what was already paid for
+    (`detail`). Not `Stopped`: that leaves a task uncommitted for a resume to redo, but a met
+    target has nothing to redo."""
+
+    def __init__(self, detail: dict[str, Any]) -> None:
+        super().__init__("target met")
+        self.detail = detail
+
+
+def _never() -> bool:
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class FilterTask:
     """What a filter needs to know about the candidate it judges."""
@@ -45,6 +60,7 @@ class FilterTask:
     stage: str
     question: str
     answer: str | None
+    enough: Callable[[], bool] = _never  # the stage's target is met: checked before each paid batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +81,8 @@ class CandidateFilter(Protocol):
         """Candidates of `stage` that must be in flight together before any can be decided (a pilot)."""
         ...
 
-    def finish_pilot(self) -> None:
-        """No more candidates are coming: decide with what there is."""
+    def finish_pilot(self, stage: str | None = None) -> None:
+        """No more candidates of `stage` (None: of any stage) are coming: decide with what there is."""
         ...
 
     def abort_pilot(self) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from agen.config import VoteConfig
-from agen.filters import Call, FilterTask, Verdict, gather_settled
+from agen.filters import Call, FilterTask, TargetMet, Verdict, gather_settled
 from agen.filters.equivalence_pool import EquivalencePool, VoteFeed
 from agen.gen.parse import extract_boxed
 from agen.gen.prompts import solve_prompt
@@ -62,7 +62,7 @@ class AnswerConsistency:
     def min_in_flight(self, stage: str) -> int:
         return 0  # every vote decides on its own samples
 
-    def finish_pilot(self) -> None:
+    def finish_pilot(self, stage: str | None = None) -> None:
         pass
 
     def abort_pilot(self) -> None:
@@ -90,6 +90,13 @@ class AnswerConsistency:
         agreeing: list[str] = []
         stage = f"{task.stage}.vote"
         while (decision := feed.tally.decision()) is None:
+            if task.enough():
+                samples = len(feed.tally.votes)  # the record's shape, so reports and exports read it
+                raise TargetMet({"vote": {
+                    "model": vc.model, "k": vc.k, "samples": samples, "agree": len(agreeing),
+                    "majority_answer": None, "majority_share": 0.0, "early_stopped": True,
+                    "votes": list(feed.tally.votes), "pass_rate": round(len(agreeing) / samples, 4) if samples else 0.0,
+                    "answered": answered, "truncated": feed.tally.truncated, "solutions": keep_solutions(agreeing)}})
             want = feed.tally.needed_before_decision() if vc.early_stop else vc.k - offset
             want = max(1, min(want, vc.k - offset))
             reqs = self._requests(prompt, base_seed, offset, want, stage, task.id)

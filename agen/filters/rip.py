@@ -23,7 +23,7 @@ import structlog
 
 from agen.config import RipConfig
 from agen.errors import TaskFailedError
-from agen.filters import Call, FilterAborted, FilterTask, Verdict, gather_settled
+from agen.filters import Call, FilterAborted, FilterTask, TargetMet, Verdict, gather_settled
 from agen.gen.judge import parse_judge_score
 from agen.gen.prompts import render
 from agen.gen.rip_metrics import (
@@ -74,6 +74,8 @@ class _Pilot:
     metrics: list[RipMetrics] = field(default_factory=list)
     frozen: RipThresholds | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False  # the stage sends no more candidates: freeze once those being judged are in
+    judging: int = 0  # candidates of the stage between judge() start and their metrics
 
 
 class RipFilter:
@@ -126,16 +128,22 @@ class RipFilter:
         pilot.metrics = []
         pilot.ready.set()
 
-    def finish_pilot(self) -> None:
-        """No more candidates will come (attempts exhausted): freeze each stage on the pilot it has.
-        Not after a stop: a pilot cut short by Ctrl-C or the budget is redone on resume, never
-        frozen half-collected."""
+    def finish_pilot(self, stage: str | None = None) -> None:
+        """`stage` (or every stage) sends no more candidates (attempts exhausted): freeze it on the
+        pilot it has as soon as the candidates being judged have their metrics. Per stage, because a
+        stage's waiting pilot holds filter workers that the other stage's pilot needs. Not after a
+        stop: a pilot cut short by Ctrl-C or the budget is redone on resume, never frozen
+        half-collected."""
         if self._aborted:
             return
-        for stage, pilot in self._pilots.items():
-            if pilot.frozen is None and pilot.metrics:
-                self._freeze(stage)
-            pilot.ready.set()
+        for name in ([stage] if stage is not None else list(self._pilots)):
+            self._stage(name).closed = True
+            self._freeze_if_settled(name)
+
+    def _freeze_if_settled(self, stage: str) -> None:
+        pilot = self._stage(stage)
+        if pilot.closed and pilot.frozen is None and pilot.judging == 0 and pilot.metrics and not self._aborted:
+            self._freeze(stage)
 
     def abort_pilot(self) -> None:
         """The run is stopping: release waiting candidates without judging them."""
@@ -150,8 +158,16 @@ class RipFilter:
     # ---- judging ---------------------------------------------------------------------------------
 
     async def judge(self, task: FilterTask) -> Verdict:
-        responses = await self._responses(task)
-        rewards = list(await gather_settled(*(self._score(task, i, r) for i, r in enumerate(responses))))
+        pilot = self._stage(task.stage)
+        pilot.judging += 1
+        try:
+            responses = await self._responses(task)
+            if task.enough():  # the judge calls are not worth paying for any more
+                raise TargetMet({"rip": {"k": self.cfg.k, "policy_model": self.cfg.model, "responses": responses}})
+            rewards = list(await gather_settled(*(self._score(task, i, r) for i, r in enumerate(responses))))
+        finally:
+            pilot.judging -= 1
+            self._freeze_if_settled(task.stage)  # this was the last one a closed stage's pilot waited for
         detail: dict[str, Any] = {"rip": {"k": self.cfg.k, "policy_model": self.cfg.model,
                                           "judge_model": self.cfg.judge_model, "responses": responses,
                                           "rewards": rewards}}
@@ -161,11 +177,11 @@ class RipFilter:
             return Verdict(False, "rip:judge_failed", detail)
         metrics = compute_metrics(rewards, [response_length(r) for r in responses])
         detail["rip"]["metrics"] = asdict(metrics)
-        pilot = self._stage(task.stage)
         if pilot.frozen is None:
             pilot.metrics.append(metrics)
             if len(pilot.metrics) >= self.cfg.pilot:
                 self._freeze(task.stage)
+            self._freeze_if_settled(task.stage)
             await pilot.ready.wait()
             if pilot.frozen is None:
                 raise FilterAborted(task.id)  # the run stopped before the pilot was complete

@@ -144,6 +144,11 @@ def _to_number(s: str) -> int | Fraction | None:
     return None
 
 
+# Letters that after a number are SI unit symbols (metre, second, gram, hour, litre, volt, watt,
+# joule), not variables: "10 m" is a quantity, while "3 x" or "2 n" stays mathematics.
+UNIT_LETTERS = frozenset("msghlvwj")
+
+
 def _fold_plural(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
@@ -152,8 +157,10 @@ def _with_words(number: str, words: list[str]) -> int | Fraction | Quantity | No
     """A number followed by words: units from `UNITS` are dropped, a leading magnitude word
     multiplies, anything else makes a Quantity. None when a word is mathematics ("3 pi")."""
     value = _to_number(number)
-    if value is None or any(len(w) == 1 or w in _MATH_WORDS for w in words):
+    if value is None or any((len(w) == 1 and w not in UNIT_LETTERS) or w in _MATH_WORDS for w in words):
         return None
+    if len(words) == 1 and words[0] in UNIT_LETTERS:  # "10 m" is ten metres: not 10, not 10 km
+        return Quantity(value, words[0])
     while words and words[-1] in UNITS:
         words = words[:-1]
     if words and (words[0] in MAGNITUDES or words[0].rstrip("s") in MAGNITUDES):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 
-from agen.config import CONFIGS_DIR, SeedsConfig
+from agen.config import SeedsConfig, resolve_beside_config
 from agen.errors import ConfigError
 from agen.gen.parse import extract_boxed, gsm8k_reference
 from agen.types import Example
@@ -22,19 +22,9 @@ def _reference(raw: str | None, fmt: str) -> str | None:
     return raw.strip() or None
 
 
-def _resolve(path: Path, base_dir: Path | None) -> Path:
-    """Relative paths: from the working directory, then the config's folder, then agen's own."""
-    if path.is_absolute() or path.exists():
-        return path
-    for root in (base_dir, CONFIGS_DIR.parent):
-        if root is not None and (root / path).exists():
-            return root / path
-    return path
-
-
 def load_seeds(cfg: SeedsConfig, base_dir: Path | None = None) -> list[Example]:
     """Read every seed; a malformed line is a ConfigError naming the file, line and field."""
-    path = _resolve(Path(cfg.path), base_dir)
+    path = resolve_beside_config(Path(cfg.path), base_dir)
     try:
         data = path.read_bytes()
     except OSError as exc:
