@@ -5,7 +5,7 @@
 
 Two runs of the pipeline (in this process, `run_session`) against the simulated provider in its
 own process, every vote sample drawn by the sim: the baseline with ordinary answers, then the same
-run with `pathological_answer_p` set so that about one vote in ten holds a power tower that
+run with `pathological_answer_p` set so that about one vote in eight holds a power tower that
 math-verify needs ~5 s to compare (inline, that froze every lane for seconds). For each run: the
 pipeline's own loop-lag figures (p50/p99/max, stalls over 250 ms), the peak of requests in flight
 and the longest gap between two requests leaving for the server, both from the ledger (each

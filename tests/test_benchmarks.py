@@ -87,7 +87,9 @@ def test_drain_quick(outputs) -> None:
     """drain --quick: after the SIGINT is handled nothing new is sent, and the resume pays nothing twice."""
     _, doc = _doc(outputs, "drain")
     assert doc["exit_code"] == 130 and doc["resume_exit_code"] == 0
-    assert doc["in_flight_at_signal"] > 0 and doc["started_after_handled"] == 0
+    # a call's start is estimated as its end minus its latency, so a request admitted before the stop
+    # that waited for a pooled connection can look later: hold the issue's bound (<= 5% of in flight)
+    assert doc["in_flight_at_signal"] > 0 and doc["started_after_handled"] <= 0.05 * doc["in_flight_at_signal"]
     assert doc["resume_redone_usd"] == 0
 def test_filter_precision_quick(outputs) -> None:
     """filter_precision --quick scores precision before/after and recall in a world with and without traps."""

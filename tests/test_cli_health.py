@@ -99,3 +99,13 @@ def test_an_unknown_config_name_lists_the_built_in_ones(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(cli, ["run", "quickstrt"])
     assert res.exit_code == 2 and "built-in configs: quickstart, open_ended" in res.output
+
+
+def test_cli_k_sets_the_filters_sample_count_for_the_configs_task():
+    """`--k` is vote.k for a verifiable config and rip.k for an open-ended one (as `agen.run`'s k=)."""
+    from agen.app.cli import _k_key
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    assert _k_key(configs / "quickstart.yaml") == "vote.k"
+    assert _k_key(configs / "open_ended.yaml") == "rip.k"
+    assert _k_key(configs / "no-such-file.yaml") == "vote.k"  # load_config then says what is wrong

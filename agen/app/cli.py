@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import click
+import yaml
 
 from agen.app.logs import configure_logging
 from agen.config import BUILTIN_CONFIGS, builtin_config, load_config
@@ -43,6 +44,15 @@ def _config_path(config: str) -> Path:
     raise AgenError(f"{config}: no such config file (built-in configs: {', '.join(BUILTIN_CONFIGS)})")
 
 
+def _k_key(path: Path) -> str:
+    """`--k` is the filter's sample count: vote.k, or rip.k for an open-ended config."""
+    try:
+        task = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("task")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        task = None  # load_config reports what is wrong with the file
+    return "rip.k" if task == "open_ended" else "vote.k"
+
+
 def _finish(outcome) -> None:
     stream = sys.stderr if outcome.exit_code else sys.stdout
     click.echo(f"agen: {outcome.message}", file=stream)
@@ -55,28 +65,28 @@ NO_PREFLIGHT = click.option("--no-preflight", is_flag=True,
                             help="Skip the one request per endpoint made before any work (for pay-per-request endpoints).")
 
 
-@cli.command()
+@cli.command(help="Run CONFIG (or resume it, if its output directory holds the same run). CONFIG is a YAML "
+                  "file or the name of a built-in config: " + ", ".join(BUILTIN_CONFIGS) + ".")
 @click.argument("config")
 @click.option("--out", help="Run directory (overrides output.dir).")
 @click.option("--target", type=int, help="Accepted amplified examples wanted (amplify.target).")
 @click.option("--proposals", type=int, help="Accepted proposals wanted (propose.target).")
 @click.option("--budget-usd", type=float, help="Stop cleanly once this much has been spent.")
-@click.option("--k", "k", type=int, help="Votes per candidate (vote.k).")
+@click.option("--k", "k", type=int, help="Samples per candidate: vote.k, or rip.k for an open-ended config.")
 @click.option("--grace", type=float, default=30.0, show_default=True,
               help="Seconds in-flight work may take to finish after the first Ctrl-C.")
 @NO_PREFLIGHT
 @LOG_FILE
 def run(config: str, out: str | None, target: int | None, proposals: int | None,
         budget_usd: float | None, k: int | None, grace: float, no_preflight: bool, log_file: Path | None) -> None:
-    """Run CONFIG (or resume it, if its output directory holds the same run).
-
-    CONFIG is a YAML file or the name of a built-in config: """ + ", ".join(BUILTIN_CONFIGS) + """."""
     from agen.app.runner import run_session
 
     overrides = {"output.dir": out, "amplify.target": target, "propose.target": proposals,
-                 "budget.usd": budget_usd, "vote.k": k}
+                 "budget.usd": budget_usd}
     try:
         path = _config_path(config)
+        if k is not None:
+            overrides[_k_key(path)] = k
         cfg = load_config(path, overrides)
         configure_logging(cfg.log_level, file=log_file)
     except AgenError as exc:
