@@ -25,7 +25,7 @@ import yaml
 
 from agen.app.logs import configure_logging
 from agen.app.runner import EXIT_INPUT, EXIT_OK, run_session
-from agen.config import RunConfig, load_config, parse_config, set_dotted
+from agen.config import RunConfig, k_key, load_config, parse_config, set_dotted
 from agen.errors import ConfigError
 from agen.run.shards import read_records
 
@@ -33,7 +33,6 @@ __all__ = ["RunResult", "load", "run"]
 
 SHORTCUTS = {"out": "output.dir", "target": "amplify.target", "proposals": "propose.target",
              "budget_usd": "budget.usd"}
-K_FOR_TASK = {"verifiable": "vote.k", "open_ended": "rip.k"}  # `k=`: the filter's sample count
 STATUSES = ("accepted", "rejected", "failed", "surplus", "all")
 
 
@@ -59,19 +58,8 @@ class RunResult:
         return self.cost_usd / total if total else None
 
 
-def _task(config: str | Path | dict[str, Any] | RunConfig) -> str:
-    if isinstance(config, RunConfig):
-        return config.task
-    if isinstance(config, (str, Path)):
-        try:
-            config = yaml.safe_load(Path(config).read_text()) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            return "verifiable"  # load_config reports what is wrong with it
-    return str(config.get("task", "verifiable")) if isinstance(config, dict) else "verifiable"
-
-
-def _dotted(overrides: dict[str, Any], task: str) -> dict[str, Any]:
-    names = {**SHORTCUTS, "k": K_FOR_TASK.get(task, "vote.k")}
+def _dotted(overrides: dict[str, Any], config: Any) -> dict[str, Any]:
+    names = {**SHORTCUTS, "k": k_key(config)}
     return {names.get(k, k.replace("__", ".")): v for k, v in overrides.items()}
 
 
@@ -92,7 +80,7 @@ def run(config: str | Path | dict[str, Any] | RunConfig, *, quiet: bool = False,
         **overrides: Any) -> RunResult:
     """Run (or resume) a config to its targets; see the module doc. `quiet` hides the summary,
     `live` shows the progress display."""
-    cfg, config_dir = _config(config, _dotted(overrides, _task(config)))
+    cfg, config_dir = _config(config, _dotted(overrides, config))
     configure_logging(cfg.log_level)
     sink = io.StringIO() if quiet else None
     with contextlib.redirect_stdout(sink) if sink is not None else contextlib.nullcontext():

@@ -602,6 +602,19 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     return parse_config(raw, str(p))
 
 
+def k_key(config: Any) -> str:
+    """What a `--k` / `k=` shortcut sets: the filter's sample count, `rip.k` for an open-ended task.
+    `config` is a RunConfig, a raw mapping or a YAML path (unreadable: `vote.k`, and loading the
+    config then says what is wrong with it)."""
+    if isinstance(config, (str, Path)):
+        try:
+            config = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            config = None
+    task = config.get("task") if isinstance(config, dict) else getattr(config, "task", None)
+    return "rip.k" if task == "open_ended" else "vote.k"
+
+
 def set_dotted(raw: Any, dotted: str, value: Any, source: str) -> None:
     """Set `a.b.c` in a config's raw mapping; a section left empty in the YAML (`budget:`, i.e.
     null) is a section with nothing set, not an error."""

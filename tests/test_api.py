@@ -84,9 +84,10 @@ def test_load_has_a_surplus_status_read_from_rejected(tmp_path: Path) -> None:
 
 
 def test_k_shortcut_is_the_filters_sample_count_for_either_task(tmp_path: Path) -> None:
-    from agen.api import _dotted, _task
+    from agen.api import _dotted
+    from agen.config import k_key
 
-    assert _dotted({"k": 4}, _task(QUICKSTART)) == {"vote.k": 4}
+    assert _dotted({"k": 4}, QUICKSTART) == {"vote.k": 4}
     open_ended = Path(agen.__file__).parents[1] / "configs" / "open_ended.yaml"
-    assert _dotted({"k": 4, "out": "x"}, _task(open_ended)) == {"rip.k": 4, "output.dir": "x"}
-    assert _task({"task": "open_ended"}) == "open_ended"
+    assert _dotted({"k": 4, "out": "x"}, open_ended) == {"rip.k": 4, "output.dir": "x"}
+    assert k_key({"task": "open_ended"}) == "rip.k"

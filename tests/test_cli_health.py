@@ -103,7 +103,7 @@ def test_an_unknown_config_name_lists_the_built_in_ones(tmp_path, monkeypatch):
 
 def test_cli_k_sets_the_filters_sample_count_for_the_configs_task():
     """`--k` is vote.k for a verifiable config and rip.k for an open-ended one (as `agen.run`'s k=)."""
-    from agen.app.cli import _k_key
+    from agen.config import k_key as _k_key
 
     configs = Path(__file__).resolve().parent.parent / "configs"
     assert _k_key(configs / "quickstart.yaml") == "vote.k"

@@ -6,14 +6,15 @@ provider error, 4 storage error, 5 no progress, 6 endpoint unreachable, 130 inte
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
-import yaml
 
 from agen.app.logs import configure_logging
-from agen.config import BUILTIN_CONFIGS, builtin_config, load_config
+from agen.config import BUILTIN_CONFIGS, builtin_config, k_key, load_config
 from agen.errors import AgenError
 
 
@@ -32,6 +33,16 @@ def cli() -> None:
     """agen: propose-and-amplify verified training examples with CoT-Self-Instruct."""
 
 
+@contextlib.contextmanager
+def _input_errors() -> Iterator[None]:
+    """An AgenError raised before or outside a run is one line on stderr and exit 2 (bad input)."""
+    try:
+        yield
+    except AgenError as exc:
+        click.echo(f"agen: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 def _config_path(config: str) -> Path:
     """A config file, or the name of a built-in one (`quickstart`, `open_ended`)."""
     path = Path(config)
@@ -42,15 +53,6 @@ def _config_path(config: str) -> Path:
     if path.exists():
         raise AgenError(f"{config}: not a config file (a folder)")
     raise AgenError(f"{config}: no such config file (built-in configs: {', '.join(BUILTIN_CONFIGS)})")
-
-
-def _k_key(path: Path) -> str:
-    """`--k` is the filter's sample count: vote.k, or rip.k for an open-ended config."""
-    try:
-        task = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("task")
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
-        task = None  # load_config reports what is wrong with the file
-    return "rip.k" if task == "open_ended" else "vote.k"
 
 
 def _finish(outcome) -> None:
@@ -83,15 +85,12 @@ def run(config: str, out: str | None, target: int | None, proposals: int | None,
 
     overrides = {"output.dir": out, "amplify.target": target, "propose.target": proposals,
                  "budget.usd": budget_usd}
-    try:
+    with _input_errors():
         path = _config_path(config)
         if k is not None:
-            overrides[_k_key(path)] = k
+            overrides[k_key(path)] = k
         cfg = load_config(path, overrides)
         configure_logging(cfg.log_level, file=log_file)
-    except AgenError as exc:
-        click.echo(f"agen: {exc}", file=sys.stderr)
-        sys.exit(2)
     _finish(run_session(cfg, config_dir=path.parent, grace_s=grace, probe=not no_preflight))
 
 
@@ -107,13 +106,10 @@ def resume(run_dir: Path, budget_usd: float | None, grace: float, no_preflight: 
     from agen.app.runner import run_session
     from agen.run.rundir import run_config_dir
 
-    try:
+    with _input_errors():
         cfg = load_config(run_dir / "config.yaml", {"budget.usd": budget_usd, "output.dir": str(run_dir)})
         config_dir = run_config_dir(run_dir)
         configure_logging(cfg.log_level, file=log_file)
-    except AgenError as exc:
-        click.echo(f"agen: {exc}", file=sys.stderr)
-        sys.exit(2)
     _finish(run_session(cfg, config_dir=config_dir, grace_s=grace, probe=not no_preflight))
 
 
@@ -123,11 +119,8 @@ def status(run_dir: Path) -> None:
     """Progress, spend and what is left in RUN_DIR, read from its data files."""
     from agen.app.status import run_status
 
-    try:
+    with _input_errors():
         click.echo(run_status(run_dir))
-    except AgenError as exc:
-        click.echo(f"agen: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 @cli.command()
@@ -147,11 +140,8 @@ def report(run_dir: Path) -> None:
     """Write RUN_DIR/report.html (charts, no network needed) and RUN_DIR/report.json."""
     from agen.app.report import write_report
 
-    try:
+    with _input_errors():
         json_path, html_path = write_report(run_dir)
-    except AgenError as exc:
-        click.echo(f"agen: {exc}", file=sys.stderr)
-        sys.exit(2)
     click.echo(f"agen: wrote {html_path} and {json_path}")
 
 
@@ -172,13 +162,10 @@ def export(run_dir: Path, fmt: str | None, out: Path | None, min_pass_rate: floa
     from agen.app.export import PassRange, default_format
     from agen.app.export import export as do_export
 
-    try:
+    with _input_errors():
         fmt = fmt or default_format(run_dir)
         target = out or run_dir / f"export-{fmt}.jsonl"
         n = do_export(run_dir, fmt, target, PassRange(min_pass_rate, max_pass_rate), card=not no_card)
-    except AgenError as exc:
-        click.echo(f"agen: {exc}", file=sys.stderr)
-        sys.exit(2)
     click.echo(f"agen: wrote {n} {fmt} rows to {target}")
 
 
@@ -190,11 +177,8 @@ def init(directory: Path, base: str) -> None:
     """Write an editable starter config into DIRECTORY: config.yaml, its templates and its seeds."""
     from agen.app.init import write_starter
 
-    try:
+    with _input_errors():
         path = write_starter(directory, base)
-    except AgenError as exc:
-        click.echo(f"agen: {exc}", file=sys.stderr)
-        sys.exit(2)
     click.echo(f"agen: wrote {path}; edit it, then `agen run {path}`")
 
 
