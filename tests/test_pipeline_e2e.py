@@ -177,7 +177,6 @@ def test_anthropic_wire_format_end_to_end(tmp_path):
     root = Path(cfg.output.dir)
     recs = records(root)
     _ids_unique(recs)
-    voted = [r for r in recs if r["reason"].startswith("vote:")]
     # one sample per call; candidates still voting when the target was met have no record
     decided = {r["id"] for r in recs}
     vote_calls = [c for c in read_ledger(root).calls if c["stage"].endswith(".vote") and c["outcome"] == "ok"

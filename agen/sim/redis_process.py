@@ -10,7 +10,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 
 def redis_server_binary() -> str | None:
