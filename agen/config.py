@@ -158,10 +158,30 @@ class SharedQuotaConfig(_Strict):
         return self
 
 
+Mode = Literal["online", "batch"]
+
+
+class BatchConfig(_Strict):
+    """How requests sent in batch mode are grouped, submitted and awaited (providers/batch_collector.py).
+
+    Batch APIs bill about half the online price but answer within a completion window (up to
+    24 h), so a batch is worth filling: it is submitted once `max_size` requests wait, or
+    `max_wait_s` after its first request arrived, whichever comes first."""
+
+    max_size: int = Field(default=1000, ge=1, le=50_000)  # requests per batch (OpenAI allows 50,000)
+    max_wait_s: float = Field(default=30.0, gt=0)  # a batch is submitted at most this long after its first request
+    poll_s: float = Field(default=10.0, gt=0)  # first poll of a submitted batch; then backoff ...
+    poll_max_s: float = Field(default=300.0, gt=0)  # ... doubling up to this cap
+    on_failed_lines: Literal["online", "batch"] = "batch"  # retry an errored/expired line online or in a new batch
+    line_retries: int = Field(default=2, ge=0)  # a line failing more often than this fails its task
+    completion_window: Literal["24h"] = "24h"  # OpenAI's only window (Anthropic's is fixed at 24 h)
+
+
 class ModelConfig(_Strict):
     """One model endpoint, and therefore one lane: its limits are shared by every stage using it."""
 
     provider: Literal["openai", "anthropic"] = "openai"
+    mode: Mode = "online"  # batch: requests go through the provider's batch API (half price, hours of latency)
     kind: Literal["chat", "reward"] = "chat"  # reward: a reward-model endpoint (vLLM Pooling API)
     model: str  # the wire id sent to the endpoint
     base_url: str = "sim"  # "sim" means the built-in simulated provider of this run
@@ -196,6 +216,12 @@ class ModelConfig(_Strict):
         if found:
             raise ValueError(f"{', '.join(found)} looks like a credential (the config is snapshotted into the "
                              f"run directory); use api_key_env")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_is_for_chat(self) -> ModelConfig:
+        if self.kind == "reward" and self.mode == "batch":
+            raise ValueError("mode: batch is for chat models; a reward endpoint has no batch API (use mode: online)")
         return self
 
     @model_validator(mode="after")
@@ -257,6 +283,7 @@ class StageConfig(_Strict):
     template: str | None = None  # default: {task}_generate.txt
     example_template: str | None = None  # default: {task}_example.txt
     max_attempts: int | None = Field(default=None, ge=1)  # cap on candidates tried; default 20 * target + 100
+    mode: Mode | None = None  # this stage's generation requests online or in batch; default: the model's mode
 
     def attempts_cap(self) -> int:
         """The finite cap on candidates this stage may try (over every session of the run)."""
@@ -274,6 +301,7 @@ class VoteConfig(_Strict):
     temperature: float = Field(default=0.7, ge=0, le=2)
     template: str | None = None  # default: the domain's (`verify`) solve template
     concurrency: int = Field(default=64, ge=1)  # candidates being voted at once
+    mode: Mode | None = None  # vote samples online or in batch (waves); default: the model's mode
 
 
 class SandboxConfig(_Strict):
@@ -320,6 +348,7 @@ class RipConfig(_Strict):
     thresholds: RipThresholdsConfig = RipThresholdsConfig()
     pilot: int = Field(default=32, ge=1)  # candidates scored before percentile thresholds freeze
     concurrency: int = Field(default=32, ge=1)
+    mode: Mode | None = None  # responses and judge scores online or in batch; default: each model's mode
 
     @model_validator(mode="after")
     def _pilot_fits(self) -> RipConfig:
@@ -386,6 +415,7 @@ class RunConfig(_Strict):
     budget: BudgetConfig = BudgetConfig()
     simulator: SimulatorConfig | None = None
     sandbox: SandboxConfig = SandboxConfig()  # verify: code
+    batch: BatchConfig = BatchConfig()  # models or stages in `mode: batch`
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -436,6 +466,26 @@ class RunConfig(_Strict):
                                      f"'simulator:' section; add one or give a real base_url")
         return self
 
+    def mode_for(self, stage: str, model: str) -> str:
+        """`online` or `batch` for a request of `stage` (`amplify`, `propose.vote`, `amplify.judge`, ...)
+        to `model`: the stage's or filter's own `mode` if set, else the model's."""
+        head, _, part = stage.partition(".")
+        own: str | None = None
+        if part == "vote" and self.vote is not None:
+            own = self.vote.mode
+        elif part in ("respond", "judge") and self.rip is not None:
+            own = self.rip.mode
+        elif not part and head in ("propose", "amplify"):
+            own = self.propose.mode if head == "propose" else self.amplify.mode
+        m = self.models.get(model)
+        return own or (m.mode if m is not None else "online")
+
+    def uses_batch(self) -> bool:
+        """Whether any model or stage sends in batch mode."""
+        stages = [self.propose.mode, self.amplify.mode, self.vote.mode if self.vote else None,
+                  self.rip.mode if self.rip else None]
+        return "batch" in stages or any(m.mode == "batch" for m in self.models.values())
+
     def template(self, stage: StageConfig, part: str = "generate") -> str:
         """The generation (or example) template of a stage, defaulting by task kind."""
         chosen = stage.template if part == "generate" else stage.example_template
@@ -463,7 +513,7 @@ RESUMABLE_FIELDS = {
     "models.*.headers", "models.*.api_key_env", "models.*.shared_quota", "models.*.base_url", "models.*.price",
     "propose.workers", "amplify.workers", "vote.concurrency", "rip.concurrency", "propose.target", "amplify.target",
     "propose.max_attempts", "amplify.max_attempts", "budget", "output.dir", "simulator", "watchdog",
-    "sandbox.parallel",
+    "sandbox.parallel", "models.*.mode", "propose.mode", "amplify.mode", "vote.mode", "rip.mode", "batch",
     "log_level",
 }
 

@@ -104,6 +104,7 @@ class CallRecord:
     cost_usd: float
     latency_s: float
     request_id: str | None = None
+    mode: str = "online"  # "batch": one line of a provider batch, billed at the batch price
 
 
 @dataclass(frozen=True, slots=True)

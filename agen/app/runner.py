@@ -35,7 +35,8 @@ from agen.filters.answer_consistency import AnswerConsistency
 from agen.filters.rip import RipFilter
 from agen.gen.prompts import check_template, generation_prompt, set_template_dirs
 from agen.gen.seeds import load_seeds
-from agen.providers import Providers, check_api_keys
+from agen.providers import BatchSetup, Providers, check_api_keys
+from agen.run.batches import BatchStore
 from agen.run.ledger import PreviousSessions, costs_from_ledger
 from agen.run.restore import Restored, restore
 from agen.run.rundir import RunDir, open_run_dir
@@ -59,6 +60,7 @@ class Prepared:
     restored: Restored
     costs: CostBook
     previous: PreviousSessions
+    batches: BatchStore | None = None  # the batch journal, when any model or stage is in batch mode
 
 
 @dataclass
@@ -176,6 +178,7 @@ def _open_and_run(cfg: RunConfig, config_dir: Path | None, seeds: list[Example],
         run_dir = open_run_dir(cfg, Path(cfg.output.dir), config_dir=config_dir, seeds_digest=seeds_digest(seeds))
         restored = restore(run_dir)
         costs, previous = costs_from_ledger(run_dir.root, restored.done_ids)
+        batches = BatchStore(run_dir.root, run_dir.session) if cfg.uses_batch() else None
     except (ConfigError, StorageError) as exc:
         if run_dir is not None:
             run_dir.close()
@@ -185,10 +188,12 @@ def _open_and_run(cfg: RunConfig, config_dir: Path | None, seeds: list[Example],
     if run_dir.resumed:
         log.info("resuming", run_dir=str(run_dir.root), done=len(restored.done_ids),
                  spent_usd=round(costs.total_usd, 6), billing_unknown=previous.billing_unknown)
-    prep = Prepared(cfg, seeds, prices, run_dir, restored, costs, previous)
+    prep = Prepared(cfg, seeds, prices, run_dir, restored, costs, previous, batches)
     try:
         return _run_async(prep, base_urls, grace_s, live)
     finally:
+        if batches is not None:
+            batches.close()
         run_dir.close()  # releases RUN_DIR/.lock for the next session
 
 
@@ -224,7 +229,8 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig.name)
-    async with Providers(cfg.models, prices=prep.prices, base_urls=base_urls,
+    batch = BatchSetup(cfg.batch, prep.batches, cfg.mode_for) if prep.batches is not None else None
+    async with Providers(cfg.models, prices=prep.prices, base_urls=base_urls, batch=batch,
                          on_call=lambda r: pipeline.on_call(r)) as providers:  # type: ignore[union-attr]
         pipeline = Pipeline(cfg, run_dir, providers, prep.seeds, prep.restored, prep.costs,
                             make_filter=lambda call: make_filter(cfg, providers, call, run_dir),

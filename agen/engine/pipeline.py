@@ -104,6 +104,9 @@ class Pipeline:
         self.accepted_this_session = 0
         self.parse = make_verifier(cfg).parse if cfg.task == "verifiable" else parse_open_generation
         self.filter = make_filter(self._call)
+        store = getattr(providers, "batch_store", None)
+        if store is not None:  # batch results' call lines are made durable before the results are kept
+            store.ledger_barrier = self.sink.log_durable
         self.workers = WorkerContext(cfg, providers, self.counts, self.dedup, self.parse, self.filter,
                                      self._call, self._finish, self._fatal, Turns())
 
@@ -114,7 +117,8 @@ class Pipeline:
         self.sink.log({"ev": "call", "session": self.run_dir.session, "ts": rec.ts, "model": rec.model,
                        "stage": rec.stage, "task_id": rec.task_id, "outcome": rec.outcome,
                        "status": rec.status, "cost_usd": rec.cost_usd, "latency_s": rec.latency_s,
-                       "request_id": rec.request_id, "usage": usage_dict(rec.usage)})
+                       "request_id": rec.request_id, "usage": usage_dict(rec.usage),
+                       **({"mode": rec.mode} if rec.mode != "online" else {})})
         self.costs.add(rec)
         if rec.cost_usd and rec.task_id in self._paid_before:
             self.redone_usd += rec.cost_usd
@@ -303,11 +307,12 @@ class Pipeline:
             if stage == "propose":
                 self._propose_done.set()
             return
-        task_q: asyncio.Queue[GenTask | None] = asyncio.Queue(maxsize=sc.workers)
+        workers = self._width(sc.workers, stage, sc.model)
+        task_q: asyncio.Queue[GenTask | None] = asyncio.Queue(maxsize=workers)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._produce(stage, task_q, sc.workers))
-                for _ in range(sc.workers):
+                tg.create_task(self._produce(stage, task_q, workers))
+                for _ in range(workers):
                     tg.create_task(generate_worker(self.workers, stage, task_q, filter_q))
             self.filter.finish_pilot(stage)  # its pilot must not wait on the other stage's workers
         finally:
@@ -315,9 +320,17 @@ class Pipeline:
                 self._propose_done.set()
                 self._notify()
 
+    def _width(self, configured: int, stage: str, model: str) -> int:
+        """Workers of a stage: in batch mode enough to fill a batch (a lane's cap does not apply to
+        batch lines, and thousands of requests waiting in a batch are normal)."""
+        if self.cfg.mode_for(stage, model) == "batch":
+            return max(configured, self.cfg.batch.max_size)
+        return configured
+
     async def _stages_and_filters(self) -> None:
         fc = self.cfg.vote if self.cfg.task == "verifiable" else self.cfg.rip
-        width = fc.concurrency  # type: ignore[union-attr]
+        width = self._width(fc.concurrency, "amplify.vote" if fc is self.cfg.vote else "amplify.respond",  # type: ignore[union-attr]
+                            fc.model)  # type: ignore[union-attr]
         filter_q: asyncio.Queue[FilterJob | None] = asyncio.Queue(maxsize=width)
         async with asyncio.TaskGroup() as tg:
             voters = [tg.create_task(filter_worker(self.workers, filter_q)) for _ in range(width)]

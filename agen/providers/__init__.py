@@ -19,6 +19,7 @@ import structlog
 
 from agen.config import ModelConfig, Price, load_prices, price_for
 from agen.errors import ConfigError
+from agen.providers.batch_collector import BatchSetup
 from agen.providers.client import ModelClient
 from agen.providers.lane import Lane, Pacer
 from agen.providers.reward import RewardClient
@@ -28,7 +29,7 @@ from agen.types import CallRecord
 if TYPE_CHECKING:
     from agen.providers.shared_quota import SharedQuota
 
-__all__ = ["ModelClient", "Providers", "check_api_keys"]
+__all__ = ["BatchSetup", "ModelClient", "Providers", "check_api_keys"]
 
 
 def check_api_keys(models: dict[str, ModelConfig]) -> None:
@@ -48,8 +49,10 @@ class Providers:
 
     def __init__(self, models: dict[str, ModelConfig], *, prices: dict[str, Price] | None = None,
                  base_urls: dict[str, str] | None = None,
-                 on_call: Callable[[CallRecord], None] | None = None) -> None:
+                 on_call: Callable[[CallRecord], None] | None = None, batch: BatchSetup | None = None) -> None:
         self._models = models
+        self._batch = batch  # chat clients get a batch collector; each request's stage picks its mode
+        self.batch_store = batch.store if batch is not None else None
         self._on_call = on_call
         self._base_urls = dict(base_urls or {})
         table = prices if prices is not None else (load_prices() if any(m.price is None for m in models.values()) else {})
@@ -86,7 +89,7 @@ class Providers:
             transport = Transport(self._session, m.provider, name, m.connect_timeout_s, m.read_timeout_s)
             self._clients[name] = ModelClient(name, m, transport=transport, base_url=self._base_urls[name],
                                               price=self._prices[name], api_key=key, on_call=self._on_call,
-                                              lane=self._shared_lane(name, m))
+                                              lane=self._shared_lane(name, m), batch=self._batch)
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
@@ -110,6 +113,9 @@ class Providers:
         return Lane(name, max_concurrency=m.max_concurrency, pacer=Pacer(rpm=m.rpm, tpm=m.tpm), shared=quota)
 
     async def aclose(self) -> None:
+        for c in self._clients.values():
+            if isinstance(c, ModelClient) and c.batcher is not None:
+                await c.batcher.aclose()
         for quota in self._quotas:
             await quota.aclose()
         self._quotas.clear()

@@ -145,7 +145,7 @@ class LaneClient:
                                           request_id=err.request_id))
 
     def _record(self, stage: str, task_id: str, outcome: str, status: int | None, usage: Usage, cost: float,
-                latency: float, request_id: str | None) -> None:
+                latency: float, request_id: str | None, mode: str = "online") -> None:
         st = self._stats
         st["requests"] += 1
         st["outcome/" + outcome] += 1
@@ -156,7 +156,7 @@ class LaneClient:
         if self._on_call is not None:
             self._on_call(CallRecord(ts=time.time(), model=self.name, stage=stage, task_id=task_id,
                                      outcome=outcome, status=status, usage=usage, cost_usd=cost,
-                                     latency_s=latency, request_id=request_id))
+                                     latency_s=latency, request_id=request_id, mode=mode))
 
     def _seen_headers(self, headers: Any) -> None:
         """The `headers` fact: which rate-limit header families this endpoint sends (learned on the

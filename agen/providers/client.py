@@ -17,8 +17,11 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from agen.config import ModelConfig, Price
+from agen.cost import batch_cost_usd
 from agen.errors import FatalRunError, ProviderError, TaskFailedError
 from agen.providers.attempts import LaneClient
+from agen.providers.batch_client import BatchApi
+from agen.providers.batch_collector import BatchCollector, BatchSetup
 from agen.providers.lane import Lane
 from agen.providers.retry import RetryPolicy
 from agen.providers.transport import Transport
@@ -41,7 +44,8 @@ class ModelClient(LaneClient):
 
     def __init__(self, name: str, cfg: ModelConfig, *, transport: Transport, base_url: str, price: Price,
                  api_key: str | None = None, on_call: Callable[[CallRecord], None] | None = None,
-                 lane: Lane | None = None, policy: RetryPolicy | None = None) -> None:
+                 lane: Lane | None = None, policy: RetryPolicy | None = None,
+                 batch: BatchSetup | None = None) -> None:
         super().__init__(name, cfg, provider=cfg.provider, transport=transport,
                          url=endpoint_url(cfg.provider, base_url), price=price, api_key=api_key, on_call=on_call,
                          lane=lane, policy=policy)
@@ -53,6 +57,10 @@ class ModelClient(LaneClient):
         base.update(cfg.headers)
         self._static_headers = base
         self._parse = parse_anthropic if cfg.provider == "anthropic" else parse_openai
+        self._mode_for = batch.mode_for if batch is not None else None
+        self.batcher = (BatchCollector(self, BatchApi(cfg.provider, base_url, transport, name, self._headers,
+                                                      lambda: self._key.value), batch)
+                        if batch is not None else None)
 
     def __repr__(self) -> str:
         return f"ModelClient(name={self.name!r}, provider={self.provider!r}, model={self.cfg.model!r}, url={self._url!r})"
@@ -99,12 +107,23 @@ class ModelClient(LaneClient):
                 h["authorization"] = "Bearer " + key
         return h
 
-    def _body(self, req: ChatRequest, n: int) -> bytes:
+    def batch_body(self, req: ChatRequest, n: int) -> dict[str, Any]:
+        """The request's body as a line of a batch carries it (the same as online)."""
         if self.provider == "anthropic":
-            doc: dict[str, Any] = anthropic_body(req, self.cfg.model, self.cfg.extra_params)
-        else:
-            doc = openai_body(req, self.cfg.model, self.cfg.extra_params, n)
-        return orjson.dumps(doc)
+            return anthropic_body(req, self.cfg.model, self.cfg.extra_params)
+        return openai_body(req, self.cfg.model, self.cfg.extra_params, n)
+
+    def _body(self, req: ChatRequest, n: int) -> bytes:
+        return orjson.dumps(self.batch_body(req, n))
+
+    def batch_cost(self, usage: Usage) -> float:
+        return batch_cost_usd(usage, self.price)
+
+    def statistics(self) -> dict[str, int | float]:
+        out = super().statistics()
+        if self.batcher is not None:
+            out.update(self.batcher.statistics())
+        return out
 
     def _parse_body(self, body: bytes) -> tuple[Parsed, Usage, str | None]:
         parsed = self._parse(orjson.loads(body))
@@ -125,6 +144,12 @@ class ModelClient(LaneClient):
         self._stats[f"retry/reason_count/{err.status if err.status is not None else err.code or 'transport'}"] += 1
 
     async def _call(self, req: ChatRequest, n: int) -> Completion:
+        """One request for `n` choices: into a batch if its stage or model is in batch mode, else online."""
+        if self.batcher is not None and self._mode_for is not None and self._mode_for(req.stage, self.name) == "batch":
+            return await self.batcher.request(req, n)
+        return await self._call_online(req, n)
+
+    async def _call_online(self, req: ChatRequest, n: int) -> Completion:
         usage_charged = self.facts.get("charges") == "usage"
         out = n * self.reserve.per_choice(req.stage, req.max_tokens, usage_charged)
         done = await self._attempt(lambda: self._body(req, n), self._headers(), estimate_prompt_tokens(req) + out,

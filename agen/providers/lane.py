@@ -35,6 +35,7 @@ import asyncio
 import copy
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -330,6 +331,7 @@ class Lane:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._closed: BaseException | None = None
+        self._on_close: list[Callable[[BaseException], None]] = []  # e.g. the model's batch collector
         self._loop: asyncio.AbstractEventLoop | None = None
         self.admitted = 0
 
@@ -398,9 +400,22 @@ class Lane:
             self._share_pause()
             self._dispatch()
 
+    @property
+    def closed(self) -> BaseException | None:
+        """What every request is refused with since `close`, else None."""
+        return self._closed
+
+    def on_close(self, callback: Callable[[BaseException], None]) -> None:
+        """Call `callback(exc)` when the lane closes: requests that wait elsewhere (in a batch) are refused too."""
+        self._on_close.append(callback)
+
     def close(self, exc: BaseException) -> None:
         """Refuse everything from now on: queued waiters get `exc` without being sent."""
+        first = self._closed is None
         self._closed = exc
+        if first:
+            for callback in self._on_close:
+                callback(exc)
         while self._queue:
             fut = self._queue.popleft()[0]
             if not fut.done():

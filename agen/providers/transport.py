@@ -111,7 +111,7 @@ def fit_open_files(connections: int, headroom: int = FD_HEADROOM) -> int:
 
 
 class Transport:
-    """Posts JSON bodies on the run's one session; every aiohttp failure becomes a CapacityError."""
+    """Sends requests on the run's one session; every aiohttp failure becomes a CapacityError."""
 
     def __init__(self, session: aiohttp.ClientSession, provider: str, model: str,
                  connect_timeout_s: float, read_timeout_s: float) -> None:
@@ -122,9 +122,15 @@ class Transport:
                                               sock_read=read_timeout_s)
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
+        return await self.request("POST", url, headers, data=body)
+
+    async def request(self, method: str, url: str, headers: Mapping[str, str], *, data: Any = None,
+                      params: Mapping[str, str] | None = None) -> HttpResult:
+        """One HTTP request of any method (the batch APIs GET, and upload multipart files)."""
         t0 = time.perf_counter()
         try:
-            async with self._session.post(url, data=body, headers=headers, timeout=self._timeout) as resp:
+            async with self._session.request(method, url, data=data, headers=headers, params=params,
+                                             timeout=self._timeout) as resp:
                 data = await resp.read()
                 return HttpResult(resp.status, resp.headers, data, time.perf_counter() - t0)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:

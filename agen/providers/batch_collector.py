@@ -1,0 +1,422 @@
+"""One model's batch mode: requests are gathered into provider batches, and each caller gets its
+Completion back as if the call had been online.
+
+    request ─▶ forming batch ──(max_size reached or max_wait_s passed)──▶ intent (fsynced)
+            ─▶ upload + create (OpenAI) | create (Anthropic) ─▶ id recorded ─▶ poll with backoff
+            ─▶ results downloaded ─▶ call lines durable in the ledger ─▶ results kept ─▶ futures resolved
+
+A request's custom_id is its sub-id (`{task}`, `{task}/v{offset}`, `/r{j}`, `/j{i}`; sanitised for
+Anthropic, suffixed if the same sub-id is twice in one batch); the journal (`run/batches.py`) maps
+it back with `n` and seed. On resume, batches submitted by an earlier session are polled again
+(one whose id was never recorded is looked up remotely first), and a request matching one of
+their lines waits for that line instead of being sent again; results an earlier session kept
+answer matching requests without sending anything. A vote's next wave is a new request, so it
+goes into a later batch only if the tally still needs it.
+
+Failed lines (expired, canceled, 5xx/429 inside the batch, missing) are retried online or in a
+new batch (`batch.on_failed_lines`), at most `batch.line_retries` times; a line the provider
+refuses for good (400, invalid request) fails its task, as online.
+
+When the lane closes (Ctrl-C, a fatal error) nothing is submitted or polled any more: waiting
+requests are refused with the lane's error, and submitted batches stay in the journal for the
+next session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from agen.config import BatchConfig
+from agen.errors import FatalRunError, ProviderError, RetryableError, Stopped, TaskFailedError
+from agen.providers.batch_client import BatchApi, LineOutcome, RemoteBatch
+from agen.providers.wire import WireError
+from agen.run import faults
+from agen.run.batches import BatchEntry, BatchLine, BatchStore
+from agen.types import ChatRequest, Completion, Usage
+
+if TYPE_CHECKING:
+    from agen.providers.client import ModelClient
+
+log = structlog.get_logger("agen.providers.batch")
+
+FIND_MARGIN_S = 300.0  # clock skew allowed between us and the provider when finding a batch by creation time
+Match = tuple[str, int, "int | None"]
+
+
+@dataclass(frozen=True)
+class BatchSetup:
+    """What Providers needs to give a model a batch mode."""
+
+    cfg: BatchConfig
+    store: BatchStore
+    mode_for: Callable[[str, str], str]  # (request stage, model name) -> "online" | "batch"
+
+
+@dataclass(eq=False)
+class _Pending:
+    req: ChatRequest
+    n: int
+    fut: asyncio.Future[Completion]
+    tries: int = 0  # batches this request was in already
+
+
+@dataclass(eq=False)
+class _Recovered:
+    """A line of a batch an earlier session submitted; resolves to its Completion, or None: send again."""
+
+    line: BatchLine
+    fut: asyncio.Future[Completion | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def _usage_row(u: Usage) -> dict[str, int]:
+    return {"input": u.input_tokens, "cached_input": u.cached_input_tokens, "cache_write": u.cache_write_tokens,
+            "output": u.output_tokens, "reasoning": u.reasoning_tokens}
+
+
+def completion_of(row: dict[str, Any], model: str) -> Completion:
+    u = row.get("usage") or {}
+    usage = Usage(u.get("input", 0), u.get("cached_input", 0), u.get("cache_write", 0), u.get("output", 0),
+                  u.get("reasoning", 0))
+    return Completion(tuple(row["texts"]), usage, row["cost_usd"], model, row.get("request_id"),
+                      finish_reasons=tuple(row.get("finish") or ()))
+
+
+class BatchCollector:
+    """Gathers one model's batch-mode requests into batches, submits, polls, resolves."""
+
+    def __init__(self, client: ModelClient, api: BatchApi, setup: BatchSetup) -> None:
+        self.client = client
+        self.api = api
+        self.cfg = setup.cfg
+        self.store = setup.store
+        self._forming: list[_Pending] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._live: set[_Pending] = set()  # in a submitted batch of this session
+        self._kept: dict[Match, list[dict[str, Any]]] = {}  # results an earlier session kept, unused
+        self._recovered: dict[Match, list[_Recovered]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started: asyncio.Task[None] | None = None
+        self._closed: BaseException | None = None
+        self.stats = {"batches": 0, "lines": 0, "lines_failed": 0, "lines_retried": 0, "recovered": 0,
+                      "answered_from_kept": 0}
+        client.lane.on_close(self.close)
+
+    # ---------------------------------------------------------------- the request path
+    async def request(self, req: ChatRequest, n: int) -> Completion:
+        """One request (n choices) answered through a batch. Raises FatalRunError, TaskFailedError or Stopped."""
+        if self._started is None:
+            self._started = self._spawn(self._recover())
+        await asyncio.shield(self._started)
+        self._refuse_if_closed()
+        match = (req.task_id, n, req.seed)
+        kept = self._kept.get(match)
+        if kept:
+            row = kept.pop()
+            if row.get("ok"):
+                self.stats["answered_from_kept"] += 1
+                return completion_of(row, self.client.name)
+        rec = self._recovered.get(match)
+        if rec:
+            got = await rec.pop().fut
+            if got is not None:
+                return got
+            self._refuse_if_closed()
+        fut: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Pending(req, n, fut))
+        return await fut
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed is not None:
+            raise copy.copy(self._closed)
+        self.client._raise_if_fatal()
+
+    def _enqueue(self, p: _Pending) -> None:
+        self._forming.append(p)
+        if len(self._forming) >= self.cfg.max_size:
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.cfg.max_wait_s, self._flush)
+
+    def _flush(self) -> None:
+        """Submit what is forming (at most max_size; the rest starts the next batch)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        take, self._forming = self._forming[:self.cfg.max_size], self._forming[self.cfg.max_size:]
+        take = [p for p in take if not p.fut.done()]  # a caller cancelled meanwhile
+        if self._forming:
+            self._timer = asyncio.get_running_loop().call_later(self.cfg.max_wait_s, self._flush)
+        if not take:
+            return
+        if self._closed is not None:
+            for p in take:
+                p.fut.set_exception(copy.copy(self._closed))
+            return
+        self._live.update(take)
+        self._spawn(self._submit(take))
+
+    def flush_now(self) -> None:
+        """Submit the forming batch without waiting for max_wait_s (tests, and a run that has nothing else coming)."""
+        if self._forming:
+            self._flush()
+
+    # ---------------------------------------------------------------- one batch
+    async def _submit(self, batch: list[_Pending]) -> None:
+        taken: set[str] = set()
+        lines: list[BatchLine] = []
+        for p in batch:
+            cid = self.api.custom_id(p.req.task_id, taken)
+            taken.add(cid)
+            lines.append(BatchLine(cid, p.req.task_id, p.n, p.req.seed, p.req.stage))
+        by_cid = dict(zip((ln.custom_id for ln in lines), batch))
+        try:
+            entry = await self.store.intent(self.client.name, self.api.provider, lines)
+            faults.crashpoint("batch_after_intent")
+            remote = await self._create(entry, [(ln.custom_id, self.client.batch_body(p.req, p.n))
+                                                for ln, p in zip(lines, batch)])
+            if remote is None:  # never created: the requests are free to go again
+                for p in batch:
+                    self._retry(p, LineOutcome("", None, "not_created", "the batch could not be created"))
+                return
+            self.stats["batches"] += 1
+            self.stats["lines"] += len(lines)
+            await self._await_results(entry, remote, lambda cid, row, outcome: self._settle(by_cid[cid], row, outcome))
+        except FatalRunError as exc:
+            self.client._set_fatal(exc)
+            self._fail(batch, exc)
+        except TaskFailedError as exc:
+            self._fail(batch, exc)
+        except BaseException as exc:  # a storage error, a cancel: nothing more can be done for these
+            self._fail(batch, exc if isinstance(exc, Exception) else Stopped("the run is stopping"))
+            raise
+        finally:
+            self._live.difference_update(batch)
+
+    async def _create(self, entry: BatchEntry, bodies: list[tuple[str, dict[str, Any]]]) -> RemoteBatch | None:
+        """Upload (OpenAI) and create the batch, recording each id as soon as it is known; None if
+        the provider refused to create it (it then has no batch from this intent, verified)."""
+        try:
+            if self.api.provider == "openai":
+                file_id = await self.api.upload(bodies)
+                await self.store.record(entry, "file", file_id=file_id)
+                remote = await self.api.create(entry.key, file_id=file_id, window=self.cfg.completion_window)
+            else:
+                remote = await self.api.create(entry.key, lines=bodies)
+        except RetryableError as exc:
+            # The create may have reached the provider before the connection failed: look before resubmitting.
+            found = await self._find(entry)
+            if found is None:
+                await self.store.record(entry, "void", why=f"create failed: {exc.message}"[:300])
+                return None
+            remote = found
+        except TaskFailedError as exc:
+            await self.store.record(entry, "void", why=f"create refused: {exc.message}"[:300])
+            raise
+        faults.crashpoint("batch_after_create")  # created, its id not yet recorded
+        await self.store.record(entry, "submitted", batch_id=remote.id)
+        return remote
+
+    async def _find(self, entry: BatchEntry) -> RemoteBatch | None:
+        found = await self.api.find(entry.key, entry.ts - FIND_MARGIN_S, len(entry.lines), self.store.known_batch_ids())
+        if not found:
+            return None
+        if self.api.provider == "openai" or len(found) == 1:
+            return found[0]
+        # Anthropic, several candidates of the right size: the one whose custom_ids are ours (needs it ended).
+        want = {ln.custom_id for ln in entry.lines}
+        while True:
+            for b in found:
+                b2 = await self.api.retrieve(b.id)
+                if b2.ended and {o.custom_id for o in await self.api.results(b2)} == want:
+                    return b2
+            if all(b.ended for b in found):
+                return None
+            await asyncio.sleep(self.cfg.poll_s)
+            found = [await self.api.retrieve(b.id) for b in found]
+
+    async def _await_results(self, entry: BatchEntry, remote: RemoteBatch,
+                             settle: Callable[[str, dict[str, Any], LineOutcome], None]) -> None:
+        """Poll until the batch ended, keep every line's outcome (durably), then settle each line."""
+        delay = self.cfg.poll_s
+        while not remote.ended:
+            if self._closed is not None:
+                return  # no request leaves any more; the next session polls this batch
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.cfg.poll_max_s)
+            if self._closed is not None:
+                return
+            remote = await self.api.retrieve(remote.id)
+            faults.crashpoint("batch_polled")
+            if remote.status != entry.status:
+                await self.store.record(entry, "state", status=remote.status)
+        if self._closed is not None:
+            return
+        outcomes = {o.custom_id: o for o in await self.api.results(remote)}
+        faults.crashpoint("batch_downloaded")
+        rows: dict[str, dict[str, Any]] = {}
+        got: dict[str, LineOutcome] = {}
+        for ln in entry.lines:
+            o = outcomes.get(ln.custom_id) or LineOutcome(ln.custom_id, None, "missing",
+                                                          f"not in the results of batch {remote.id} ({remote.status})")
+            rows[ln.custom_id], got[ln.custom_id] = self._line_row(ln, o, remote.id)
+        await self.store.results(entry, rows)
+        for ln in entry.lines:
+            settle(ln.custom_id, rows[ln.custom_id], got[ln.custom_id])
+
+    def _line_row(self, ln: BatchLine, o: LineOutcome, batch_id: str) -> tuple[dict[str, Any], LineOutcome]:
+        """What a line gave, as the journal keeps it; its call line goes to the ledger (mode batch)."""
+        c = self.client
+        if o.doc is not None:
+            try:
+                parsed = c._parse(o.doc)
+            except WireError as exc:
+                usage = exc.usage or Usage()
+                cost = c.batch_cost(usage)
+                c._record(ln.stage, ln.sub_id, "bad_response", 200, usage, cost, 0.0, batch_id, mode="batch")
+                o = LineOutcome(o.custom_id, None, "bad_response", str(exc), retryable=True)
+                return {"ok": False, "error": o.error, "message": o.message[:300], "retryable": True,
+                        "cost_usd": cost}, o
+            cost = c.batch_cost(parsed.usage)
+            rid = parsed.request_id or batch_id
+            c._record(ln.stage, ln.sub_id, "ok", 200, parsed.usage, cost, 0.0, rid, mode="batch")
+            return {"ok": True, "texts": list(parsed.texts), "finish": list(parsed.finish_reasons),
+                    "usage": _usage_row(parsed.usage), "cost_usd": cost, "request_id": rid}, o
+        c._record(ln.stage, ln.sub_id, "capacity" if o.retryable else "fatal_task", None, Usage(), 0.0, 0.0,
+                  batch_id, mode="batch")
+        return {"ok": False, "error": o.error, "message": o.message[:300], "retryable": o.retryable}, o
+
+    def _settle(self, p: _Pending, row: dict[str, Any], o: LineOutcome) -> None:
+        if p.fut.done():
+            return
+        if row.get("ok"):
+            p.fut.set_result(completion_of(row, self.client.name))
+        else:
+            self._retry(p, o)
+
+    def _retry(self, p: _Pending, o: LineOutcome) -> None:
+        """A line that failed: again (online or in a new batch) while it may, else its task fails."""
+        self.stats["lines_failed"] += o.error != "not_created"
+        if p.fut.done():
+            return
+        if not o.retryable or p.tries >= self.cfg.line_retries:
+            p.fut.set_exception(TaskFailedError(
+                f"batch line {p.req.task_id} failed ({o.error}: {o.message[:200]})"
+                + ("" if not o.retryable else f"; retried {p.tries} time(s)"),
+                provider=self.api.provider, model=self.client.name, code=o.error))
+            return
+        p.tries += 1
+        self.stats["lines_retried"] += 1
+        if self._closed is not None:
+            p.fut.set_exception(copy.copy(self._closed))
+        elif self.cfg.on_failed_lines == "online":
+            self._spawn(self._online(p))
+        else:
+            self._enqueue(p)
+
+    async def _online(self, p: _Pending) -> None:
+        try:
+            res = await self.client._call_online(p.req, p.n)
+        except (ProviderError, Stopped) as exc:
+            if not p.fut.done():
+                p.fut.set_exception(exc)
+        else:
+            if not p.fut.done():
+                p.fut.set_result(res)
+
+    def _fail(self, batch: list[_Pending], exc: BaseException) -> None:
+        for p in batch:
+            if not p.fut.done():
+                p.fut.set_exception(copy.copy(exc))
+
+    # ---------------------------------------------------------------- resume
+    async def _recover(self) -> None:
+        """Kept results and open batches of earlier sessions: matched by (sub-id, n, seed)."""
+        for e in self.store.kept_results(self.client.name):
+            for ln in e.lines:
+                row = (e.results or {}).get(ln.custom_id)
+                if row is not None and row.get("ok"):
+                    self._kept.setdefault(ln.match, []).append(row)
+        for e in self.store.open_entries(self.client.name):
+            recs = [_Recovered(ln) for ln in e.lines]
+            for r in recs:
+                self._recovered.setdefault(r.line.match, []).append(r)
+            self.stats["recovered"] += 1
+            self._spawn(self._follow(e, {r.line.custom_id: r for r in recs}))
+
+    async def _follow(self, e: BatchEntry, recs: dict[str, _Recovered]) -> None:
+        """Poll a batch an earlier session submitted (found again first if its id was never recorded)."""
+        def free_all() -> None:
+            for r in recs.values():
+                if not r.fut.done():
+                    r.fut.set_result(None)
+
+        def settle(cid: str, row: dict[str, Any], o: LineOutcome) -> None:
+            r = recs[cid]
+            if not r.fut.done():
+                r.fut.set_result(completion_of(row, self.client.name) if row.get("ok") else None)
+
+        try:
+            if e.batch_id is None:
+                found = await self._find(e)
+                if found is None:
+                    await self.store.record(e, "void", why="not found at the provider after a crash before submit")
+                    log.info("batch_never_created", model=self.client.name, key=e.key)
+                    free_all()
+                    return
+                await self.store.record(e, "submitted", batch_id=found.id, adopted=True)
+                log.info("batch_found_again", model=self.client.name, key=e.key, batch_id=found.id)
+            remote = await self.api.retrieve(e.batch_id)  # type: ignore[arg-type]
+            await self._await_results(e, remote, settle)
+            if self._closed is not None:
+                self._refuse_recovered(recs.values())
+        except FatalRunError as exc:
+            self.client._set_fatal(exc)
+            self._refuse_recovered(recs.values(), exc)
+        except TaskFailedError as exc:
+            log.warning("batch_unreadable", model=self.client.name, key=e.key, error=exc.message)
+            free_all()
+
+    def _refuse_recovered(self, recs: Any, exc: BaseException | None = None) -> None:
+        for r in recs:
+            if not r.fut.done():
+                r.fut.set_exception(copy.copy(exc or self._closed or Stopped("the run is stopping")))
+
+    # ---------------------------------------------------------------- lifecycle
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    def close(self, exc: BaseException) -> None:
+        """The lane closed: refuse what waits (forming, submitted, recovered); submit and poll no more."""
+        if self._closed is not None:
+            return
+        self._closed = exc
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        forming, self._forming = self._forming, []
+        self._fail(forming, exc)
+        self._fail(list(self._live), exc)
+        for recs in self._recovered.values():
+            self._refuse_recovered(recs, exc)
+
+    async def aclose(self) -> None:
+        """End of the session: stop background polling (submitted batches are in the journal)."""
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            try:
+                await t
+            except BaseException:  # noqa: BLE001 - cancelled or already reported to its callers
+                pass
+
+    def statistics(self) -> dict[str, int]:
+        return {f"batch/{k}": v for k, v in self.stats.items()} | {"batch/http_calls": self.api.calls}
