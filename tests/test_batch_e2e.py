@@ -1,0 +1,78 @@
+"""Batch mode end to end: real runs against the sim's batch APIs (both wires), mixed with online stages."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from agen.app.runner import EXIT_OK, run_session
+from agen.config import parse_config
+from agen.run.batches import FILE_NAME
+from agen.run.shards import read_records
+from agen.sim.process import SimProcess
+from conftest import ROOT, quick_raw, records
+
+
+def sim_yaml(path: Path, **batch: Any) -> Path:
+    raw = yaml.safe_load((ROOT / "configs" / "sim_models.yaml").read_text())
+    for m in raw["models"].values():
+        m["latency_ms"] = {"median": 2, "sigma": 0.2}
+    raw["batch"] = {"delay_s": 0.3, **batch}
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def batch_cfg(tmp_path: Path, sim_url: str | None, *, proposals: int = 4, target: int = 30,
+              provider: str = "openai", **sections: Any) -> Any:
+    raw = quick_raw(tmp_path, proposals=proposals, target=target, **sections)
+    raw["batch"] = {"max_size": 200, "max_wait_s": 0.2, "poll_s": 0.05, "poll_max_s": 0.2, **raw.get("batch", {})}
+    for m in raw["models"].values():
+        m["provider"] = provider
+        if sim_url is not None:
+            m["base_url"] = sim_url + ("/v1" if provider == "openai" else "")
+    if sim_url is not None:
+        raw["simulator"] = None
+    raw["log_level"] = "warning"
+    return parse_config(raw)
+
+
+def batch_stats(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/sim/batch_stats", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def journal(run_dir: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(x) for x in (run_dir / FILE_NAME).read_bytes().splitlines()]
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_amplify_and_votes_in_batch_proposer_online(tmp_path, provider):
+    """The strong proposer online, the cheap amplifier and every vote in batches: the targets are met,
+    batch lines are billed at the batch price in the ledger, every batch ended with its results kept,
+    and no batch or custom_id was submitted twice."""
+    with SimProcess(sim_yaml(tmp_path / "sim.yaml")) as sim:
+        cfg = batch_cfg(tmp_path, sim.base_url, provider=provider, amplify={"mode": "batch"}, vote={"mode": "batch"})
+        out = run_session(cfg, live=False)
+        assert out.exit_code == EXIT_OK, out.message
+        stats = batch_stats(sim.base_url)
+    root = Path(cfg.output.dir)
+    recs = records(root)
+    accepted = Counter(r["stage"] for r in recs if r["status"] == "accepted")
+    assert accepted["propose"] >= 4 and accepted["amplify"] >= 30
+    assert not [i for i, n in Counter(r["id"] for r in recs).items() if n > 1]
+    calls = [r for r in read_records(root / "ledger") if r["ev"] == "call"]
+    batch_calls = [c for c in calls if c.get("mode") == "batch"]
+    assert {c["stage"] for c in batch_calls} >= {"amplify", "amplify.vote", "propose.vote"}
+    assert all(c.get("mode") != "batch" for c in calls if c["stage"] == "propose")  # the proposer stayed online
+    rows = journal(root)
+    submitted = {r["batch_id"] for r in rows if r["ev"] == "submitted"}
+    assert submitted and len(submitted) == len({r["key"] for r in rows if r["ev"] == "results"})
+    assert sum(stats["submitted"].values()) == len(submitted)
+    assert stats["resubmitted_custom_ids"] == [] and stats["identical_batches"] == 0
