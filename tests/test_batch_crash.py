@@ -1,0 +1,105 @@
+"""kill -9 and Ctrl-C around provider batches (real `agen run` processes, one sim serving every session):
+resume ends with nothing lost, nothing twice, and no batch submitted twice (the sim counts submissions)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from test_batch_e2e import batch_stats, journal, sim_yaml
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from crash_resume import SimProcess, agen, check_run, committed_ids, write_run_config  # noqa: E402
+
+from agen.run.faults import CRASH_EXIT  # noqa: E402
+
+TARGETS = {"propose": 4, "amplify": 40}
+BATCH = {"max_size": 100, "max_wait_s": 0.2, "poll_s": 0.05, "poll_max_s": 0.3}
+
+
+@pytest.fixture(scope="module")
+def sim_module(tmp_path_factory):
+    with SimProcess(sim_yaml(tmp_path_factory.mktemp("sim") / "sim.yaml", delay_s=1.0)) as s:
+        yield s
+
+
+@pytest.fixture
+def sim(sim_module):
+    urllib.request.urlopen(urllib.request.Request(sim_module.base_url + "/sim/reset", method="POST"), timeout=10).close()
+    return sim_module
+
+
+def run_config(tmp_path: Path, sim_url: str, provider: str) -> Path:
+    cfg = write_run_config(tmp_path / "run.yaml", sim_url, tmp_path / "run", proposals=TARGETS["propose"],
+                           target=TARGETS["amplify"], amplify={"mode": "batch"}, vote={"mode": "batch"},
+                           batch=BATCH)
+    if provider == "anthropic":
+        text = cfg.read_text().replace("provider: openai", "provider: anthropic").replace(sim_url + "/v1", sim_url)
+        cfg.write_text(text)
+    return cfg
+
+
+def finish(root: Path, log: Path, sim_url: str, ever: set[str]) -> dict:
+    proc = agen(["resume", str(root)], log)
+    assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
+    chk = check_run(root, ever, TARGETS)
+    assert chk.problems == [] and chk.lost == 0 and chk.duplicated == 0
+    stats = batch_stats(sim_url)
+    assert stats["resubmitted_custom_ids"] == [] and stats["identical_batches"] == 0, stats
+    rows = journal(root)
+    ids = [r["batch_id"] for r in rows if r["ev"] == "submitted"]
+    assert len(ids) == len(set(ids)) == sum(stats["submitted"].values())  # every batch known once, none unknown
+    assert {r["key"] for r in rows if r["ev"] == "results"} == {r["key"] for r in rows if r["ev"] == "submitted"}
+    return stats
+
+
+@pytest.mark.parametrize("provider,point", [
+    ("openai", "batch_after_create:1"),  # created at the provider, its id not yet recorded
+    ("anthropic", "batch_after_create:1"),
+    ("openai", "batch_polled:3"),  # while polling
+    ("anthropic", "batch_polled:3"),
+    ("openai", "batch_downloaded:1"),  # results downloaded, not yet kept
+    ("openai", "batch_before_results:2"),  # results' call lines durable, results not yet kept
+])
+def test_kill9_around_a_batch_resumes_without_resubmitting(sim, tmp_path, provider, point):
+    root, log = tmp_path / "run", tmp_path / "agen.log"
+    cfg = run_config(tmp_path, sim.base_url, provider)
+    proc = agen(["run", str(cfg)], log, env={"AGEN_CRASHPOINT": point})
+    assert proc.wait(timeout=180) == CRASH_EXIT, log.read_text()[-3000:]
+    before = batch_stats(sim.base_url)
+    assert sum(before["submitted"].values()) >= 1
+    ever = set(committed_ids(root)) if (root / "accepted").exists() else set()
+    finish(root, log, sim.base_url, ever)
+    rows = journal(root)
+    if point.startswith("batch_after_create"):  # the batch the dead session created was found, not resubmitted
+        assert any(r.get("adopted") for r in rows if r["ev"] == "submitted")
+
+
+def test_ctrl_c_while_batches_wait_then_resume_polls_them(sim, tmp_path):
+    """SIGINT with batches submitted and unfinished: exit 130 at once (nobody waits for the batch), the
+    batches stay open in the journal, and the resumed session polls them instead of resubmitting."""
+    root, log = tmp_path / "run", tmp_path / "agen.log"
+    cfg = run_config(tmp_path, sim.base_url, "openai")
+    proc = agen(["run", str(cfg)], log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (root / "batches.jsonl").exists():
+            rows = journal(root)
+            ev = Counter(r["ev"] for r in rows)
+            if ev["submitted"] > ev["results"]:
+                break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, log.read_text()[-3000:]
+    rows = journal(root)
+    open_keys = {r["key"] for r in rows if r["ev"] == "submitted"} - {r["key"] for r in rows if r["ev"] == "results"}
+    assert open_keys, "the interrupt came after every batch had ended"
+    finish(root, log, sim.base_url, set(committed_ids(root)) if (root / "accepted").exists() else set())
