@@ -265,8 +265,10 @@ class BatchBook:
         done = 0
         cancelled = False
         while done < stop_at:
-            for cid, body in job.lines[done:min(stop_at, done + step)]:
+            for k, (cid, body) in enumerate(job.lines[done:min(stop_at, done + step)], 1):
                 job.results[cid] = await self._answer(job, cid, body, answer, rng)
+                if k % 32 == 0:
+                    await asyncio.sleep(0)  # a line is CPU only: let online requests and polls in between
             done = min(stop_at, done + step)
             if await self._wait(job, pause):
                 cancelled = True
