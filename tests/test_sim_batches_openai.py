@@ -264,3 +264,45 @@ async def test_batch_endpoints_want_the_key() -> None:
                 await c.batches.list()
             with pytest.raises(openai.AuthenticationError):
                 await c.files.create(file=("in.jsonl", io.BytesIO(b"{}")), purpose="batch")
+
+
+async def test_restart_forgets_without_batch_dir_and_resumes_with_it(tmp_path: Any) -> None:
+    """Without batch_dir a restarted sim knows no batch; with it, a restarted sim serves the ended batch and its
+    files as they were, runs the unfinished one again to the same answers, and keeps the submission counts."""
+    base = {"models": {"sim-small": LIMITED}}
+    s = await start_sim({**base, "batch": {"delay_s": 0.1}})
+    async with client(s) as c:
+        gone = await submit(c, [line("a")])
+    await s.aclose()
+    s = await start_sim({**base, "batch": {"delay_s": 0.1}})
+    async with client(s) as c:
+        with pytest.raises(openai.NotFoundError):
+            await c.batches.retrieve(gone.id)
+    await s.aclose()
+
+    kept = {**base, "batch_dir": str(tmp_path / "batches")}
+    s = await start_sim({**kept, "batch": {"delay_s": 0.1}})
+    async with client(s) as c:
+        ended = await wait_end(c, (await submit(c, [line("x", seed=1), line("y", seed=2)], metadata={"k": "1"})).id)
+        before = await read_lines(c, ended.output_file_id)
+    await s.aclose()
+    s = await start_sim({**kept, "batch": {"delay_s": 3.0}})
+    async with client(s) as c:
+        running = await submit(c, [line("z", seed=3)])
+        await asyncio.sleep(0.2)
+    await s.aclose()  # stops while `running` is still validating
+    s = await start_sim({**kept, "batch": {"delay_s": 0.1}})
+    async with client(s) as c:
+        again = await c.batches.retrieve(ended.id)
+        assert again.status == "completed" and again.metadata == {"k": "1"}
+        assert await read_lines(c, again.output_file_id) == before
+        done = await wait_end(c, running.id)
+        z = await read_lines(c, done.output_file_id)
+        assert [b.id async for b in c.batches.list()] == [running.id, ended.id]
+    stats = await batch_stats(s)
+    await s.aclose()
+    assert done.status == "completed" and set(z) == {"z"}
+    assert stats["submitted"] == {"openai": 2} and stats["resubmitted_custom_ids"] == []
+    async with await start_sim({"models": {"sim-small": {"latency_ms": {"median": 0}}}}) as online, client(online) as c2:
+        resp = await c2.chat.completions.create(**line("z", seed=3)["body"])
+    assert z["z"]["response"]["body"]["choices"][0]["message"]["content"] == resp.choices[0].message.content

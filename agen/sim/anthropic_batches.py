@@ -17,6 +17,7 @@ that would exceed it is refused at create with a 429 rate_limit_error.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from datetime import UTC, datetime
@@ -100,7 +101,7 @@ class MessageBatchRoutes:
             return rest.error("anthropic", rid, 429, "Number of enqueued batch tokens exceeds the rate limit of "
                               f"{opts.max_enqueued_tokens:,} for {first}. Please try again once some batches "
                               "have ended.", type_="rate_limit_error")
-        job = Job(id="msgbatch_" + self.st.next_id(), wire="anthropic", lines=lines, opts=opts, model=first,
+        job = Job(id="msgbatch_" + os.urandom(12).hex(), wire="anthropic", lines=lines, opts=opts, model=first,
                   prompt_tokens=tokens, created_at=time.time())
         book.add(job, self.answer)
         return rest.reply("anthropic", rid, self._object(request, job))
@@ -166,7 +167,7 @@ class MessageBatchRoutes:
         if job.running:
             return rest.error("anthropic", rid, 400, f"Message Batch {job.id} is still in progress; cancel it and "
                               "wait until it has ended before deleting it.")
-        del self.st.batches.jobs[job.id]
+        self.st.batches.delete_job(job.id)
         return rest.reply("anthropic", rid, {"id": job.id, "type": "message_batch_deleted"})
 
     def add_routes(self, app: web.Application) -> None:

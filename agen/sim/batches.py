@@ -8,7 +8,9 @@ online rate limits, scripts, random faults or latency. The wire modules (`openai
 `anthropic_batches`) turn a job into each provider's objects and result lines.
 
 Batch state lives in this process only: a restarted sim (or `POST /sim/reset`) has forgotten every
-batch and file, which breaks a client's assumption that a submitted batch survives anything.
+batch and file, which breaks a client's assumption that a submitted batch survives anything. With
+`batch_dir` in the sim config they are kept there (`agen.sim.batch_store`) and a restarted sim
+takes them up again: ended jobs as they were, unfinished ones run again from the start.
 `BatchBook` counts what was submitted (`GET /sim/batch_stats`), so a crash test can assert that no
 batch was submitted twice.
 """
@@ -24,7 +26,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agen.sim.batch_store import BatchStore
 from agen.sim.config import BatchOptions, SimConfig
+from agen.sim.files import SimFile
 
 __all__ = ["AnswerLine", "BatchBook", "Job", "LineResult", "Phase", "End"]
 
@@ -68,8 +72,22 @@ class Job:
     cancel_at: float | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)  # why a job failed (OpenAI's errors.data)
     results: dict[str, LineResult] = field(default_factory=dict)  # custom_id -> result, in answer order
+    seq: int = 0  # submission order in this sim (and the seed of its random draws)
     task: asyncio.Task[None] | None = None
-    on_end: Callable[[Job], None] | None = None  # the wire writes its result files here
+
+    _KEPT = ("id", "wire", "lines", "model", "prompt_tokens", "created_at", "extra", "phase", "end", "in_progress_at",
+             "finalizing_at", "ended_at", "cancel_at", "errors", "seq")
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = {k: getattr(self, k) for k in self._KEPT}
+        doc["results"] = [[r.custom_id, r.outcome, r.status, r.body, r.request_id] for r in self.results.values()]
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any], opts: BatchOptions) -> Job:
+        job = cls(**{k: doc[k] for k in cls._KEPT if k != "lines"}, lines=[(c, b) for c, b in doc["lines"]], opts=opts)
+        job.results = {r[0]: LineResult(*r) for r in doc["results"]}
+        return job
 
     @property
     def running(self) -> bool:
@@ -94,18 +112,77 @@ class _Usage:
                 "cache_write_tokens": self.cache_write_tokens, "output_tokens": self.output_tokens}
 
 
+Finisher = Callable[["BatchBook", Job], None]  # a wire's work at the end of a job (OpenAI: the result files)
+
+
 class BatchBook:
     """Every job and file of this sim process, what was submitted, and the runner of jobs."""
 
-    def __init__(self, cfg: SimConfig) -> None:
+    def __init__(self, cfg: SimConfig, finishers: dict[str, Finisher] | None = None) -> None:
         self.cfg = cfg
+        self.finishers = finishers or {}
         self.jobs: dict[str, Job] = {}  # insertion order = creation order
-        self.files: dict[str, Any] = {}  # OpenAI files (agen.sim.files.SimFile), id -> file
+        self.files: dict[str, SimFile] = {}  # OpenAI files, id -> file
         self.submitted: collections.Counter[str] = collections.Counter()  # wire -> batches accepted
         self.custom_ids: collections.Counter[tuple[str, str]] = collections.Counter()  # (wire, custom_id) -> batches
         self.digests: collections.Counter[str] = collections.Counter()  # digest of a batch's lines -> batches
         self.usage: dict[str, _Usage] = collections.defaultdict(_Usage)  # model -> what its batch lines billed
         self._seq = 0
+        self.store = BatchStore(cfg.batch_dir) if cfg.batch_dir else None
+        if self.store is not None:
+            self._load(self.store)
+
+    # ------------------------------------------------------------ what batch_dir keeps
+
+    def _load(self, store: BatchStore) -> None:
+        jobs, files, book = store.load()
+        for meta, data in files:
+            self.files[meta["id"]] = SimFile(data=data, **meta)
+        for doc in jobs:
+            self.jobs[doc["id"]] = Job.from_doc(doc, self.options(doc["model"]))
+        self.submitted.update(book.get("submitted", {}))
+        self.custom_ids.update({tuple(k.split("\x00", 1)): v for k, v in book.get("custom_ids", {}).items()})
+        self.digests.update(book.get("digests", {}))
+        for m, u in book.get("usage", {}).items():
+            self.usage[m] = _Usage(u["lines"], collections.Counter({int(k): v for k, v in u["status"].items()}),
+                                   u["input_tokens"], u["cached_input_tokens"], u["cache_write_tokens"],
+                                   u["output_tokens"])
+        self._seq = max((j.seq for j in self.jobs.values()), default=0)
+
+    def resume(self, answer: AnswerLine) -> None:
+        """Run again the jobs a previous sim process left unfinished (from the start: lines are answered
+        deterministically, seeds included); call once the event loop runs."""
+        for job in self.jobs.values():
+            if job.running and job.task is None:
+                job.results.clear()
+                job.phase, job.in_progress_at, job.finalizing_at = "validating", None, None
+                self._start(job, answer)
+
+    def _save(self, job: Job | None = None) -> None:
+        if self.store is None:
+            return
+        if job is not None:
+            self.store.save_job(job.to_doc())
+        self.store.save_book({
+            "submitted": dict(self.submitted),
+            "custom_ids": {f"{w}\x00{c}": k for (w, c), k in self.custom_ids.items()},
+            "digests": dict(self.digests), "usage": {m: u.as_dict() for m, u in self.usage.items()}})
+
+    def add_file(self, f: SimFile) -> None:
+        f.seq = max((g.seq for g in self.files.values()), default=0) + 1
+        self.files[f.id] = f
+        if self.store is not None:
+            self.store.save_file(f.meta(), f.data)
+
+    def delete_file(self, file_id: str) -> None:
+        del self.files[file_id]
+        if self.store is not None:
+            self.store.delete_file(file_id)
+
+    def delete_job(self, job_id: str) -> None:
+        del self.jobs[job_id]
+        if self.store is not None:
+            self.store.delete_job(job_id)
 
     def options(self, model: str | None) -> BatchOptions:
         m = self.cfg.models.get(model) if model is not None else None
@@ -130,20 +207,29 @@ class BatchBook:
             h.update(cid.encode() + b"\x00" + repr(sorted(body.items())).encode() + b"\x01")
         self.digests[h.hexdigest()] += 1
         self._seq += 1
-        rng = random.Random(f"{self.cfg.seed}/{job.wire}/{self._seq}")
+        job.seq = self._seq
+        self._save(job)
+        self._start(job, answer)
+
+    def _start(self, job: Job, answer: AnswerLine) -> None:
+        rng = random.Random(f"{self.cfg.seed}/{job.wire}/{job.seq}")
         job.task = asyncio.get_running_loop().create_task(self._run(job, answer, rng))
 
     def cancel(self, job: Job) -> None:
         if job.running and job.cancel_at is None:
             job.cancel_at = time.time()
+            self._save(job)
 
-    def close(self) -> None:
-        """Forget everything (a restarted sim, or /sim/reset): running jobs stop where they are."""
+    def close(self, forget: bool = False) -> None:
+        """Stop every running job where it is (the sim is stopping, or `/sim/reset`); `forget`: also
+        wipe what batch_dir keeps (a reset forgets, a stop does not)."""
         for j in self.jobs.values():
             if j.task is not None and not j.task.done():
                 j.task.cancel()
         self.jobs.clear()
         self.files.clear()
+        if forget and self.store is not None:
+            self.store.clear()
 
     def stats(self) -> dict[str, Any]:
         """What `GET /sim/batch_stats` returns: submissions, repeats, per-model usage of batch lines."""
@@ -179,8 +265,10 @@ class BatchBook:
         done = 0
         cancelled = False
         while done < stop_at:
-            for cid, body in job.lines[done:min(stop_at, done + step)]:
+            for k, (cid, body) in enumerate(job.lines[done:min(stop_at, done + step)], 1):
                 job.results[cid] = await self._answer(job, cid, body, answer, rng)
+                if k % 32 == 0:
+                    await asyncio.sleep(0)  # a line is CPU only: let online requests and polls in between
             done = min(stop_at, done + step)
             if await self._wait(job, pause):
                 cancelled = True
@@ -230,8 +318,10 @@ class BatchBook:
             for cid, _ in job.lines:
                 job.results.setdefault(cid, LineResult(cid, "canceled"))
         job.end, job.phase, job.ended_at = end, "ended", time.time()
-        if job.on_end is not None:
-            job.on_end(job)
+        finish = self.finishers.get(job.wire)
+        if finish is not None:
+            finish(self, job)
+        self._save(job)
 
 
 def _server_error(wire: Wire, rid: str) -> dict[str, Any]:

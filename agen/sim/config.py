@@ -157,6 +157,7 @@ class SimConfig(_Strict):
     cache_min_tokens: int = Field(default=1024, ge=1)
     cache_ttl_s: float = Field(default=300.0, gt=0)
     batch: BatchOptions = BatchOptions()  # the batch APIs' timing and faults (a model may override)
+    batch_dir: str | None = None  # keep batches and files here across sim restarts (None: in memory only)
     models: dict[str, SimModel] = Field(default_factory=dict)
 
 

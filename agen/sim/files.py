@@ -6,7 +6,8 @@
     GET    /v1/files/{id}/content  the bytes
     DELETE /v1/files/{id}          {"id", "object": "file", "deleted": true}
 
-Files live in the sim process's memory (`BatchBook.files`), like its batches.
+Files live in the sim process's memory (`BatchBook.files`), like its batches (and in `batch_dir`
+when the sim config names one).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiohttp import web
 from agen.sim import rest
 
 if TYPE_CHECKING:
+    from agen.sim.batches import BatchBook
     from agen.sim.server import SimState
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -33,6 +35,12 @@ class SimFile:
     purpose: str  # batch (uploaded) | batch_output (written by a batch)
     data: bytes
     created_at: int
+    seq: int = 0  # creation order within the same second
+
+    def meta(self) -> dict[str, Any]:
+        """What `batch_dir` keeps beside the bytes."""
+        return {"id": self.id, "filename": self.filename, "purpose": self.purpose, "created_at": self.created_at,
+                "seq": self.seq}
 
     def as_object(self) -> dict[str, Any]:
         return {"id": self.id, "object": "file", "bytes": len(self.data), "created_at": self.created_at,
@@ -40,10 +48,10 @@ class SimFile:
                 "status_details": None}
 
 
-def new_file(st: SimState, filename: str, purpose: str, data: bytes) -> SimFile:
-    """Store a file under a fresh `file-…` id."""
+def new_file(book: BatchBook, filename: str, purpose: str, data: bytes) -> SimFile:
+    """Store a file under a fresh `file-…` id (random: a restarted sim must not reuse one)."""
     f = SimFile("file-" + os.urandom(12).hex(), filename, purpose, data, int(time.time()))
-    st.batches.files[f.id] = f
+    book.add_file(f)
     return f
 
 
@@ -78,7 +86,7 @@ class FileRoutes:
                               param="purpose")
         if not isinstance(upload, web.FileField):
             return rest.error("openai", rid, 400, "Missing required parameter: 'file'.", param="file")
-        f = new_file(self.st, upload.filename or "upload", purpose, upload.file.read())
+        f = new_file(self.st.batches, upload.filename or "upload", purpose, upload.file.read())
         return rest.reply("openai", rid, f.as_object())
 
     async def list(self, request: web.Request) -> web.Response:
@@ -119,7 +127,7 @@ class FileRoutes:
         f = self._get(request, rid)
         if isinstance(f, web.Response):
             return f
-        del self.st.batches.files[f.id]
+        self.st.batches.delete_file(f.id)
         return rest.reply("openai", rid, {"id": f.id, "object": "file", "deleted": True})
 
     def add_routes(self, app: web.Application) -> None:

@@ -17,6 +17,7 @@ in the same shape, and lines never answered with `response: null, error: {code, 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from agen.sim.files import new_file
 from agen.sim.model import count_tokens
 
 if TYPE_CHECKING:
-    from agen.sim.batches import AnswerLine
+    from agen.sim.batches import AnswerLine, BatchBook
     from agen.sim.server import SimState
 
 ENDPOINTS = ("/v1/chat/completions",)  # what the sim answers (OpenAI also batches responses, embeddings...)
@@ -128,6 +129,18 @@ def _line(job: Job, cid: str) -> bytes:
     return orjson.dumps(obj) + b"\n"
 
 
+def write_results(book: BatchBook, job: Job) -> None:
+    """At the end of an OpenAI job: its output and error files (none for a failed batch)."""
+    if job.end == "failed":
+        return
+    ok = b"".join(_line(job, cid) for cid, r in job.results.items() if r.outcome == "ok")
+    bad = b"".join(_line(job, cid) for cid, r in job.results.items() if r.outcome != "ok")
+    if ok:
+        job.extra["output_file_id"] = new_file(book, f"{job.id}_output.jsonl", "batch_output", ok).id
+    if bad:
+        job.extra["error_file_id"] = new_file(book, f"{job.id}_error.jsonl", "batch_output", bad).id
+
+
 class BatchRoutes:
     def __init__(self, st: SimState, answer: AnswerLine) -> None:
         self.st = st
@@ -136,17 +149,6 @@ class BatchRoutes:
     def _start(self, request: web.Request) -> tuple[str, web.Response | None]:
         rid = "req_" + self.st.next_id()
         return rid, rest.check_access(request, "openai", self.st.cfg.require_api_key, rid)
-
-    def _write_results(self, job: Job) -> None:
-        """At the end of a job: its output and error files (none for a failed batch)."""
-        if job.end == "failed":
-            return
-        ok = b"".join(_line(job, cid) for cid, r in job.results.items() if r.outcome == "ok")
-        bad = b"".join(_line(job, cid) for cid, r in job.results.items() if r.outcome != "ok")
-        if ok:
-            job.extra["output_file_id"] = new_file(self.st, f"{job.id}_output.jsonl", "batch_output", ok).id
-        if bad:
-            job.extra["error_file_id"] = new_file(self.st, f"{job.id}_error.jsonl", "batch_output", bad).id
 
     async def create(self, request: web.Request) -> web.Response:
         rid, denied = self._start(request)
@@ -188,11 +190,11 @@ class BatchRoutes:
             errors.append(_err("token_limit_exceeded", f"Enqueued token limit reached for {first} in organization "
                                f"org-agen-sim. Limit: {opts.max_enqueued_tokens:,} enqueued tokens. Please try again "
                                "once some in_progress batches have been completed."))
-        job = Job(id="batch_" + self.st.next_id(), wire="openai", lines=lines, opts=opts, model=first,
+        job = Job(id="batch_" + os.urandom(12).hex(), wire="openai", lines=lines, opts=opts, model=first,
                   prompt_tokens=tokens, created_at=time.time(),
                   extra={"endpoint": endpoint, "input_file_id": fid, "completion_window": window,
                          "metadata": metadata, "output_file_id": None, "error_file_id": None},
-                  errors=errors, on_end=self._write_results)
+                  errors=errors)
         book.add(job, self.answer)
         return rest.reply("openai", rid, batch_object(job))
 

@@ -42,7 +42,7 @@ from agen.sim import limits, sse, wire
 from agen.sim.anthropic_batches import MessageBatchRoutes
 from agen.sim.batches import BatchBook
 from agen.sim.files import FileRoutes
-from agen.sim.openai_batches import BatchRoutes
+from agen.sim.openai_batches import BatchRoutes, write_results
 from agen.sim.config import SimConfig, SimModel, load_sim_config, parse_sim_config
 from agen.sim.model import TOKEN_RE, count_tokens, generate, prompt_digest, sample_seed, truncate_tokens
 from agen.sim.open_world import reward_value
@@ -134,8 +134,8 @@ class SimState:
     def reset(self) -> None:
         now = time.monotonic()
         if hasattr(self, "batches"):
-            self.batches.close()
-        self.batches = BatchBook(self.cfg)  # batch jobs and files: forgotten by a reset, as by a restart
+            self.batches.close(forget=True)
+        self.batches = BatchBook(self.cfg, {"openai": write_results})  # forgotten by a reset, as by a restart
         self.models = {name: ModelState(m, now) for name, m in self.cfg.models.items()}
         self.stats: dict[str, ModelStats] = collections.defaultdict(ModelStats)
         self.scripts: dict[str, collections.deque[dict[str, Any]]] = collections.defaultdict(collections.deque)
@@ -686,10 +686,14 @@ def build_app(cfg: SimConfig | dict[str, Any] | None = None) -> web.Application:
     BatchRoutes(st, h.answer_line).add_routes(app)
     MessageBatchRoutes(st, h.answer_line).add_routes(app)
 
-    async def _forget_batches(app: web.Application) -> None:
+    async def _resume_batches(app: web.Application) -> None:
+        st.batches.resume(h.answer_line)  # what batch_dir kept from a previous sim process
+
+    async def _stop_batches(app: web.Application) -> None:
         st.batches.close()
 
-    app.on_cleanup.append(_forget_batches)
+    app.on_startup.append(_resume_batches)
+    app.on_cleanup.append(_stop_batches)
     app.router.add_get("/sim/stats", h.stats)
     app.router.add_get("/sim/batch_stats", h.batch_stats)
     app.router.add_post("/sim/script", h.script)
