@@ -33,14 +33,6 @@ def cost_usd(usage: Usage, price: Rates, batch: bool = False) -> float:
             + usage.cache_write_tokens * write_p + usage.output_tokens * price.output) / PER
 
 
-BATCH_SHARE = 0.5  # both providers bill batch lines at half the online price (input and output)
-
-
-def batch_cost_usd(usage: Usage, price: Price) -> float:
-    """USD for one line of a provider batch."""
-    return cost_usd(usage, price) * BATCH_SHARE
-
-
 @dataclass(slots=True)
 class Tally:
     """Calls, billed usage and cost of one slice of the run."""

@@ -9,6 +9,13 @@ depend on latency) into a temp dir, for the same number of accepted examples:
   propose+amplify     10% proposals by sim-large, the rest amplified by sim-small (the quick start)
   amplify-only        sim-small amplifies straight from the human seeds, no proposals
   K=4/8/16 ± early    propose+amplify with vote.k = K, vote.early_stop on/off
+  p+a batch amp+votes propose+amplify, the amplifier and every vote through the sim's batch API (`mode: batch`)
+  p+a batch all       every request through the batch API (the proposer too)
+
+With `--modes` only online vs the two batch mixes run (propose+amplify, K=16), and the ratios of
+cost per accepted example and wall time to the online row of the same run are printed. The sim's
+batches end after `--batch-delay-s` (real ones take minutes to hours): the wall column shows how
+the waves of vote batches add up, not a provider's real latency.
 
 Each strategy runs `--repeats` times (run seeds 0, 1, ...: different proposals, so a different
 few-shot pool for amplify) and the counts are pooled. Columns: cost per accepted example,
@@ -20,7 +27,7 @@ hard accepted examples: what a quality-weighted target costs), API calls (HTTP a
 samples drawn per voted candidate. How difficulty depends on who proposes from which examples is a
 modelling assumption of the sim (agen/sim/config.py, SimModel), not a measured fact about real models.
 
-    python benchmarks/strategy_cost.py [--accepted 200] [--repeats 5] [--quick]
+    python benchmarks/strategy_cost.py [--accepted 200] [--repeats 5] [--quick] [--modes]
 
 Prints a table and one JSON line.
 """
@@ -51,17 +58,33 @@ ROOT = Path(__file__).resolve().parent.parent
 HARD_STEPS = 4  # an accepted example with at least this many steps counts as hard
 
 
-def sim_file(d: Path, latency_ms: float) -> Path:
+def sim_file(d: Path, latency_ms: float, batch_delay_s: float = 1.0) -> Path:
     raw = yaml.safe_load((ROOT / "configs" / "sim_models.yaml").read_text())
     for m in raw["models"].values():
         m["latency_ms"] = {"median": latency_ms, "sigma": 0.2}
+    raw["batch"] = {"delay_s": batch_delay_s}  # a real batch takes minutes to hours: wall time here is a floor
     path = d / "sim.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
 
 
-def config(out: Path, sim_url: str, proposals: int, amplified: int, k: int, early: bool, seed: int) -> Any:
+# Batch mixes (`mode: batch`, see README "Batch mode"): which requests go through the batch API.
+MODES: dict[str, dict[str, str]] = {
+    "online": {},
+    "batch amp+votes": {"amplify": "batch", "vote": "batch"},  # the strong proposer stays online
+    "batch all": {"models": "batch"},
+}
+BATCH = {"max_size": 500, "max_wait_s": 0.3, "poll_s": 0.05, "poll_max_s": 0.4}
+
+
+def config(out: Path, sim_url: str, proposals: int, amplified: int, k: int, early: bool, seed: int,
+           modes: dict[str, str] | None = None) -> Any:
     raw = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+    for section, mode in (modes or {}).items():
+        for target in (raw["models"].values() if section == "models" else [raw[section]]):
+            target["mode"] = mode
+    if modes:
+        raw["batch"] = dict(BATCH)
     raw["seed"] = seed
     raw["seeds"]["path"] = str(ROOT / "data" / "gsm8k_sample.jsonl")
     raw["propose"]["target"] = proposals
@@ -110,12 +133,12 @@ def rates(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_one(out: Path, sim_url: str, name: str, props: int, amps: int, k: int, early: bool,
-            repeats: int) -> dict[str, Any]:
+            repeats: int, mode: str = "online") -> dict[str, Any]:
     """One strategy, run `repeats` times with run seeds 0, 1, ...; counts are pooled over the runs."""
     t0 = time.perf_counter()
     total: dict[str, Any] = {}
     for seed in range(repeats):
-        cfg = config(out / f"seed{seed}", sim_url, props, amps, k, early, seed)
+        cfg = config(out / f"seed{seed}", sim_url, props, amps, k, early, seed, MODES[mode])
         with contextlib.redirect_stdout(io.StringIO()):  # the run's own summary
             res = run_session(cfg, live=False)
         if res.exit_code != EXIT_OK:
@@ -129,7 +152,7 @@ def run_one(out: Path, sim_url: str, name: str, props: int, amps: int, k: int, e
                     cur[1] += a
             else:
                 total[key] = total.get(key, 0) + val
-    return {"strategy": name, "k": k, "early_stop": early, "proposals": props, "amplified": amps,
+    return {"strategy": name, "mode": mode, "k": k, "early_stop": early, "proposals": props, "amplified": amps,
             "repeats": repeats, **rates(total), "wall_s": round(time.perf_counter() - t0, 1)}
 
 
@@ -139,22 +162,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--latency-ms", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=5, help="runs per strategy (run seeds 0..N-1), counts pooled")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (12 accepted, two K rows, one repeat)")
+    ap.add_argument("--modes", action="store_true",
+                    help="only online vs the batch mixes (propose+amplify, K=16): cost per accepted and wall time")
+    ap.add_argument("--batch-delay-s", type=float, default=1.0, help="the sim's time from batch create to end")
     args = ap.parse_args(argv)
     n = 12 if args.quick else args.accepted
     repeats = 1 if args.quick else args.repeats
     p = max(2, n // 10)
-    runs: list[tuple[str, int, int, int, bool]] = [
-        ("frontier-only", n, 0, 16, True),
-        ("propose+amplify", p, n - p, 16, True),
-        ("amplify-only", 0, n, 16, True),
+    runs: list[tuple[str, int, int, int, bool, str]] = [] if args.modes else [
+        ("frontier-only", n, 0, 16, True, "online"),
+        ("propose+amplify", p, n - p, 16, True, "online"),
+        ("amplify-only", 0, n, 16, True, "online"),
     ]
-    for k in ((4,) if args.quick else (4, 8, 16)):
-        for early in (True, False):
-            if (k, early) != (16, True):
-                runs.append((f"p+a K={k} {'early' if early else 'full'}", p, n - p, k, early))
+    if not args.modes:
+        for k in ((4,) if args.quick else (4, 8, 16)):
+            for early in (True, False):
+                if (k, early) != (16, True):
+                    runs.append((f"p+a K={k} {'early' if early else 'full'}", p, n - p, k, early, "online"))
+    runs += [(f"p+a {mode}", p, n - p, 16, True, mode) for mode in MODES if mode != "online" or args.modes]
     with tempfile.TemporaryDirectory() as d:
-        with SimProcess(sim_file(Path(d), args.latency_ms)) as sim:
-            rows = [run_one(Path(d) / f"run{i}", sim.base_url, *spec, repeats) for i, spec in enumerate(runs)]
+        with SimProcess(sim_file(Path(d), args.latency_ms, args.batch_delay_s)) as sim:
+            rows = [run_one(Path(d) / f"run{i}", sim.base_url, *spec[:5], repeats, spec[5])
+                    for i, spec in enumerate(runs)]
     head = (f"{'strategy':<22}{'K':>3}{'accepted':>9}{'$/accepted':>12}{'prec acc':>9}{'prec cand':>10}"
             f"{'steps':>6}{'hard':>6}{'$/hard':>10}{'calls':>7}{'samples/cand':>13}")
     print(f"{n} accepted examples per run, {repeats} run(s) per strategy pooled "
@@ -166,6 +195,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{r['mean_steps_accepted'] or 0:>6.2f}{r['hard_share_accepted'] or 0:>6.0%}"
               f"{'—' if r['cost_per_hard'] is None else format(r['cost_per_hard'], '.5f'):>10}{r['calls']:>7}"
               f"{r['samples_per_voted'] or 0:>13.2f}")
+    base = next((r for r in rows if r["mode"] == "online" and r["proposals"] == p and r["k"] == 16
+                 and r["early_stop"] and r["amplified"] == n - p), None)
+    if base and base["cost_per_accepted"]:
+        print(f"\nbatch mixes vs online propose+amplify (same run, same sim; batch delay {args.batch_delay_s:g} s):")
+        for r in rows:
+            if r["strategy"].startswith("p+a ") and r["mode"] in MODES:
+                r["cost_ratio_vs_online"] = round((r["cost_per_accepted"] or 0) / base["cost_per_accepted"], 3)
+                r["wall_ratio_vs_online"] = round(r["wall_s"] / base["wall_s"], 2) if base["wall_s"] else None
+                print(f"  {r['mode']:<18} $/accepted x{r['cost_ratio_vs_online']:.3f}   precision "
+                      f"{r['precision_accepted'] or 0:.1%} (online {base['precision_accepted'] or 0:.1%})   "
+                      f"wall {r['wall_s']:.1f} s (x{r['wall_ratio_vs_online']})")
     result = {"benchmark": "strategy_cost", "accepted_target": n, "repeats": repeats, "results": rows}
     print(orjson.dumps(result).decode())
     sys.stdout.flush()

@@ -49,6 +49,10 @@ FIND_MARGIN_S = 300.0  # clock skew allowed between us and the provider when fin
 Match = tuple[str, int, "int | None"]
 
 
+class _Gone(Exception):
+    """The provider no longer knows a recorded batch (404): deleted, or a restarted server forgot it."""
+
+
 @dataclass(frozen=True)
 class BatchSetup:
     """What Providers needs to give a model a batch mode."""
@@ -187,6 +191,10 @@ class BatchCollector:
             self.stats["batches"] += 1
             self.stats["lines"] += len(lines)
             await self._await_results(entry, remote, lambda cid, row, outcome: self._settle(by_cid[cid], row, outcome))
+        except _Gone as exc:
+            await self.store.record(entry, "void", why=f"gone at the provider: {exc}"[:300])
+            for p in batch:
+                self._retry(p, LineOutcome("", None, "gone", str(exc)))
         except FatalRunError as exc:
             self.client._set_fatal(exc)
             self._fail(batch, exc)
@@ -251,7 +259,7 @@ class BatchCollector:
             delay = min(delay * 2, self.cfg.poll_max_s)
             if self._closed is not None:
                 return
-            remote = await self.api.retrieve(remote.id)
+            remote = await self._retrieve(remote.id)
             faults.crashpoint("batch_polled")
             if remote.status != entry.status:
                 await self.store.record(entry, "state", status=remote.status)
@@ -268,6 +276,14 @@ class BatchCollector:
         await self.store.results(entry, rows)
         for ln in entry.lines:
             settle(ln.custom_id, rows[ln.custom_id], got[ln.custom_id])
+
+    async def _retrieve(self, batch_id: str) -> RemoteBatch:
+        try:
+            return await self.api.retrieve(batch_id)
+        except FatalRunError as exc:
+            if exc.status == 404:
+                raise _Gone(exc.message) from None
+            raise
 
     def _line_row(self, ln: BatchLine, o: LineOutcome, batch_id: str) -> tuple[dict[str, Any], LineOutcome]:
         """What a line gave, as the journal keeps it; its call line goes to the ledger (mode batch)."""
@@ -371,10 +387,14 @@ class BatchCollector:
                     return
                 await self.store.record(e, "submitted", batch_id=found.id, adopted=True)
                 log.info("batch_found_again", model=self.client.name, key=e.key, batch_id=found.id)
-            remote = await self.api.retrieve(e.batch_id)  # type: ignore[arg-type]
+            remote = await self._retrieve(e.batch_id)  # type: ignore[arg-type]
             await self._await_results(e, remote, settle)
             if self._closed is not None:
                 self._refuse_recovered(recs.values())
+        except _Gone as exc:
+            await self.store.record(e, "void", why=f"gone at the provider: {exc}"[:300])
+            log.warning("batch_gone", model=self.client.name, key=e.key, batch_id=e.batch_id, detail=str(exc))
+            free_all()
         except FatalRunError as exc:
             self.client._set_fatal(exc)
             self._refuse_recovered(recs.values(), exc)

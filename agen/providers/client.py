@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from agen.config import ModelConfig, Price
-from agen.cost import batch_cost_usd
+from agen.cost import cost_usd
 from agen.errors import FatalRunError, ProviderError, TaskFailedError
 from agen.providers.attempts import LaneClient
 from agen.providers.batch_client import BatchApi
@@ -117,7 +117,7 @@ class ModelClient(LaneClient):
         return orjson.dumps(self.batch_body(req, n))
 
     def batch_cost(self, usage: Usage) -> float:
-        return batch_cost_usd(usage, self.price)
+        return cost_usd(usage, self.price, batch=True)
 
     def statistics(self) -> dict[str, int | float]:
         out = super().statistics()
