@@ -103,3 +103,20 @@ def test_ctrl_c_while_batches_wait_then_resume_polls_them(sim, tmp_path):
     open_keys = {r["key"] for r in rows if r["ev"] == "submitted"} - {r["key"] for r in rows if r["ev"] == "results"}
     assert open_keys, "the interrupt came after every batch had ended"
     finish(root, log, sim.base_url, set(committed_ids(root)) if (root / "accepted").exists() else set())
+
+
+def test_resume_after_the_provider_forgot_the_batches(sim, tmp_path):
+    """kill -9 while polling, then the provider forgets every batch (`/sim/reset`, as a restarted server
+    without a batch_dir): the resumed session gets 404 for the recorded ids, voids those batches and
+    sends their requests again instead of stopping the run; nothing is lost or written twice."""
+    root, log = tmp_path / "run", tmp_path / "agen.log"
+    cfg = run_config(tmp_path, sim.base_url, "openai")
+    proc = agen(["run", str(cfg)], log, env={"AGEN_CRASHPOINT": "batch_polled:2"})
+    assert proc.wait(timeout=180) == CRASH_EXIT, log.read_text()[-3000:]
+    urllib.request.urlopen(urllib.request.Request(sim.base_url + "/sim/reset", method="POST"), timeout=10).close()
+    ever = set(committed_ids(root)) if (root / "accepted").exists() else set()
+    proc = agen(["resume", str(root)], log)
+    assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
+    chk = check_run(root, ever, TARGETS)
+    assert chk.problems == [] and chk.lost == 0 and chk.duplicated == 0
+    assert any(r["ev"] == "void" and "gone" in r["why"] for r in journal(root))

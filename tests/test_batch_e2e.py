@@ -76,3 +76,29 @@ def test_amplify_and_votes_in_batch_proposer_online(tmp_path, provider):
     assert submitted and len(submitted) == len({r["key"] for r in rows if r["ev"] == "results"})
     assert sum(stats["submitted"].values()) == len(submitted)
     assert stats["resubmitted_custom_ids"] == [] and stats["identical_batches"] == 0
+
+
+@pytest.mark.parametrize("provider,on_failed", [("openai", "batch"), ("anthropic", "online")])
+def test_expired_and_failed_lines_are_retried(tmp_path, provider, on_failed):
+    """Batches that expire half answered and lines answered with a 500 (the sim breaks 'a finished batch
+    answered everything'): the failed lines go again (in a new batch, or online) and the run still
+    meets its targets without writing an id twice."""
+    with SimProcess(sim_yaml(tmp_path / "sim.yaml", expire_p=0.3, expire_done_share=0.5, line_error_p=0.05)) as sim:
+        cfg = batch_cfg(tmp_path, sim.base_url, provider=provider, target=20, amplify={"mode": "batch"},
+                        vote={"mode": "batch"}, batch={"on_failed_lines": on_failed, "line_retries": 4})
+        out = run_session(cfg, live=False)
+        assert out.exit_code == EXIT_OK, out.message
+        stats = batch_stats(sim.base_url)
+    root = Path(cfg.output.dir)
+    recs = records(root)
+    assert Counter(r["stage"] for r in recs if r["status"] == "accepted")["amplify"] >= 20
+    assert not [i for i, n in Counter(r["id"] for r in recs).items() if n > 1]
+    kept = [row for r in journal(root) if r["ev"] == "results" for row in r["rows"].values()]
+    failed = [row for row in kept if not row["ok"]]
+    assert failed and {row["error"] for row in failed} & {"expired", "http_500", "api_error"}
+    calls = [r for r in read_records(root / "ledger") if r["ev"] == "call"]
+    if on_failed == "online":  # a retried line went through the lane, billed at the online price
+        assert any(c.get("mode") != "batch" and c["stage"] != "propose" for c in calls)
+    else:  # the same custom_id went into a later batch
+        assert stats["resubmitted_custom_ids"]
+
