@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from crash_resume import SimProcess, agen, check_run, committed_ids, write_run_config  # noqa: E402
 
 from agen.run.faults import CRASH_EXIT  # noqa: E402
+from agen.run.shards import read_records  # noqa: E402
 
 TARGETS = {"propose": 4, "amplify": 40}
 BATCH = {"max_size": 100, "max_wait_s": 0.2, "poll_s": 0.05, "poll_max_s": 0.3}
@@ -58,6 +59,13 @@ def finish(root: Path, log: Path, sim_url: str, ever: set[str]) -> dict:
     ids = [r["batch_id"] for r in rows if r["ev"] == "submitted"]
     assert len(ids) == len(set(ids)) == sum(stats["submitted"].values())  # every batch known once, none unknown
     assert {r["key"] for r in rows if r["ev"] == "results"} == {r["key"] for r in rows if r["ev"] == "submitted"}
+    # every batch line the sim billed is in the ledger exactly once, however often its results were read
+    wire = {"cheap": "sim-small", "strong": "sim-large"}
+    ledger: Counter[str] = Counter()
+    for r in read_records(root / "ledger"):
+        if r["ev"] == "call" and r.get("mode") == "batch":
+            ledger[wire[r["model"]]] += r["usage"]["output"]
+    assert dict(ledger) == {m: u["output_tokens"] for m, u in stats["by_model"].items() if u["output_tokens"]}
     return stats
 
 

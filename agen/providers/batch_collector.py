@@ -83,6 +83,10 @@ def _usage_row(u: Usage) -> dict[str, int]:
             "output": u.output_tokens, "reasoning": u.reasoning_tokens}
 
 
+def _not_recorded(*_: Any, **__: Any) -> None:
+    """A line an earlier session already billed in the ledger."""
+
+
 def completion_of(row: dict[str, Any], model: str) -> Completion:
     u = row.get("usage") or {}
     usage = Usage(u.get("input", 0), u.get("cached_input", 0), u.get("cache_write", 0), u.get("output", 0),
@@ -269,10 +273,11 @@ class BatchCollector:
         faults.crashpoint("batch_downloaded")
         rows: dict[str, dict[str, Any]] = {}
         got: dict[str, LineOutcome] = {}
+        bill = entry.key not in self.store.billed  # else an earlier session's ledger has these lines' cost
         for ln in entry.lines:
             o = outcomes.get(ln.custom_id) or LineOutcome(ln.custom_id, None, "missing",
                                                           f"not in the results of batch {remote.id} ({remote.status})")
-            rows[ln.custom_id], got[ln.custom_id] = self._line_row(ln, o, remote.id)
+            rows[ln.custom_id], got[ln.custom_id] = self._line_row(ln, o, remote.id, bill)
         await self.store.results(entry, rows)
         for ln in entry.lines:
             settle(ln.custom_id, rows[ln.custom_id], got[ln.custom_id])
@@ -285,26 +290,27 @@ class BatchCollector:
                 raise _Gone(exc.message) from None
             raise
 
-    def _line_row(self, ln: BatchLine, o: LineOutcome, batch_id: str) -> tuple[dict[str, Any], LineOutcome]:
-        """What a line gave, as the journal keeps it; its call line goes to the ledger (mode batch)."""
+    def _line_row(self, ln: BatchLine, o: LineOutcome, batch_id: str, bill: bool) -> tuple[dict[str, Any], LineOutcome]:
+        """What a line gave, as the journal keeps it; its call line goes to the ledger (mode batch) if `bill`."""
         c = self.client
+        record = c._record if bill else _not_recorded
         if o.doc is not None:
             try:
                 parsed = c._parse(o.doc)
             except WireError as exc:
                 usage = exc.usage or Usage()
                 cost = c.batch_cost(usage)
-                c._record(ln.stage, ln.sub_id, "bad_response", 200, usage, cost, 0.0, batch_id, mode="batch")
+                record(ln.stage, ln.sub_id, "bad_response", 200, usage, cost, 0.0, batch_id, mode="batch")
                 o = LineOutcome(o.custom_id, None, "bad_response", str(exc), retryable=True)
                 return {"ok": False, "error": o.error, "message": o.message[:300], "retryable": True,
                         "cost_usd": cost}, o
             cost = c.batch_cost(parsed.usage)
             rid = parsed.request_id or batch_id
-            c._record(ln.stage, ln.sub_id, "ok", 200, parsed.usage, cost, 0.0, rid, mode="batch")
+            record(ln.stage, ln.sub_id, "ok", 200, parsed.usage, cost, 0.0, rid, mode="batch")
             return {"ok": True, "texts": list(parsed.texts), "finish": list(parsed.finish_reasons),
                     "usage": _usage_row(parsed.usage), "cost_usd": cost, "request_id": rid}, o
-        c._record(ln.stage, ln.sub_id, "capacity" if o.retryable else "fatal_task", None, Usage(), 0.0, 0.0,
-                  batch_id, mode="batch")
+        record(ln.stage, ln.sub_id, "capacity" if o.retryable else "fatal_task", None, Usage(), 0.0, 0.0,
+               batch_id, mode="batch")
         return {"ok": False, "error": o.error, "message": o.message[:300], "retryable": o.retryable}, o
 
     def _settle(self, p: _Pending, row: dict[str, Any], o: LineOutcome) -> None:

@@ -86,9 +86,13 @@ def new_key() -> str:
 class BatchStore:
     """Appends fsynced lines to `batches.jsonl`; knows every batch earlier sessions recorded."""
 
-    def __init__(self, root: Path, session: int) -> None:
+    def __init__(self, root: Path, session: int, billed: frozenset[str] = frozenset()) -> None:
         self.path = root / FILE_NAME
         self.session = session
+        # Batches whose lines are already billed in the ledger (its `batch_results` lines): a session
+        # that died after that commit but before the results line downloads them again, and must not
+        # count their cost twice.
+        self.billed = set(billed)
         self.entries: dict[str, BatchEntry] = {}
         # Set by the pipeline: makes a ledger line (and every call line before it) durable. Batch
         # results' call lines are made durable before the results line, so a result the store
@@ -151,7 +155,8 @@ class BatchStore:
 
     async def results(self, e: BatchEntry, rows: dict[str, dict[str, Any]]) -> None:
         """Keep every line's outcome: first their call lines durable in the ledger, then this."""
-        if self.ledger_barrier is not None:
+        if self.ledger_barrier is not None and e.key not in self.billed:
+            self.billed.add(e.key)
             await self.ledger_barrier({"ev": "batch_results", "session": self.session, "key": e.key,
                                        "batch_id": e.batch_id, "lines": len(rows)})
         faults.crashpoint("batch_before_results")

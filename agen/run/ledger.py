@@ -23,6 +23,7 @@ class PreviousSessions:
     journaled_usd: float = 0.0  # spent on tasks that never committed, results journaled: replayed, not paid again
     journal: dict[str, dict[str, Any]] = field(default_factory=dict)  # request sub-id -> paid line
     paid_ids: frozenset[str] = frozenset()  # sub-ids of uncommitted tasks' paid calls: paying one again is "redone"
+    batch_billed: frozenset[str] = frozenset()  # batches (journal keys) whose lines' call lines are in the ledger
 
 
 def call_from_row(row: dict[str, Any]) -> CallRecord:
@@ -43,6 +44,7 @@ def costs_from_ledger(root: Path, done_ids: Container[str]) -> tuple[CostBook, P
     open_requests: set[tuple[Any, Any]] = set()
     uncommitted: dict[str, float] = {}  # sub-id -> spent, for tasks whose record never committed
     journal: dict[str, dict[str, Any]] = {}
+    billed: set[str] = set()
     folder = root / "ledger"
     for row in read_records(folder) if folder.exists() else ():
         ev = row.get("ev")
@@ -58,7 +60,9 @@ def costs_from_ledger(root: Path, done_ids: Container[str]) -> tuple[CostBook, P
                 open_requests.discard((row.get("session"), row.get("req")))
         elif ev == "paid" and base_task(row["task_id"]) not in done_ids:
             journal[row["task_id"]] = row
+        elif ev == "batch_results":  # written in the same commit as that batch's call lines
+            billed.add(row["key"])
     journaled = sum(usd for tid, usd in uncommitted.items() if tid in journal)
     redone = sum(usd for tid, usd in uncommitted.items() if tid not in journal)
     paid = frozenset(tid for tid, usd in uncommitted.items() if usd > 0)
-    return book, PreviousSessions(len(open_requests), redone, journaled, journal, paid)
+    return book, PreviousSessions(len(open_requests), redone, journaled, journal, paid, frozenset(billed))
