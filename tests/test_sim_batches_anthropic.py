@@ -44,8 +44,9 @@ async def test_sdk_batch_round_trip_matches_online(sim: SimServer) -> None:
     endpoint gives the same params (usage included), models may mix, counts stay `processing` until the end,
     and none of it is charged to the online RPM/TPM (1 request, 100 tokens a minute here)."""
     async with client(sim) as c:
-        # Anthropic has no seed: an unseeded sample is the sim's next one, so `big` goes first to compare it below
-        reqs = [req("big", model="sim-large")] + [req(f"q-{i}", temperature=0.7) for i in range(4)]
+        # Anthropic has no seed, but the sim honours one in the body (an unseeded sample is just the sim's next
+        # one, and lines are answered in an order of their own), so `big` can be compared with online below
+        reqs = [req("big", model="sim-large", seed=5)] + [req(f"q-{i}", temperature=0.7) for i in range(4)]
         b = await c.messages.batches.create(requests=reqs)  # type: ignore[arg-type]
         assert b.type == "message_batch" and b.processing_status == "in_progress" and b.results_url is None
         assert b.request_counts.processing == 5 and b.request_counts.succeeded == 0
@@ -60,7 +61,9 @@ async def test_sdk_batch_round_trip_matches_online(sim: SimServer) -> None:
     assert msg.model == "sim-large" and msg.content[0].text and msg.usage.output_tokens > 0
     async with await start_sim({"models": {"sim-large": {"latency_ms": {"median": 0}}}}) as online:
         async with client(online) as c2:
-            same = await c2.messages.create(**reqs[0]["params"])
+            params = dict(reqs[0]["params"])
+            seed = params.pop("seed")
+            same = await c2.messages.create(**params, extra_body={"seed": seed})
     assert same.content[0].text == msg.content[0].text
     assert (same.usage.input_tokens, same.usage.output_tokens) == (msg.usage.input_tokens, msg.usage.output_tokens)
     async with aiohttp.ClientSession() as http, http.get(sim.base_url + "/sim/batch_stats") as r:
@@ -175,3 +178,12 @@ async def test_needs_key_and_version() -> None:
         async with aiohttp.ClientSession() as http, http.get(s.base_url + "/v1/messages/batches",
                                                              headers={"x-api-key": "sk-sim-secret"}) as r:
             assert r.status == 400  # no anthropic-version
+
+
+async def test_results_order_is_not_request_order(sim: SimServer) -> None:
+    """As the docs warn, results come in an order of their own: only custom_id ties them to requests."""
+    async with client(sim) as c:
+        b = await c.messages.batches.create(requests=[req(f"o{i:02d}") for i in range(30)])  # type: ignore[arg-type]
+        await wait_end(c, b.id)
+        order = list(await results(c, b.id))
+    assert sorted(order) == [f"o{i:02d}" for i in range(30)] and order != sorted(order)

@@ -74,7 +74,10 @@ async def test_sdk_batch_round_trip_matches_online(sim: SimServer, n: int) -> No
         assert b.status == "validating" and b.metadata == {"run": "abc", "key": "k1"}
         assert b.request_counts is not None and b.request_counts.total == 0
         done = await wait_end(c, b.id)
-        assert done.seen[-1] == "completed" and "in_progress" in done.seen  # type: ignore[attr-defined]
+        seen = done.seen  # type: ignore[attr-defined]
+        order = ["validating", "in_progress", "finalizing", "completed"]
+        assert seen[-1] == "completed" and "in_progress" in seen  # polls every 20 ms over a 300 ms batch
+        assert [order.index(x) for x in seen] == sorted(order.index(x) for x in seen)  # never backwards
         assert done.request_counts.total == 5 and done.request_counts.completed == 5
         assert done.error_file_id is None and done.in_progress_at and done.completed_at
         out = await read_lines(c, done.output_file_id)
@@ -306,3 +309,11 @@ async def test_restart_forgets_without_batch_dir_and_resumes_with_it(tmp_path: A
     async with await start_sim({"models": {"sim-small": {"latency_ms": {"median": 0}}}}) as online, client(online) as c2:
         resp = await c2.chat.completions.create(**line("z", seed=3)["body"])
     assert z["z"]["response"]["body"]["choices"][0]["message"]["content"] == resp.choices[0].message.content
+
+
+async def test_output_order_is_not_input_order(sim: SimServer) -> None:
+    """As the docs warn, output lines come in an order of their own: only custom_id ties them to requests."""
+    async with client(sim) as c:
+        done = await wait_end(c, (await submit(c, [line(f"o{i:02d}", seed=i) for i in range(30)])).id)
+        order = list(await read_lines(c, done.output_file_id))
+    assert sorted(order) == [f"o{i:02d}" for i in range(30)] and order != sorted(order)

@@ -258,6 +258,11 @@ class BatchBook:
             return self._finish(job, "failed")
         job.phase, job.in_progress_at = "in_progress", time.time()
         n = len(job.lines)
+        # Lines are answered, and so listed in the results, in an order of their own: both providers only
+        # promise that custom_id matches a result to its request (and an expired batch's unanswered lines
+        # are any of them, not its tail).
+        lines = job.lines[:]
+        rng.shuffle(lines)
         expiring = rng.random() < o.expire_p
         stop_at = int(n * o.expire_done_share) if expiring else n
         step = max(1, -(-n // _STEPS))
@@ -265,7 +270,7 @@ class BatchBook:
         done = 0
         cancelled = False
         while done < stop_at:
-            for k, (cid, body) in enumerate(job.lines[done:min(stop_at, done + step)], 1):
+            for k, (cid, body) in enumerate(lines[done:min(stop_at, done + step)], 1):
                 job.results[cid] = await self._answer(job, cid, body, answer, rng)
                 if k % 32 == 0:
                     await asyncio.sleep(0)  # a line is CPU only: let online requests and polls in between
@@ -277,7 +282,7 @@ class BatchBook:
             await self._wait(job, pause * max(0, -(-(n - stop_at) // step)))  # the rest of its window passes
             cancelled = job.cancel_at is not None
         rest: Outcome = "canceled" if cancelled else "expired"
-        for cid, _ in job.lines[done:]:
+        for cid, _ in lines[done:]:
             job.results[cid] = LineResult(cid, rest)
         if cancelled or expiring:
             return self._finish(job, "cancelled" if cancelled else "expired")

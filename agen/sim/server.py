@@ -9,7 +9,7 @@ base URL):
     GET  /v1/models             OpenAI model list
     GET  /sim/stats             per-model requests, status counts, billed usage (what responses said)
     POST /sim/script            queue scripted responses for a model (FIFO, before normal processing)
-    POST /sim/reset             clear stats, scripts, rate buckets, quota counters, the prompt cache, batches, files
+    POST /sim/reset             clear stats, scripts, buckets, quota counters, prompt cache, batches, files, batch_dir
     GET  /sim/batch_stats       batches submitted per wire, custom_ids submitted twice, batch lines' usage
     /v1/files, /v1/batches      OpenAI's Files and Batch APIs (agen.sim.files, agen.sim.openai_batches)
     /v1/messages/batches        Anthropic's Message Batches API (agen.sim.anthropic_batches)
