@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from agen.app.runner import EXIT_OK, run_session
+from agen.app.summary import render_summary
 from agen.config import parse_config
 from agen.run.batches import FILE_NAME
 from agen.run.shards import read_records
@@ -76,6 +77,8 @@ def test_amplify_and_votes_in_batch_proposer_online(tmp_path, provider):
     assert submitted and len(submitted) == len({r["key"] for r in rows if r["ev"] == "results"})
     assert sum(stats["submitted"].values()) == len(submitted)
     assert stats["resubmitted_custom_ids"] == [] and stats["identical_batches"] == 0
+    summary = " ".join(render_summary(out.snapshot).split())
+    assert f"cheap: {len(submitted)} batches submitted" in summary
 
 
 @pytest.mark.parametrize("provider,on_failed", [("openai", "batch"), ("anthropic", "online")])

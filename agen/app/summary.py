@@ -70,6 +70,23 @@ def endpoint_lines(endpoints: dict[str, Any]) -> list[str]:
     return ["", "Endpoints (learned from responses unless marked config)"] + rows if rows else []
 
 
+def batch_lines(stats: dict[str, Any]) -> list[str]:
+    """What each model sent through its provider's batch API this session (`mode: batch`)."""
+    rows = []
+    for key in stats:
+        if not key.endswith("/batch/batches"):
+            continue
+        m = key[:-len("/batch/batches")]
+        b = {k: stats.get(f"{m}/batch/{k}", 0) for k in ("batches", "lines", "lines_failed", "lines_retried",
+                                                          "recovered", "answered_from_kept")}
+        if any(b.values()):
+            rows += textwrap.wrap(f"{m}: {b['batches']} batches submitted, {b['lines']} lines ({b['lines_failed']} "
+                                  f"failed, {b['lines_retried']} retried); {b['recovered']} earlier sessions' batches "
+                                  f"followed, {b['answered_from_kept']} requests answered from kept results",
+                                  WIDTH, initial_indent="  ", subsequent_indent="      ")
+    return ["", "Batches (mode: batch; lines billed at the batch price)"] + rows if rows else []
+
+
 def render_summary(snap: dict[str, Any]) -> str:
     """The human summary: funnel (one column per stage), cost per accepted, calls per stage/model."""
     head = (f"agen summary — run {snap.get('fingerprint', '?')}, session {snap.get('session', 0)}"
@@ -114,6 +131,7 @@ def render_summary(snap: dict[str, Any]) -> str:
         lines.append(f"Event-loop lag: p50 {lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms, max {lag['max_ms']:.1f} ms"
                      f" ({lag['stalls']} stalls over {lag['stall_threshold_ms']} ms)")
     lines.extend(truncation_hints(snap["stages"]))
+    lines.extend(batch_lines(snap.get("providers") or {}))
     lines.extend(endpoint_lines(snap.get("endpoints") or {}))
     prev = snap.get("previous_sessions")
     if prev and (prev["billing_unknown_requests"] or prev["redone_usd"]):
