@@ -111,6 +111,7 @@ class BatchCollector:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
+        self._finding = asyncio.Lock()
         self.stats = {"batches": 0, "lines": 0, "lines_failed": 0, "lines_retried": 0, "recovered": 0,
                       "answered_from_kept": 0}
         client.lane.on_close(self.close)
@@ -225,8 +226,7 @@ class BatchCollector:
             found = await self._find(entry)
             if found is None:
                 await self.store.record(entry, "void", why=f"create failed: {exc.message}"[:300])
-                return None
-            remote = found
+            return found
         except TaskFailedError as exc:
             await self.store.record(entry, "void", why=f"create refused: {exc.message}"[:300])
             raise
@@ -235,6 +235,15 @@ class BatchCollector:
         return remote
 
     async def _find(self, entry: BatchEntry) -> RemoteBatch | None:
+        """The batch an intent made, if the provider has it. One look-up at a time, each adopting its
+        batch before the next looks: two intents of the same size never claim the same batch."""
+        async with self._finding:
+            found = await self._look_up(entry)
+            if found is not None:
+                await self.store.record(entry, "submitted", batch_id=found.id, adopted=True)
+            return found
+
+    async def _look_up(self, entry: BatchEntry) -> RemoteBatch | None:
         found = await self.api.find(entry.key, entry.ts - FIND_MARGIN_S, len(entry.lines), self.store.known_batch_ids())
         if not found:
             return None
@@ -391,7 +400,6 @@ class BatchCollector:
                     log.info("batch_never_created", model=self.client.name, key=e.key)
                     free_all()
                     return
-                await self.store.record(e, "submitted", batch_id=found.id, adopted=True)
                 log.info("batch_found_again", model=self.client.name, key=e.key, batch_id=found.id)
             remote = await self._retrieve(e.batch_id)  # type: ignore[arg-type]
             await self._await_results(e, remote, settle)
