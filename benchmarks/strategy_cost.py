@@ -46,7 +46,7 @@ from typing import Any
 import orjson
 import yaml
 
-from agen.config import parse_config
+from agen.config import RunConfig, parse_config
 from agen.gen.answers import equivalent
 from agen.run.rundir import read_ledger
 from agen.run.shards import read_records
@@ -77,9 +77,16 @@ MODES: dict[str, dict[str, str]] = {
 BATCH = {"max_size": 500, "max_wait_s": 0.3, "poll_s": 0.05, "poll_max_s": 0.4}
 
 
+# The cache-aware prompt layout (`prompts.cache_layout`), a dimension of the batch rows where this
+# agen has it: on and off, so the two savings can be told apart.
+LAYOUTS: tuple[bool | None, ...] = (True, False) if "prompts" in RunConfig.model_fields else (None,)
+
+
 def config(out: Path, sim_url: str, proposals: int, amplified: int, k: int, early: bool, seed: int,
-           modes: dict[str, str] | None = None) -> Any:
+           modes: dict[str, str] | None = None, layout: bool | None = None) -> Any:
     raw = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+    if layout is not None:
+        raw["prompts"] = {"cache_layout": layout}
     for section, mode in (modes or {}).items():
         for target in (raw["models"].values() if section == "models" else [raw[section]]):
             target["mode"] = mode
@@ -133,12 +140,12 @@ def rates(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_one(out: Path, sim_url: str, name: str, props: int, amps: int, k: int, early: bool,
-            repeats: int, mode: str = "online") -> dict[str, Any]:
+            repeats: int, mode: str = "online", layout: bool | None = None) -> dict[str, Any]:
     """One strategy, run `repeats` times with run seeds 0, 1, ...; counts are pooled over the runs."""
     t0 = time.perf_counter()
     total: dict[str, Any] = {}
     for seed in range(repeats):
-        cfg = config(out / f"seed{seed}", sim_url, props, amps, k, early, seed, MODES[mode])
+        cfg = config(out / f"seed{seed}", sim_url, props, amps, k, early, seed, MODES[mode], layout)
         with contextlib.redirect_stdout(io.StringIO()):  # the run's own summary
             res = run_session(cfg, live=False)
         if res.exit_code != EXIT_OK:
@@ -152,7 +159,7 @@ def run_one(out: Path, sim_url: str, name: str, props: int, amps: int, k: int, e
                     cur[1] += a
             else:
                 total[key] = total.get(key, 0) + val
-    return {"strategy": name, "mode": mode, "k": k, "early_stop": early, "proposals": props, "amplified": amps,
+    return {"strategy": name, "mode": mode, "cache_layout": layout, "k": k, "early_stop": early, "proposals": props, "amplified": amps,
             "repeats": repeats, **rates(total), "wall_s": round(time.perf_counter() - t0, 1)}
 
 
@@ -169,20 +176,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n = 12 if args.quick else args.accepted
     repeats = 1 if args.quick else args.repeats
     p = max(2, n // 10)
-    runs: list[tuple[str, int, int, int, bool, str]] = [] if args.modes else [
-        ("frontier-only", n, 0, 16, True, "online"),
-        ("propose+amplify", p, n - p, 16, True, "online"),
-        ("amplify-only", 0, n, 16, True, "online"),
+    first = LAYOUTS[0]
+    runs: list[tuple[str, int, int, int, bool, str, bool | None]] = [] if args.modes else [
+        ("frontier-only", n, 0, 16, True, "online", first),
+        ("propose+amplify", p, n - p, 16, True, "online", first),
+        ("amplify-only", 0, n, 16, True, "online", first),
     ]
     if not args.modes:
         for k in ((4,) if args.quick else (4, 8, 16)):
             for early in (True, False):
                 if (k, early) != (16, True):
-                    runs.append((f"p+a K={k} {'early' if early else 'full'}", p, n - p, k, early, "online"))
-    runs += [(f"p+a {mode}", p, n - p, 16, True, mode) for mode in MODES if mode != "online" or args.modes]
+                    runs.append((f"p+a K={k} {'early' if early else 'full'}", p, n - p, k, early, "online", first))
+    for layout in LAYOUTS:
+        tag = "" if layout is None or layout is first else " -cache"
+        runs += [(f"p+a {mode}{tag}", p, n - p, 16, True, mode, layout) for mode in MODES
+                 if (mode != "online" or args.modes or tag)]
     with tempfile.TemporaryDirectory() as d:
         with SimProcess(sim_file(Path(d), args.latency_ms, args.batch_delay_s)) as sim:
-            rows = [run_one(Path(d) / f"run{i}", sim.base_url, *spec[:5], repeats, spec[5])
+            rows = [run_one(Path(d) / f"run{i}", sim.base_url, *spec[:5], repeats, spec[5], spec[6])
                     for i, spec in enumerate(runs)]
     head = (f"{'strategy':<22}{'K':>3}{'accepted':>9}{'$/accepted':>12}{'prec acc':>9}{'prec cand':>10}"
             f"{'steps':>6}{'hard':>6}{'$/hard':>10}{'calls':>7}{'samples/cand':>13}")
@@ -196,14 +207,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{'—' if r['cost_per_hard'] is None else format(r['cost_per_hard'], '.5f'):>10}{r['calls']:>7}"
               f"{r['samples_per_voted'] or 0:>13.2f}")
     base = next((r for r in rows if r["mode"] == "online" and r["proposals"] == p and r["k"] == 16
-                 and r["early_stop"] and r["amplified"] == n - p), None)
+                 and r["early_stop"] and r["amplified"] == n - p and r["cache_layout"] is first), None)
     if base and base["cost_per_accepted"]:
         print(f"\nbatch mixes vs online propose+amplify (same run, same sim; batch delay {args.batch_delay_s:g} s):")
         for r in rows:
             if r["strategy"].startswith("p+a ") and r["mode"] in MODES:
                 r["cost_ratio_vs_online"] = round((r["cost_per_accepted"] or 0) / base["cost_per_accepted"], 3)
                 r["wall_ratio_vs_online"] = round(r["wall_s"] / base["wall_s"], 2) if base["wall_s"] else None
-                print(f"  {r['mode']:<18} $/accepted x{r['cost_ratio_vs_online']:.3f}   precision "
+                label = r["mode"] + ("" if r["cache_layout"] is None else
+                                     " +cache" if r["cache_layout"] else " -cache")
+                print(f"  {label:<24} $/accepted x{r['cost_ratio_vs_online']:.3f}   precision "
                       f"{r['precision_accepted'] or 0:.1%} (online {base['precision_accepted'] or 0:.1%})   "
                       f"wall {r['wall_s']:.1f} s (x{r['wall_ratio_vs_online']})")
     result = {"benchmark": "strategy_cost", "accepted_target": n, "repeats": repeats, "results": rows}
