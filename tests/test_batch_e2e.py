@@ -105,3 +105,25 @@ def test_expired_and_failed_lines_are_retried(tmp_path, provider, on_failed):
     else:  # the same custom_id went into a later batch
         assert stats["resubmitted_custom_ids"]
 
+
+
+def test_open_ended_rip_responses_and_judges_in_batch(tmp_path):
+    """RIP with its K responses and every judge score in batches (`rip.mode: batch`), generation online:
+    the run meets its targets and the responses and judges are billed as batch lines."""
+    raw = yaml.safe_load((ROOT / "configs" / "open_ended.yaml").read_text())
+    raw["seeds"]["path"] = str(ROOT / "data" / "self_instruct_prompts.jsonl")
+    raw["propose"]["target"], raw["amplify"]["target"] = 3, 12
+    raw["rip"].update(mode="batch", pilot=8, k=4)
+    raw["output"]["dir"] = str(tmp_path / "run")
+    raw["simulator"] = {"config": str(sim_yaml(tmp_path / "sim.yaml"))}
+    raw["batch"] = {"max_size": 200, "max_wait_s": 0.2, "poll_s": 0.05, "poll_max_s": 0.2}
+    raw["log_level"] = "warning"
+    cfg = parse_config(raw)
+    out = run_session(cfg, live=False)
+    assert out.exit_code == EXIT_OK, out.message
+    root = Path(cfg.output.dir)
+    accepted = Counter(r["stage"] for r in records(root) if r["status"] == "accepted")
+    assert accepted["propose"] >= 3 and accepted["amplify"] >= 12
+    modes = {(c["stage"], c.get("mode", "online")) for c in read_records(root / "ledger") if c["ev"] == "call"}
+    assert {("amplify.respond", "batch"), ("amplify.judge", "batch")} <= modes
+    assert ("amplify", "online") in modes and not any(m == "batch" for s, m in modes if s in ("propose", "amplify"))
