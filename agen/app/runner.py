@@ -178,7 +178,8 @@ def _open_and_run(cfg: RunConfig, config_dir: Path | None, seeds: list[Example],
         run_dir = open_run_dir(cfg, Path(cfg.output.dir), config_dir=config_dir, seeds_digest=seeds_digest(seeds))
         restored = restore(run_dir)
         costs, previous = costs_from_ledger(run_dir.root, restored.done_ids)
-        batches = BatchStore(run_dir.root, run_dir.session, previous.batch_billed) if cfg.uses_batch() else None
+        batches = (BatchStore(run_dir.root, run_dir.session, previous.batch_billed, restored.done_ids)
+                   if cfg.uses_batch() else None)
     except (ConfigError, StorageError) as exc:
         if run_dir is not None:
             run_dir.close()

@@ -170,11 +170,6 @@ class BatchCollector:
         self._live.update(take)
         self._spawn(self._submit(take))
 
-    def flush_now(self) -> None:
-        """Submit the forming batch without waiting for max_wait_s (tests, and a run that has nothing else coming)."""
-        if self._forming:
-            self._flush()
-
     # ---------------------------------------------------------------- one batch
     async def _submit(self, batch: list[_Pending]) -> None:
         taken: set[str] = set()

@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import orjson
 
 from agen.errors import StorageError
 from agen.run import faults
+from agen.run.journal import base_task
 from agen.run.shards import repair_torn_tail
 
 FILE_NAME = "batches.jsonl"
@@ -86,9 +87,11 @@ def new_key() -> str:
 class BatchStore:
     """Appends fsynced lines to `batches.jsonl`; knows every batch earlier sessions recorded."""
 
-    def __init__(self, root: Path, session: int, billed: frozenset[str] = frozenset()) -> None:
+    def __init__(self, root: Path, session: int, billed: frozenset[str] = frozenset(),
+                 done: Container[str] = frozenset()) -> None:
         self.path = root / FILE_NAME
         self.session = session
+        self._done = done  # committed record ids: their kept results are not loaded (memory stays flat)
         # Batches whose lines are already billed in the ledger (its `batch_results` lines): a session
         # that died after that commit but before the results line downloads them again, and must not
         # count their cost twice.
@@ -127,7 +130,8 @@ class BatchStore:
         elif ev == "state":
             e.status = row["status"]
         elif ev == "results":
-            e.results = row["rows"]
+            sub = {ln.custom_id: ln.sub_id for ln in e.lines}
+            e.results = {cid: r for cid, r in row["rows"].items() if base_task(sub.get(cid, cid)) not in self._done}
         elif ev == "void":
             e.void = row["why"]
 
@@ -161,6 +165,7 @@ class BatchStore:
                                        "batch_id": e.batch_id, "lines": len(rows)})
         faults.crashpoint("batch_before_results")
         await self.record(e, "results", rows=rows)
+        e.results = {}  # on disk for a later session; this one settles its callers from `rows`
 
     async def _write(self, row: dict[str, Any]) -> None:
         data = orjson.dumps(row) + b"\n"
