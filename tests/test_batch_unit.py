@@ -94,3 +94,20 @@ def test_bad_batch_settings_name_the_key():
     raw = quick_raw(Path("/tmp"), vote={"mode": "later"})
     with pytest.raises(ConfigError, match="vote.mode"):
         parse_config(raw)
+
+
+def test_kept_results_of_committed_tasks_are_not_loaded(tmp_path):
+    async def write() -> None:
+        s = BatchStore(tmp_path, session=1)
+        e = await s.intent("cheap", "anthropic", [BatchLine("t1_v0", "t1/v0", 1, 3, "amplify.vote"),
+                                                  BatchLine("t2", "t2", 1, 4, "amplify")])
+        await s.results(e, {"t1_v0": {"ok": True, "texts": ["a"], "cost_usd": 0.1},
+                            "t2": {"ok": True, "texts": ["b"], "cost_usd": 0.2}})
+        assert e.results == {}  # on disk, not held by the session that wrote it
+        s.close()
+
+    asyncio.run(write())
+    s = BatchStore(tmp_path, session=2, done={"t1"})
+    (e,) = s.kept_results("cheap")
+    assert list(e.results) == ["t2"]
+    s.close()
