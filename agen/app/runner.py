@@ -37,6 +37,7 @@ from agen.gen.prompts import check_template, generation_prompt, set_template_dir
 from agen.gen.seeds import load_seeds
 from agen.providers import BatchSetup, Providers, check_api_keys
 from agen.run.batches import BatchStore
+from agen.run.journal import base_task
 from agen.run.ledger import PreviousSessions, costs_from_ledger
 from agen.run.restore import Restored, restore
 from agen.run.rundir import RunDir, open_run_dir
@@ -178,8 +179,9 @@ def _open_and_run(cfg: RunConfig, config_dir: Path | None, seeds: list[Example],
         run_dir = open_run_dir(cfg, Path(cfg.output.dir), config_dir=config_dir, seeds_digest=seeds_digest(seeds))
         restored = restore(run_dir)
         costs, previous = costs_from_ledger(run_dir.root, restored.done_ids)
-        batches = (BatchStore(run_dir.root, run_dir.session, previous.batch_billed, restored.done_ids)
-                   if cfg.uses_batch() else None)
+        done = restored.done_ids
+        batches = (BatchStore(run_dir.root, run_dir.session, previous.batch_billed,
+                              wanted=lambda sub_id: base_task(sub_id) not in done) if cfg.uses_batch() else None)
     except (ConfigError, StorageError) as exc:
         if run_dir is not None:
             run_dir.close()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +32,6 @@ import orjson
 
 from agen.errors import StorageError
 from agen.run import faults
-from agen.run.journal import base_task
 from agen.run.shards import repair_torn_tail
 
 FILE_NAME = "batches.jsonl"
@@ -88,10 +87,10 @@ class BatchStore:
     """Appends fsynced lines to `batches.jsonl`; knows every batch earlier sessions recorded."""
 
     def __init__(self, root: Path, session: int, billed: frozenset[str] = frozenset(),
-                 done: Container[str] = frozenset()) -> None:
+                 wanted: Callable[[str], bool] = lambda sub_id: True) -> None:
         self.path = root / FILE_NAME
         self.session = session
-        self._done = done  # committed record ids: their kept results are not loaded (memory stays flat)
+        self._wanted = wanted  # False for a sub-id whose task committed: its kept result is not loaded
         # Batches whose lines are already billed in the ledger (its `batch_results` lines): a session
         # that died after that commit but before the results line downloads them again, and must not
         # count their cost twice.
@@ -131,7 +130,7 @@ class BatchStore:
             e.status = row["status"]
         elif ev == "results":
             sub = {ln.custom_id: ln.sub_id for ln in e.lines}
-            e.results = {cid: r for cid, r in row["rows"].items() if base_task(sub.get(cid, cid)) not in self._done}
+            e.results = {cid: r for cid, r in row["rows"].items() if self._wanted(sub.get(cid, cid))}
         elif ev == "void":
             e.void = row["why"]
 
