@@ -36,6 +36,7 @@ from agen.run.shards import fsync_dir, read_records, repair_torn_tail, shard_pat
 
 STREAMS = ("accepted", "rejected", "ledger")
 LOCK_NAME = ".lock"
+DEDUP_CACHE = "dedup-cache"  # the dedup index's files while a session runs (rebuilt each session)
 
 
 _tmp_counter = itertools.count()
