@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from conftest import ROOT
 from test_dedup import GSM8K, _variant
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from agen.gen.dedup import Deduper
 from agen.gen.dedup_store import _BLOCK, ItemLog, MultiMap, SpillDir, _merge_runs, _records, _Run
@@ -144,3 +148,52 @@ def test_a_stale_cache_folder_is_emptied_not_trusted(tmp_path: Path) -> None:
     dd._lsh.wait_merged()
     assert dd._spill.used and not (cache / "lsh-999999.bin").exists()
     dd.close()
+
+
+def test_resume_rebuilds_the_spilled_index_from_the_shards(tmp_path: Path, monkeypatch) -> None:
+    """Session 1 spills its index to run_dir/dedup-cache and removes it at the end; a stale file
+    planted there is ignored; session 2 (resumed, index rebuilt from the shards into files) rejects
+    an exact and a near copy of session 1's oldest proposals, naming them."""
+    import urllib.request
+
+    from conftest import sim_config_file
+    from crash_resume import SimProcess, write_run_config
+
+    from agen.app.runner import EXIT_OK, run_session
+    from agen.config import load_config
+    from agen.gen import dedup
+    from agen.run.rundir import DEDUP_CACHE
+    from agen.run.shards import read_records
+
+    monkeypatch.setattr(dedup, "MERGE_AT", 64)  # 2 questions a merge, 16 a file: restored items live in files
+    monkeypatch.setattr(dedup, "SPILL_AT", 512)
+    root = tmp_path / "run"
+    with SimProcess(sim_config_file(tmp_path, latency_ms=2)) as sim:
+        cfg_path = write_run_config(tmp_path / "run.yaml", sim.base_url, root, proposals=6, target=30)
+        assert run_session(load_config(cfg_path), live=False).exit_code == EXIT_OK
+        assert not (root / DEDUP_CACHE).exists()
+        first = [r for r in read_records(root / "accepted") if r["stage"] == "propose"]
+        (root / DEDUP_CACHE).mkdir()
+        (root / DEDUP_CACHE / "lsh-999999.bin").write_bytes(b"\x00" * 8192)  # as a kill -9 would leave it
+
+        def proposal(question: str) -> dict:
+            text = (f"Plan: reuse.\n[New Question Begin]{question}[New Question End]\n"
+                    "[Final Answer to New Question Begin]\\boxed{7}[Final Answer to New Question End]")
+            return {"body": {"id": "chatcmpl-dup", "object": "chat.completion", "created": 0, "model": "sim-large",
+                             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                          "finish_reason": "stop"}],
+                             "usage": {"prompt_tokens": 50, "completion_tokens": 40, "total_tokens": 90}}}
+
+        words = first[1]["question"].split()
+        near = " ".join(words[:-2] + words[-1:])  # one word dropped: ROUGE-L well above 0.7
+        script = {"model": "sim-large", "responses": [proposal(first[0]["question"].upper()), proposal(near)]}
+        urllib.request.urlopen(urllib.request.Request(sim.base_url + "/sim/script", method="POST",
+                                                      data=json.dumps(script).encode())).close()
+        again = run_session(load_config(root / "config.yaml", {"output.dir": str(root), "propose.target": 8}),
+                            live=False)
+        assert again.exit_code == EXIT_OK, again.message
+    assert not (root / DEDUP_CACHE).exists()  # it was used (emptied, filled, removed): the stale file went too
+    dups = {r["reason"]: r for r in read_records(root / "rejected") if r["reason"].startswith("duplicate:")
+            and r["session"] == 1}
+    assert dups["duplicate:exact"]["duplicate_of"] == first[0]["id"]
+    assert dups["duplicate:near"]["duplicate_of"] == first[1]["id"]
