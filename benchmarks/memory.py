@@ -8,15 +8,15 @@ and every vote answers with the candidate's own answer on 3 of 4 samples. Going 
 against the sim would measure the same queues at a twentieth of the speed, too slow for 1M here.
 
 Two things grow with the run by design, and are reported separately from the queues: the
-committed-id set (resume's set difference) and the dedup index (every admitted question). Each
-child measures them at the end (ids: the set and its strings; dedup: its compact stores, counted
-once more for the copy a merge's `np.insert` holds next to the old array (in the merge thread),
-which is the peak, plus the high-water mark of its not-yet-merged buffers, ~5 KB per question up
-to 2^17 keys),
-so the growth per extra task splits into "by design" and "other" (everything else: what should
-be flat). The dedup's token-code cache (an lru_cache bounded at 262,144 entries, ~1 new token per
-task here) is shown on its own: it grows until it is full, then stays flat. The `--no-dedup`
-variant swaps the Deduper for a no-op to show what the queues alone hold.
+committed-id bitmaps (resume's set difference) and what the dedup index keeps in RAM of every
+admitted question (12 bytes in its item log's offsets, 1/64 of its postings as fences; the postings
+and token codes themselves are in files, page cache not RSS, reported as "files MB"). Its bounded
+parts — dict buffers up to `MERGE_AT` keys, the in-RAM sorted run up to `SPILL_AT` keys and its
+merge copy, the item log's 1 MB tail, the 8k-entry token-code cache — are full before 10k tasks.
+So the growth per extra task splits into "by design" and "other" (everything else: what should
+be flat). With three or more sizes the table ends with 1M extrapolated from the last two sizes'
+slope, its terms named. The `--no-dedup` variant swaps the Deduper for a no-op to show what the
+queues alone hold.
 
     python benchmarks/memory.py [--sizes 10000,100000,1000000] [--no-dedup] [--quick]
 
@@ -217,10 +217,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r["other_kb_per_extra_task"] = round(total - design - cache, 3)
     mode = "no-op dedup" if args.no_dedup else "real dedup"
     print(f"Pipeline with a stub provider (no HTTP), {mode}; peak RSS per size in a fresh process")
-    print("KB per extra task (vs the first size): total = by design (committed ids + dedup index and its merge "
-          "copy, + its unmerged buffer, flat after ~4k questions) + token cache (bounded) + other (should be ~0)")
+    print("KB per extra task (vs the first size): total = by design (committed ids + the dedup index's RAM: "
+          "12 B a question + fences) + token cache (bounded) + other (should be ~0)")
     print(f"{'tasks':>10}{'finished':>10}{'accepted':>10}{'seconds':>9}{'start MB':>10}{'peak MB':>9}{'ids MB':>8}"
-          f"{'dedup MB':>10}{'total':>8}{'design':>8}{'cache':>8}{'other':>8}")
+          f"{'dedup MB':>10}{'files MB':>10}{'total':>8}{'design':>8}{'cache':>8}{'other':>8}")
 
     def kb(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
@@ -228,10 +228,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for r in rows:
         print(f"{r['tasks']:>10}{r['finished']:>10}{r['accepted']:>10}{r['seconds']:>9}{r['rss_start_mb']:>10}"
               f"{r['peak_rss_mb']:>9}{r['ids_mb']:>8.1f}{r.get('dedup_index_mb', 0.0):>10.1f}"
+              f"{r.get('dedup_files_mb', 0.0):>10.1f}"
               f"{kb(r['kb_per_extra_task']):>8}{kb(r['by_design_kb_per_extra_task']):>8}"
               f"{kb(r['token_cache_kb_per_extra_task']):>8}{kb(r['other_kb_per_extra_task']):>8}")
     result = {"benchmark": "memory", "provider": "stub (in-process, no HTTP)", "dedup": not args.no_dedup,
               "results": rows}
+    if len(rows) >= 3 and rows[-1]["tasks"] < 1_000_000:
+        a, b = rows[-2], rows[-1]
+        extra = (1_000_000 - b["tasks"]) / (b["tasks"] - a["tasks"])  # the last two sizes' slope, carried on
+        design = (designed(b) - designed(a)) * extra
+        other = (b["peak_rss_mb"] - a["peak_rss_mb"]) * extra - design
+        mb = b["peak_rss_mb"] + design + other
+        result["extrapolated_1m"] = {"peak_rss_mb": round(mb, 1), "by_design_mb": round(design, 1),
+                                     "other_mb": round(other, 1), "from": [a["tasks"], b["tasks"]]}
+        print(f"1,000,000 tasks, extrapolated from {a['tasks']:,} → {b['tasks']:,}: {mb:.0f} MB = "
+              f"{b['peak_rss_mb']:.0f} MB at {b['tasks']:,} + {design:.1f} MB by design (ids, dedup RAM) "
+              f"+ {other:.1f} MB other")
     print(orjson.dumps(result).decode())
     sys.stdout.flush()
     return result
