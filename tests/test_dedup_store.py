@@ -143,11 +143,13 @@ def test_a_stale_cache_folder_is_emptied_not_trusted(tmp_path: Path) -> None:
     cache.mkdir()
     (cache / "lsh-999999.bin").write_bytes(b"\xff" * 4096)
     dd = Deduper(merge_at=64, spill_at=512, store=cache)
+    assert not cache.exists()  # removed when the index is opened
     for i, q in enumerate(_stream(400, 13)):
         dd.add(q, f"q{i}")
     dd._lsh.wait_merged()
-    assert dd._spill.used and not (cache / "lsh-999999.bin").exists()
+    assert dd._spill.used and cache.is_dir() and not (cache / "lsh-999999.bin").exists()
     dd.close()
+    assert not cache.exists()
 
 
 def test_resume_rebuilds_the_spilled_index_from_the_shards(tmp_path: Path, monkeypatch) -> None:
@@ -167,6 +169,9 @@ def test_resume_rebuilds_the_spilled_index_from_the_shards(tmp_path: Path, monke
 
     monkeypatch.setattr(dedup, "MERGE_AT", 64)  # 2 questions a merge, 16 a file: restored items live in files
     monkeypatch.setattr(dedup, "SPILL_AT", 512)
+    made: list[Path] = []
+    new_file = SpillDir.new_file
+    monkeypatch.setattr(SpillDir, "new_file", lambda self, prefix: made.append(new_file(self, prefix)) or made[-1])
     root = tmp_path / "run"
     with SimProcess(sim_config_file(tmp_path, latency_ms=2)) as sim:
         cfg_path = write_run_config(tmp_path / "run.yaml", sim.base_url, root, proposals=6, target=30)
@@ -189,10 +194,12 @@ def test_resume_rebuilds_the_spilled_index_from_the_shards(tmp_path: Path, monke
         script = {"model": "sim-large", "responses": [proposal(first[0]["question"].upper()), proposal(near)]}
         urllib.request.urlopen(urllib.request.Request(sim.base_url + "/sim/script", method="POST",
                                                       data=json.dumps(script).encode())).close()
+        assert made and all(p.parent == root / DEDUP_CACHE for p in made)
+        made.clear()
         again = run_session(load_config(root / "config.yaml", {"output.dir": str(root), "propose.target": 8}),
                             live=False)
         assert again.exit_code == EXIT_OK, again.message
-    assert not (root / DEDUP_CACHE).exists()  # it was used (emptied, filled, removed): the stale file went too
+    assert len(made) > 10 and not (root / DEDUP_CACHE).exists()  # spilled again, then removed (the stale file too)
     dups = {r["reason"]: r for r in read_records(root / "rejected") if r["reason"].startswith("duplicate:")
             and r["session"] == 1}
     assert dups["duplicate:exact"]["duplicate_of"] == first[0]["id"]

@@ -41,7 +41,7 @@ _MERGER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agen-dedup-merge
 class SpillDir:
     """The folder a deduper's files go in, created on first use (small runs never touch disk).
 
-    Given a folder, it is emptied first (left-overs of an earlier session are stale: the index is
+    Given a folder, it is removed at once (left-overs of an earlier session are stale: the index is
     rebuilt from the shards); without one, a private temporary folder is used. `close` removes it.
     """
 
@@ -50,12 +50,13 @@ class SpillDir:
         self._path: Path | None = None
         self._names = count()
         self._finalizer: weakref.finalize | None = None
+        if folder is not None:  # now, at start-up, not on the loop at the first spill
+            shutil.rmtree(folder, ignore_errors=True)
 
     def new_file(self, prefix: str) -> Path:
         if self._path is None:
             if self._given is not None:
-                shutil.rmtree(self._given, ignore_errors=True)
-                self._given.mkdir(parents=True)
+                self._given.mkdir(parents=True, exist_ok=True)
                 self._path = self._given
             else:
                 self._path = Path(tempfile.mkdtemp(prefix="agen-dedup-"))
