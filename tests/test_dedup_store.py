@@ -204,3 +204,23 @@ def test_resume_rebuilds_the_spilled_index_from_the_shards(tmp_path: Path, monke
             and r["session"] == 1}
     assert dups["duplicate:exact"]["duplicate_of"] == first[0]["id"]
     assert dups["duplicate:near"]["duplicate_of"] == first[1]["id"]
+
+
+def test_an_unwritable_cache_folder_is_a_storage_error_naming_it(tmp_path: Path) -> None:
+    """A spill that cannot write (here the folder's parent is a file) surfaces on the caller's
+    thread as StorageError (exit 4) naming the path, from the merge thread and from the item log."""
+    import pytest
+
+    from agen.errors import StorageError
+
+    (tmp_path / "file").write_text("x")
+    bad = tmp_path / "file" / "cache"
+    m = MultiMap(np.uint32, merge_at=4, spill_at=8, spill=SpillDir(bad))
+    with pytest.raises(StorageError, match="dedup index: writing .*file/cache"):
+        for v in range(100):
+            m.add([v, v + 1], v)
+        m.wait_merged()
+    log = ItemLog(SpillDir(bad), flush_at=16)
+    with pytest.raises(StorageError, match="dedup index: writing .*file/cache"):
+        for i in range(10):
+            log.append([1, 2, 3], f"id-{i}")

@@ -339,9 +339,10 @@ class ItemLog:
         self._len.append(len(codes))
         self._off.append(self._flushed + len(self._tail))
         if len(self._tail) >= self._flush_at:
-            path = self._spill.new_file("items") if self._fd is None else None
+            path = None
             try:
-                if path is not None:
+                if self._fd is None:
+                    path = self._spill.new_file("items")
                     self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
                 os.write(self._fd, self._tail)  # type: ignore[arg-type]  # page cache: ~0.1 ms a MB, once a MB
             except OSError as exc:
