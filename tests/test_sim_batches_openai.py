@@ -317,3 +317,18 @@ async def test_output_order_is_not_input_order(sim: SimServer) -> None:
         done = await wait_end(c, (await submit(c, [line(f"o{i:02d}", seed=i) for i in range(30)])).id)
         order = list(await read_lines(c, done.output_file_id))
     assert sorted(order) == [f"o{i:02d}" for i in range(30)] and order != sorted(order)
+
+
+async def test_batch_api_rpm_limits_polling() -> None:
+    """batch_api_rpm: the files/batch routes share one request budget, so a client polling without pause gets
+    429s with retry-after (on both wires) instead of free status checks."""
+    cfg = {"batch_api_rpm": 3, "batch": {"delay_s": 0.1}, "models": {"sim-small": LIMITED}}
+    async with await start_sim(cfg) as s, client(s) as c:
+        b = await submit(c, [line("a")])  # 2 requests: file + batch
+        await c.batches.retrieve(b.id)
+        with pytest.raises(openai.RateLimitError) as e:
+            await c.batches.retrieve(b.id)
+        assert int(e.value.response.headers["retry-after"]) >= 1
+        async with aiohttp.ClientSession() as http, http.get(
+                s.base_url + "/v1/messages/batches", headers={"anthropic-version": "2023-06-01"}) as r:
+            assert r.status == 429 and (await r.json())["error"]["type"] == "rate_limit_error"

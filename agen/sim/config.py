@@ -158,6 +158,8 @@ class SimConfig(_Strict):
     cache_ttl_s: float = Field(default=300.0, gt=0)
     batch: BatchOptions = BatchOptions()  # the batch APIs' timing and faults (a model may override)
     batch_dir: str | None = None  # keep batches and files here across sim restarts (None: in memory only)
+    batch_api_rpm: float | None = Field(default=None, gt=0)  # requests a minute to the files/batch routes
+    #   together (429 past it, as providers limit their batch endpoints): polling is not free
     models: dict[str, SimModel] = Field(default_factory=dict)
 
 
