@@ -77,14 +77,18 @@ NO_PREFLIGHT = click.option("--no-preflight", is_flag=True,
 @click.option("--k", "k", type=int, help="Samples per candidate: vote.k, or rip.k for an open-ended config.")
 @click.option("--grace", type=float, default=30.0, show_default=True,
               help="Seconds in-flight work may take to finish after the first Ctrl-C.")
+@click.option("--coordinator", help="redis://HOST:PORT/DB: split this run over many workers (coordinator.url); "
+                                     "--out is then the run root, this worker writes RUN_ROOT/workers/ID.")
+@click.option("--worker-id", help="This worker's name in a coordinated run (coordinator.worker_id).")
 @NO_PREFLIGHT
 @LOG_FILE
 def run(config: str, out: str | None, target: int | None, proposals: int | None,
-        budget_usd: float | None, k: int | None, grace: float, no_preflight: bool, log_file: Path | None) -> None:
+        budget_usd: float | None, k: int | None, grace: float, coordinator: str | None, worker_id: str | None,
+        no_preflight: bool, log_file: Path | None) -> None:
     from agen.app.runner import run_session
 
     overrides = {"output.dir": out, "amplify.target": target, "propose.target": proposals,
-                 "budget.usd": budget_usd}
+                 "budget.usd": budget_usd, "coordinator.url": coordinator, "coordinator.worker_id": worker_id}
     with _input_errors():
         path = _config_path(config)
         if k is not None:
