@@ -1,4 +1,4 @@
-"""The `agen` command: run, resume, status, report, export, init and sim.
+"""The `agen` command: run, resume, status, report, export, merge, init and sim.
 
 Exit codes (README): 0 every target met or the budget reached, 2 bad input or environment, 3 fatal
 provider error, 4 storage error, 5 no progress, 6 endpoint unreachable, 130 interrupted.
@@ -144,8 +144,10 @@ def report(run_dir: Path) -> None:
     """Write RUN_DIR/report.html (charts, no network needed) and RUN_DIR/report.json."""
     from agen.app.report import write_report
 
+    from agen.app.merge import readable_run
+
     with _input_errors():
-        json_path, html_path = write_report(run_dir)
+        json_path, html_path = write_report(readable_run(run_dir))
     click.echo(f"agen: wrote {html_path} and {json_path}")
 
 
@@ -166,11 +168,30 @@ def export(run_dir: Path, fmt: str | None, out: Path | None, min_pass_rate: floa
     from agen.app.export import PassRange, default_format
     from agen.app.export import export as do_export
 
+    from agen.app.merge import readable_run
+
     with _input_errors():
+        run_dir = readable_run(run_dir)
         fmt = fmt or default_format(run_dir)
         target = out or run_dir / f"export-{fmt}.jsonl"
         n = do_export(run_dir, fmt, target, PassRange(min_pass_rate, max_pass_rate), card=not no_card)
     click.echo(f"agen: wrote {n} {fmt} rows to {target}")
+
+
+@cli.command()
+@click.argument("run_root", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The merged run directory to write (replaced if an earlier merge wrote it).")
+def merge(run_root: Path, out: Path) -> None:
+    """One deduplicated run directory from a coordinated run's workers (RUN_ROOT/workers/*)."""
+    from agen.app.merge import merge_run
+
+    with _input_errors():
+        res = merge_run(run_root, out)
+    accepted = ", ".join(f"{s} {n}" for s, n in sorted(res.accepted.items())) or "none"
+    click.echo(f"agen: merged {len(res.workers)} workers into {out}: accepted {accepted}; moved to rejected as "
+               f"duplicates across workers: {res.near_duplicates} near, {res.exact_duplicates} exact"
+               + (f"; {res.repeated_ids} ids found twice, kept once" if res.repeated_ids else ""))
 
 
 @cli.command()
