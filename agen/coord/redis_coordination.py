@@ -124,7 +124,7 @@ class RedisCoordination:
                                                          args=[self.worker]))
             if released:
                 log.info("claims_released", stage=stage, indices=released, worker=self.worker)
-        await self.tick({})
+        await self._read_counts()
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_WAIT_S
@@ -253,18 +253,13 @@ class RedisCoordination:
             if held:
                 await self._do(self._s["RENEW"](keys=self._keys(stage, "lease", "owner"),
                                                 args=[self.worker, repr(self.cfg.lease_s), *sorted(held)]))
+        now = time.time()
         for stage in STAGES:
             # what each worker expects its work in flight to add, with its time: a killed worker's
             # entry stops counting after one lease
-            now = time.time()
             await self._do(self._redis.hset(self.key("infl", stage), self.worker,
                                             f"{in_flight.get(stage, 0.0):.3f}:{now:.3f}"))
-            acc = await self._do(self._redis.hgetall(self.key("acc", stage)))
-            self._others[stage] = sum(int(v) for w, v in acc.items() if w.decode() != self.worker)
-            infl = await self._do(self._redis.hgetall(self.key("infl", stage)))
-            self._others_in_flight[stage] = sum(
-                float(v.split(b":")[0]) for w, v in infl.items()
-                if w.decode() != self.worker and now - float(v.split(b":")[1]) < self.cfg.lease_s)
+        await self._read_counts(now)
         rows = await self._do(self._redis.lrange(self.key("pool"), self._pool_offset, -1))
         self._pool_offset += len(rows)
         out = []
@@ -273,6 +268,16 @@ class RedisCoordination:
             if p["w"] != self.worker:
                 out.append(Example(p["id"], p["q"], p["a"], p.get("c")))
         return out
+
+    async def _read_counts(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        for stage in STAGES:
+            acc = await self._do(self._redis.hgetall(self.key("acc", stage)))
+            self._others[stage] = sum(int(v) for w, v in acc.items() if w.decode() != self.worker)
+            infl = await self._do(self._redis.hgetall(self.key("infl", stage)))
+            self._others_in_flight[stage] = sum(
+                float(v.split(b":")[0]) for w, v in infl.items()
+                if w.decode() != self.worker and now - float(v.split(b":")[1]) < self.cfg.lease_s)
 
     def _soon(self, coro: Any) -> None:
         async def run() -> None:
