@@ -103,15 +103,19 @@ def run(config: str, out: str | None, target: int | None, proposals: int | None,
 @click.option("--budget-usd", type=float, help="A new spending limit for the whole run.")
 @click.option("--grace", type=float, default=30.0, show_default=True,
               help="Seconds in-flight work may take to finish after the first Ctrl-C.")
+@click.option("--coordinator", help="A coordinated run's worker: the Redis to use now (coordinator.url), if it moved.")
 @NO_PREFLIGHT
 @LOG_FILE
-def resume(run_dir: Path, budget_usd: float | None, grace: float, no_preflight: bool, log_file: Path | None) -> None:
-    """Resume RUN_DIR with the config of its latest session (relative paths resolve from that config's folder)."""
+def resume(run_dir: Path, budget_usd: float | None, grace: float, coordinator: str | None, no_preflight: bool,
+           log_file: Path | None) -> None:
+    """Resume RUN_DIR with the config of its latest session (relative paths resolve from that config's folder).
+    A coordinated run's worker resumes as `agen resume RUN_ROOT/workers/W`."""
     from agen.app.runner import run_session
     from agen.run.rundir import run_config_dir
 
     with _input_errors():
-        cfg = load_config(run_dir / "config.yaml", {"budget.usd": budget_usd, "output.dir": str(run_dir)})
+        cfg = load_config(run_dir / "config.yaml", {"budget.usd": budget_usd, "output.dir": str(run_dir),
+                                                    "coordinator.url": coordinator})
         config_dir = run_config_dir(run_dir)
         configure_logging(cfg.log_level, file=log_file)
     _finish(run_session(cfg, config_dir=config_dir, grace_s=grace, probe=not no_preflight))
