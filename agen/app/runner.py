@@ -119,6 +119,10 @@ def preflight(cfg: RunConfig, config_dir: Path | None = None) -> tuple[list[Exam
     for name, m in cfg.models.items():
         price_for(name, m, table)  # every model must have a price before anything is spent
     check_api_keys({n: m for n, m in cfg.models.items() if m.base_url != "sim"})
+    co = cfg.coordinator
+    if co is not None and co.password_env and not os.environ.get(co.password_env):
+        raise ConfigError(f"coordinator: environment variable {co.password_env} is not set (it should hold the "
+                          f"Redis password)")
     set_template_dirs(config_dir)  # templates named in a config are found next to it first
     q = seeds[0].question if seeds else "sample question"
     for stage in (cfg.propose, cfg.amplify):
