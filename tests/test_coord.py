@@ -126,9 +126,12 @@ async def test_accepted_slots_hold_the_target_across_workers(redis_url: str, tmp
     await a.aclose()  # 0 is done (1 committed); a's other claims and slots (1, 2) go back
     await b.close()  # b killed: its slots (3, 4) are held until it restarts
     c = await joined(redis_url, tmp_path, "c")
-    assert [await c.take_slot("amplify", 50 + i, 4) for i in range(2)] == [True, False]  # 1 done + 3 held
+    mine = [await c.claim("amplify", 100) for _ in range(5)]
+    assert not await c.take_slot("amplify", 3, 4)  # b's index: only its owner takes its slot
+    assert not await c.take_slot("amplify", 0, 4)  # done: no slot (a stalled worker's late verdict)
+    assert [await c.take_slot("amplify", i, 4) for i in mine[:2]] == [True, False]  # 1 done + 3 held
     await (await joined(redis_url, tmp_path, "b")).aclose()  # b restarts (and stops): its slots go back
-    assert [await c.take_slot("amplify", 60 + i, 4) for i in range(3)] == [True, True, False]
+    assert [await c.take_slot("amplify", i, 4) for i in mine[2:]] == [True, True, False]
     await c.aclose()
 
 

@@ -95,3 +95,28 @@ def test_an_unreachable_coordinator_stops_before_anything_is_sent(sim, tmp_path)
 
         stats = json.loads(r.read())
     assert sum(sum(m["status"].values()) for m in stats.values() if isinstance(m, dict) and "status" in m) == 0
+
+
+def test_a_worker_stalled_past_its_lease_loses_its_claims_and_writes_no_duplicate(sim, redis_url, tmp_path):
+    """SIGSTOP one worker for longer than lease_s: the other takes its claims over; when it wakes,
+    its records for them are refused (`claims_lost`), so no id is committed twice."""
+    import os
+    import signal
+
+    root = tmp_path / "run"
+    cfg = write_run_config(tmp_path / "run.yaml", sim.base_url, root, proposals=8, target=200,
+                           coordinator={"url": redis_url, "worker_id": "unset", "lease_s": 1.5})
+    procs = {w: start(cfg, root, w, redis_url, tmp_path / f"{w}.log") for w in ("a", "b")}
+    deadline = time.monotonic() + 60
+    while len(committed_ids(worker_dir(root, "a"))) < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(procs["a"].pid, signal.SIGSTOP)
+    time.sleep(4)  # well past the lease: b reclaims a's in-flight indices
+    os.killpg(procs["a"].pid, signal.SIGCONT)
+    codes = {w: p.wait(timeout=180) for w, p in procs.items()}
+    assert codes == {"a": 0, "b": 0}, [(tmp_path / f"{w}.log").read_text()[-800:] for w in procs]
+    ids = Counter(i for w in procs for i in committed_ids(worker_dir(root, w)))
+    assert max(ids.values()) == 1
+    snap = snapshot_from_files(root)
+    assert {s: v["accepted"] for s, v in snap["stages"].items()} == {"propose": 8, "amplify": 200}
+    assert "claims_lost" in (tmp_path / "a.log").read_text()

@@ -120,9 +120,14 @@ def preflight(cfg: RunConfig, config_dir: Path | None = None) -> tuple[list[Exam
         price_for(name, m, table)  # every model must have a price before anything is spent
     check_api_keys({n: m for n, m in cfg.models.items() if m.base_url != "sim"})
     co = cfg.coordinator
-    if co is not None and co.password_env and not os.environ.get(co.password_env):
-        raise ConfigError(f"coordinator: environment variable {co.password_env} is not set (it should hold the "
-                          f"Redis password)")
+    if co is not None:
+        try:
+            import redis.asyncio  # noqa: F401
+        except ImportError:
+            raise ConfigError("coordinator: needs the redis package: pip install 'agen[redis]'") from None
+        if co.password_env and not os.environ.get(co.password_env):
+            raise ConfigError(f"coordinator: environment variable {co.password_env} is not set (it should hold the "
+                              f"Redis password)")
     set_template_dirs(config_dir)  # templates named in a config are found next to it first
     q = seeds[0].question if seeds else "sample question"
     for stage in (cfg.propose, cfg.amplify):

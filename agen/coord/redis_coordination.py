@@ -238,7 +238,8 @@ class RedisCoordination:
         self._soon(mark())
 
     async def take_slot(self, stage: str, index: int, target: int) -> bool:
-        ok = await self._do(self._s["SLOT"](keys=self._keys(stage, "total", "slot"), args=[index, target]))
+        ok = await self._do(self._s["SLOT"](keys=self._keys(stage, "total", "slot", "owner", "done"),
+                                            args=[index, target, self.worker]))
         return bool(int(ok))
 
     async def seen(self, key: int, task_id: str) -> str | None:

@@ -122,9 +122,14 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then return ARGV[2] end
 return redis.call('HGET', KEYS[1], ARGV[1])
 """
 
-# KEYS: total, slot. ARGV: index, target. 1 if this accepted verdict fits under the target
-# (committed + reserved < target; the slot is kept until DONE or RELEASE), else 0: surplus.
+# KEYS: total, slot, owner, done. ARGV: index, target, worker. 1 if this accepted verdict fits under
+# the target (committed + reserved < target; the slot is kept until DONE or RELEASE), else 0:
+# surplus. Only the index's owner may take its slot, and not once it is done: a worker whose claim
+# was taken over (it stalled past its lease) would otherwise hold a slot nobody ever gives back.
 SLOT = """
+if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[3] or redis.call('GETBIT', KEYS[4], tonumber(ARGV[1])) == 1 then
+  return 0
+end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 1 end
 if tonumber(redis.call('GET', KEYS[1]) or '0') + redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('SADD', KEYS[2], ARGV[1])
