@@ -114,6 +114,20 @@ async def test_a_claim_taken_over_is_refused_at_commit(redis_url: str, tmp_path:
     await fast.aclose()
 
 
+async def test_a_workers_own_expired_lease_is_renewed_not_handed_back_to_it(redis_url: str, tmp_path: Path) -> None:
+    """A worker that stalled past its lease still works on the index: its next claim must not return
+    it (that would run one task twice in one worker)."""
+    w = await joined(redis_url, tmp_path, "w", lease_s=1.0)
+    assert await w.claim("propose", 100) == 0
+    r = aioredis.from_url(redis_url)
+    while await r.zcount(w.key("lease", "propose"), "-inf", "(" + str(await _now(r))) < 1:
+        await asyncio.sleep(0.05)
+    assert await w.claim("propose", 100) == 1
+    assert await r.zcount(w.key("lease", "propose"), "-inf", "(" + str(await _now(r))) == 0  # 0 renewed
+    await r.aclose()
+    await w.aclose()
+
+
 async def test_accepted_slots_hold_the_target_across_workers(redis_url: str, tmp_path: Path) -> None:
     a, b = await joined(redis_url, tmp_path, "a"), await joined(redis_url, tmp_path, "b")
     assert [await a.claim("amplify", 100) for _ in range(3)] + [await b.claim("amplify", 100) for _ in range(3)] \

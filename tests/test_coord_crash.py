@@ -120,3 +120,23 @@ def test_a_worker_stalled_past_its_lease_loses_its_claims_and_writes_no_duplicat
     snap = snapshot_from_files(root)
     assert {s: v["accepted"] for s, v in snap["stages"].items()} == {"propose": 8, "amplify": 200}
     assert "claims_lost" in (tmp_path / "a.log").read_text()
+
+
+def test_scale_out_quota_benchmark_smoke():
+    """benchmarks/scale_out_quota.py on a short window: a table, a JSON line, both rows; the
+    workers sharing the quota draw fewer 429s than the ones each limiting themselves."""
+    import json
+    import subprocess
+
+    need_redis_server()
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale_out_quota.py"), "--workers", "2",
+                          "--seconds", "6", "--warm", "5", "--rpm", "300"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    doc = json.loads(lines[-1])
+    assert doc["benchmark"] == "scale_out_quota" and len(lines) >= 4
+    shared, local = doc["rows"]
+    assert (shared["quota"], local["quota"]) == ("shared", "local")
+    assert shared["ok"] > 0 and local["ok"] > 0
+    assert local["demand"] > shared["demand"] and local["share_429"] > shared["share_429"]

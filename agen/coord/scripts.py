@@ -21,7 +21,8 @@ restarted empty under a running worker stops it instead of re-issuing committed 
 """
 
 # KEYS: epoch, next, lease, owner, done. ARGV: worker, lease_s, limit.
-# Returns the claimed index, -1 (none left below limit) or -2 (state lost).
+# Returns the claimed index (an expired lease of another worker first, else `next`), -1 (none left
+# below limit) or -2 (state lost).
 CLAIM = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
 local t = redis.call('TIME')
@@ -29,7 +30,13 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local limit = tonumber(ARGV[3])
 local i = nil
 for _, idx in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 8)) do
-  if tonumber(idx) < limit then i = tonumber(idx) break end
+  if redis.call('HGET', KEYS[4], idx) == ARGV[1] then
+    -- this worker's own lease ran out while it still works on it (it stalled): renewed, not re-issued
+    redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), idx)
+  elseif tonumber(idx) < limit then
+    i = tonumber(idx)
+    break
+  end
 end
 if i == nil then
   local n = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -101,13 +108,15 @@ return tonumber(redis.call('HGET', KEYS[5], ARGV[1]) or '0')
 
 # KEYS: lease, owner, pending, slot. ARGV: worker. Everything this worker claimed or was committing and
 # has not marked done returns to the pool at once (run after its committed shard was marked done:
-# what is still pending never reached its shard). Returns how many indices were released.
+# what is still pending never reached its shard), owned by nobody (so any worker, this one
+# included, claims them next). Returns how many indices were released.
 RELEASE = """
 local n = 0
 local owners = redis.call('HGETALL', KEYS[2])
 for j = 1, #owners, 2 do
   if owners[j + 1] == ARGV[1] then
     redis.call('HDEL', KEYS[3], owners[j])
+    redis.call('HDEL', KEYS[2], owners[j])
     redis.call('ZADD', KEYS[1], 0, owners[j])
     redis.call('SREM', KEYS[4], owners[j])
     n = n + 1
