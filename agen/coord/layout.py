@@ -20,10 +20,6 @@ def worker_dir(output_dir: Path, worker_id: str) -> Path:
     return output_dir / WORKERS / worker_id
 
 
-def run_root_of(output_dir: Path, worker_id: str) -> Path:
-    return worker_dir(output_dir, worker_id).parent.parent
-
-
 def is_run_root(path: Path) -> bool:
     """A folder of worker directories (and not itself a run directory)."""
     return (path / WORKERS).is_dir() and not (path / "run.json").exists()

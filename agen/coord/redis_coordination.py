@@ -5,8 +5,9 @@ being committed (`PRECOMMIT`, just before its group commit is written: no longer
 (`DONE`, after the fsync). A worker killed with claims outstanding loses them after `lease_s`, or
 at once when the same worker id starts again (`RELEASE`, after it has marked its whole shard done:
 whatever is still "being committed" then never reached its shard). So an index is run twice only
-if a live worker stalls for longer than its lease — and even then the second writer's record is
-refused by `PRECOMMIT` (not written), so no id is ever committed twice.
+if a live worker stalls for longer than its lease; even then the stalled worker's record is
+refused by `PRECOMMIT` (the claim is the other worker's now) and not written, and its late
+accepted verdict takes no target slot: no id is ever committed twice, no slot leaks.
 
 Redis restarted empty (no persistence) under running workers: every script that hands out or
 commits work sees the run's `epoch` key gone and the worker stops (exit 6). The first worker to
@@ -74,7 +75,6 @@ class RedisCoordination:
         self._pool_offset = 0
         self._background: set[asyncio.Task[None]] = set()
         self._failed: FatalRunError | None = None
-        self.claims = self.refused = 0
 
     # ---- keys and calls ----------------------------------------------------------------------
 
@@ -193,7 +193,6 @@ class RedisCoordination:
             raise self._lost()
         if i < 0:
             return None
-        self.claims += 1
         self._held[stage].add(i)
         return i
 
@@ -216,7 +215,6 @@ class RedisCoordination:
             if got:
                 log.warning("claims_lost", stage=stage, indices=[int(i) for i in got], worker=self.worker,
                             detail="another worker took them over (a stall longer than lease_s); not written")
-        self.refused += len(refused)
         return refused
 
     def committed(self, records: list[dict[str, Any]]) -> None:
@@ -310,9 +308,6 @@ class RedisCoordination:
         """Close the connections (nothing given back: for a worker that never joined the run)."""
         await self._redis.aclose()
         await self._pool.disconnect()
-
-    def statistics(self) -> dict[str, int]:
-        return {"claims": self.claims, "refused": self.refused}
 
 
 def _by_stage(records: list[dict[str, Any]]) -> dict[str, dict[int, str]]:
