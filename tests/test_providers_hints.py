@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from agen.providers.facts import ChargeProbe, EndpointFacts
 from agen.providers.headers import header_families, parse_rate_limits, parse_retry_after, retry_hint
 from agen.providers.lane import Pacer
-from agen.providers.reserve import WARM, OutputReserve
+from agen.providers.reserve import KEEP, WARM, OutputReserve
 from agen.providers.transport import classify
 from agen.errors import ThrottledError
 
@@ -97,6 +97,21 @@ def test_reserve_is_max_tokens_until_warm_and_usage_charged() -> None:
     q = r.per_choice("propose", 1000, True)
     assert 200 < q < 400 and r.per_choice("propose", 1000, False) == 1000
     assert r.per_choice("vote", 1000, True) == 1000  # per stage
+
+
+def test_reserve_is_resorted_every_8th_call_once_its_window_is_full() -> None:
+    """The quantile is re-taken every 8th call of a stage, also once the window holds KEEP calls
+    (it used to re-sort on every call from then on: the deque's length stays a multiple of 8)."""
+    r = OutputReserve()
+    for _ in range(KEEP):  # call KEEP (a multiple of 8) takes the quantile
+        r.observe("vote", 100, 1)
+    before = r.per_choice("vote", 10_000, True)
+    changed_at = None
+    for call in range(KEEP + 1, KEEP + 41):
+        r.observe("vote", 5000, 1)
+        if changed_at is None and r.per_choice("vote", 10_000, True) != before:
+            changed_at = call
+    assert changed_at is not None and changed_at % 8 == 0
 
 
 def test_usage_charging_lane_banks_refunds_a_max_tokens_lane_does_not() -> None:
