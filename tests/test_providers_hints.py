@@ -134,3 +134,30 @@ def test_usage_charging_lane_banks_refunds_a_max_tokens_lane_does_not() -> None:
             now = round(now + 0.01, 2)
         return n
     assert admitted_in_10s("usage") > admitted_in_10s(None) * 1.3
+
+
+def test_header_names_are_read_once_per_set_and_new_sets_still_count() -> None:
+    """What a response's headers say (families for the `headers` fact, whether the lane should
+    parse rate limits) is worked out once per set of header names; a new set is read in full."""
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from agen.config import ModelConfig, Price
+    from agen.providers import attempts
+    from agen.providers.client import ModelClient
+
+    c = ModelClient("m", ModelConfig(model="x"), transport=None, base_url="http://127.0.0.1:9/v1",  # type: ignore[arg-type]
+                    price=Price(input=1.0, output=1.0))
+
+    def h(**kv: str) -> CIMultiDictProxy[str]:
+        return CIMultiDictProxy(CIMultiDict({k.replace("_", "-"): v for k, v in kv.items()}))
+
+    plain = h(content_type="application/json", x_request_id="a")
+    assert c._seen_headers(plain) is False and c.facts.get("headers") == ["none"]
+    assert c._seen_headers(h(content_type="application/json", x_request_id="b")) is False  # same names
+    limited = h(content_type="application/json", x_ratelimit_remaining_requests="9", retry_after="1")
+    assert c._seen_headers(limited) is True
+    assert c.facts.get("headers") == ["retry-after", "x-ratelimit-remaining"]
+    for i in range(attempts._SHAPES_KEPT + 5):  # past the remembered sets: read every time, same answers
+        assert c._seen_headers(h(**{f"x_extra_{i}": "1"})) is False
+    assert c._seen_headers(h(anthropic_ratelimit_requests_remaining="3", x_extra_999="1")) is False  # openai lane
+    assert "anthropic-ratelimit" in c.facts.get("headers")
