@@ -91,7 +91,7 @@ class CostBook:
 
     @property
     def total_tokens(self) -> int:
-        return self.total.usage.total_tokens
+        return self.total.input_tokens + self.total.output_tokens
 
     @property
     def usage(self) -> Usage:
