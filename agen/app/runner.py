@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import orjson
 import structlog
 
+from agen.app.gc_policy import session_gc
 from agen.app.preflight import check_endpoints
 from agen.app.progress import Progress
 from agen.app.summary import render_summary
@@ -238,7 +239,7 @@ def _run_async(prep: Prepared, base_urls: dict[str, str], grace_s: float, live: 
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
         runner = asyncio.Runner()
-    with runner:
+    with runner, session_gc():
         return runner.run(_session(prep, base_urls, grace_s, live))
 
 
