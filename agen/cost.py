@@ -1,8 +1,8 @@
 """What every call cost, from its real usage: the price arithmetic and the run's cost book.
 
-`cost_usd` prices one Usage; `CostBook` sums CallRecords (every HTTP attempt, including failed
-attempts that were billed, such as a 200 with usage but an unusable body) by model, by stage and
-by (stage, model).
+`cost_usd` prices one Usage, online or at the batch rates of a call sent through a batch API;
+`CostBook` sums CallRecords (every HTTP attempt, including failed attempts that were billed, such
+as a 200 with usage but an unusable body) by model, by stage and by (stage, model).
 """
 
 from __future__ import annotations
@@ -10,17 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agen.config import Price
+from agen.config import Price, Rates
 from agen.types import CallRecord, Usage
 
 PER = 1_000_000.0
 
 
-def cost_usd(usage: Usage, price: Price) -> float:
+def cost_usd(usage: Usage, price: Rates, batch: bool = False) -> float:
     """USD for one call: uncached input, cached input, cache writes, output (reasoning included).
 
-    `cached_input` and `cache_write` default to `input` when the price does not give them.
+    `cached_input` and `cache_write` default to `input` when the price does not give them. `batch`:
+    the call went through the provider's batch API, billed at the model's batch rates (`Price.rates`).
     """
+    if batch:
+        if not isinstance(price, Price):
+            raise TypeError("a batch call needs a model's Price (its batch rates), not bare Rates")
+        price = price.rates(batch=True)
     cached_p = price.input if price.cached_input is None else price.cached_input
     write_p = price.input if price.cache_write is None else price.cache_write
     uncached = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
