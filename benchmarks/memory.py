@@ -134,7 +134,7 @@ _BUF_HIGH: dict[int, int] = {}  # id(_MultiMap) -> largest buffer seen before a 
 
 
 def _buf_bytes(m: Any) -> int:
-    return sys.getsizeof(m._buf) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in m._buf.items())
+    return m.buffer_nbytes()
 
 
 def _watch_dedup_buffers() -> None:
@@ -144,7 +144,7 @@ def _watch_dedup_buffers() -> None:
     add = dd._MultiMap.add
 
     def watched(self: Any, keys: list[int], value: int) -> None:
-        if self._buffered + len(keys) >= self._merge_at:
+        if len(self._buf) + len(keys) >= self._merge_at:
             _BUF_HIGH[id(self)] = max(_BUF_HIGH.get(id(self), 0), _buf_bytes(self))
         add(self, keys, value)
 
@@ -166,7 +166,7 @@ def by_design(p: Any) -> dict[str, float | int]:
             m.wait_merged()
         # np.insert copies keys, then vals, each with a 1-byte-per-slot mask: the larger array + mask
         out["dedup_merge_copy_mb"] = round(sum(max(m._keys.nbytes, m._vals.nbytes) + len(m._keys) for m in maps) * mb, 3)
-        # not-yet-merged keys (a dict of lists, ~5 KB per question), bounded by merge_at: its
+        # not-yet-merged keys (arrays and a dict of chain heads), bounded by merge_at: its
         # high-water mark is a constant once the first merge has happened
         buf = sum(max(_BUF_HIGH.get(id(m), 0), _buf_bytes(m)) for m in maps)
         out["dedup_buffer_mb"] = round(buf * mb, 3)

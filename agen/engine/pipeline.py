@@ -259,6 +259,7 @@ class Pipeline:
                         break  # a calibration pilot needs more candidates before any is decided
                     await self._changed.wait()
                 c.generating += 1
+                self.watchdog.admitted(stage, index)
                 await task_q.put(GenTask(tid, stage, index, self._examples(stage, index)))
                 admitted += 1
                 if admitted % 32 == 0:

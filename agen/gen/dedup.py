@@ -15,8 +15,8 @@ on GSM8K questions with synthetic edits, it finds ~99% of pairs at ROUGE-L ≥ 0
 in [0.70, 0.75)) at ~1e-4 candidates per stored unrelated question.
 
 Memory per item (~0.45 kB, vs ~5 kB for datasketch's LSH): the LSH is a sorted-array multimap
-(uint32 band key + int32 item = 8 bytes per band, plus a dict buffer merged in batches, in a
-worker thread, so no check waits for a merge),
+(uint32 band key + int32 item = 8 bytes per band, plus a buffer of arrays merged in batches, in
+a worker thread, so no check waits for a merge; nothing the cycle collector traverses),
 tokens are kept as 20-bit codes in one uint32 array (4 bytes per word) so ROUGE-L runs on
 `str`s of codes, and ids live in one bytes buffer. A 20-bit code collision can only raise an
 LCS, by about one word in ~0.2% of comparisons: immaterial at a 0.7 threshold.
@@ -27,6 +27,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import re
+import sys
 import zlib
 from array import array
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -86,24 +87,63 @@ class DupMatch:
 _MERGER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agen-dedup-merge")
 
 
-def _merged(keys: np.ndarray, vals: np.ndarray, buf: dict[int, list[int]],
+class _Buffer:
+    """The not-yet-merged part of a `_MultiMap`: append-only arrays plus a dict of chain heads.
+
+    Each value is one slot in `keys`/`vals`/`prev` (`prev`: the slot of the key's previous value,
+    -1 for none), and `head` maps a key to its newest slot. Nothing here is a container the cycle
+    collector must traverse (a dict of ints is untracked, arrays hold no objects), so a buffer of
+    131k values adds nothing to a full collection's pause; a dict of one-element lists made 100k+
+    tracked lists and full collections of 200-400 ms on the event loop.
+    """
+
+    __slots__ = ("head", "keys", "prev", "vals")
+
+    def __init__(self, typecode: str) -> None:
+        self.head: dict[int, int] = {}
+        self.keys = array(typecode)
+        self.vals = array("i")
+        self.prev = array("i")
+
+    def __len__(self) -> int:
+        return len(self.vals)
+
+    def add(self, key: int, value: int) -> None:
+        self.prev.append(self.head.get(key, -1))
+        self.head[key] = len(self.vals)
+        self.keys.append(key)
+        self.vals.append(value)
+
+    def newest(self, key: int, limit: int) -> list[int]:
+        """Up to `limit` values stored under `key`, newest first."""
+        out: list[int] = []
+        slot = self.head.get(key, -1)
+        prev, vals = self.prev, self.vals
+        while slot >= 0 and len(out) < limit:
+            out.append(vals[slot])
+            slot = prev[slot]
+        return out
+
+    def nbytes(self) -> int:
+        return sys.getsizeof(self.head) + sum(a.itemsize * len(a) for a in (self.keys, self.vals, self.prev))
+
+
+def _merged(keys: np.ndarray, vals: np.ndarray, buf: _Buffer,
             dtype: type[np.unsignedinteger]) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted run with a buffer's keys inserted after equal older ones (pure: inputs untouched)."""
-    flat_keys: list[int] = []
-    flat_vals: list[int] = []
-    for k, bucket in buf.items():
-        flat_keys.extend([k] * len(bucket))
-        flat_vals.extend(bucket)
-    new_keys = np.array(flat_keys, dtype=dtype)
-    new_vals = np.array(flat_vals, dtype=np.int32)
-    order = np.argsort(new_keys, kind="stable")  # keeps each bucket's insertion order
+    """The sorted run with a buffer's values inserted after equal older ones (pure: inputs untouched).
+
+    Every step is a numpy call on the buffer's arrays (no Python loop), so the worker thread holds
+    the GIL for microseconds at a time and the event loop's thread is not slowed while it runs."""
+    new_keys = np.frombuffer(buf.keys, dtype=dtype)
+    new_vals = np.frombuffer(buf.vals, dtype=np.int32)
+    order = np.argsort(new_keys, kind="stable")  # keeps each key's insertion order
     new_keys, new_vals = new_keys[order], new_vals[order]
     at = np.searchsorted(keys, new_keys, side="right")  # new items after old ones
     return np.insert(keys, at, new_keys), np.insert(vals, at, new_vals)
 
 
 class _MultiMap:
-    """Append-only key → item multimap: a sorted numpy run plus dict buffers merged in batches.
+    """Append-only key → item multimap: a sorted numpy run plus buffers merged in batches.
 
     Costs 4–8 bytes per key + 4 per value, against ~100 for a Python dict entry. A full buffer
     is frozen (lookups still read it) and merged into the sorted run **in a worker thread** (the
@@ -111,33 +151,30 @@ class _MultiMap:
     in at a later `add`; nothing on the caller's thread is proportional to the size of the index.
     """
 
-    __slots__ = ("_buf", "_buffered", "_dtype", "_frozen", "_keys", "_merge_at", "_merging", "_vals")
+    __slots__ = ("_buf", "_dtype", "_frozen", "_keys", "_merge_at", "_merging", "_typecode", "_vals")
 
     def __init__(self, dtype: type[np.unsignedinteger], merge_at: int = 1 << 17) -> None:
         self._dtype = dtype
+        self._typecode = "Q" if np.dtype(dtype).itemsize == 8 else "I"
+        assert array(self._typecode).itemsize == np.dtype(dtype).itemsize
         self._keys = np.empty(0, dtype=dtype)
         self._vals = np.empty(0, dtype=np.int32)
-        self._buf: dict[int, list[int]] = {}
-        self._frozen: dict[int, list[int]] | None = None  # being merged; older than _buf
+        self._buf = _Buffer(self._typecode)
+        self._frozen: _Buffer | None = None  # being merged; older than _buf
         self._merging: Future[tuple[np.ndarray, np.ndarray]] | None = None
-        self._buffered = 0
         self._merge_at = merge_at
 
     def add(self, keys: list[int], value: int) -> None:
+        buf = self._buf
         for k in keys:
-            bucket = self._buf.get(k)
-            if bucket is None:
-                self._buf[k] = [value]
-            else:
-                bucket.append(value)
-        self._buffered += len(keys)
+            buf.add(k, value)
         if self._merging is not None and self._merging.done():
             self._swap()
-        if self._buffered >= self._merge_at:
+        if len(buf) >= self._merge_at:
             if self._merging is not None:  # the last merge is still running: wait for it (rare)
                 self._merging.result()
                 self._swap()
-            self._frozen, self._buf, self._buffered = self._buf, {}, 0
+            self._frozen, self._buf = buf, _Buffer(self._typecode)
             self._merging = _MERGER.submit(_merged, self._keys, self._vals, self._frozen, self._dtype)
 
     def _swap(self) -> None:
@@ -150,6 +187,10 @@ class _MultiMap:
             self._merging.result()
             self._swap()
 
+    def buffer_nbytes(self) -> int:
+        """Bytes held by the not-yet-merged buffers (bounded by `merge_at`)."""
+        return self._buf.nbytes() + (self._frozen.nbytes() if self._frozen is not None else 0)
+
     def get(self, keys: np.ndarray, limit: int) -> list[int]:
         """Values stored under any of `keys`, at most `limit` (the most recent) per key, in no
         particular order."""
@@ -159,9 +200,8 @@ class _MultiMap:
         if bufs:
             for i, k in enumerate(keys.tolist()):
                 for buf in bufs:
-                    bucket = buf.get(k)
-                    if bucket is not None and need[i] > 0:
-                        take = bucket[-need[i]:]
+                    if need[i] > 0:
+                        take = buf.newest(k, need[i])
                         out.extend(take)
                         need[i] -= len(take)
         if len(self._keys):
@@ -317,7 +357,7 @@ class Deduper:
         return match
 
     def nbytes(self) -> int:
-        """Bytes held in the compact stores (excludes the not-yet-merged dict buffers)."""
+        """Bytes held in the compact stores (excludes the not-yet-merged buffers)."""
         return (
             self._exact.nbytes()
             + self._lsh.nbytes()
