@@ -31,6 +31,7 @@ import structlog
 from agen.config import RunConfig, StageConfig
 from agen.cost import CostBook
 from agen.engine.admission import StageCounts, budget_left
+from agen.engine.collector import SessionCollector
 from agen.engine.fewshot import COVERAGE_TASKS, FewShotCoverage, Rotation, coverage, pick_examples
 from agen.engine.loop_lag import LoopLagMonitor
 from agen.engine.records import build_record, usage_dict
@@ -86,6 +87,7 @@ class Pipeline:
         self.stop_reason: str | None = None
         self.sending = True  # False after stop_sending: no request may leave any more
         self.stopped_sending_at: float | None = None
+        self._lanes_closed = False
         self.journal = Journal(previous.journal if previous else None)
         self._paid_before = previous.paid_ids if previous else frozenset()
         self.redone_usd = 0.0  # paid in this session for a request an earlier session had paid for
@@ -96,6 +98,7 @@ class Pipeline:
         self.exhausted: list[str] = []  # stages that tried max_attempts candidates short of their target
         self.started = time.monotonic()
         self.loop_lag = LoopLagMonitor()
+        self.collector = SessionCollector()
         self._task_cost: Counter[str] = Counter()
         self._changed = asyncio.Event()
         self._req_ids = itertools.count()
@@ -166,12 +169,22 @@ class Pipeline:
         """Stop now without losing what was paid: nothing new is admitted and no further request
         is sent (queued or retrying requests are refused by their lanes with `Stopped`); requests on
         the wire finish and are recorded; cut tasks stay uncommitted, their results journaled."""
+        self.halt_sending(reason)
         self.request_stop(reason)
+        if not self._lanes_closed:
+            self._lanes_closed = True
+            for name in self.providers:
+                lane = self.providers[name].lane
+                lane.close(lane.closed or Stopped(f"not sent: {reason}"))
+
+    def halt_sending(self, reason: str) -> None:
+        """From this instant no request leaves (flags only, so a signal handler may call it in the
+        middle of any code); `stop_sending`, run on the loop, does the rest."""
         if self.sending:
             self.sending = False
             self.stopped_sending_at = time.time()
             for name in self.providers:
-                self.providers[name].lane.close(Stopped(f"not sent: {reason}"))
+                self.providers[name].lane.halt(Stopped(f"not sent: {reason}"))
 
     def cancel_now(self) -> None:
         """Abandon in-flight work (it is redone on resume); the sink still flushes what it has."""
@@ -360,6 +373,7 @@ class Pipeline:
     async def run(self) -> None:
         """Run to the targets (or a stop); always flush the sink before returning."""
         self.sink.open()
+        self.collector.start()
         self.loop_lag.start()
         sink_task = asyncio.create_task(self.sink.run(), name="sink")
         self._work = asyncio.create_task(self._work_all(), name="work")
@@ -385,6 +399,7 @@ class Pipeline:
                 self.sink.log(row)
             await self.filter.aclose()
             self.loop_lag.close()
+            self.collector.close()
             await self.sink.aclose()
             await asyncio.shield(sink_task)
         if self.sink.error is not None:

@@ -9,6 +9,7 @@ counters they keep beyond the common ones (the `_count_*` hooks).
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -182,6 +183,9 @@ class LaneClient:
         while True:
             self._raise_if_fatal()
             ticket = await self.lane.acquire(est_tokens, front=tries > 0, out_tokens=out_tokens)
+            if self.lane.closed is not None:  # admitted, then the lane closed before this task ran
+                self.lane.release(ticket, None)
+                raise copy.copy(self.lane.closed)
             tries += 1
             if not isinstance(body, bytes):
                 body = body()

@@ -8,6 +8,7 @@ base URL):
     POST /pooling               vLLM's Pooling API as served for reward models: one scalar per input
     GET  /v1/models             OpenAI model list
     GET  /sim/stats             per-model requests, status counts, billed usage (what responses said)
+    GET  /sim/received?after=T  count of model requests received, receive times (unix) of those after T
     POST /sim/script            queue scripted responses for a model (FIFO, before normal processing)
     POST /sim/reset             clear stats, scripts, rate buckets, quota counters and the prompt cache
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from array import array
 import hashlib
 import itertools
 import logging
@@ -129,6 +131,7 @@ class SimState:
         self.models = {name: ModelState(m, now) for name, m in self.cfg.models.items()}
         self.stats: dict[str, ModelStats] = collections.defaultdict(ModelStats)
         self.scripts: dict[str, collections.deque[dict[str, Any]]] = collections.defaultdict(collections.deque)
+        self.received = array("d")  # wall-clock time each model request reached a handler (8 bytes each)
 
     def next_id(self) -> str:
         return f"{self.prefix:08x}{next(self.ids):016x}"
@@ -233,6 +236,17 @@ class Handlers:
     async def stats(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps({k: v.as_dict() for k, v in self.st.stats.items()}), content_type=JSON)
 
+    async def received(self, request: web.Request) -> web.Response:
+        """GET /sim/received?after=T: how many model requests reached the sim, and the wall-clock
+        receive times of those after T (the server's own record, e.g. against a client's signal time)."""
+        try:
+            after = float(request.query.get("after", "inf"))
+        except ValueError:
+            return web.Response(status=400, body=b'{"error":"after must be a number (unix time)"}', content_type=JSON)
+        times = self.st.received
+        return web.Response(body=orjson.dumps({"count": len(times), "after": [t for t in times if t > after]}),
+                            content_type=JSON)
+
     async def reset(self, request: web.Request) -> web.Response:
         self.st.reset()
         return web.Response(body=b'{"ok":true}', content_type=JSON)
@@ -278,6 +292,7 @@ class Handlers:
 
     async def _serve(self, request: web.Request, fmt: wire.Wire, pooling: bool = False) -> web.StreamResponse:
         st = self.st
+        st.received.append(time.time())
         rid = "req_" + st.next_id()
         id_header = "x-request-id" if fmt == "openai" else "request-id"
         box: list[Any] = ["_unknown", None, None]  # model name, usage to bill, stream options (None: no stream)
@@ -645,6 +660,7 @@ def build_app(cfg: SimConfig | dict[str, Any] | None = None) -> web.Application:
     app.router.add_post("/pooling", h.pooling)
     app.router.add_get("/v1/models", h.models)
     app.router.add_get("/sim/stats", h.stats)
+    app.router.add_get("/sim/received", h.received)
     app.router.add_post("/sim/script", h.script)
     app.router.add_post("/sim/reset", h.reset)
     return app
