@@ -88,6 +88,7 @@ class ModelState:
 
     def __init__(self, cfg: SimModel, now: float) -> None:
         self.cfg = cfg
+        self.started = now  # outage windows count from here
         q = cfg.quirks
 
         def limiter(limit: float | None) -> limits.Limiter | None:
@@ -431,6 +432,9 @@ class Handlers:
         # quota, then rate limits
         faults = ms.cfg.faults
         ms.calls += 1
+        out = faults.outage
+        if out is not None and out.after_s <= now - ms.started < out.after_s + out.for_s:
+            raise _Reply(out.status, wire.scripted_error(fmt, out.status, rid), rl)
         if faults.quota_after is not None and ms.calls > faults.quota_after:
             msg = wire.QUOTA_OPENAI if fmt == "openai" else wire.QUOTA_ANTHROPIC
             raise _Reply(*wire.error(fmt, "quota", msg, rid), rl)
