@@ -118,17 +118,30 @@ class LoopLagMonitor:
             if own > self.own_max_s:
                 self.own_max_s = own
 
+    def _loop_cpu(self) -> float | None:
+        """CPU seconds the loop's thread has used (Linux, macOS), else None."""
+        try:
+            return time.clock_gettime(time.pthread_getcpuclockid(self._loop_thread))
+        except (AttributeError, OSError):
+            return None
+
     def _watch(self) -> None:
         reported_beat = None
+        cpu_at: tuple[float, float | None] = (self._beat, self._loop_cpu())  # (beat, loop CPU at that beat)
         while not self._stop.wait(self.warn_s / 4):
             beat = self._beat
+            if beat != cpu_at[0]:
+                cpu_at = (beat, self._loop_cpu())
             away = time.perf_counter() - beat
             if away > self.warn_s + self.interval_s and beat != reported_beat:
                 reported_beat = beat
                 self.stalls += 1
                 frame = sys._current_frames().get(self._loop_thread)
                 stack = "".join(traceback.format_stack(frame, limit=12)) if frame is not None else "?"
-                log.warning("event_loop_blocked", blocked_ms=round(away * 1000), stack=stack)
+                now_cpu, then_cpu = self._loop_cpu(), cpu_at[1]
+                # CPU the loop burned meanwhile (at most `away`): far less means other processes held the cores
+                cpu_ms = round((now_cpu - then_cpu) * 1000) if now_cpu is not None and then_cpu is not None else None
+                log.warning("event_loop_blocked", blocked_ms=round(away * 1000), loop_cpu_ms=cpu_ms, stack=stack)
 
     def snapshot(self) -> dict[str, Any]:
         h = self.hist

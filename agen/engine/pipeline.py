@@ -183,8 +183,7 @@ class Pipeline:
         if self.sending:
             self.sending = False
             self.stopped_sending_at = time.time()
-            for name in self.providers:
-                self.providers[name].lane.halt(Stopped(f"not sent: {reason}"))
+            self.providers.halt(Stopped(f"not sent: {reason}"))
 
     def cancel_now(self) -> None:
         """Abandon in-flight work (it is redone on resume); the sink still flushes what it has."""

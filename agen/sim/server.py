@@ -133,6 +133,7 @@ class SimState:
         self.stats: dict[str, ModelStats] = collections.defaultdict(ModelStats)
         self.scripts: dict[str, collections.deque[dict[str, Any]]] = collections.defaultdict(collections.deque)
         self.received = array("d")  # wall-clock time each model request reached a handler (8 bytes each)
+        self.ticks = array("d")  # (wall-clock time, lag s) of the loop-lag timer, flat (see `received`)
 
     def next_id(self) -> str:
         return f"{self.prefix:08x}{next(self.ids):016x}"
@@ -238,14 +239,18 @@ class Handlers:
         return web.Response(body=orjson.dumps({k: v.as_dict() for k, v in self.st.stats.items()}), content_type=JSON)
 
     async def received(self, request: web.Request) -> web.Response:
-        """GET /sim/received?after=T: how many model requests reached the sim, and the wall-clock
-        receive times of those after T (the server's own record, e.g. against a client's signal time)."""
+        """GET /sim/received?after=T: how many model requests reached the sim, the wall-clock
+        receive times of those after T (the server's own record, e.g. against a client's signal time),
+        and `lag_ticks`: [time, lag s] of the sim's own 20 ms timer after T — a request received while
+        the sim's loop ran `lag` late may have been waiting in its socket since `time - lag`."""
         try:
             after = float(request.query.get("after", "inf"))
         except ValueError:
             return web.Response(status=400, body=b'{"error":"after must be a number (unix time)"}', content_type=JSON)
-        times = self.st.received
-        return web.Response(body=orjson.dumps({"count": len(times), "after": [t for t in times if t > after]}),
+        times, ticks = self.st.received, self.st.ticks
+        first = next((i for i in range(0, len(ticks), 2) if ticks[i] > after), len(ticks))
+        return web.Response(body=orjson.dumps({"count": len(times), "after": [t for t in times if t > after],
+                                               "lag_ticks": [ticks[i:i + 2].tolist() for i in range(first, min(len(ticks), first + 2000), 2)]}),
                             content_type=JSON)
 
     async def reset(self, request: web.Request) -> web.Response:
@@ -665,9 +670,26 @@ def build_app(cfg: SimConfig | dict[str, Any] | None = None) -> web.Application:
     app.router.add_get("/v1/models", h.models)
     app.router.add_get("/sim/stats", h.stats)
     app.router.add_get("/sim/received", h.received)
+    app.cleanup_ctx.append(_lag_ticks)
     app.router.add_post("/sim/script", h.script)
     app.router.add_post("/sim/reset", h.reset)
     return app
+
+
+async def _lag_ticks(app: web.Application) -> Any:
+    """The sim's own loop lag, for `GET /sim/received` (a request waits in the socket as long)."""
+    async def tick() -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.02)
+            lag = time.perf_counter() - t0 - 0.02
+            ticks = app[_STATE_KEY].ticks
+            if len(ticks) < 2_000_000:  # 16 MB at most (~4.5 h)
+                ticks.extend((time.time(), lag))
+
+    task = asyncio.get_running_loop().create_task(tick())
+    yield
+    task.cancel()
 
 
 class SimServer:
