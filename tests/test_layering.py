@@ -14,7 +14,7 @@ LAYERS = {
     # verifiable domains: how answers are read and checked (code runs in a sandboxed child process)
     "agen.verify": 3,
     # mechanisms: endpoints at their limits, durable output, the simulated provider
-    "agen.providers": 4, "agen.run": 4, "agen.sim": 4,
+    "agen.providers": 4, "agen.run": 4, "agen.sim": 4, "agen.coord": 4,
     # stages: prompts and filters
     "agen.gen.seeds": 5, "agen.gen.prompts": 5, "agen.filters": 5,
     # the engine: admission, workers, records, wiring

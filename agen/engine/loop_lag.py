@@ -10,7 +10,7 @@ Two figures tell *why* the loop was late. `own_max_ms`: for each tick, the small
 the CPU time the loop's thread used during it, an upper bound on the part of the lag that the
 process's own work explains; the rest is the machine (other processes holding the cores). On a
 machine with 6 runnable processes per core a 100 ms turn of our own shows as ~600 ms of lag.
-`gc_max_ms`/`gc_ms`: the longest and the total pause of the cycle collector (see `collector.py`).
+`gc_max_ms`/`gc_ms`: the longest and the total pause of the cycle collector (tuned by `agen.app.gc_policy`).
 """
 
 from __future__ import annotations

@@ -56,6 +56,12 @@ _CODE_SPAN = 0x110000 - 0x800  # code points minus the surrogate block
 _SHIFT = np.uint64(32)
 
 
+def exact_key(text: str) -> int:
+    """The exact-duplicate key: a 64-bit hash of the case- and whitespace-normalised text."""
+    norm = " ".join(text.casefold().split())
+    return int.from_bytes(hashlib.blake2b(norm.encode(), digest_size=8).digest(), "little")
+
+
 def tokenize(text: str) -> list[str]:
     """Lowercased word tokens as rouge-score makes them (runs of letters/digits, any script)."""
     return _WORD.findall(text.lower())
@@ -266,8 +272,7 @@ class Deduper:
     # -- features ---------------------------------------------------------------------------
 
     def _prepare(self, text: str) -> _Prepared:
-        norm = " ".join(text.casefold().split())
-        exact = int.from_bytes(hashlib.blake2b(norm.encode(), digest_size=8).digest(), "little")
+        exact = exact_key(text)
         tokens = tokenize(text)
         codes = [_code(t) for t in tokens]
         return _Prepared(exact, codes, self._band_keys(tokens, codes) if codes else None)
