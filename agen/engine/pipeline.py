@@ -49,7 +49,7 @@ from agen.providers import Providers
 from agen.run.journal import Journal, base_task
 from agen.run.ledger import PreviousSessions
 from agen.run.restore import Restored
-from agen.run.rundir import RunDir
+from agen.run.rundir import DEDUP_CACHE, RunDir
 from agen.run.sink import Sink
 from agen.types import CallRecord, Example, ScoreRequest
 from agen.verify import make_verifier
@@ -78,7 +78,9 @@ class Pipeline:
         self._rotation = Rotation(cfg.seed)
         self._shown: list[list[str]] = []  # shown example ids of the first amplify tasks admitted
         self.done_ids = restored.done_ids
-        self.dedup = Deduper(threshold=cfg.dedup.near_threshold)
+        # its files are a cache in the run directory (emptied here, removed at the end): the shards
+        # are the record, and the index is rebuilt from them below
+        self.dedup = Deduper(threshold=cfg.dedup.near_threshold, store=run_dir.root / DEDUP_CACHE)
         for ex in seeds:
             self.dedup.add(ex.question, ex.id)
         for rid, question in restored.dedup_items:
@@ -434,6 +436,7 @@ class Pipeline:
             self.loop_lag.close()
             await self.sink.aclose()
             await asyncio.shield(sink_task)
+            self.dedup.close()
             with contextlib.suppress(FatalRunError):
                 await self._tick()  # the final global counts for the summary and exit code
             await self.coord.aclose()
