@@ -134,7 +134,7 @@ _BUF_HIGH: dict[int, int] = {}  # id(MultiMap) -> largest buffer seen before a m
 
 
 def _buf_bytes(m: Any) -> int:
-    return m.buffer_nbytes()
+    return sys.getsizeof(m._buf) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in m._buf.items())
 
 
 def _watch_dedup_buffers() -> None:
@@ -144,7 +144,7 @@ def _watch_dedup_buffers() -> None:
     add = ds.MultiMap.add
 
     def watched(self: Any, keys: list[int], value: int) -> None:
-        if len(self._buf) + len(keys) >= self._merge_at:
+        if self._buffered + len(keys) >= self._merge_at:
             _BUF_HIGH[id(self)] = max(_BUF_HIGH.get(id(self), 0), _buf_bytes(self))
         add(self, keys, value)
 
