@@ -122,6 +122,8 @@ def check_secrets_by_value(cfg: RunConfig, environ: Mapping[str, str]) -> None:
     values = {m.api_key_env: environ.get(m.api_key_env, "") for m in cfg.models.values() if m.api_key_env}
     values.update({q.password_env: environ.get(q.password_env, "") for m in cfg.models.values()
                    if (q := m.shared_quota) is not None and q.password_env})
+    if cfg.coordinator is not None and cfg.coordinator.password_env:
+        values[cfg.coordinator.password_env] = environ.get(cfg.coordinator.password_env, "")
     values = {k: v for k, v in values.items() if len(v) >= 8}
     if not values:
         return
@@ -151,6 +153,26 @@ def _credential_paths(value: Any, path: str) -> list[str]:
     return found
 
 
+def check_redis_url(url_text: str, password_env: str | None) -> None:
+    """A Redis URL the config may hold (it is snapshotted): no password in it, a known scheme, and
+    password_env a variable NAME."""
+    try:
+        url = urlsplit(url_text)
+        password = url.password
+    except ValueError:
+        raise ValueError("url is not a valid URL") from None
+    if url.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"url must start with redis://, rediss:// or unix:// (got {url.scheme or 'no'} scheme)")
+    if password is not None or (url.scheme != "unix" and "@" in url.netloc and url.username):
+        raise ValueError("url carries credentials (user:password@host); it is written to the run directory's "
+                         "config snapshot: put the password in an environment variable named in password_env")
+    if any(_credential_name(k) for k, _ in parse_qsl(url.query, keep_blank_values=True)):
+        raise ValueError("url has a credential in its query; use password_env")
+    env = password_env
+    if env is not None and (key_shaped(env) or not _ENV_NAME.fullmatch(env)):
+        raise ValueError("password_env must be the NAME of an environment variable, not the password")
+
+
 class SharedQuotaConfig(_Strict):
     """A model's RPM/TPM held in Redis and shared by every process naming the same quota `name`."""
 
@@ -162,21 +184,24 @@ class SharedQuotaConfig(_Strict):
 
     @model_validator(mode="after")
     def _url_is_redis_without_password(self) -> SharedQuotaConfig:
-        try:
-            url = urlsplit(self.url)
-            password = url.password
-        except ValueError:
-            raise ValueError("url is not a valid URL") from None
-        if url.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"url must start with redis://, rediss:// or unix:// (got {url.scheme or 'no'} scheme)")
-        if password is not None or (url.scheme != "unix" and "@" in url.netloc and url.username):
-            raise ValueError("url carries credentials (user:password@host); it is written to the run directory's "
-                             "config snapshot: put the password in an environment variable named in password_env")
-        if any(_credential_name(k) for k, _ in parse_qsl(url.query, keep_blank_values=True)):
-            raise ValueError("url has a credential in its query; use password_env")
-        env = self.password_env
-        if env is not None and (key_shaped(env) or not _ENV_NAME.fullmatch(env)):
-            raise ValueError("password_env must be the NAME of an environment variable, not the password")
+        check_redis_url(self.url, self.password_env)
+        return self
+
+
+class CoordinatorConfig(_Strict):
+    """One logical run split over many worker processes through Redis (`agen/coord`): claims of
+    task indices, the global accepted counts, the shared proposal pool and exact-duplicate set."""
+
+    url: str  # redis://host:port/db or rediss://...; no password here (snapshotted): password_env
+    worker_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")  # default: fingerprint
+    password_env: str | None = None
+    lease_s: float = Field(default=30.0, ge=1.0)  # a killed worker's claims return to the pool after this
+    timeout_s: float = Field(default=5.0, gt=0)  # Redis silent this long: the worker stops (exit 6)
+
+    @model_validator(mode="after")
+    def _url_is_redis_without_password(self) -> CoordinatorConfig:
+        check_redis_url(self.url, self.password_env)
         return self
 
 
@@ -218,6 +243,7 @@ class ModelConfig(_Strict):
     window: Literal["steady", "fixed"] | None = None  # limits refill steadily, or reset at fixed clock windows
     unreachable_after_s: float = Field(default=30.0, gt=0)  # every attempt failing at transport level this long:
     unreachable_after_attempts: int | None = Field(default=None, ge=1)  # (or this many in a row) stop the run
+    failing_after_s: float = Field(default=30.0, gt=0)  # every answer a 5xx this long: stop the run (resumable)
     max_retries: int = Field(default=8, ge=0)
     bad_response_retries: int = Field(default=2, ge=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
@@ -436,6 +462,7 @@ class RunConfig(_Strict):
     output: OutputConfig = OutputConfig()
     budget: BudgetConfig = BudgetConfig()
     simulator: SimulatorConfig | None = None
+    coordinator: CoordinatorConfig | None = None  # many workers, one run (agen/coord)
     sandbox: SandboxConfig = SandboxConfig()  # verify: code
     batch: BatchConfig = BatchConfig()  # models or stages in `mode: batch`
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -536,7 +563,7 @@ RESUMABLE_FIELDS = {
     "propose.workers", "amplify.workers", "vote.concurrency", "rip.concurrency", "propose.target", "amplify.target",
     "propose.max_attempts", "amplify.max_attempts", "budget", "output.dir", "simulator", "watchdog",
     "sandbox.parallel", "models.*.mode", "propose.mode", "amplify.mode", "vote.mode", "rip.mode", "batch",
-    "log_level",
+    "log_level", "coordinator",
 }
 
 

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openai
 import orjson
 import pytest
+import yaml
 
-from agen.sim import SimServer, start_sim
+from agen.sim import SimProcess, SimServer, start_sim
 
 LIMITED = {"latency_ms": {"median": 0}, "rpm": 1, "tpm": 100}  # online: one tiny request a minute
 CFG = {"batch": {"delay_s": 0.3}, "models": {"sim-small": LIMITED, "sim-large": {"latency_ms": {"median": 0}}}}
@@ -269,7 +275,7 @@ async def test_batch_endpoints_want_the_key() -> None:
                 await c.files.create(file=("in.jsonl", io.BytesIO(b"{}")), purpose="batch")
 
 
-async def test_restart_forgets_without_batch_dir_and_resumes_with_it(tmp_path: Any) -> None:
+async def test_restart_forgets_without_batch_dir_and_resumes_with_it(tmp_path: Path) -> None:
     """Without batch_dir a restarted sim knows no batch; with it, a restarted sim serves the ended batch and its
     files as they were, runs the unfinished one again to the same answers, and keeps the submission counts."""
     base = {"models": {"sim-small": LIMITED}}
@@ -317,3 +323,46 @@ async def test_output_order_is_not_input_order(sim: SimServer) -> None:
         done = await wait_end(c, (await submit(c, [line(f"o{i:02d}", seed=i) for i in range(30)])).id)
         order = list(await read_lines(c, done.output_file_id))
     assert sorted(order) == [f"o{i:02d}" for i in range(30)] and order != sorted(order)
+
+
+async def test_batch_api_rpm_limits_polling() -> None:
+    """batch_api_rpm: the files/batch routes share one request budget, so a client polling without pause gets
+    429s with retry-after (on both wires) instead of free status checks."""
+    cfg = {"batch_api_rpm": 3, "batch": {"delay_s": 0.1}, "models": {"sim-small": LIMITED}}
+    async with await start_sim(cfg) as s, client(s) as c:
+        b = await submit(c, [line("a")])  # 2 requests: file + batch
+        await c.batches.retrieve(b.id)
+        with pytest.raises(openai.RateLimitError) as e:
+            await c.batches.retrieve(b.id)
+        assert int(e.value.response.headers["retry-after"]) >= 1
+        async with aiohttp.ClientSession() as http, http.get(
+                s.base_url + "/v1/messages/batches", headers={"anthropic-version": "2023-06-01"}) as r:
+            assert r.status == 429 and (await r.json())["error"]["type"] == "rate_limit_error"
+
+
+def test_batch_dir_survives_kill_9_of_the_sim_process(tmp_path: Path) -> None:
+    """A sim child killed with SIGKILL mid-batch (as the built-in sim dies with agen) and started again on the
+    same YAML with batch_dir: the batch is still known, ends completed, and the submission count is kept."""
+    cfg = tmp_path / "sim.yaml"
+    cfg.write_text(yaml.safe_dump({"batch_dir": str(tmp_path / "kept"), "batch": {"delay_s": 1.5},
+                                   "models": {"sim-small": {"latency_ms": {"median": 0}}}}))
+    first = SimProcess(cfg).start()
+    try:
+        c = openai.OpenAI(base_url=first.base_url + "/v1", api_key="x", max_retries=0)
+        f = c.files.create(file=("in.jsonl", io.BytesIO(jsonl([line("k1"), line("k2")]))), purpose="batch")
+        b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        assert first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        first.stop()
+    with SimProcess(cfg) as second:
+        c = openai.OpenAI(base_url=second.base_url + "/v1", api_key="x", max_retries=0)
+        for _ in range(300):
+            got = c.batches.retrieve(b.id)
+            if got.status == "completed":
+                break
+            time.sleep(0.05)
+        assert got.status == "completed" and got.request_counts.completed == 2
+        assert c.files.retrieve(f.id).bytes == len(jsonl([line("k1"), line("k2")]))
+        with urllib.request.urlopen(second.base_url + "/sim/batch_stats", timeout=10) as r:
+            assert orjson.loads(r.read())["submitted"] == {"openai": 1}

@@ -141,8 +141,9 @@ class BatchCollector:
         return await fut
 
     def _refuse_if_closed(self) -> None:
-        if self._closed is not None:
-            raise copy.copy(self._closed)
+        closed = self._closed or self.client.lane.closed  # a signal handler may have halted the lane just now
+        if closed is not None:
+            raise copy.copy(closed)
         self.client._raise_if_fatal()
 
     def _enqueue(self, p: _Pending) -> None:

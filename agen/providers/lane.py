@@ -402,20 +402,25 @@ class Lane:
 
     @property
     def closed(self) -> BaseException | None:
-        """What every request is refused with since `close`, else None."""
+        """Why the lane refuses everything (None: open)."""
         return self._closed
 
     def on_close(self, callback: Callable[[BaseException], None]) -> None:
         """Call `callback(exc)` when the lane closes: requests that wait elsewhere (in a batch) are refused too."""
         self._on_close.append(callback)
 
+    def halt(self, exc: BaseException) -> None:
+        """Refuse from this instant; safe inside a signal handler (one assignment, no queue work).
+        `close` must follow on the loop to fail the queued waiters."""
+        if self._closed is None:
+            self._closed = exc
+
     def close(self, exc: BaseException) -> None:
         """Refuse everything from now on: queued waiters get `exc` without being sent."""
-        first = self._closed is None
         self._closed = exc
-        if first:
-            for callback in self._on_close:
-                callback(exc)
+        callbacks, self._on_close = self._on_close, []  # once (a `halt` may have set _closed already)
+        for callback in callbacks:
+            callback(exc)
         while self._queue:
             fut = self._queue.popleft()[0]
             if not fut.done():

@@ -51,7 +51,8 @@ class MessageBatchRoutes:
 
     def _start(self, request: web.Request) -> tuple[str, web.Response | None]:
         rid = "req_" + self.st.next_id()
-        return rid, rest.check_access(request, "anthropic", self.st.cfg.require_api_key, rid)
+        return rid, (rest.check_access(request, "anthropic", self.st.cfg.require_api_key, rid)
+                     or rest.throttled("anthropic", rid, self.st.batches.api_bucket))
 
     def _job(self, request: web.Request, rid: str) -> Job | web.Response:
         bid = request.match_info["batch_id"]

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agen.sim import limits
 from agen.sim.batch_store import BatchStore
 from agen.sim.config import BatchOptions, SimConfig
 from agen.sim.files import SimFile
@@ -128,6 +129,7 @@ class BatchBook:
         self.digests: collections.Counter[str] = collections.Counter()  # digest of a batch's lines -> batches
         self.usage: dict[str, _Usage] = collections.defaultdict(_Usage)  # model -> what its batch lines billed
         self._seq = 0
+        self.api_bucket = limits.TokenBucket(cfg.batch_api_rpm, time.monotonic()) if cfg.batch_api_rpm else None
         self.store = BatchStore(cfg.batch_dir) if cfg.batch_dir else None
         if self.store is not None:
             self._load(self.store)

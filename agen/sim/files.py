@@ -61,7 +61,8 @@ class FileRoutes:
 
     def _start(self, request: web.Request) -> tuple[str, web.Response | None]:
         rid = "req_" + self.st.next_id()
-        return rid, rest.check_access(request, "openai", self.st.cfg.require_api_key, rid)
+        return rid, (rest.check_access(request, "openai", self.st.cfg.require_api_key, rid)
+                     or rest.throttled("openai", rid, self.st.batches.api_bucket))
 
     def _get(self, request: web.Request, rid: str) -> SimFile | web.Response:
         fid = request.match_info["file_id"]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import math
+import time
+
 import orjson
 from aiohttp import web
 
-from agen.sim import wire
+from agen.sim import limits, wire
 
 JSON = "application/json"
 
@@ -45,6 +48,25 @@ def check_access(request: web.Request, fmt: wire.Wire, key: str | None, rid: str
     if fmt == "anthropic" and "anthropic-version" not in request.headers:
         return error(fmt, rid, 400, "anthropic-version: header is required")
     return None
+
+
+def throttled(fmt: wire.Wire, rid: str, bucket: limits.TokenBucket | None) -> web.Response | None:
+    """The 429 of a batch/files route past `batch_api_rpm` (retry-after says when), or None."""
+    if bucket is None:
+        return None
+    wait = bucket.wait_for(1, time.monotonic())
+    if wait == 0:
+        bucket.take(1)
+        return None
+    if fmt == "openai":
+        msg = (f"Rate limit reached for requests per min (RPM) on batch endpoints: Limit {int(bucket.limit)}. "
+               f"Please try again in {limits.duration(wait)}.")
+        resp = error(fmt, rid, 429, msg, type_="requests", code="rate_limit_exceeded")
+    else:
+        resp = error(fmt, rid, 429, "This request would exceed your organization's rate limit. Please try again "
+                     "later.", type_="rate_limit_error")
+    resp.headers["retry-after"] = str(max(1, math.ceil(wait)))
+    return resp
 
 
 async def json_body(request: web.Request, fmt: wire.Wire, rid: str) -> dict[str, Any] | web.Response:
