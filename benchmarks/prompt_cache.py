@@ -17,7 +17,7 @@ writes, cost per accepted example, its ratio to the same wire and template witho
 and the diversity figures the layout could move: duplicate rejections among generated candidates
 and distinct amplify few-shot proposals per 100 tasks.
 
-    python benchmarks/prompt_cache.py [--accepted 60] [--quick]
+    python benchmarks/prompt_cache.py [--accepted 60] [--repeats 3] [--quick]
 
 Prints a table and one JSON line.
 """
@@ -39,6 +39,7 @@ import yaml
 from agen.app.runner import EXIT_OK, run_session
 from agen.app.summary import cache_figures
 from agen.config import parse_config
+from agen.cost import cache_hit_share
 from agen.gen.prompts import static_prefix
 from agen.run.shards import read_records
 from agen.sim.model import count_tokens
@@ -63,8 +64,10 @@ def sim_file(d: Path, latency_ms: float) -> Path:
     return path
 
 
-def config(out: Path, sim_url: str, wire: str, solve: str, layout: bool, proposals: int, amplified: int) -> Any:
+def config(out: Path, sim_url: str, wire: str, solve: str, layout: bool, proposals: int, amplified: int,
+           seed: int) -> Any:
     raw = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+    raw["seed"] = seed
     raw["seeds"]["path"] = str(ROOT / "data" / "gsm8k_sample.jsonl")
     raw["propose"]["target"] = proposals
     raw["amplify"]["target"] = amplified
@@ -82,32 +85,52 @@ def config(out: Path, sim_url: str, wire: str, solve: str, layout: bool, proposa
     return parse_config(raw, "prompt_cache")
 
 
-def diversity(root: Path) -> tuple[float, float]:
-    """(duplicate rejections / generated candidates, distinct proposals shown per 100 amplify tasks)."""
+def diversity(root: Path) -> tuple[int, int, int, int]:
+    """(generated candidates, duplicate rejections among them, amplify tasks counted (first 100),
+    distinct proposals those tasks showed)."""
     recs = [r for s in ("accepted", "rejected") if (root / s).exists() for r in read_records(root / s)]
     generated = [r for r in recs if not r["reason"].startswith(("generate_failed", "parse:"))]
     dups = sum(r["reason"].startswith("duplicate:") for r in generated)
     amp = sorted((r["id"], r.get("seeds") or []) for r in recs if r["stage"] == "amplify")[:100]
-    shown = {s for _, ids in amp for s in ids}
-    return (dups / len(generated) if generated else 0.0), (100 * len(shown) / len(amp) if amp else 0.0)
+    return len(generated), dups, len(amp), len({s for _, ids in amp for s in ids})
 
 
-def run_one(out: Path, sim_url: str, wire: str, solve: str, layout: bool, props: int, amps: int) -> dict[str, Any]:
+def run_one(out: Path, sim_url: str, wire: str, solve: str, layout: bool, props: int, amps: int,
+            repeats: int) -> dict[str, Any]:
+    """One row: `repeats` runs (run seeds 0, 1, ...), their counts pooled."""
     t0 = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):  # the run's own summary
-        res = run_session(config(out, sim_url, wire, solve, layout, props, amps), live=False)
-    if res.exit_code != EXIT_OK:
-        raise SystemExit(f"{wire}/{solve}/{layout}: run failed: {res.message}")
-    costs = res.snapshot["costs"]
-    cache = cache_figures(costs)
-    accepted = sum(s["accepted"] for s in res.snapshot["stages"].values())
-    dup_share, distinct = diversity(out)
-    return {"wire": wire, "solve_template": solve, "cache_layout": layout, "accepted": accepted,
-            "cost_usd": round(costs["total"]["cost_usd"], 6),
-            "cost_per_accepted": costs["total"]["cost_usd"] / accepted if accepted else None,
-            "hit_share": round(cache["hit_share"], 4), "saved_usd": round(cache["saved_usd"], 6),
-            "hit_share_by_stage": {k: round(v["hit_share"], 4) for k, v in cache["by_stage"].items()},
-            "duplicate_share": round(dup_share, 4), "distinct_shots_per_100": round(distinct, 1),
+    tot: dict[str, float] = {}
+    stages: dict[str, list[int]] = {}  # stage -> [input tokens, cached]
+
+    def add(key: str, v: float) -> None:
+        tot[key] = tot.get(key, 0) + v
+
+    for seed in range(repeats):
+        cfg = config(out / f"seed{seed}", sim_url, wire, solve, layout, props, amps, seed)
+        with contextlib.redirect_stdout(io.StringIO()):  # the run's own summary
+            res = run_session(cfg, live=False)
+        if res.exit_code != EXIT_OK:
+            raise SystemExit(f"{wire}/{solve}/{layout}: run failed: {res.message}")
+        cache = cache_figures(res.snapshot["costs"])
+        add("cost_usd", res.snapshot["costs"]["total"]["cost_usd"])
+        add("accepted", sum(s["accepted"] for s in res.snapshot["stages"].values()))
+        add("input_tokens", cache["input_tokens"])
+        add("cached_input_tokens", cache["cached_input_tokens"])
+        add("saved_usd", cache["saved_usd"])
+        for k, v in cache["by_stage"].items():
+            acc = stages.setdefault(k, [0, 0])
+            acc[0] += v["input_tokens"]
+            acc[1] += v["cached_input_tokens"]
+        for key, v in zip(("generated", "duplicates", "amp_tasks", "amp_distinct"), diversity(out / f"seed{seed}")):
+            add(key, v)
+    acc = tot["accepted"]
+    return {"wire": wire, "solve_template": solve, "cache_layout": layout, "repeats": repeats, "accepted": int(acc),
+            "cost_usd": round(tot["cost_usd"], 6), "cost_per_accepted": tot["cost_usd"] / acc if acc else None,
+            "hit_share": round(cache_hit_share(int(tot["input_tokens"]), int(tot["cached_input_tokens"])), 4),
+            "saved_usd": round(tot["saved_usd"], 6),
+            "hit_share_by_stage": {k: round(cache_hit_share(i, c), 4) for k, (i, c) in sorted(stages.items())},
+            "duplicate_share": round(tot["duplicates"] / tot["generated"], 4) if tot["generated"] else 0.0,
+            "distinct_shots_per_100": round(100 * tot["amp_distinct"] / tot["amp_tasks"], 1) if tot["amp_tasks"] else 0.0,
             "wall_s": round(time.perf_counter() - t0, 1)}
 
 
@@ -115,9 +138,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accepted", type=int, default=60, help="accepted examples wanted per run")
     ap.add_argument("--latency-ms", type=float, default=3.0)
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run (12 accepted per row)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per row (run seeds 0..N-1), counts pooled")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (12 accepted per row, one run)")
     args = ap.parse_args(argv)
     n = 12 if args.quick else args.accepted
+    repeats = 1 if args.quick else args.repeats
     props = max(2, n // 10)
     print("Static prefix of each template (the layout's system message), sim tokens; minimum cacheable: 1,024")
     prefixes = {t: count_tokens(static_prefix(t)) for t in TEMPLATES}
@@ -129,9 +154,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for solve in SOLVE:
                     for layout in (False, True):
                         rows.append(run_one(Path(d) / f"{wire}-{solve}-{layout}", sim.base_url, wire, solve,
-                                            layout, props, n - props))
+                                            layout, props, n - props, repeats))
     base = {(r["wire"], r["solve_template"]): r["cost_per_accepted"] for r in rows if not r["cache_layout"]}
-    print(f"{n} accepted examples per run ({props} proposed by sim-large, the rest amplified by sim-small, "
+    print(f"{n} accepted examples per run, {repeats} run(s) per row pooled ({props} proposed by sim-large, the rest amplified by sim-small, "
           f"K=16 early-stopped votes by sim-small)")
     print(f"{'wire':<10}{'solve':<10}{'layout':>7}{'hit share':>10}{'saved $':>11}{'$/accepted':>12}{'vs off':>8}"
           f"{'dup %':>7}{'shots/100':>10}")
@@ -142,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{r['wire']:<10}{r['solve_template']:<10}{'on' if r['cache_layout'] else 'off':>7}"
               f"{r['hit_share']:>10.1%}{r['saved_usd']:>11.5f}{r['cost_per_accepted'] or 0:>12.6f}"
               f"{ratio or 0:>8.3f}{100 * r['duplicate_share']:>7.1f}{r['distinct_shots_per_100']:>10.1f}")
-    result = {"benchmark": "prompt_cache", "accepted_target": n, "static_prefix_tokens": prefixes, "results": rows}
+    result = {"benchmark": "prompt_cache", "accepted_target": n, "repeats": repeats, "static_prefix_tokens": prefixes, "results": rows}
     print(orjson.dumps(result).decode())
     sys.stdout.flush()
     return result

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
+import orjson
 import pytest
 
 from agen.config import Price, parse_config
@@ -13,7 +15,10 @@ from agen.gen.prompts import (generation_messages, generation_prompt, layout_mes
 from agen.providers.prompt_cache import anthropic_min_tokens
 from agen.providers.wire import anthropic_body, openai_body
 from agen.types import CallRecord, ChatRequest, Example, Usage
-from conftest import quick_raw
+from agen.sim import SimServer
+from conftest import FAST, quick_raw
+
+CFG = {"models": {"m": FAST}}
 
 SHOTS = [Example("s1", "Tom has 3 apples and buys 4 more. How many now?", "7"),
          Example("s2", "A train goes 60 km in 1.5 hours. What is its speed?", "40")]
@@ -33,6 +38,19 @@ def test_layout_puts_the_static_instructions_first_and_the_examples_last() -> No
                                                                   SHOTS)},)
     words = set(off[0]["content"].split())  # nothing is lost or added, only moved
     assert words == set((on[0]["content"] + " " + on[1]["content"]).split())
+
+
+async def test_the_sim_reads_every_shown_example_in_either_layout(sim: SimServer) -> None:
+    """The sim reads the examples a proposer is shown from the request's text: in the layout the
+    first example starts the user message and must still be read (it once was not, which made
+    layout-on runs cheaper for a reason that had nothing to do with caching)."""
+    async with aiohttp.ClientSession() as http:
+        for layout in (True, False):
+            msgs = generation_messages("verifiable_generate.txt", "verifiable_example.txt", SHOTS, layout)
+            body = {"model": "m", "max_tokens": 512, "messages": list(msgs), "seed": 1}
+            async with http.post(sim.openai_base_url + "/chat/completions", json=body) as r:
+                text = orjson.loads(await r.read())["choices"][0]["message"]["content"]
+            assert text.startswith("Analysis: the 2 seed questions"), (layout, text[:60])
 
 
 def test_split_rule_keeps_marked_blocks_together() -> None:
