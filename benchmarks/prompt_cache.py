@@ -1,9 +1,12 @@
 """Prompt caching on the sim: cache hit share and cost per accepted example, with and without the
 cache-aware layout (`prompts.cache_layout`), on both wires, in one run.
 
-Rows: wire (openai | anthropic) x solve template (the built-in `verifiable_solve.txt`, or
-`verifiable_solve_worked.txt`: the same instruction plus ~1,500 tokens of worked GSM8K examples)
-x layout (off | on). Every row is a real run (`agen.app.runner.run_session`, quick-start config,
+Rows: wire (openai | anthropic) x templates x layout (off | on). Templates: `built-in` (the
+shipped ones, whose static parts are all under 1,024 tokens); `worked` (votes use
+`verifiable_solve_worked.txt`: the solve instruction plus ~1,500 tokens of worked GSM8K examples,
+static text first already); `long-gen` (generation uses the built-in template with ~1,200 tokens of
+reference questions added after `{examples}`, where the built-in template keeps its instructions:
+the case the layout exists for, a long static part behind the variable one). Every row is a real run (`agen.app.runner.run_session`, quick-start config,
 one sim process, latency a few ms) to the same number of accepted examples. First it prints each
 template's static prefix (the system message the layout sends) in sim tokens against the
 providers' 1,024-token minimum.
@@ -49,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ("verifiable_generate.txt", "verifiable_solve.txt", "verifiable_solve_worked.txt",
              "open_generate.txt", "open_respond.txt", "open_judge.txt", "choice_generate.txt",
              "choice_solve.txt", "code_generate.txt", "code_solve.txt")
-SOLVE = {"built-in": "verifiable_solve.txt", "worked": "verifiable_solve_worked.txt"}
+TEMPLATE_SETS = ("built-in", "worked", "long-gen")
 # the sim models priced the Anthropic way: reads 0.1x input, 5-minute writes 1.25x
 ANTHROPIC_PRICES = {"sim-large": {"input": 2.50, "cached_input": 0.25, "cache_write": 3.125, "output": 10.0},
                     "sim-small": {"input": 0.15, "cached_input": 0.015, "cache_write": 0.1875, "output": 0.60}}
@@ -64,14 +67,35 @@ def sim_file(d: Path, latency_ms: float) -> Path:
     return path
 
 
-def config(out: Path, sim_url: str, wire: str, solve: str, layout: bool, proposals: int, amplified: int,
+def long_generate_template(d: Path) -> Path:
+    """The built-in generation template with reference questions (the last GSM8K sample problems,
+    ~1,200 sim tokens) after `{examples}`: static text behind the variable part."""
+    rows = [orjson.loads(line) for line in (ROOT / "data" / "gsm8k_sample.jsonl").read_text().splitlines()]
+    refs = []
+    for r in reversed(rows):
+        refs.append(f"Reference question: {r['question']}")
+        if count_tokens("\n".join(refs)) > 1200:
+            break
+    text = (ROOT / "configs" / "templates" / "verifiable_generate.txt").read_text().replace(
+        "{examples}\n", "{examples}\n\nFor calibration, these reference questions show the range of styles and "
+        "difficulty wanted (do not copy them):\n" + "\n".join(refs) + "\n")
+    path = d / "long_generate.txt"
+    path.write_text(text)
+    return path
+
+
+def config(out: Path, sim_url: str, wire: str, templates: str, layout: bool, proposals: int, amplified: int,
            seed: int) -> Any:
     raw = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
     raw["seed"] = seed
     raw["seeds"]["path"] = str(ROOT / "data" / "gsm8k_sample.jsonl")
     raw["propose"]["target"] = proposals
     raw["amplify"]["target"] = amplified
-    raw["vote"]["template"] = SOLVE[solve]
+    if templates == "worked":
+        raw["vote"]["template"] = "verifiable_solve_worked.txt"
+    elif templates == "long-gen":
+        for stage in ("propose", "amplify"):
+            raw[stage]["template"] = str(long_generate_template(out.parent.parent))
     raw["prompts"] = {"cache_layout": layout}
     raw["output"]["dir"] = str(out)
     raw["budget"] = {"usd": 1000.0}
@@ -95,7 +119,7 @@ def diversity(root: Path) -> tuple[int, int, int, int]:
     return len(generated), dups, len(amp), len({s for _, ids in amp for s in ids})
 
 
-def run_one(out: Path, sim_url: str, wire: str, solve: str, layout: bool, props: int, amps: int,
+def run_one(out: Path, sim_url: str, wire: str, templates: str, layout: bool, props: int, amps: int,
             repeats: int) -> dict[str, Any]:
     """One row: `repeats` runs (run seeds 0, 1, ...), their counts pooled."""
     t0 = time.perf_counter()
@@ -106,11 +130,11 @@ def run_one(out: Path, sim_url: str, wire: str, solve: str, layout: bool, props:
         tot[key] = tot.get(key, 0) + v
 
     for seed in range(repeats):
-        cfg = config(out / f"seed{seed}", sim_url, wire, solve, layout, props, amps, seed)
+        cfg = config(out / f"seed{seed}", sim_url, wire, templates, layout, props, amps, seed)
         with contextlib.redirect_stdout(io.StringIO()):  # the run's own summary
             res = run_session(cfg, live=False)
         if res.exit_code != EXIT_OK:
-            raise SystemExit(f"{wire}/{solve}/{layout}: run failed: {res.message}")
+            raise SystemExit(f"{wire}/{templates}/{layout}: run failed: {res.message}")
         cache = cache_figures(res.snapshot["costs"])
         add("cost_usd", res.snapshot["costs"]["total"]["cost_usd"])
         add("accepted", sum(s["accepted"] for s in res.snapshot["stages"].values()))
@@ -124,7 +148,7 @@ def run_one(out: Path, sim_url: str, wire: str, solve: str, layout: bool, props:
         for key, v in zip(("generated", "duplicates", "amp_tasks", "amp_distinct"), diversity(out / f"seed{seed}")):
             add(key, v)
     acc = tot["accepted"]
-    return {"wire": wire, "solve_template": solve, "cache_layout": layout, "repeats": repeats, "accepted": int(acc),
+    return {"wire": wire, "templates": templates, "cache_layout": layout, "repeats": repeats, "accepted": int(acc),
             "cost_usd": round(tot["cost_usd"], 6), "cost_per_accepted": tot["cost_usd"] / acc if acc else None,
             "hit_share": round(cache_hit_share(int(tot["input_tokens"]), int(tot["cached_input_tokens"])), 4),
             "saved_usd": round(tot["saved_usd"], 6),
@@ -146,27 +170,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     props = max(2, n // 10)
     print("Static prefix of each template (the layout's system message), sim tokens; minimum cacheable: 1,024")
     prefixes = {t: count_tokens(static_prefix(t)) for t in TEMPLATES}
+    with tempfile.TemporaryDirectory() as d:
+        prefixes["long-gen"] = count_tokens(static_prefix(str(long_generate_template(Path(d)))))
     print("  " + "  ".join(f"{t.removesuffix('.txt')} {n_tok}" for t, n_tok in prefixes.items()))
     rows = []
     with tempfile.TemporaryDirectory() as d:
         with SimProcess(sim_file(Path(d), args.latency_ms)) as sim:
             for wire in ("openai", "anthropic"):
-                for solve in SOLVE:
+                for templates in TEMPLATE_SETS:
                     for layout in (False, True):
-                        rows.append(run_one(Path(d) / f"{wire}-{solve}-{layout}", sim.base_url, wire, solve,
-                                            layout, props, n - props, repeats))
-    base = {(r["wire"], r["solve_template"]): r["cost_per_accepted"] for r in rows if not r["cache_layout"]}
-    print(f"{n} accepted examples per run, {repeats} run(s) per row pooled ({props} proposed by sim-large, the rest amplified by sim-small, "
-          f"K=16 early-stopped votes by sim-small)")
-    print(f"{'wire':<10}{'solve':<10}{'layout':>7}{'hit share':>10}{'saved $':>11}{'$/accepted':>12}{'vs off':>8}"
-          f"{'dup %':>7}{'shots/100':>10}")
+                        rows.append(run_one(Path(d) / f"{wire}-{templates}-{layout}", sim.base_url, wire,
+                                            templates, layout, props, n - props, repeats))
+    base = {(r["wire"], r["templates"]): r["cost_per_accepted"] for r in rows if not r["cache_layout"]}
+    print(f"{n} accepted examples per run, {repeats} run(s) per row pooled ({props} proposed by sim-large, "
+          f"the rest amplified by sim-small, K=16 early-stopped votes by sim-small); gen/vote hits: amplify stage")
+    print(f"{'wire':<10}{'templates':<10}{'layout':>7}{'hit share':>10}{'gen hits':>9}{'vote hits':>10}{'saved $':>10}"
+          f"{'$/accepted':>12}{'vs off':>8}{'dup %':>7}")
     for r in rows:
-        ratio = (r["cost_per_accepted"] / base[(r["wire"], r["solve_template"])]
-                 if r["cost_per_accepted"] and base[(r["wire"], r["solve_template"])] else None)
+        ratio = (r["cost_per_accepted"] / base[(r["wire"], r["templates"])]
+                 if r["cost_per_accepted"] and base[(r["wire"], r["templates"])] else None)
         r["cost_ratio_vs_layout_off"] = round(ratio, 4) if ratio is not None else None
-        print(f"{r['wire']:<10}{r['solve_template']:<10}{'on' if r['cache_layout'] else 'off':>7}"
-              f"{r['hit_share']:>10.1%}{r['saved_usd']:>11.5f}{r['cost_per_accepted'] or 0:>12.6f}"
-              f"{ratio or 0:>8.3f}{100 * r['duplicate_share']:>7.1f}{r['distinct_shots_per_100']:>10.1f}")
+        st = r["hit_share_by_stage"]
+        print(f"{r['wire']:<10}{r['templates']:<10}{'on' if r['cache_layout'] else 'off':>7}"
+              f"{r['hit_share']:>10.1%}{st.get('amplify', 0):>9.1%}{st.get('amplify.vote', 0):>10.1%}"
+              f"{r['saved_usd']:>10.4f}{r['cost_per_accepted'] or 0:>12.6f}"
+              f"{ratio or 0:>8.3f}{100 * r['duplicate_share']:>7.1f}")
     result = {"benchmark": "prompt_cache", "accepted_target": n, "repeats": repeats, "static_prefix_tokens": prefixes, "results": rows}
     print(orjson.dumps(result).decode())
     sys.stdout.flush()
