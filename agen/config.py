@@ -45,13 +45,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Price(_Strict):
+class Rates(_Strict):
     """USD per million tokens. `cache_write` defaults to `input` when a provider does not say."""
 
     input: float = Field(ge=0)
     cached_input: float | None = Field(default=None, ge=0)
     output: float = Field(ge=0)
     cache_write: float | None = Field(default=None, ge=0)
+
+
+BATCH_SHARE = 0.5  # OpenAI's Batch API and Anthropic's Message Batches bill half of every online rate
+
+
+class Price(Rates):
+    """A model's online rates and what its provider's batch API bills: `batch` rates when given, else
+    `batch_share` of every online rate (the table's `batch_share` fills it for the shipped models)."""
+
+    batch_share: float = Field(default=BATCH_SHARE, ge=0, le=1)
+    batch: Rates | None = None
+
+    def rates(self, batch: bool = False) -> Rates:
+        """The rates a call is billed at: online, or through the provider's batch API."""
+        if not batch:
+            return self
+        if self.batch is not None:
+            return self.batch
+        k = self.batch_share
+        return Rates(input=self.input * k, output=self.output * k,
+                     cached_input=None if self.cached_input is None else self.cached_input * k,
+                     cache_write=None if self.cache_write is None else self.cache_write * k)
 
 
 _SECRET_HEADER_PARTS = ("key", "token", "secret", "auth", "cookie")  # authorization, x-api-key, x-auth-token, ...
@@ -100,6 +122,8 @@ def check_secrets_by_value(cfg: RunConfig, environ: Mapping[str, str]) -> None:
     values = {m.api_key_env: environ.get(m.api_key_env, "") for m in cfg.models.values() if m.api_key_env}
     values.update({q.password_env: environ.get(q.password_env, "") for m in cfg.models.values()
                    if (q := m.shared_quota) is not None and q.password_env})
+    if cfg.coordinator is not None and cfg.coordinator.password_env:
+        values[cfg.coordinator.password_env] = environ.get(cfg.coordinator.password_env, "")
     values = {k: v for k, v in values.items() if len(v) >= 8}
     if not values:
         return
@@ -129,6 +153,26 @@ def _credential_paths(value: Any, path: str) -> list[str]:
     return found
 
 
+def check_redis_url(url_text: str, password_env: str | None) -> None:
+    """A Redis URL the config may hold (it is snapshotted): no password in it, a known scheme, and
+    password_env a variable NAME."""
+    try:
+        url = urlsplit(url_text)
+        password = url.password
+    except ValueError:
+        raise ValueError("url is not a valid URL") from None
+    if url.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"url must start with redis://, rediss:// or unix:// (got {url.scheme or 'no'} scheme)")
+    if password is not None or (url.scheme != "unix" and "@" in url.netloc and url.username):
+        raise ValueError("url carries credentials (user:password@host); it is written to the run directory's "
+                         "config snapshot: put the password in an environment variable named in password_env")
+    if any(_credential_name(k) for k, _ in parse_qsl(url.query, keep_blank_values=True)):
+        raise ValueError("url has a credential in its query; use password_env")
+    env = password_env
+    if env is not None and (key_shaped(env) or not _ENV_NAME.fullmatch(env)):
+        raise ValueError("password_env must be the NAME of an environment variable, not the password")
+
+
 class SharedQuotaConfig(_Strict):
     """A model's RPM/TPM held in Redis and shared by every process naming the same quota `name`."""
 
@@ -140,21 +184,24 @@ class SharedQuotaConfig(_Strict):
 
     @model_validator(mode="after")
     def _url_is_redis_without_password(self) -> SharedQuotaConfig:
-        try:
-            url = urlsplit(self.url)
-            password = url.password
-        except ValueError:
-            raise ValueError("url is not a valid URL") from None
-        if url.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"url must start with redis://, rediss:// or unix:// (got {url.scheme or 'no'} scheme)")
-        if password is not None or (url.scheme != "unix" and "@" in url.netloc and url.username):
-            raise ValueError("url carries credentials (user:password@host); it is written to the run directory's "
-                             "config snapshot: put the password in an environment variable named in password_env")
-        if any(_credential_name(k) for k, _ in parse_qsl(url.query, keep_blank_values=True)):
-            raise ValueError("url has a credential in its query; use password_env")
-        env = self.password_env
-        if env is not None and (key_shaped(env) or not _ENV_NAME.fullmatch(env)):
-            raise ValueError("password_env must be the NAME of an environment variable, not the password")
+        check_redis_url(self.url, self.password_env)
+        return self
+
+
+class CoordinatorConfig(_Strict):
+    """One logical run split over many worker processes through Redis (`agen/coord`): claims of
+    task indices, the global accepted counts, the shared proposal pool and exact-duplicate set."""
+
+    url: str  # redis://host:port/db or rediss://...; no password here (snapshotted): password_env
+    worker_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")  # default: fingerprint
+    password_env: str | None = None
+    lease_s: float = Field(default=30.0, ge=1.0)  # a killed worker's claims return to the pool after this
+    timeout_s: float = Field(default=5.0, gt=0)  # Redis silent this long: the worker stops (exit 6)
+
+    @model_validator(mode="after")
+    def _url_is_redis_without_password(self) -> CoordinatorConfig:
+        check_redis_url(self.url, self.password_env)
         return self
 
 
@@ -397,6 +444,7 @@ class RunConfig(_Strict):
     output: OutputConfig = OutputConfig()
     budget: BudgetConfig = BudgetConfig()
     simulator: SimulatorConfig | None = None
+    coordinator: CoordinatorConfig | None = None  # many workers, one run (agen/coord)
     sandbox: SandboxConfig = SandboxConfig()  # verify: code
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -477,7 +525,7 @@ RESUMABLE_FIELDS = {
     "propose.workers", "amplify.workers", "vote.concurrency", "rip.concurrency", "propose.target", "amplify.target",
     "propose.max_attempts", "amplify.max_attempts", "budget", "output.dir", "simulator", "watchdog",
     "sandbox.parallel",
-    "log_level",
+    "log_level", "coordinator",
 }
 
 
@@ -645,11 +693,12 @@ def set_dotted(raw: Any, dotted: str, value: Any, source: str) -> None:
 
 
 def load_prices(path: Path | None = None) -> dict[str, Price]:
-    """The dated price table shipped in configs/prices.yaml, keyed by wire model id."""
+    """The dated price table shipped in configs/prices.yaml, keyed by wire model id (batch rates included)."""
     p = path or CONFIGS_DIR / "prices.yaml"
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-        return {name: Price.model_validate(v) for name, v in raw["models"].items()}
+        share = raw.get("batch_share", BATCH_SHARE)
+        return {name: Price.model_validate({"batch_share": share, **v}) for name, v in raw["models"].items()}
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the price table: {exc.strerror}") from None
     except (yaml.YAMLError, ValidationError, KeyError, TypeError, AttributeError) as exc:

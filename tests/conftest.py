@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import yaml
 from agen.config import RunConfig, parse_config
 from agen.run.shards import read_records
 from agen.sim import SimServer, start_sim
+from agen.sim.redis_process import RedisProcess, redis_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
@@ -26,6 +28,22 @@ async def sim(request: pytest.FixtureRequest) -> AsyncIterator[SimServer]:
     server = await start_sim(request.module.CFG)
     yield server
     await server.aclose()
+
+
+def need_redis_server() -> None:
+    """Skip (fail in CI) when redis-server is not installed."""
+    if redis_server_binary() is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is missing in CI (.ci/run installs it)")
+        pytest.skip("redis-server is not installed (apt-get install redis-server); .ci/run installs it")
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A fresh, empty redis-server of the test's own on a free port."""
+    need_redis_server()
+    with RedisProcess() as r:
+        yield r.url
 
 
 @pytest.fixture

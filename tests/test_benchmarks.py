@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("engine_overhead", "latency_throughput", "memory", "strategy_cost", "filter_precision", "loop_lag", "drain")
+SCRIPTS = ("engine_overhead", "latency_throughput", "memory", "dedup_store", "strategy_cost", "filter_precision", "loop_lag", "drain")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,16 @@ def test_memory_quick(outputs) -> None:
     """memory --quick runs the pipeline at two sizes and reports each one's peak RSS."""
     _, doc = _doc(outputs, "memory")
     assert [r["tasks"] for r in doc["results"]] == [200, 500]
-    assert all(r["finished"] == r["tasks"] and r["peak_rss_mb"] > 0 for r in doc["results"])
+    assert all(r["accepted"] == r["tasks"] <= r["finished"] and r["peak_rss_mb"] > 0 for r in doc["results"])
+
+
+def test_dedup_store_quick(outputs) -> None:
+    """dedup_store --quick: past one spill, the index in files decides as the one in RAM (the script
+    asserts it) and holds less of it in RAM; it reports the CPU per check of both."""
+    _, doc = _doc(outputs, "dedup_store")
+    (row,) = doc["results"]
+    assert row["files"] >= 2 and row["spilled_file_mb"] > 0 and row["spilled_ram_mb"] < row["ram_index_mb"]
+    assert row["preads_per_check"] > 0 and row["ram_mean_us"] > 0 and row["ratio"] > 0
 
 
 def test_strategy_cost_quick(outputs) -> None:

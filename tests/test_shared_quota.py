@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -26,16 +25,6 @@ from agen.types import CallRecord, ChatRequest
 
 RPM = 600  # the sim's limit: 10 requests/s
 FAST = {"median": 0, "sigma": 0}
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    if redis_server_binary() is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is missing in CI (.ci/run installs it)")
-        pytest.skip("redis-server is not installed (apt-get install redis-server); .ci/run installs it")
-    with RedisProcess() as r:
-        yield r.url
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The `agen` command: run, resume, status, report, export, init and sim.
+"""The `agen` command: run, resume, status, report, export, merge, init and sim.
 
 Exit codes (README): 0 every target met or the budget reached, 2 bad input or environment, 3 fatal
 provider error, 4 storage error, 5 no progress, 6 endpoint unreachable, 130 interrupted.
@@ -77,14 +77,18 @@ NO_PREFLIGHT = click.option("--no-preflight", is_flag=True,
 @click.option("--k", "k", type=int, help="Samples per candidate: vote.k, or rip.k for an open-ended config.")
 @click.option("--grace", type=float, default=30.0, show_default=True,
               help="Seconds in-flight work may take to finish after the first Ctrl-C.")
+@click.option("--coordinator", help="redis://HOST:PORT/DB: split this run over many workers (coordinator.url); "
+                                     "--out is then the run root, this worker writes RUN_ROOT/workers/ID.")
+@click.option("--worker-id", help="This worker's name in a coordinated run (coordinator.worker_id).")
 @NO_PREFLIGHT
 @LOG_FILE
 def run(config: str, out: str | None, target: int | None, proposals: int | None,
-        budget_usd: float | None, k: int | None, grace: float, no_preflight: bool, log_file: Path | None) -> None:
+        budget_usd: float | None, k: int | None, grace: float, coordinator: str | None, worker_id: str | None,
+        no_preflight: bool, log_file: Path | None) -> None:
     from agen.app.runner import run_session
 
     overrides = {"output.dir": out, "amplify.target": target, "propose.target": proposals,
-                 "budget.usd": budget_usd}
+                 "budget.usd": budget_usd, "coordinator.url": coordinator, "coordinator.worker_id": worker_id}
     with _input_errors():
         path = _config_path(config)
         if k is not None:
@@ -99,15 +103,19 @@ def run(config: str, out: str | None, target: int | None, proposals: int | None,
 @click.option("--budget-usd", type=float, help="A new spending limit for the whole run.")
 @click.option("--grace", type=float, default=30.0, show_default=True,
               help="Seconds in-flight work may take to finish after the first Ctrl-C.")
+@click.option("--coordinator", help="A coordinated run's worker: the Redis to use now (coordinator.url), if it moved.")
 @NO_PREFLIGHT
 @LOG_FILE
-def resume(run_dir: Path, budget_usd: float | None, grace: float, no_preflight: bool, log_file: Path | None) -> None:
-    """Resume RUN_DIR with the config of its latest session (relative paths resolve from that config's folder)."""
+def resume(run_dir: Path, budget_usd: float | None, grace: float, coordinator: str | None, no_preflight: bool,
+           log_file: Path | None) -> None:
+    """Resume RUN_DIR with the config of its latest session (relative paths resolve from that config's folder).
+    A coordinated run's worker resumes as `agen resume RUN_ROOT/workers/W`."""
     from agen.app.runner import run_session
     from agen.run.rundir import run_config_dir
 
     with _input_errors():
-        cfg = load_config(run_dir / "config.yaml", {"budget.usd": budget_usd, "output.dir": str(run_dir)})
+        cfg = load_config(run_dir / "config.yaml", {"budget.usd": budget_usd, "output.dir": str(run_dir),
+                                                    "coordinator.url": coordinator})
         config_dir = run_config_dir(run_dir)
         configure_logging(cfg.log_level, file=log_file)
     _finish(run_session(cfg, config_dir=config_dir, grace_s=grace, probe=not no_preflight))
@@ -140,8 +148,10 @@ def report(run_dir: Path) -> None:
     """Write RUN_DIR/report.html (charts, no network needed) and RUN_DIR/report.json."""
     from agen.app.report import write_report
 
+    from agen.app.merge import readable_run
+
     with _input_errors():
-        json_path, html_path = write_report(run_dir)
+        json_path, html_path = write_report(readable_run(run_dir))
     click.echo(f"agen: wrote {html_path} and {json_path}")
 
 
@@ -162,11 +172,30 @@ def export(run_dir: Path, fmt: str | None, out: Path | None, min_pass_rate: floa
     from agen.app.export import PassRange, default_format
     from agen.app.export import export as do_export
 
+    from agen.app.merge import readable_run
+
     with _input_errors():
+        run_dir = readable_run(run_dir)
         fmt = fmt or default_format(run_dir)
         target = out or run_dir / f"export-{fmt}.jsonl"
         n = do_export(run_dir, fmt, target, PassRange(min_pass_rate, max_pass_rate), card=not no_card)
     click.echo(f"agen: wrote {n} {fmt} rows to {target}")
+
+
+@cli.command()
+@click.argument("run_root", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The merged run directory to write (replaced if an earlier merge wrote it).")
+def merge(run_root: Path, out: Path) -> None:
+    """One deduplicated run directory from a coordinated run's workers (RUN_ROOT/workers/*)."""
+    from agen.app.merge import merge_run
+
+    with _input_errors():
+        res = merge_run(run_root, out)
+    accepted = ", ".join(f"{s} {n}" for s, n in sorted(res.accepted.items())) or "none"
+    click.echo(f"agen: merged {len(res.workers)} workers into {out}: accepted {accepted}; moved to rejected as "
+               f"duplicates across workers: {res.near_duplicates} near, {res.exact_duplicates} exact"
+               + (f"; {res.repeated_ids} ids found twice, kept once" if res.repeated_ids else ""))
 
 
 @cli.command()

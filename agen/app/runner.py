@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import orjson
 import structlog
 
+from agen.app.gc_policy import session_gc
 from agen.app.preflight import check_endpoints
 from agen.app.progress import Progress
 from agen.app.summary import render_summary
@@ -120,6 +121,15 @@ def preflight(cfg: RunConfig, config_dir: Path | None = None) -> tuple[list[Exam
     for name, m in cfg.models.items():
         price_for(name, m, table)  # every model must have a price before anything is spent
     check_api_keys({n: m for n, m in cfg.models.items() if m.base_url != "sim"})
+    co = cfg.coordinator
+    if co is not None:
+        try:
+            import redis.asyncio  # noqa: F401
+        except ImportError:
+            raise ConfigError("coordinator: needs the redis package: pip install 'agen[redis]'") from None
+        if co.password_env and not os.environ.get(co.password_env):
+            raise ConfigError(f"coordinator: environment variable {co.password_env} is not set (it should hold the "
+                              f"Redis password)")
     set_template_dirs(config_dir)  # templates named in a config are found next to it first
     q = seeds[0].question if seeds else "sample question"
     for stage in (cfg.propose, cfg.amplify):
@@ -174,7 +184,7 @@ def _open_and_run(cfg: RunConfig, config_dir: Path | None, seeds: list[Example],
                   base_urls: dict[str, str], grace_s: float, live: bool | None) -> Outcome:
     run_dir: RunDir | None = None
     try:
-        run_dir = open_run_dir(cfg, Path(cfg.output.dir), config_dir=config_dir, seeds_digest=seeds_digest(seeds))
+        run_dir = open_run_dir(cfg, _run_dir_path(cfg), config_dir=config_dir, seeds_digest=seeds_digest(seeds))
         restored = restore(run_dir)
         costs, previous = costs_from_ledger(run_dir.root, restored.done_ids)
     except (ConfigError, StorageError) as exc:
@@ -193,6 +203,36 @@ def _open_and_run(cfg: RunConfig, config_dir: Path | None, seeds: list[Example],
         run_dir.close()  # releases RUN_DIR/.lock for the next session
 
 
+def _run_dir_path(cfg: RunConfig) -> Path:
+    """`output.dir`, or with `coordinator:` this worker's directory under it (the run root)."""
+    out = Path(cfg.output.dir)
+    if cfg.coordinator is None:
+        return out
+    from agen.coord import worker_dir
+
+    return worker_dir(out, cfg.coordinator.worker_id)
+
+
+async def _join(cfg: RunConfig, run_dir: RunDir) -> tuple[Any, Outcome | None]:
+    """The coordination of a `coordinator:` run, joined (None for a run on one machine); or the
+    Outcome that stops this session before anything is sent (Redis unreachable: 6, another run's
+    name: 2)."""
+    if cfg.coordinator is None:
+        return None, None
+    from agen.coord import CoordinatorUnreachableError, RedisCoordination
+
+    coord = RedisCoordination(cfg.coordinator, run_dir.fingerprint, run_dir.root.parent.parent)
+    try:
+        await coord.open(run_dir.root)
+    except (CoordinatorUnreachableError, ConfigError) as exc:
+        await coord.close()
+        code = EXIT_UNREACHABLE if isinstance(exc, CoordinatorUnreachableError) else EXIT_INPUT
+        return None, Outcome(code, f"{exc}" + (f"; resume with `agen resume {run_dir.root}`" if code == 6 else ""), {})
+    log.info("joined", worker=cfg.coordinator.worker_id, run=coord.prefix,
+             others_accepted={s: coord.others_accepted(s) for s in ("propose", "amplify")})
+    return coord, None
+
+
 def _run_async(prep: Prepared, base_urls: dict[str, str], grace_s: float, live: bool | None) -> Outcome:
     try:
         import uvloop
@@ -200,7 +240,7 @@ def _run_async(prep: Prepared, base_urls: dict[str, str], grace_s: float, live: 
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
         runner = asyncio.Runner()
-    with runner:
+    with runner, session_gc():
         return runner.run(_session(prep, base_urls, grace_s, live))
 
 
@@ -225,11 +265,14 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig.name)
+    coord, refused = await _join(cfg, run_dir)
+    if refused is not None:
+        return refused
     async with Providers(cfg.models, prices=prep.prices, base_urls=base_urls,
                          on_call=lambda r: pipeline.on_call(r)) as providers:  # type: ignore[union-attr]
         pipeline = Pipeline(cfg, run_dir, providers, prep.seeds, prep.restored, prep.costs,
                             make_filter=lambda call: make_filter(cfg, providers, call, run_dir),
-                            previous=previous)
+                            previous=previous, coord=coord)
         if interrupts:
             pipeline.stop_sending("interrupted while starting")
         progress = Progress(pipeline, providers, live=live)
@@ -294,11 +337,11 @@ def _ending(pipeline: Pipeline, snap: dict, run_dir: RunDir, *, interrupted: boo
 
 
 def _tally(snap: dict) -> str:
-    return ", ".join(f"{n} {s['accepted']}/{s['target']}" for n, s in snap["stages"].items())
+    return ", ".join(f"{n} {s.get('accepted_all', s['accepted'])}/{s['target']}" for n, s in snap["stages"].items())
 
 
 def _targets_met(snap: dict) -> bool:
-    return all(s["accepted"] >= s["target"] for s in snap["stages"].values())
+    return all(s.get("accepted_all", s["accepted"]) >= s["target"] for s in snap["stages"].values())
 
 
 async def _manifest_loop(pipeline: Pipeline, run_dir: RunDir, every_s: float = 2.0) -> None:

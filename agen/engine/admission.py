@@ -41,6 +41,8 @@ class StageCounts:
     judged_accepted: int = 0
     spent_usd: float = 0.0  # on committed tasks: what a task costs, for budget look-ahead
     spent_in_flight_usd: float = 0.0  # on tasks not committed yet
+    others_accepted: int = 0  # committed by the other workers of a coordinated run (engine/coordination)
+    others_in_flight: float = 0.0  # what the other workers' work in flight is expected to add
 
     @property
     def inflight(self) -> int:
@@ -55,14 +57,17 @@ class StageCounts:
 
     def full(self, target: int) -> bool:
         """The target is met by what is committed or being committed: anything else is surplus."""
-        return self.accepted + self.committing_accepted >= target
+        return self.accepted + self.others_accepted + self.committing_accepted >= target
 
-    def expected_accepted(self) -> float:
-        """Accepted so far plus what the work in flight is expected to add."""
+    def expected_in_flight(self) -> float:
+        """What this worker's work in flight is expected to add to the accepted count."""
         p_pass = (self.passed + PRIOR) / (self.generated + PRIOR)
         p_keep = (self.judged_accepted + PRIOR) / (self.judged + PRIOR)
-        return (self.accepted + self.committing_accepted + self.filtering * p_keep
-                + self.generating * p_pass * p_keep)
+        return self.committing_accepted + self.filtering * p_keep + self.generating * p_pass * p_keep
+
+    def expected_accepted(self) -> float:
+        """Accepted so far (by every worker) plus what the work in flight (every worker's) is expected to add."""
+        return self.accepted + self.others_accepted + self.others_in_flight + self.expected_in_flight()
 
     def restore(self, accepted: int, finished: int, reasons: Counter[str], spent_usd: float) -> None:
         self.accepted, self.finished, self.spent_usd = accepted, finished, spent_usd

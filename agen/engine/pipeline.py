@@ -20,6 +20,7 @@ the tasks they belonged to stay uncommitted and their paid results are journaled
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import time
@@ -31,6 +32,7 @@ import structlog
 from agen.config import RunConfig, StageConfig
 from agen.cost import CostBook
 from agen.engine.admission import StageCounts, budget_left
+from agen.engine.coordination import Coordination, Solo
 from agen.engine.fewshot import COVERAGE_TASKS, FewShotCoverage, Rotation, coverage, pick_examples
 from agen.engine.loop_lag import LoopLagMonitor
 from agen.engine.records import build_record, usage_dict
@@ -47,7 +49,7 @@ from agen.providers import Providers
 from agen.run.journal import Journal, base_task
 from agen.run.ledger import PreviousSessions
 from agen.run.restore import Restored
-from agen.run.rundir import RunDir
+from agen.run.rundir import DEDUP_CACHE, RunDir
 from agen.run.sink import Sink
 from agen.types import CallRecord, Example, ScoreRequest
 from agen.verify import make_verifier
@@ -63,7 +65,7 @@ class Pipeline:
 
     def __init__(self, cfg: RunConfig, run_dir: RunDir, providers: Providers, seeds: list[Example],
                  restored: Restored, costs: CostBook, make_filter: FilterFactory,
-                 previous: PreviousSessions | None = None) -> None:
+                 previous: PreviousSessions | None = None, coord: Coordination | None = None) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
         self.providers = providers
@@ -76,13 +78,16 @@ class Pipeline:
         self._rotation = Rotation(cfg.seed)
         self._shown: list[list[str]] = []  # shown example ids of the first amplify tasks admitted
         self.done_ids = restored.done_ids
-        self.dedup = Deduper(threshold=cfg.dedup.near_threshold)
+        # its files are a cache in the run directory (emptied here, removed at the end): the shards
+        # are the record, and the index is rebuilt from them below
+        self.dedup = Deduper(threshold=cfg.dedup.near_threshold, store=run_dir.root / DEDUP_CACHE)
         for ex in seeds:
             self.dedup.add(ex.question, ex.id)
         for rid, question in restored.dedup_items:
             self.dedup.add(question, rid)
         restored.dedup_items.clear()  # indexed: the texts are not needed again this session
-        self.sink = Sink(run_dir, cfg.output, self.done_ids, self._on_commit)
+        self.coord: Coordination = coord if coord is not None else Solo(run_dir.fingerprint, self.done_ids)
+        self.sink = Sink(run_dir, cfg.output, self.done_ids, self._on_commit, before_write=self._before_write)
         self.stop_reason: str | None = None
         self.sending = True  # False after stop_sending: no request may leave any more
         self.stopped_sending_at: float | None = None
@@ -105,7 +110,7 @@ class Pipeline:
         self.parse = make_verifier(cfg).parse if cfg.task == "verifiable" else parse_open_generation
         self.filter = make_filter(self._call)
         self.workers = WorkerContext(cfg, providers, self.counts, self.dedup, self.parse, self.filter,
-                                     self._call, self._finish, self._fatal, Turns())
+                                     self._call, self._finish, self._fatal, Turns(), self.coord.seen)
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
@@ -124,7 +129,26 @@ class Pipeline:
         if stage is not None:
             stage.spent_in_flight_usd += rec.cost_usd
 
+    async def _before_write(self, batch: list[dict[str, Any]]) -> set[str]:
+        """Ask the coordination which records may still be written; the refused ones (or all, if the
+        coordinator is gone) are not committed here and leave the counts as if never decided."""
+        try:
+            refused = await self.coord.before_write(batch)
+        except FatalRunError as exc:
+            self._fatal(exc)
+            refused = {r["id"] for r in batch}
+        if refused:
+            log.warning("not_committed", records=len(refused), why="claim lost or coordinator unreachable")
+            for r in batch:
+                if r["id"] in refused:
+                    c = self.counts[r["stage"]]
+                    c.committing -= 1
+                    c.committing_accepted -= r["status"] == "accepted"
+                    c.spent_in_flight_usd += r["cost_usd"]  # still spent; the ledger keeps its calls
+        return refused
+
     def _on_commit(self, batch: list[dict[str, Any]]) -> None:
+        self.coord.committed(batch)
         for r in batch:
             c = self.counts[r["stage"]]
             c.finished += 1
@@ -141,7 +165,7 @@ class Pipeline:
         for stage in {r["stage"] for r in batch}:
             sc, c = self._stage_cfg(stage), self.counts[stage]
             self._watch(stage, self.watchdog.check_reachable(
-                stage, c.accepted, sc.target, sc.attempts_cap() - c.finished, sc.attempts_cap(),
+                stage, c.accepted + c.others_accepted, sc.target, sc.attempts_cap() - c.finished, sc.attempts_cap(),
                 f"{stage}.max_attempts"))
         self._notify()
 
@@ -244,10 +268,7 @@ class Pipeline:
                 if not self.pool:
                     log.warning("amplify_without_proposals", detail="no accepted proposals; amplifying from seeds")
             admitted = 0
-            for index in range(self._max_attempts(stage)):
-                tid = f"{self.run_dir.fingerprint[:8]}-{stage}-{index:08d}"
-                if tid in self.done_ids:
-                    continue
+            while True:
                 while True:
                     if self.stop_reason is not None or c.full(sc.target):
                         return
@@ -259,14 +280,24 @@ class Pipeline:
                     if c.generating + c.filtering < self.filter.min_in_flight(stage):
                         break  # a calibration pilot needs more candidates before any is decided
                     await self._changed.wait()
+                try:
+                    index = await self.coord.claim(stage, self._max_attempts(stage))
+                except FatalRunError as exc:
+                    self._fatal(exc)
+                    return
+                if index is None:
+                    break
+                tid = f"{self.run_dir.fingerprint[:8]}-{stage}-{index:08d}"
+                if tid in self.done_ids:  # committed here, its mark lost with a crash: marked again
+                    self.coord.committed([{"id": tid, "stage": stage, "status": "rejected"}])
+                    continue
                 c.generating += 1
                 await task_q.put(GenTask(tid, stage, index, self._examples(stage, index)))
                 admitted += 1
                 if admitted % 32 == 0:
                     await asyncio.sleep(0)  # a put into a free queue never yields: bound the loop turn
-            else:
-                self.exhausted.append(stage)
-                log.warning("max_attempts_reached", stage=stage, attempts=self._max_attempts(stage))
+            self.exhausted.append(stage)
+            log.warning("max_attempts_reached", stage=stage, attempts=self._max_attempts(stage))
         finally:
             # Cancelled (second Ctrl-C, storage error): the workers are too, and put() on a full
             # queue nobody reads would block this finally, and the whole shutdown, forever.
@@ -284,11 +315,17 @@ class Pipeline:
     async def _finish(self, task: GenTask, cand: Candidate | None, status: str, reason: str,
                       model: str, **extra: Any) -> None:
         """Build the record of a finished task and hand it to the sink (counted as committing)."""
+        c, target = self.counts[task.stage], self._stage_cfg(task.stage).target
+        if status == "accepted":
+            try:
+                fits = not c.full(target) and await self.coord.take_slot(task.stage, task.index, target)
+            except FatalRunError as exc:  # the coordinator is gone: left uncommitted, journaled
+                self._fatal(exc)
+                return
+            if not fits:
+                status, reason = "surplus", f"surplus:{reason}"  # decided after the target was met: kept, not counted
         cost = self._task_cost.pop(task.id, 0.0)
-        c = self.counts[task.stage]
         c.spent_in_flight_usd -= cost
-        if status == "accepted" and c.full(self._stage_cfg(task.stage).target):
-            status, reason = "surplus", f"surplus:{reason}"  # decided after the target was met: kept, not counted
         self.journal.drop(task.id)
         cost += self._replayed_cost.pop(task.id, 0.0)  # what the task cost, whichever session paid
         rec = build_record(self.cfg, self.run_dir.session, task, cand, status, reason, model, cost, extra)
@@ -299,8 +336,8 @@ class Pipeline:
     # ---- orchestration -------------------------------------------------------------------------
 
     async def _run_stage(self, stage: str, filter_q: asyncio.Queue[FilterJob | None]) -> None:
-        sc = self._stage_cfg(stage)
-        if sc.target <= self.counts[stage].accepted:
+        sc, c = self._stage_cfg(stage), self.counts[stage]
+        if sc.target <= c.accepted + c.others_accepted:
             if stage == "propose":
                 self._propose_done.set()
             return
@@ -364,6 +401,7 @@ class Pipeline:
         sink_task = asyncio.create_task(self.sink.run(), name="sink")
         self._work = asyncio.create_task(self._work_all(), name="work")
         watch = asyncio.create_task(self._watch_sink(sink_task), name="watch-sink")
+        ticks = asyncio.create_task(self._coordinate(), name="coordinate")
         storage_error: StorageError | None = None
         try:
             await self._work
@@ -381,16 +419,43 @@ class Pipeline:
             storage_error = _first_leaf(storage)  # type: ignore[assignment]
         finally:
             watch.cancel()
+            ticks.cancel()
             for row in self.journal.unfinished(self.run_dir.session):  # cut tasks: resume replays these
                 self.sink.log(row)
             await self.filter.aclose()
             self.loop_lag.close()
             await self.sink.aclose()
             await asyncio.shield(sink_task)
+            self.dedup.close()
+            with contextlib.suppress(FatalRunError):
+                await self._tick()  # the final global counts for the summary and exit code
+            await self.coord.aclose()
         if self.sink.error is not None:
             raise self.sink.error
         if storage_error is not None:
             raise storage_error
+
+    async def _coordinate(self) -> None:
+        """Renew claims, follow the other workers' counts and share their proposals (coordinated runs)."""
+        every = self.coord.tick_s
+        if every is None:
+            return
+        while True:
+            try:
+                await self._tick()
+            except FatalRunError as exc:
+                self._fatal(exc)
+                return
+            await asyncio.sleep(every)
+
+    async def _tick(self) -> None:
+        proposals = await self.coord.tick({s: c.expected_in_flight() for s, c in self.counts.items()})
+        own = {ex.id for ex in self.pool} if proposals else set()
+        self.pool.extend(ex for ex in proposals if ex.id not in own)
+        for stage, c in self.counts.items():
+            c.others_accepted = self.coord.others_accepted(stage)
+            c.others_in_flight = self.coord.others_in_flight(stage)
+        self._notify()
 
     async def _watch_sink(self, sink_task: asyncio.Task[None]) -> None:
         await asyncio.wait([sink_task])
@@ -403,7 +468,8 @@ class Pipeline:
         return {
             "fingerprint": self.run_dir.fingerprint,
             "session": self.run_dir.session,
-            "stages": {s: {"accepted": c.accepted, "target": self._stage_cfg(s).target,
+            "stages": {s: {"accepted": c.accepted, "accepted_all": c.accepted + c.others_accepted,
+                           "target": self._stage_cfg(s).target,
                            "max_tokens": self._stage_cfg(s).max_tokens,
                            "finished": c.finished, "inflight": c.inflight, "reasons": dict(c.reasons)}
                        for s, c in self.counts.items()},

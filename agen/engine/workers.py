@@ -18,7 +18,7 @@ from agen.engine.tasks import FilterJob, GenTask
 from agen.engine.turns import Turns
 from agen.errors import FatalRunError, Stopped, TaskFailedError
 from agen.filters import Call, CandidateFilter, FilterTask, TargetMet
-from agen.gen.dedup import Deduper
+from agen.gen.dedup import Deduper, exact_key
 from agen.gen.parse import Candidate, ParseFailure
 from agen.gen.prompts import generation_messages
 from agen.providers import Providers
@@ -42,6 +42,7 @@ class WorkerContext:
     finish: Finish
     fatal: Callable[[FatalRunError], None]
     turns: Turns
+    seen: Callable[[int, str], Awaitable[str | None]]  # the run-wide exact-duplicate set (other workers)
 
     def stage_cfg(self, stage: str) -> StageConfig:
         return self.cfg.propose if stage == "propose" else self.cfg.amplify
@@ -101,6 +102,15 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
         if dup is not None:
             await ctx.finish(task, parsed, "rejected", f"duplicate:{dup.kind}", sc.model,
                              duplicate_of=dup.match_id, duplicate_score=round(dup.score, 4), finish_reason=finish)
+            continue
+        try:
+            first = await ctx.seen(exact_key(parsed.question), task.id)
+        except FatalRunError as exc:  # the coordinator is gone: left uncommitted, redone on resume
+            ctx.fatal(exc)
+            continue
+        if first is not None:  # another worker had this very question first
+            await ctx.finish(task, parsed, "rejected", "duplicate:exact", sc.model, duplicate_of=first,
+                             duplicate_score=1.0, finish_reason=finish)
             continue
         c.passed += 1
         c.filtering += 1

@@ -50,6 +50,9 @@ _RL_PROBE = {
 }
 
 
+_SHAPES_KEPT = 64  # distinct sets of response header names remembered per endpoint
+
+
 def outcome_of(err: ProviderError) -> str:
     """The ledger outcome of a failed attempt (`throttle`, `bad_response`, ..., else `capacity`)."""
     for cls, name in _OUTCOME.items():
@@ -59,11 +62,11 @@ def outcome_of(err: ProviderError) -> str:
 
 
 class _Secret:
-    """Holds an API key; its repr never shows it."""
+    """Holds an API key (or headers carrying one); its repr never shows it."""
 
     __slots__ = ("value",)
 
-    def __init__(self, value: str | None) -> None:
+    def __init__(self, value: Any) -> None:
         self.value = value
 
     def __repr__(self) -> str:
@@ -97,6 +100,7 @@ class LaneClient:
         self._key = _Secret(api_key)
         self._on_call = on_call
         self._rl_probe = _RL_PROBE[provider]
+        self._shapes: dict[tuple[str, ...], bool] = {}  # header names seen -> carry rate limits?
         self.lane = lane or Lane(name, max_concurrency=cfg.max_concurrency, pacer=Pacer(rpm=cfg.rpm, tpm=cfg.tpm))
         self.facts: EndpointFacts = self.lane.pacer.facts
         self.facts.lane = name
@@ -159,15 +163,28 @@ class LaneClient:
                                      latency_s=latency, request_id=request_id,
                                      saved_usd=cache_saved_usd(usage, self.price)))
 
-    def _seen_headers(self, headers: Any) -> None:
+    def _seen_headers(self, headers: Any) -> bool:
         """The `headers` fact: which rate-limit header families this endpoint sends (learned on the
-        first response, extended silently afterwards)."""
+        first response, extended silently afterwards). Returns whether `headers` carry rate limits
+        worth parsing for the lane.
+
+        Both answers depend only on the header names, and an endpoint sends the same few sets of
+        names again and again, so they are worked out once per set of names (up to
+        `_SHAPES_KEPT` sets; past that, every time)."""
+        names = tuple(headers.keys())
+        carries = self._shapes.get(names)
+        if carries is not None:
+            return carries
         fams = header_families(headers)
         known = self.facts.get("headers")
         if known is None:
             self.facts.learn("headers", sorted(fams) or ["none"], "first response")
         elif not fams <= set(known):
             self.facts.values["headers"] = sorted((set(known) | fams) - {"none"})
+        carries = any(k in headers for k in self._rl_probe)
+        if len(self._shapes) < _SHAPES_KEPT:
+            self._shapes[names] = carries
+        return carries
 
     async def _attempt(self, body: bytes | Callable[[], bytes], headers: dict[str, str], est_tokens: int,
                        parse: ParseBody[T], *, stage: str, task_id: str, out_tokens: int = 0) -> Attempted[T]:
@@ -205,8 +222,7 @@ class LaneClient:
                 raise
             else:
                 self.breaker.reachable(time.monotonic())
-                self._seen_headers(res.headers)
-                if any(k in res.headers for k in self._rl_probe):
+                if self._seen_headers(res.headers):
                     self.lane.observe(parse_rate_limits(res.headers, self.provider), ticket)
                 if 200 <= res.status < 300:
                     try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import orjson
 
@@ -43,6 +43,7 @@ class Sink:
 
     def __init__(self, run_dir: RunDir, out: OutputConfig, committed_ids: CommittedIds,
                  on_commit: Callable[[list[dict[str, Any]]], None], *,
+                 before_write: Callable[[list[dict[str, Any]]], Awaitable[set[str]]] | None = None,
                  max_queue: int = 1024, max_batch: int = 512, linger_s: float = 0.05) -> None:
         self._writers = {
             "accepted": ShardWriter(run_dir.stream("accepted"), out.shard_max_records, out.shard_max_bytes),
@@ -56,6 +57,7 @@ class Sink:
         self._committed = committed_ids
         self._pending: set[str] = set()
         self._on_commit = on_commit
+        self._before_write = before_write  # a coordinated run: ids another worker now owns are not written
         self._max_batch = max_batch
         self._linger_s = linger_s
         self.error: StorageError | None = None
@@ -146,6 +148,13 @@ class Sink:
     async def _commit(self, batch: list[dict[str, Any]]) -> None:
         ledger, self._ledger = self._ledger, []
         durable, self._durable = self._durable, []
+        if batch and self._before_write is not None:
+            refused = await self._before_write(batch)
+            if refused:
+                for r in batch:
+                    if r["id"] in refused:
+                        self._pending.discard(r["id"])
+                batch = [r for r in batch if r["id"] not in refused]
         acc = [orjson.dumps(r) + b"\n" for r in batch if r["status"] == "accepted"]
         rej = [orjson.dumps(r) + b"\n" for r in batch if r["status"] != "accepted"]
         if ledger or acc or rej:
