@@ -134,3 +134,20 @@ async def test_openai_sdk_sees_cached_tokens(sim: SimServer) -> None:
     assert usages[0].prompt_tokens_details.cached_tokens == 0  # type: ignore[union-attr]
     assert usages[1].prompt_tokens_details.cached_tokens == 1408  # type: ignore[union-attr]
     assert usages[1].prompt_tokens == 1501
+
+
+async def test_anthropic_sdk_sees_cache_writes_and_reads(sim: SimServer) -> None:
+    """The official anthropic SDK, a system block marked cache_control: the first call reports a
+    cache write, the second a read, input_tokens only the uncached rest."""
+    import anthropic
+
+    async with anthropic.AsyncAnthropic(base_url=sim.base_url, api_key="x", max_retries=0) as client:
+        usages = []
+        for q in ("first question", "second"):
+            msg = await client.messages.create(
+                model="m", max_tokens=8, system=[{"type": "text", "text": LONG, "cache_control": EPH}],
+                messages=[{"role": "user", "content": q}])
+            usages.append(msg.usage)
+    assert (usages[0].cache_creation_input_tokens, usages[0].cache_read_input_tokens) == (1500, 0)
+    assert (usages[1].cache_creation_input_tokens, usages[1].cache_read_input_tokens) == (0, 1500)
+    assert usages[1].input_tokens == 1
