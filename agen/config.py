@@ -223,6 +223,7 @@ class ModelConfig(_Strict):
     window: Literal["steady", "fixed"] | None = None  # limits refill steadily, or reset at fixed clock windows
     unreachable_after_s: float = Field(default=30.0, gt=0)  # every attempt failing at transport level this long:
     unreachable_after_attempts: int | None = Field(default=None, ge=1)  # (or this many in a row) stop the run
+    failing_after_s: float = Field(default=30.0, gt=0)  # every answer a 5xx this long: stop the run (resumable)
     max_retries: int = Field(default=8, ge=0)
     bad_response_retries: int = Field(default=2, ge=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)

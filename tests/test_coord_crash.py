@@ -123,7 +123,8 @@ def test_a_worker_stalled_past_its_lease_loses_its_claims_and_writes_no_duplicat
 
 def test_scale_out_quota_benchmark_smoke():
     """benchmarks/scale_out_quota.py on a short window: a table, a JSON line, both rows; the
-    workers sharing the quota draw fewer 429s than the ones each limiting themselves."""
+    workers each limiting themselves ask for more than the limit, and the shared ones draw no more
+    429s (how many more is the benchmark's figure: on a loaded machine a 6 s window may see none)."""
     import json
     import subprocess
 
@@ -138,4 +139,4 @@ def test_scale_out_quota_benchmark_smoke():
     shared, local = doc["rows"]
     assert (shared["quota"], local["quota"]) == ("shared", "local")
     assert shared["ok"] > 0 and local["ok"] > 0
-    assert local["demand"] > shared["demand"] and local["share_429"] > shared["share_429"]
+    assert local["demand"] > shared["demand"] and local["share_429"] >= shared["share_429"]

@@ -91,6 +91,7 @@ class Pipeline:
         self.stop_reason: str | None = None
         self.sending = True  # False after stop_sending: no request may leave any more
         self.stopped_sending_at: float | None = None
+        self._lanes_closed = False
         self.journal = Journal(previous.journal if previous else None)
         self._paid_before = previous.paid_ids if previous else frozenset()
         self.redone_usd = 0.0  # paid in this session for a request an earlier session had paid for
@@ -191,12 +192,21 @@ class Pipeline:
         """Stop now without losing what was paid: nothing new is admitted and no further request
         is sent (queued or retrying requests are refused by their lanes with `Stopped`); requests on
         the wire finish and are recorded; cut tasks stay uncommitted, their results journaled."""
+        self.halt_sending(reason)
         self.request_stop(reason)
+        if not self._lanes_closed:
+            self._lanes_closed = True
+            for name in self.providers:
+                lane = self.providers[name].lane
+                lane.close(lane.closed or Stopped(f"not sent: {reason}"))
+
+    def halt_sending(self, reason: str) -> None:
+        """From this instant no request leaves (flags only, so a signal handler may call it in the
+        middle of any code); `stop_sending`, run on the loop, does the rest."""
         if self.sending:
             self.sending = False
             self.stopped_sending_at = time.time()
-            for name in self.providers:
-                self.providers[name].lane.close(Stopped(f"not sent: {reason}"))
+            self.providers.halt(Stopped(f"not sent: {reason}"))
 
     def cancel_now(self) -> None:
         """Abandon in-flight work (it is redone on resume); the sink still flushes what it has."""
@@ -292,6 +302,7 @@ class Pipeline:
                     self.coord.committed([{"id": tid, "stage": stage, "status": "rejected"}])
                     continue
                 c.generating += 1
+                self.watchdog.admitted(stage, index)
                 await task_q.put(GenTask(tid, stage, index, self._examples(stage, index)))
                 admitted += 1
                 if admitted % 32 == 0:

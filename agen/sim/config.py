@@ -31,8 +31,17 @@ class Latency(_Strict):
     per_output_token_ms: float = Field(default=0.0, ge=0)
 
 
+class Outage(_Strict):
+    """A window in which *every* request of the model gets `status` (a bursty 5xx, not a per-request
+    draw): from `after_s` to `after_s + for_s` seconds after the sim started (or was reset)."""
+
+    after_s: float = Field(default=0.0, ge=0)
+    for_s: float = Field(gt=0)
+    status: int = Field(default=503, ge=500, le=599)
+
+
 class Faults(_Strict):
-    """Random failures, drawn per request (scripted responses skip them)."""
+    """Random failures, drawn per request (scripted responses skip them), and outage windows."""
 
     error_5xx_p: float = Field(default=0.0, ge=0, le=1)
     error_429_p: float = Field(default=0.0, ge=0, le=1)
@@ -40,6 +49,7 @@ class Faults(_Strict):
     hang_s: float = Field(default=30.0, ge=0)
     malformed_p: float = Field(default=0.0, ge=0, le=1)
     quota_after: int | None = Field(default=None, ge=0)  # calls allowed before quota errors start
+    outage: Outage | None = None  # every request answered with a 5xx for a while
 
 
 class Quirks(_Strict):

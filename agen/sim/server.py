@@ -8,6 +8,7 @@ base URL):
     POST /pooling               vLLM's Pooling API as served for reward models: one scalar per input
     GET  /v1/models             OpenAI model list
     GET  /sim/stats             per-model requests, status counts, billed usage (what responses said)
+    GET  /sim/received?after=T  count of model requests received, receive times (unix) of those after T
     POST /sim/script            queue scripted responses for a model (FIFO, before normal processing)
     POST /sim/reset             clear stats, scripts, buckets, quota counters, prompt cache, batches, files, batch_dir
     GET  /sim/batch_stats       batches submitted per wire, custom_ids submitted twice, batch lines' usage
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from array import array
 import itertools
 import logging
 import math
@@ -94,6 +96,7 @@ class ModelState:
 
     def __init__(self, cfg: SimModel, now: float, defaults: SimConfig) -> None:
         self.cfg = cfg
+        self.started = now  # outage windows count from here
         q = cfg.quirks
 
         def limiter(limit: float | None) -> limits.Limiter | None:
@@ -141,6 +144,8 @@ class SimState:
         self.models = {name: ModelState(m, now, self.cfg) for name, m in self.cfg.models.items()}
         self.stats: dict[str, ModelStats] = collections.defaultdict(ModelStats)
         self.scripts: dict[str, collections.deque[dict[str, Any]]] = collections.defaultdict(collections.deque)
+        self.received = array("d")  # wall-clock time each model request reached a handler (8 bytes each)
+        self.ticks = array("d")  # (wall-clock time, lag s) of the loop-lag timer, flat (see `received`)
 
     def next_id(self) -> str:
         return f"{self.prefix:08x}{next(self.ids):016x}"
@@ -226,6 +231,21 @@ class Handlers:
     async def stats(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps({k: v.as_dict() for k, v in self.st.stats.items()}), content_type=JSON)
 
+    async def received(self, request: web.Request) -> web.Response:
+        """GET /sim/received?after=T: how many model requests reached the sim, the wall-clock
+        receive times of those after T (the server's own record, e.g. against a client's signal time),
+        and `lag_ticks`: [time, lag s] of the sim's own 20 ms timer after T — a request received while
+        the sim's loop ran `lag` late may have been waiting in its socket since `time - lag`."""
+        try:
+            after = float(request.query.get("after", "inf"))
+        except ValueError:
+            return web.Response(status=400, body=b'{"error":"after must be a number (unix time)"}', content_type=JSON)
+        times, ticks = self.st.received, self.st.ticks
+        first = next((i for i in range(0, len(ticks), 2) if ticks[i] > after), len(ticks))
+        return web.Response(body=orjson.dumps({"count": len(times), "after": [t for t in times if t > after],
+                                               "lag_ticks": [ticks[i:i + 2].tolist() for i in range(first, min(len(ticks), first + 2000), 2)]}),
+                            content_type=JSON)
+
     async def batch_stats(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self.st.batches.stats()), content_type=JSON)
 
@@ -274,6 +294,7 @@ class Handlers:
 
     async def _serve(self, request: web.Request, fmt: wire.Wire, pooling: bool = False) -> web.StreamResponse:
         st = self.st
+        st.received.append(time.time())
         rid = "req_" + st.next_id()
         id_header = "x-request-id" if fmt == "openai" else "request-id"
         box: list[Any] = ["_unknown", None, None]  # model name, usage to bill, stream options (None: no stream)
@@ -437,6 +458,9 @@ class Handlers:
         # quota, then rate limits
         faults = ms.cfg.faults
         ms.calls += 1
+        out = faults.outage
+        if out is not None and out.after_s <= now - ms.started < out.after_s + out.for_s:
+            raise _Reply(out.status, wire.scripted_error(fmt, out.status, rid), rl)
         if faults.quota_after is not None and ms.calls > faults.quota_after:
             msg = wire.QUOTA_OPENAI if fmt == "openai" else wire.QUOTA_ANTHROPIC
             raise _Reply(*wire.error(fmt, "quota", msg, rid), rl)
@@ -680,10 +704,28 @@ def build_app(cfg: SimConfig | dict[str, Any] | None = None) -> web.Application:
     app.on_startup.append(_resume_batches)
     app.on_cleanup.append(_stop_batches)
     app.router.add_get("/sim/stats", h.stats)
+    app.router.add_get("/sim/received", h.received)
+    app.cleanup_ctx.append(_lag_ticks)
     app.router.add_get("/sim/batch_stats", h.batch_stats)
     app.router.add_post("/sim/script", h.script)
     app.router.add_post("/sim/reset", h.reset)
     return app
+
+
+async def _lag_ticks(app: web.Application) -> Any:
+    """The sim's own loop lag, for `GET /sim/received` (a request waits in the socket as long)."""
+    async def tick() -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.02)
+            lag = time.perf_counter() - t0 - 0.02
+            ticks = app[_STATE_KEY].ticks
+            if len(ticks) < 2_000_000:  # 16 MB at most (~4.5 h)
+                ticks.extend((time.time(), lag))
+
+    task = asyncio.get_running_loop().create_task(tick())
+    yield
+    task.cancel()
 
 
 class SimServer:
