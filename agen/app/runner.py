@@ -106,10 +106,11 @@ def seeds_digest(seeds: list[Example]) -> str:
 def make_filter(cfg: RunConfig, providers: Providers, call: Call, run_dir: RunDir) -> CandidateFilter:
     """Answer-Consistency for verifiable tasks, RIP for open-ended ones."""
     if cfg.task == "verifiable" and cfg.vote is not None:
-        return AnswerConsistency(cfg.vote, providers[cfg.vote.model], call, make_verifier(cfg))
+        return AnswerConsistency(cfg.vote, providers[cfg.vote.model], call, make_verifier(cfg),
+                                 cache_layout=cfg.prompts.cache_layout)
     if cfg.task == "open_ended" and cfg.rip is not None:
         return RipFilter(cfg.rip, providers[cfg.rip.model], providers[cfg.rip.judge_model], call,
-                         run_dir.root / "rip_thresholds.json")
+                         run_dir.root / "rip_thresholds.json", cache_layout=cfg.prompts.cache_layout)
     raise ConfigError(f"task {cfg.task!r} has no filter configured")
 
 

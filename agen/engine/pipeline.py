@@ -120,7 +120,8 @@ class Pipeline:
         self.sink.log({"ev": "call", "session": self.run_dir.session, "ts": rec.ts, "model": rec.model,
                        "stage": rec.stage, "task_id": rec.task_id, "outcome": rec.outcome,
                        "status": rec.status, "cost_usd": rec.cost_usd, "latency_s": rec.latency_s,
-                       "request_id": rec.request_id, "usage": usage_dict(rec.usage)})
+                       "request_id": rec.request_id, "usage": usage_dict(rec.usage),
+                       **({"saved_usd": rec.saved_usd} if rec.saved_usd else {})})
         self.costs.add(rec)
         if rec.cost_usd and rec.task_id in self._paid_before:
             self.redone_usd += rec.cost_usd
