@@ -45,13 +45,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Price(_Strict):
+class Rates(_Strict):
     """USD per million tokens. `cache_write` defaults to `input` when a provider does not say."""
 
     input: float = Field(ge=0)
     cached_input: float | None = Field(default=None, ge=0)
     output: float = Field(ge=0)
     cache_write: float | None = Field(default=None, ge=0)
+
+
+BATCH_SHARE = 0.5  # OpenAI's Batch API and Anthropic's Message Batches bill half of every online rate
+
+
+class Price(Rates):
+    """A model's online rates and what its provider's batch API bills: `batch` rates when given, else
+    `batch_share` of every online rate (the table's `batch_share` fills it for the shipped models)."""
+
+    batch_share: float = Field(default=BATCH_SHARE, ge=0, le=1)
+    batch: Rates | None = None
+
+    def rates(self, batch: bool = False) -> Rates:
+        """The rates a call is billed at: online, or through the provider's batch API."""
+        if not batch:
+            return self
+        if self.batch is not None:
+            return self.batch
+        k = self.batch_share
+        return Rates(input=self.input * k, output=self.output * k,
+                     cached_input=None if self.cached_input is None else self.cached_input * k,
+                     cache_write=None if self.cache_write is None else self.cache_write * k)
 
 
 _SECRET_HEADER_PARTS = ("key", "token", "secret", "auth", "cookie")  # authorization, x-api-key, x-auth-token, ...
@@ -201,6 +223,7 @@ class ModelConfig(_Strict):
     window: Literal["steady", "fixed"] | None = None  # limits refill steadily, or reset at fixed clock windows
     unreachable_after_s: float = Field(default=30.0, gt=0)  # every attempt failing at transport level this long:
     unreachable_after_attempts: int | None = Field(default=None, ge=1)  # (or this many in a row) stop the run
+    failing_after_s: float = Field(default=30.0, gt=0)  # every answer a 5xx this long: stop the run (resumable)
     max_retries: int = Field(default=8, ge=0)
     bad_response_retries: int = Field(default=2, ge=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
@@ -658,11 +681,12 @@ def set_dotted(raw: Any, dotted: str, value: Any, source: str) -> None:
 
 
 def load_prices(path: Path | None = None) -> dict[str, Price]:
-    """The dated price table shipped in configs/prices.yaml, keyed by wire model id."""
+    """The dated price table shipped in configs/prices.yaml, keyed by wire model id (batch rates included)."""
     p = path or CONFIGS_DIR / "prices.yaml"
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-        return {name: Price.model_validate(v) for name, v in raw["models"].items()}
+        share = raw.get("batch_share", BATCH_SHARE)
+        return {name: Price.model_validate({"batch_share": share, **v}) for name, v in raw["models"].items()}
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the price table: {exc.strerror}") from None
     except (yaml.YAMLError, ValidationError, KeyError, TypeError, AttributeError) as exc:

@@ -1,26 +1,31 @@
 """What every call cost, from its real usage: the price arithmetic and the run's cost book.
 
-`cost_usd` prices one Usage; `CostBook` sums CallRecords (every HTTP attempt, including failed
-attempts that were billed, such as a 200 with usage but an unusable body) by model, by stage and
-by (stage, model).
+`cost_usd` prices one Usage, online or at the batch rates of a call sent through a batch API;
+`CostBook` sums CallRecords (every HTTP attempt, including failed attempts that were billed, such
+as a 200 with usage but an unusable body) by model, by stage and by (stage, model).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from agen.config import Price
+from agen.config import Price, Rates
 from agen.types import CallRecord, Usage
 
 PER = 1_000_000.0
 
 
-def cost_usd(usage: Usage, price: Price) -> float:
+def cost_usd(usage: Usage, price: Rates, batch: bool = False) -> float:
     """USD for one call: uncached input, cached input, cache writes, output (reasoning included).
 
-    `cached_input` and `cache_write` default to `input` when the price does not give them.
+    `cached_input` and `cache_write` default to `input` when the price does not give them. `batch`:
+    the call went through the provider's batch API, billed at the model's batch rates (`Price.rates`).
     """
+    if batch:
+        if not isinstance(price, Price):
+            raise TypeError("a batch call needs a model's Price (its batch rates), not bare Rates")
+        price = price.rates(batch=True)
     cached_p = price.input if price.cached_input is None else price.cached_input
     write_p = price.input if price.cache_write is None else price.cache_write
     uncached = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
@@ -30,25 +35,41 @@ def cost_usd(usage: Usage, price: Price) -> float:
 
 @dataclass(slots=True)
 class Tally:
-    """Calls, billed usage and cost of one slice of the run."""
+    """Calls, billed usage and cost of one slice of the run.
+
+    Token counts are kept as plain ints (a `Usage` per `add` is a frozen dataclass built four
+    times per call: a measurable share of the engine's CPU); `usage` builds one on read."""
 
     calls: int = 0
     ok_calls: int = 0
-    usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.input_tokens, self.cached_input_tokens, self.cache_write_tokens, self.output_tokens,
+                     self.reasoning_tokens)
 
     def add(self, rec: CallRecord) -> None:
+        u = rec.usage
         self.calls += 1
         self.ok_calls += rec.outcome == "ok"
-        self.usage = self.usage + rec.usage
+        self.input_tokens += u.input_tokens
+        self.cached_input_tokens += u.cached_input_tokens
+        self.cache_write_tokens += u.cache_write_tokens
+        self.output_tokens += u.output_tokens
+        self.reasoning_tokens += u.reasoning_tokens
         self.cost_usd += rec.cost_usd
 
     def as_dict(self) -> dict[str, Any]:
-        u = self.usage
         return {"calls": self.calls, "ok_calls": self.ok_calls, "cost_usd": self.cost_usd,
-                "input_tokens": u.input_tokens, "cached_input_tokens": u.cached_input_tokens,
-                "cache_write_tokens": u.cache_write_tokens, "output_tokens": u.output_tokens,
-                "reasoning_tokens": u.reasoning_tokens, "total_tokens": u.total_tokens}
+                "input_tokens": self.input_tokens, "cached_input_tokens": self.cached_input_tokens,
+                "cache_write_tokens": self.cache_write_tokens, "output_tokens": self.output_tokens,
+                "reasoning_tokens": self.reasoning_tokens, "total_tokens": self.input_tokens + self.output_tokens}
 
 
 class CostBook:
@@ -75,7 +96,7 @@ class CostBook:
 
     @property
     def total_tokens(self) -> int:
-        return self.total.usage.total_tokens
+        return self.total.input_tokens + self.total.output_tokens
 
     @property
     def usage(self) -> Usage:

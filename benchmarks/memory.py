@@ -8,15 +8,15 @@ and every vote answers with the candidate's own answer on 3 of 4 samples. Going 
 against the sim would measure the same queues at a twentieth of the speed, too slow for 1M here.
 
 Two things grow with the run by design, and are reported separately from the queues: the
-committed-id set (resume's set difference) and the dedup index (every admitted question). Each
-child measures them at the end (ids: the set and its strings; dedup: its compact stores, counted
-once more for the copy a merge's `np.insert` holds next to the old array (in the merge thread),
-which is the peak, plus the high-water mark of its not-yet-merged buffers, ~5 KB per question up
-to 2^17 keys),
-so the growth per extra task splits into "by design" and "other" (everything else: what should
-be flat). The dedup's token-code cache (an lru_cache bounded at 262,144 entries, ~1 new token per
-task here) is shown on its own: it grows until it is full, then stays flat. The `--no-dedup`
-variant swaps the Deduper for a no-op to show what the queues alone hold.
+committed-id bitmaps (resume's set difference) and what the dedup index keeps in RAM of every
+admitted question (12 bytes in its item log's offsets, 1/64 of its postings as fences; the postings
+and token codes themselves are in files, page cache not RSS, reported as "files MB"). Its bounded
+parts — dict buffers up to `MERGE_AT` keys, the in-RAM sorted run up to `SPILL_AT` keys and its
+merge copy, the item log's 1 MB tail, the 8k-entry token-code cache — are full before 10k tasks.
+So the growth per extra task splits into "by design" and "other" (everything else: what should
+be flat). With three or more sizes the table ends with 1M extrapolated from the last two sizes'
+slope, its terms named. The `--no-dedup` variant swaps the Deduper for a no-op to show what the
+queues alone hold.
 
     python benchmarks/memory.py [--sizes 10000,100000,1000000] [--no-dedup] [--quick]
 
@@ -60,7 +60,7 @@ def child(n: int, out: Path, dedup: bool) -> dict[str, Any]:
     raw = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
     raw["seeds"]["path"] = str(ROOT / "data" / "gsm8k_sample.jsonl")
     raw["propose"]["target"] = 0
-    raw["amplify"].update(target=n, max_attempts=n, workers=64)
+    raw["amplify"].update(target=n, max_attempts=2 * n, workers=64)  # a few rejects must not stop it
     raw["output"]["dir"] = str(out)
     raw["output"]["shard_max_records"] = 100_000
     raw["budget"] = {"usd": 1e9}
@@ -130,25 +130,25 @@ def child(n: int, out: Path, dedup: bool) -> dict[str, Any]:
             "committed_ids": len(p.done_ids), **by_design(p)}
 
 
-_BUF_HIGH: dict[int, int] = {}  # id(_MultiMap) -> largest buffer seen before a merge, bytes
+_BUF_HIGH: dict[int, int] = {}  # id(MultiMap) -> largest buffer seen before a merge, bytes
 
 
 def _buf_bytes(m: Any) -> int:
-    return sys.getsizeof(m._buf) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in m._buf.items())
+    return m.buffer_nbytes()
 
 
 def _watch_dedup_buffers() -> None:
-    """Record each dedup multimap's buffer size just before it becomes a run (its high-water mark)."""
-    from agen.gen import dedup as dd
+    """Record each dedup multimap's buffer size just before it is frozen (its high-water mark)."""
+    from agen.gen import dedup_store as ds
 
-    add = dd._MultiMap.add
+    add = ds.MultiMap.add
 
     def watched(self: Any, keys: list[int], value: int) -> None:
-        if self._buffered + len(keys) >= self._merge_at:
+        if len(self._buf) + len(keys) >= self._merge_at:
             _BUF_HIGH[id(self)] = max(_BUF_HIGH.get(id(self), 0), _buf_bytes(self))
         add(self, keys, value)
 
-    dd._MultiMap.add = watched  # type: ignore[method-assign]
+    ds.MultiMap.add = watched  # type: ignore[method-assign]
 
 
 def by_design(p: Any) -> dict[str, float | int]:
@@ -161,15 +161,13 @@ def by_design(p: Any) -> dict[str, float | int]:
     d = p.dedup
     if isinstance(d, dd.Deduper):
         maps = (d._exact, d._lsh)
+        # in RAM: the in-RAM sorted runs (bounded by spill_at), the files' fences, the item log's
+        # offsets and lengths (12 bytes a question) and its unflushed tail (bounded)
         out["dedup_index_mb"] = round(d.nbytes() * mb, 3)
-        for m in maps:
-            m.wait_merged()
-        # np.insert copies keys, then vals, each with a 1-byte-per-slot mask: the larger array + mask
-        out["dedup_merge_copy_mb"] = round(sum(max(m._keys.nbytes, m._vals.nbytes) + len(m._keys) for m in maps) * mb, 3)
-        # not-yet-merged keys (a dict of lists, ~5 KB per question), bounded by merge_at: its
-        # high-water mark is a constant once the first merge has happened
-        buf = sum(max(_BUF_HIGH.get(id(m), 0), _buf_bytes(m)) for m in maps)
-        out["dedup_buffer_mb"] = round(buf * mb, 3)
+        out["dedup_files_mb"] = round(d.file_bytes() * mb, 3)  # page cache, not RSS
+        out["dedup_file_count"] = sum(len(m._state[2]) for m in maps)
+        # the array buffers' high-water mark (bounded by merge_at: flat once the first merge happened)
+        out["dedup_buffer_mb"] = round(sum(max(_BUF_HIGH.get(id(m), 0), _buf_bytes(m)) for m in maps) * mb, 3)
         info = dd._code.cache_info()
         # per entry: the key string, the int code, lru_cache's link (~64 B) and its dict slot (~40 B)
         out["token_cache_entries"] = info.currsize
@@ -202,8 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = rows[0]
 
     def designed(r: dict[str, Any]) -> float:
-        return (r["ids_mb"] + r.get("dedup_index_mb", 0.0) + r.get("dedup_merge_copy_mb", 0.0)
-                + r.get("dedup_buffer_mb", 0.0))
+        return r["ids_mb"] + r.get("dedup_index_mb", 0.0) + r.get("dedup_buffer_mb", 0.0)
 
     for r in rows:
         extra = r["tasks"] - base["tasks"]
@@ -220,10 +217,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r["other_kb_per_extra_task"] = round(total - design - cache, 3)
     mode = "no-op dedup" if args.no_dedup else "real dedup"
     print(f"Pipeline with a stub provider (no HTTP), {mode}; peak RSS per size in a fresh process")
-    print("KB per extra task (vs the first size): total = by design (committed ids + dedup index and its merge "
-          "copy, + its unmerged buffer, flat after ~4k questions) + token cache (bounded) + other (should be ~0)")
+    print("KB per extra task (vs the first size): total = by design (committed ids + the dedup index's RAM: "
+          "12 B a question + fences) + token cache (bounded) + other (should be ~0)")
     print(f"{'tasks':>10}{'finished':>10}{'accepted':>10}{'seconds':>9}{'start MB':>10}{'peak MB':>9}{'ids MB':>8}"
-          f"{'dedup MB':>10}{'total':>8}{'design':>8}{'cache':>8}{'other':>8}")
+          f"{'dedup MB':>10}{'files MB':>10}{'total':>8}{'design':>8}{'cache':>8}{'other':>8}")
 
     def kb(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
@@ -231,10 +228,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for r in rows:
         print(f"{r['tasks']:>10}{r['finished']:>10}{r['accepted']:>10}{r['seconds']:>9}{r['rss_start_mb']:>10}"
               f"{r['peak_rss_mb']:>9}{r['ids_mb']:>8.1f}{r.get('dedup_index_mb', 0.0):>10.1f}"
+              f"{r.get('dedup_files_mb', 0.0):>10.1f}"
               f"{kb(r['kb_per_extra_task']):>8}{kb(r['by_design_kb_per_extra_task']):>8}"
               f"{kb(r['token_cache_kb_per_extra_task']):>8}{kb(r['other_kb_per_extra_task']):>8}")
     result = {"benchmark": "memory", "provider": "stub (in-process, no HTTP)", "dedup": not args.no_dedup,
               "results": rows}
+    if len(rows) >= 3 and rows[-1]["tasks"] < 1_000_000:
+        a, b = rows[-2], rows[-1]
+        extra = (1_000_000 - b["tasks"]) / (b["tasks"] - a["tasks"])  # the last two sizes' slope, carried on
+        design = (designed(b) - designed(a)) * extra
+        other = (b["peak_rss_mb"] - a["peak_rss_mb"]) * extra - design
+        mb = b["peak_rss_mb"] + design + other
+        result["extrapolated_1m"] = {"peak_rss_mb": round(mb, 1), "by_design_mb": round(design, 1),
+                                     "other_mb": round(other, 1), "from": [a["tasks"], b["tasks"]]}
+        print(f"1,000,000 tasks, extrapolated from {a['tasks']:,} → {b['tasks']:,}: {mb:.0f} MB = "
+              f"{b['peak_rss_mb']:.0f} MB at {b['tasks']:,} + {design:.1f} MB by design (ids, dedup RAM) "
+              f"+ {other:.1f} MB other")
     print(orjson.dumps(result).decode())
     sys.stdout.flush()
     return result

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("engine_overhead", "latency_throughput", "memory", "strategy_cost", "filter_precision", "loop_lag", "drain")
+SCRIPTS = ("engine_overhead", "latency_throughput", "memory", "dedup_store", "strategy_cost", "filter_precision", "loop_lag", "drain")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,16 @@ def test_memory_quick(outputs) -> None:
     """memory --quick runs the pipeline at two sizes and reports each one's peak RSS."""
     _, doc = _doc(outputs, "memory")
     assert [r["tasks"] for r in doc["results"]] == [200, 500]
-    assert all(r["finished"] == r["tasks"] and r["peak_rss_mb"] > 0 for r in doc["results"])
+    assert all(r["accepted"] == r["tasks"] <= r["finished"] and r["peak_rss_mb"] > 0 for r in doc["results"])
+
+
+def test_dedup_store_quick(outputs) -> None:
+    """dedup_store --quick: past one spill, the index in files decides as the one in RAM (the script
+    asserts it) and holds less of it in RAM; it reports the CPU per check of both."""
+    _, doc = _doc(outputs, "dedup_store")
+    (row,) = doc["results"]
+    assert row["files"] >= 2 and row["spilled_file_mb"] > 0 and row["spilled_ram_mb"] < row["ram_index_mb"]
+    assert row["preads_per_check"] > 0 and row["ram_mean_us"] > 0 and row["ratio"] > 0
 
 
 def test_strategy_cost_quick(outputs) -> None:
@@ -91,6 +100,10 @@ def test_drain_quick(outputs) -> None:
     # that waited for a pooled connection can look later: hold the issue's bound (<= 5% of in flight)
     assert doc["in_flight_at_signal"] > 0 and doc["started_after_handled"] <= 0.05 * doc["in_flight_at_signal"]
     assert doc["resume_redone_usd"] == 0
+    # the sim's own record: nothing reached it once it had caught up with what was sent before the signal
+    assert doc["sim_received_after_caught_up"] == 0, doc["sim_received_per_250ms"]
+
+
 def test_filter_precision_quick(outputs) -> None:
     """filter_precision --quick scores precision before/after and recall in a world with and without traps."""
     _, doc = _doc(outputs, "filter_precision")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agen.config import Price, load_prices
+from agen.errors import ConfigError
 from agen.cost import CostBook, cost_usd
 from agen.types import CallRecord, Usage
 
@@ -71,3 +74,41 @@ def test_costbook_totals_by_model_stage_and_pair() -> None:
     assert snap["by_stage"]["vote"]["input_tokens"] == 200
     assert snap["by_stage_model"]["vote/small"]["output_tokens"] == 10
     assert snap["total"]["calls"] == 4
+
+
+def test_batch_calls_cost_half_of_every_rate() -> None:
+    """The shipped table bills batch calls at 50% of input, cached input, cache writes and output on both
+    providers (OpenAI Batch API, Anthropic Message Batches); an online call is unchanged."""
+    t = load_prices()
+    u = Usage(input_tokens=2_000_000, cached_input_tokens=500_000, cache_write_tokens=300_000, output_tokens=400_000)
+    for name in ("gpt-4o-mini", "gpt-5", "claude-sonnet-4-5", "claude-haiku-4-5", "sim-large", "sim-small"):
+        p = t[name]
+        assert cost_usd(u, p, batch=True) == pytest.approx(0.5 * cost_usd(u, p))
+        assert cost_usd(u, p, batch=False) == cost_usd(u, p)
+    s = t["claude-sonnet-4-5"].rates(batch=True)
+    assert (s.input, s.cached_input, s.cache_write, s.output) == (1.50, 0.15, 1.875, 7.50)
+
+
+def test_batch_rates_per_model_override() -> None:
+    """A model's own `batch` rates or `batch_share` win over the table's share; a run config's price without
+    either gets the providers' 50%."""
+    own = Price.model_validate({"input": 2.0, "output": 8.0, "batch": {"input": 1.5, "output": 3.0}})
+    u = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert cost_usd(u, own, batch=True) == pytest.approx(1.5 + 3.0)
+    assert cost_usd(u, Price(input=2.0, output=8.0, batch_share=0.25), batch=True) == pytest.approx(2.5)
+    assert cost_usd(u, Price(input=2.0, output=8.0), batch=True) == pytest.approx(5.0)
+    with pytest.raises(TypeError):
+        cost_usd(u, own.rates(batch=True), batch=True)  # bare rates carry no batch rates
+
+
+def test_price_table_batch_share_is_read(tmp_path: Path) -> None:
+    """The table's top-level batch_share fills every model that does not set its own."""
+    p = tmp_path / "prices.yaml"
+    p.write_text("as_of: 2026-11-01\nbatch_share: 0.4\nmodels:\n  a: {input: 1.0, output: 2.0}\n"
+                 "  b: {input: 1.0, output: 2.0, batch_share: 0.9}\n")
+    t = load_prices(p)
+    assert t["a"].rates(batch=True).output == pytest.approx(0.8)
+    assert t["b"].rates(batch=True).output == pytest.approx(1.8)
+    p.write_text("batch_share: 2\nmodels:\n  a: {input: 1.0, output: 2.0}\n")
+    with pytest.raises(ConfigError, match="not a valid price table"):
+        load_prices(p)

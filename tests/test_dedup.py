@@ -10,7 +10,8 @@ import numpy as np
 from rapidfuzz.distance import LCSseq
 from rapidfuzz.process import cdist
 
-from agen.gen.dedup import Deduper, DupMatch, _MultiMap, rouge_l, tokenize
+from agen.gen.dedup import Deduper, DupMatch, rouge_l, tokenize
+from agen.gen.dedup_store import MultiMap
 
 GSM8K = Path(__file__).resolve().parents[1] / "data" / "gsm8k_sample.jsonl"
 
@@ -62,7 +63,7 @@ def test_textless_input_is_exact_only() -> None:
 
 def test_multimap_merges_keep_order_and_limit() -> None:
     """Values survive buffer merges, newest `limit` per key (in no particular order)."""
-    mm = _MultiMap(np.uint32, merge_at=4)
+    mm = MultiMap(np.uint32, merge_at=4)
     for value in range(10):
         mm.add([7, 100 + value], value)
     keys = np.array([7, 105, 999], dtype=np.uint32)
@@ -136,9 +137,8 @@ def test_index_merges_in_the_background_and_finds_everything():
     value, the most recent `limit` per key, as one sorted array would."""
     import numpy as np
 
-    from agen.gen.dedup import _MultiMap
 
-    m = _MultiMap(np.uint32, merge_at=8)
+    m = MultiMap(np.uint32, merge_at=8)
     ref: dict[int, list[int]] = {}
     for v in range(400):
         keys = [v % 37, (v * 7) % 53 + 100]

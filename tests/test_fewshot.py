@@ -107,3 +107,21 @@ def test_a_resumed_sessions_coverage_line_says_it_counts_this_session() -> None:
             "fewshot": {"tasks": 40, "distinct": 9, "pool": 20, "top3_share": 0.3, "slots": 80}}
     text = " ".join(render_summary(snap).split())
     assert "Amplify few-shots: this session's first 40 tasks showed 9 distinct" in text
+
+
+def test_open_ended_walk_takes_the_first_members_of_the_start_category() -> None:
+    """The walk stops once its slots are filled; what it picks is the definition: the first
+    `shots - from_seeds` members from `start` on (wrapping) in the start member's category."""
+    cats = ["a", "b", "c"]
+    pool = [Example(f"run-propose-{i:08d}", f"proposal {i}", str(i), cats[i % 7 % 3]) for i in range(40)]
+    seeds = [Example(f"seed-{i}", f"seed {i}", str(i), cats[i % 3]) for i in range(9)]
+    sc = _amplify(shots=3, seed_mix=0.3)
+    members = Rotation(5).sync(pool)
+    for index in range(60):
+        shots = pick_examples(sc, "amplify", index, 5, seeds, pool, True)
+        start = index * 3 % len(members)
+        walk = [members[(start + j) % len(members)] for j in range(len(members))]
+        from_pool = [ex for ex in shots if ex.id.startswith("run-")]
+        same = [ex for ex in walk if ex.category == walk[0].category]
+        assert from_pool == same[: len(from_pool)] and len(shots) == 3
+        assert {ex.category for ex in shots} == {walk[0].category}

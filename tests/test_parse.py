@@ -164,3 +164,20 @@ def test_open_generation_keeps_only_the_step_3_prompt():
     assert parse_open_generation("[New Prompt Begin] x").reason == "unclosed_prompt"
     assert parse_open_generation("[New Prompt Begin]  [New Prompt End]").reason == "empty_prompt"
     assert parse_open_generation("[New Prompt Begin]a[New Prompt End][New Prompt Begin]b[New Prompt End]").reason == "multiple_prompts"
+
+
+_PIECES = ["\\boxed{", "\\boxed {", "\\boxed", "\\fbox{", "\\fbox", "{", "}", "\\{", "\\}", "x", " ", "<think>",
+           "</think>", "<", "\\"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=14))
+def test_fast_paths_agree_with_the_regex_scans(pieces: list[str]) -> None:
+    """The last box found from the end and the no-'<' shortcut give what the full scans give."""
+    from agen.gen.parse import _BOXED, _THINK_TAG, _last_box, _strip_think
+
+    text = "".join(pieces)
+    matches = list(_BOXED.finditer(text))
+    last = _last_box(text)
+    assert (last.span() if last else None) == (matches[-1].span() if matches else None)
+    if "<" not in text:
+        assert not _THINK_TAG.search(text) and _strip_think(text) == (text.strip(), False)

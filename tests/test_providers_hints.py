@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from agen.providers.facts import ChargeProbe, EndpointFacts
 from agen.providers.headers import header_families, parse_rate_limits, parse_retry_after, retry_hint
 from agen.providers.lane import Pacer
-from agen.providers.reserve import WARM, OutputReserve
+from agen.providers.reserve import KEEP, WARM, OutputReserve
 from agen.providers.transport import classify
 from agen.errors import ThrottledError
 
@@ -99,6 +99,21 @@ def test_reserve_is_max_tokens_until_warm_and_usage_charged() -> None:
     assert r.per_choice("vote", 1000, True) == 1000  # per stage
 
 
+def test_reserve_is_resorted_every_8th_call_once_its_window_is_full() -> None:
+    """The quantile is re-taken every 8th call of a stage, also once the window holds KEEP calls
+    (it used to re-sort on every call from then on: the deque's length stays a multiple of 8)."""
+    r = OutputReserve()
+    for _ in range(KEEP):  # call KEEP (a multiple of 8) takes the quantile
+        r.observe("vote", 100, 1)
+    before = r.per_choice("vote", 10_000, True)
+    changed_at = None
+    for call in range(KEEP + 1, KEEP + 41):
+        r.observe("vote", 5000, 1)
+        if changed_at is None and r.per_choice("vote", 10_000, True) != before:
+            changed_at = call
+    assert changed_at is not None and changed_at % 8 == 0
+
+
 def test_usage_charging_lane_banks_refunds_a_max_tokens_lane_does_not() -> None:
     """Refunds settled while the lane was idle-ish are banked on a usage-charging lane (the server is
     owed only what was used), and lost at the clamp otherwise (the server charged max_tokens)."""
@@ -119,3 +134,30 @@ def test_usage_charging_lane_banks_refunds_a_max_tokens_lane_does_not() -> None:
             now = round(now + 0.01, 2)
         return n
     assert admitted_in_10s("usage") > admitted_in_10s(None) * 1.3
+
+
+def test_header_names_are_read_once_per_set_and_new_sets_still_count() -> None:
+    """What a response's headers say (families for the `headers` fact, whether the lane should
+    parse rate limits) is worked out once per set of header names; a new set is read in full."""
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from agen.config import ModelConfig, Price
+    from agen.providers import attempts
+    from agen.providers.client import ModelClient
+
+    c = ModelClient("m", ModelConfig(model="x"), transport=None, base_url="http://127.0.0.1:9/v1",  # type: ignore[arg-type]
+                    price=Price(input=1.0, output=1.0))
+
+    def h(**kv: str) -> CIMultiDictProxy[str]:
+        return CIMultiDictProxy(CIMultiDict({k.replace("_", "-"): v for k, v in kv.items()}))
+
+    plain = h(content_type="application/json", x_request_id="a")
+    assert c._seen_headers(plain) is False and c.facts.get("headers") == ["none"]
+    assert c._seen_headers(h(content_type="application/json", x_request_id="b")) is False  # same names
+    limited = h(content_type="application/json", x_ratelimit_remaining_requests="9", retry_after="1")
+    assert c._seen_headers(limited) is True
+    assert c.facts.get("headers") == ["retry-after", "x-ratelimit-remaining"]
+    for i in range(attempts._SHAPES_KEPT + 5):  # past the remembered sets: read every time, same answers
+        assert c._seen_headers(h(**{f"x_extra_{i}": "1"})) is False
+    assert c._seen_headers(h(anthropic_ratelimit_requests_remaining="3", x_extra_999="1")) is False  # openai lane
+    assert "anthropic-ratelimit" in c.facts.get("headers")

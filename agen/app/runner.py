@@ -18,11 +18,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
 import structlog
 
+from agen.app.gc_policy import session_gc
 from agen.app.preflight import check_endpoints
 from agen.app.progress import Progress
 from agen.app.summary import render_summary
@@ -238,7 +239,7 @@ def _run_async(prep: Prepared, base_urls: dict[str, str], grace_s: float, live: 
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
         runner = asyncio.Runner()
-    with runner:
+    with runner, session_gc():
         return runner.run(_session(prep, base_urls, grace_s, live))
 
 
@@ -260,9 +261,14 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
             pipeline.request_stop(f"interrupted twice ({signame})")
             pipeline.cancel_now()
 
+    def halt_now(signum: int) -> None:  # in the signal handler itself: flags only
+        if pipeline is not None and interrupts == 0:
+            pipeline.halt_sending(f"interrupted ({signal.Signals(signum).name})")
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig.name)
+            _halt_at_once(sig, halt_now)
     coord, refused = await _join(cfg, run_dir)
     if refused is not None:
         return refused
@@ -306,6 +312,24 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
         return Outcome(code, f"stopped: {pipeline.fatal}. Fix the cause, then "
                                       f"`agen resume {run_dir.root}`", snap)
     return _ending(pipeline, snap, run_dir, interrupted=bool(interrupts))
+
+
+def _halt_at_once(sig: signal.Signals, halt: Callable[[int], None]) -> None:
+    """Run `halt` inside the Python-level handler of `sig`, ahead of the loop's own handling.
+
+    The loop's handler (`add_signal_handler`) runs only after the loop reads its wakeup pipe: after
+    the rest of the current turn and the next poll, one or two turns that under load take 0.1 s or
+    more, during which admitted requests kept leaving. CPython runs a Python-level handler at the
+    next bytecode of the main thread, so `halt` (which only sets flags) stops sending at once; the
+    loop's handler still does the rest (the wakeup pipe is written by C, whatever the handler)."""
+    loop_handler = signal.getsignal(sig)
+
+    def handler(signum: int, frame: Any) -> None:
+        halt(signum)
+        if callable(loop_handler):
+            loop_handler(signum, frame)
+
+    signal.signal(sig, handler)
 
 
 def _ending(pipeline: Pipeline, snap: dict, run_dir: RunDir, *, interrupted: bool) -> Outcome:

@@ -113,6 +113,9 @@ def render_summary(snap: dict[str, Any]) -> str:
     if lag := snap.get("loop_lag"):
         lines.append(f"Event-loop lag: p50 {lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms, max {lag['max_ms']:.1f} ms"
                      f" ({lag['stalls']} stalls over {lag['stall_threshold_ms']} ms)")
+        if "own_max_ms" in lag:  # the rest of a lag is other processes holding the cores
+            lines.append(f"  of which this process's own work at most {lag['own_max_ms']:.1f} ms; "
+                         f"GC pauses max {lag['gc_max_ms']:.1f} ms")
     lines.extend(truncation_hints(snap["stages"]))
     lines.extend(endpoint_lines(snap.get("endpoints") or {}))
     prev = snap.get("previous_sessions")

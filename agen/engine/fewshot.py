@@ -86,10 +86,15 @@ def pick_examples(sc: StageConfig, stage: str, index: int, run_seed: int, seeds:
     members = (rotation or Rotation(run_seed)).sync(pool)
     n = len(members)
     start = (index * sc.shots) % n
-    walk = [members[(start + j) % n] for j in range(n)]
-    category = walk[0].category if open_ended else None
+    category = members[start].category if open_ended else None
     from_seeds = sum(rng.random() < sc.seed_mix for _ in range(sc.shots))
-    shots = [ex for ex in walk if category is None or ex.category == category][: sc.shots - from_seeds]
+    shots = []
+    for j in range(n):  # the walk from `start` stops at the last slot it fills (not O(pool) per task)
+        if len(shots) >= sc.shots - from_seeds:
+            break
+        ex = members[(start + j) % n]
+        if category is None or ex.category == category:
+            shots.append(ex)
     _from_seeds(rng, seeds, shots, sc.shots, category)
     return shots
 

@@ -49,7 +49,7 @@ from agen.providers import Providers
 from agen.run.journal import Journal, base_task
 from agen.run.ledger import PreviousSessions
 from agen.run.restore import Restored
-from agen.run.rundir import RunDir
+from agen.run.rundir import DEDUP_CACHE, RunDir
 from agen.run.sink import Sink
 from agen.types import CallRecord, Example, ScoreRequest
 from agen.verify import make_verifier
@@ -78,7 +78,9 @@ class Pipeline:
         self._rotation = Rotation(cfg.seed)
         self._shown: list[list[str]] = []  # shown example ids of the first amplify tasks admitted
         self.done_ids = restored.done_ids
-        self.dedup = Deduper(threshold=cfg.dedup.near_threshold)
+        # its files are a cache in the run directory (emptied here, removed at the end): the shards
+        # are the record, and the index is rebuilt from them below
+        self.dedup = Deduper(threshold=cfg.dedup.near_threshold, store=run_dir.root / DEDUP_CACHE)
         for ex in seeds:
             self.dedup.add(ex.question, ex.id)
         for rid, question in restored.dedup_items:
@@ -89,6 +91,7 @@ class Pipeline:
         self.stop_reason: str | None = None
         self.sending = True  # False after stop_sending: no request may leave any more
         self.stopped_sending_at: float | None = None
+        self._lanes_closed = False
         self.journal = Journal(previous.journal if previous else None)
         self._paid_before = previous.paid_ids if previous else frozenset()
         self.redone_usd = 0.0  # paid in this session for a request an earlier session had paid for
@@ -188,12 +191,21 @@ class Pipeline:
         """Stop now without losing what was paid: nothing new is admitted and no further request
         is sent (queued or retrying requests are refused by their lanes with `Stopped`); requests on
         the wire finish and are recorded; cut tasks stay uncommitted, their results journaled."""
+        self.halt_sending(reason)
         self.request_stop(reason)
+        if not self._lanes_closed:
+            self._lanes_closed = True
+            for name in self.providers:
+                lane = self.providers[name].lane
+                lane.close(lane.closed or Stopped(f"not sent: {reason}"))
+
+    def halt_sending(self, reason: str) -> None:
+        """From this instant no request leaves (flags only, so a signal handler may call it in the
+        middle of any code); `stop_sending`, run on the loop, does the rest."""
         if self.sending:
             self.sending = False
             self.stopped_sending_at = time.time()
-            for name in self.providers:
-                self.providers[name].lane.close(Stopped(f"not sent: {reason}"))
+            self.providers.halt(Stopped(f"not sent: {reason}"))
 
     def cancel_now(self) -> None:
         """Abandon in-flight work (it is redone on resume); the sink still flushes what it has."""
@@ -289,6 +301,7 @@ class Pipeline:
                     self.coord.committed([{"id": tid, "stage": stage, "status": "rejected"}])
                     continue
                 c.generating += 1
+                self.watchdog.admitted(stage, index)
                 await task_q.put(GenTask(tid, stage, index, self._examples(stage, index)))
                 admitted += 1
                 if admitted % 32 == 0:
@@ -423,6 +436,7 @@ class Pipeline:
             self.loop_lag.close()
             await self.sink.aclose()
             await asyncio.shield(sink_task)
+            self.dedup.close()
             with contextlib.suppress(FatalRunError):
                 await self._tick()  # the final global counts for the summary and exit code
             await self.coord.aclose()

@@ -161,16 +161,17 @@ class RipFilter:
         pilot = self._stage(task.stage)
         pilot.judging += 1
         try:
-            responses = await self._responses(task)
+            responses, truncated = await self._responses(task)
             if task.enough():  # the judge calls are not worth paying for any more
-                raise TargetMet({"rip": {"k": self.cfg.k, "policy_model": self.cfg.model, "responses": responses}})
+                raise TargetMet({"rip": {"k": self.cfg.k, "policy_model": self.cfg.model, "responses": responses,
+                                         "truncated": truncated}})
             rewards = list(await gather_settled(*(self._score(task, i, r) for i, r in enumerate(responses))))
         finally:
             pilot.judging -= 1
             self._freeze_if_settled(task.stage)  # this was the last one a closed stage's pilot waited for
         detail: dict[str, Any] = {"rip": {"k": self.cfg.k, "policy_model": self.cfg.model,
                                           "judge_model": self.cfg.judge_model, "responses": responses,
-                                          "rewards": rewards}}
+                                          "truncated": truncated, "rewards": rewards}}
         scored = sum(r is not None for r in rewards)
         detail["rip"]["judge_failures"] = len(rewards) - scored
         if scored < math.ceil(self.cfg.min_scored * self.cfg.k) or scored == 0:
@@ -189,8 +190,9 @@ class RipFilter:
         detail["rip"]["thresholds"] = _jsonable(asdict(pilot.frozen))
         return Verdict(ok, reason, detail)
 
-    async def _responses(self, task: FilterTask) -> list[str]:
-        """K policy responses: one request with n=K where supported, else K seeded requests."""
+    async def _responses(self, task: FilterTask) -> tuple[list[str], int]:
+        """K policy responses (one request with n=K where supported, else K seeded requests) and how
+        many of them were cut at max_tokens, counted apart on the record like a vote's."""
         cfg = self.cfg
         prompt = render(cfg.respond_template, prompt=task.question)
         messages = ({"role": "user", "content": prompt},)
@@ -203,7 +205,8 @@ class RipFilter:
             reqs = [ChatRequest(messages, cfg.max_tokens, n=1, temperature=cfg.temperature, seed=base + j,
                                 stage=stage, task_id=f"{task.id}/r{j}") for j in range(cfg.k)]
         outs = await gather_settled(*(self.call(self.policy, r) for r in reqs))
-        return [t for out in outs for t in out.texts]
+        texts = [t for out in outs for t in out.texts]
+        return texts, sum(out.truncated(i) for out in outs for i in range(len(out.texts)))
 
     async def _score(self, task: FilterTask, i: int, response: str) -> float | None:
         """A reward for one response; None when the judge gave no valid score (a malformed reply,

@@ -14,12 +14,14 @@ for scattered word swaps), while word n-grams fall much lower. Why bands=32, row
 on GSM8K questions with synthetic edits, it finds ~99% of pairs at ROUGE-L ≥ 0.7 (~96% of those
 in [0.70, 0.75)) at ~1e-4 candidates per stored unrelated question.
 
-Memory per item (~0.45 kB, vs ~5 kB for datasketch's LSH): the LSH is a sorted-array multimap
-(uint32 band key + int32 item = 8 bytes per band, plus a dict buffer merged in batches, in a
-worker thread, so no check waits for a merge),
-tokens are kept as 20-bit codes in one uint32 array (4 bytes per word) so ROUGE-L runs on
-`str`s of codes, and ids live in one bytes buffer. A 20-bit code collision can only raise an
-LCS, by about one word in ~0.2% of comparisons: immaterial at a 0.7 threshold.
+Storage (`gen/dedup_store`): ~0.45 kB an item (vs ~5 kB for datasketch's LSH) of which ~14 bytes
+stay in RAM. The LSH and the exact hashes are sorted-array multimaps (uint32 band key + int32
+item = 8 bytes a band) whose bounded recent part is in RAM and the rest in sorted files; tokens
+are kept as 20-bit codes (4 bytes a word, appended with the id to one file) so ROUGE-L runs on
+`str`s of codes, and only an LSH candidate's codes are read back. `store` is the folder for the
+files (a cache: emptied at start, rebuilt from the shards); without it a temporary folder is used
+once the index outgrows RAM. A 20-bit code collision can only raise an LCS, by about one word in
+~0.2% of comparisons: immaterial at a 0.7 threshold.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ import codecs
 import hashlib
 import re
 import zlib
-from array import array
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from rapidfuzz.distance import LCSseq
+
+from agen.gen.dedup_store import ItemLog, MultiMap, SpillDir
 
 __all__ = ["DupMatch", "Deduper", "rouge_l", "tokenize"]
 
@@ -51,6 +54,10 @@ _STOP = frozenset(
     might must just also into over under about above below up down out off again further once
     per after before during while until because through between against s t""".split()
 )
+# LSH keys (32 a question) in RAM before a merge (dict buffer, ~40 B a key: ~1k questions) and in the
+# sorted in-RAM run before it goes to a file (8 B a key: ~8k questions); both reached before 10k.
+MERGE_AT = 1 << 15
+SPILL_AT = 1 << 18
 _CODE_SPAN = 0x110000 - 0x800  # code points minus the surrogate block
 _SHIFT = np.uint64(32)
 
@@ -74,7 +81,7 @@ def rouge_l(a: str, b: str) -> float:
     return 2 * LCSseq.similarity(ta, tb) / (len(ta) + len(tb))
 
 
-@lru_cache(maxsize=1 << 18)
+@lru_cache(maxsize=1 << 13)  # common words; a miss is one crc32: a bigger cache is only memory
 def _code(token: str) -> int:
     c = zlib.crc32(token.encode()) % _CODE_SPAN
     return c + 0x800 if c >= 0xD800 else c
@@ -89,99 +96,6 @@ class DupMatch:
     score: float
 
 
-_MERGER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agen-dedup-merge")
-
-
-def _merged(keys: np.ndarray, vals: np.ndarray, buf: dict[int, list[int]],
-            dtype: type[np.unsignedinteger]) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted run with a buffer's keys inserted after equal older ones (pure: inputs untouched)."""
-    flat_keys: list[int] = []
-    flat_vals: list[int] = []
-    for k, bucket in buf.items():
-        flat_keys.extend([k] * len(bucket))
-        flat_vals.extend(bucket)
-    new_keys = np.array(flat_keys, dtype=dtype)
-    new_vals = np.array(flat_vals, dtype=np.int32)
-    order = np.argsort(new_keys, kind="stable")  # keeps each bucket's insertion order
-    new_keys, new_vals = new_keys[order], new_vals[order]
-    at = np.searchsorted(keys, new_keys, side="right")  # new items after old ones
-    return np.insert(keys, at, new_keys), np.insert(vals, at, new_vals)
-
-
-class _MultiMap:
-    """Append-only key → item multimap: a sorted numpy run plus dict buffers merged in batches.
-
-    Costs 4–8 bytes per key + 4 per value, against ~100 for a Python dict entry. A full buffer
-    is frozen (lookups still read it) and merged into the sorted run **in a worker thread** (the
-    copy grows with the index; numpy's sort and copies release the GIL), and the result is swapped
-    in at a later `add`; nothing on the caller's thread is proportional to the size of the index.
-    """
-
-    __slots__ = ("_buf", "_buffered", "_dtype", "_frozen", "_keys", "_merge_at", "_merging", "_vals")
-
-    def __init__(self, dtype: type[np.unsignedinteger], merge_at: int = 1 << 17) -> None:
-        self._dtype = dtype
-        self._keys = np.empty(0, dtype=dtype)
-        self._vals = np.empty(0, dtype=np.int32)
-        self._buf: dict[int, list[int]] = {}
-        self._frozen: dict[int, list[int]] | None = None  # being merged; older than _buf
-        self._merging: Future[tuple[np.ndarray, np.ndarray]] | None = None
-        self._buffered = 0
-        self._merge_at = merge_at
-
-    def add(self, keys: list[int], value: int) -> None:
-        for k in keys:
-            bucket = self._buf.get(k)
-            if bucket is None:
-                self._buf[k] = [value]
-            else:
-                bucket.append(value)
-        self._buffered += len(keys)
-        if self._merging is not None and self._merging.done():
-            self._swap()
-        if self._buffered >= self._merge_at:
-            if self._merging is not None:  # the last merge is still running: wait for it (rare)
-                self._merging.result()
-                self._swap()
-            self._frozen, self._buf, self._buffered = self._buf, {}, 0
-            self._merging = _MERGER.submit(_merged, self._keys, self._vals, self._frozen, self._dtype)
-
-    def _swap(self) -> None:
-        self._keys, self._vals = self._merging.result()  # type: ignore[union-attr]
-        self._merging = self._frozen = None
-
-    def wait_merged(self) -> None:
-        """Block until a background merge is in (tests, and measuring memory)."""
-        if self._merging is not None:
-            self._merging.result()
-            self._swap()
-
-    def get(self, keys: np.ndarray, limit: int) -> list[int]:
-        """Values stored under any of `keys`, at most `limit` (the most recent) per key, in no
-        particular order."""
-        out: list[int] = []
-        need = [limit] * len(keys)
-        bufs = [b for b in (self._buf, self._frozen) if b]  # newest first
-        if bufs:
-            for i, k in enumerate(keys.tolist()):
-                for buf in bufs:
-                    bucket = buf.get(k)
-                    if bucket is not None and need[i] > 0:
-                        take = bucket[-need[i]:]
-                        out.extend(take)
-                        need[i] -= len(take)
-        if len(self._keys):
-            lo = np.searchsorted(self._keys, keys, side="left")
-            hi = np.searchsorted(self._keys, keys, side="right")
-            for i in np.flatnonzero(hi > lo).tolist():
-                if need[i] > 0:
-                    out.extend(self._vals[max(int(lo[i]), int(hi[i]) - need[i]) : hi[i]].tolist())
-        return out
-
-    def nbytes(self) -> int:
-        return self._keys.nbytes + self._vals.nbytes
-
-
 @dataclass(slots=True)
 class _Prepared:
     exact: int
@@ -193,7 +107,8 @@ class Deduper:
     """Streaming exact + near-duplicate filter over a growing pool of kept questions.
 
     `check` never changes the pool; `check_and_add` keeps a text only if it is not a
-    duplicate, which is how the pipeline uses it. Not thread-safe; no I/O.
+    duplicate, which is how the pipeline uses it. Not thread-safe. I/O: page-cache preads of a
+    few hundred bytes once the index has spilled to files; spills and merges in a worker thread.
     """
 
     def __init__(
@@ -204,6 +119,9 @@ class Deduper:
         rows: int = 4,
         max_bucket: int = 64,
         seed: int = 0,
+        store: Path | None = None,
+        merge_at: int | None = None,
+        spill_at: int | None = None,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
@@ -218,16 +136,24 @@ class Deduper:
         self._c = rng.integers(0, 1 << 63, n, dtype=np.uint64)[None, :]
         self._mix = np.tile(rng.integers(0, 1 << 63, rows, dtype=np.uint64) | np.uint64(1), bands)
         self._band_salt = rng.integers(0, 1 << 63, bands, dtype=np.uint64)
-        self._exact = _MultiMap(np.uint64)
-        self._lsh = _MultiMap(np.uint32)
-        self._codes = array("I")  # every kept item's token codes, back to back
-        self._code_off = array("Q", [0])
-        self._ids = bytearray()
-        self._id_off = array("Q", [0])
+        merge_at = MERGE_AT if merge_at is None else merge_at
+        spill_at = SPILL_AT if spill_at is None else spill_at
+        self._spill = SpillDir(store)
+        # merge_at/spill_at count LSH keys (`bands` a question); the exact map has one a question,
+        # so both reach their bounds at the same number of questions
+        self._exact = MultiMap(np.uint64, max(1, merge_at // bands), max(1, spill_at // bands), self._spill, "exact")
+        self._lsh = MultiMap(np.uint32, merge_at, spill_at, self._spill, "lsh")
+        self._items = ItemLog(self._spill, 4 * spill_at)  # every kept item's token codes and id (a 1 MB tail)
         self.candidates_checked = 0
 
     def __len__(self) -> int:
-        return len(self._code_off) - 1
+        return len(self._items)
+
+    def close(self) -> None:
+        """Remove the index's files (the shards are the record; a resumed run rebuilds from them)."""
+        for store in (self._exact, self._lsh, self._items):
+            store.close()
+        self._spill.close()
 
     # -- features ---------------------------------------------------------------------------
 
@@ -263,13 +189,10 @@ class Deduper:
 
     # -- lookups ----------------------------------------------------------------------------
 
-    def _item_id(self, idx: int) -> str:
-        return self._ids[self._id_off[idx] : self._id_off[idx + 1]].decode()
-
     def _check(self, p: _Prepared) -> DupMatch | None:
         hits = self._exact.get(np.array([p.exact], dtype=np.uint64), 1)
         if hits:
-            return DupMatch("exact", self._item_id(hits[-1]), 1.0)
+            return DupMatch("exact", self._items.item_id(hits[-1]), 1.0)
         if p.band_keys is None:
             return None
         cands = set(self._lsh.get(p.band_keys, self.max_bucket))
@@ -279,20 +202,18 @@ class Deduper:
         query = "".join(map(chr, p.codes))
         t = self.threshold
         best, best_idx = 0.0, -1
-        off = self._code_off
-        with memoryview(self._codes).cast("B") as mv:
-            for j in sorted(cands):
-                a, b = off[j], off[j + 1]
-                m = b - a
-                if 2 * min(n, m) < t * (n + m):  # even a full overlap could not reach t
-                    continue
-                self.candidates_checked += 1
-                other = codecs.utf_32_le_decode(mv[4 * a : 4 * b])[0]
-                score = 2 * LCSseq.similarity(query, other) / (n + m)
-                if score > best:
-                    best, best_idx = score, j
+        items = self._items
+        for j in sorted(cands):
+            m = items.length(j)
+            if 2 * min(n, m) < t * (n + m):  # even a full overlap could not reach t: not read
+                continue
+            self.candidates_checked += 1
+            other = codecs.utf_32_le_decode(items.codes(j))[0]
+            score = 2 * LCSseq.similarity(query, other) / (n + m)
+            if score > best:
+                best, best_idx = score, j
         if best >= t:
-            return DupMatch("near", self._item_id(best_idx), best)
+            return DupMatch("near", self._items.item_id(best_idx), best)
         return None
 
     def _add(self, p: _Prepared, item_id: str) -> None:
@@ -300,10 +221,7 @@ class Deduper:
         self._exact.add([p.exact], idx)
         if p.band_keys is not None:
             self._lsh.add(p.band_keys.tolist(), idx)
-        self._codes.extend(p.codes)
-        self._code_off.append(len(self._codes))
-        self._ids += item_id.encode()
-        self._id_off.append(len(self._ids))
+        self._items.append(p.codes, item_id)
 
     def check(self, text: str) -> DupMatch | None:
         """The kept item `text` duplicates (exact first, else the best near match), or None."""
@@ -322,12 +240,9 @@ class Deduper:
         return match
 
     def nbytes(self) -> int:
-        """Bytes held in the compact stores (excludes the not-yet-merged dict buffers)."""
-        return (
-            self._exact.nbytes()
-            + self._lsh.nbytes()
-            + self._codes.itemsize * len(self._codes)
-            + self._code_off.itemsize * len(self._code_off)
-            + len(self._ids)
-            + self._id_off.itemsize * len(self._id_off)
-        )
+        """Bytes in RAM for the compact stores (excludes the bounded dict buffers)."""
+        return self._exact.nbytes() + self._lsh.nbytes() + self._items.nbytes()
+
+    def file_bytes(self) -> int:
+        """Bytes of the index in its files (page cache, not this process's memory)."""
+        return self._exact.file_bytes() + self._lsh.file_bytes() + self._items.file_bytes()

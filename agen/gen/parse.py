@@ -58,6 +58,8 @@ class ParseFailure:
 
 def _strip_think(text: str) -> tuple[str, bool]:
     """Return (text without reasoning, whether a `<think>` was left open)."""
+    if "<" not in text:  # no tag can match: the common case, without a case-insensitive scan
+        return text.strip(), False
     kept: list[str] = []
     depth = 0
     pos = 0
@@ -89,6 +91,20 @@ def strip_think(text: str) -> str:
     return _strip_think(text)[0]
 
 
+def _last_box(text: str) -> re.Match[str] | None:
+    """The last `_BOXED` match, found from the end (matches start with a backslash and hold no
+    other, so they never overlap: the last match is the last place the pattern matches)."""
+    end = len(text)
+    while True:
+        at = max(text.rfind("\\boxed", 0, end), text.rfind("\\fbox", 0, end))
+        if at < 0:
+            return None
+        m = _BOXED.match(text, at)
+        if m is not None:
+            return m
+        end = at
+
+
 def extract_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{…}` / `\\fbox{…}`, braces balanced; None if absent/unbalanced.
 
@@ -96,9 +112,7 @@ def extract_boxed(text: str) -> str | None:
     toward nesting, so `\\boxed{\\{1,2\\}}` gives `\\{1,2\\}`. An unbalanced last box is
     (almost always) a truncated output, so it yields None rather than an earlier box.
     """
-    last = None
-    for last in _BOXED.finditer(text):
-        pass
+    last = _last_box(text)
     if last is None:
         return None
     start = last.end()

@@ -9,6 +9,7 @@ counters they keep beyond the common ones (the `_count_*` hooks).
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -19,8 +20,8 @@ import orjson
 
 from agen.config import ModelConfig, Price
 from agen.cost import cost_usd
-from agen.errors import (BadResponseError, EndpointUnreachableError, FatalRunError, ProviderError, TaskFailedError,
-                         ThrottledError)
+from agen.errors import (BadResponseError, EndpointFailingError, EndpointUnreachableError, FatalRunError,
+                         ProviderError, TaskFailedError, ThrottledError)
 from agen.providers.breaker import Breaker
 from agen.providers.facts import EndpointFacts
 from agen.providers.headers import header_families, parse_rate_limits
@@ -50,6 +51,9 @@ _RL_PROBE = {
 }
 
 
+_SHAPES_KEPT = 64  # distinct sets of response header names remembered per endpoint
+
+
 def outcome_of(err: ProviderError) -> str:
     """The ledger outcome of a failed attempt (`throttle`, `bad_response`, ..., else `capacity`)."""
     for cls, name in _OUTCOME.items():
@@ -59,11 +63,11 @@ def outcome_of(err: ProviderError) -> str:
 
 
 class _Secret:
-    """Holds an API key; its repr never shows it."""
+    """Holds an API key (or headers carrying one); its repr never shows it."""
 
     __slots__ = ("value",)
 
-    def __init__(self, value: str | None) -> None:
+    def __init__(self, value: Any) -> None:
         self.value = value
 
     def __repr__(self) -> str:
@@ -97,6 +101,7 @@ class LaneClient:
         self._key = _Secret(api_key)
         self._on_call = on_call
         self._rl_probe = _RL_PROBE[provider]
+        self._shapes: dict[tuple[str, ...], bool] = {}  # header names seen -> carry rate limits?
         self.lane = lane or Lane(name, max_concurrency=cfg.max_concurrency, pacer=Pacer(rpm=cfg.rpm, tpm=cfg.tpm))
         self.facts: EndpointFacts = self.lane.pacer.facts
         self.facts.lane = name
@@ -104,6 +109,7 @@ class LaneClient:
         self.facts.state("window", cfg.window)
         self.policy = policy or RetryPolicy(max_retries=cfg.max_retries, bad_response_retries=cfg.bad_response_retries)
         self.breaker = Breaker(cfg.unreachable_after_s, cfg.unreachable_after_attempts)
+        self.failing = Breaker(cfg.failing_after_s)  # the same rule over 5xx answers instead of transport failures
         self._fatal: FatalRunError | None = None
         self._stats: Counter[str] = Counter()
         self._cost = 0.0
@@ -158,15 +164,28 @@ class LaneClient:
                                      outcome=outcome, status=status, usage=usage, cost_usd=cost,
                                      latency_s=latency, request_id=request_id))
 
-    def _seen_headers(self, headers: Any) -> None:
+    def _seen_headers(self, headers: Any) -> bool:
         """The `headers` fact: which rate-limit header families this endpoint sends (learned on the
-        first response, extended silently afterwards)."""
+        first response, extended silently afterwards). Returns whether `headers` carry rate limits
+        worth parsing for the lane.
+
+        Both answers depend only on the header names, and an endpoint sends the same few sets of
+        names again and again, so they are worked out once per set of names (up to
+        `_SHAPES_KEPT` sets; past that, every time)."""
+        names = tuple(headers.keys())
+        carries = self._shapes.get(names)
+        if carries is not None:
+            return carries
         fams = header_families(headers)
         known = self.facts.get("headers")
         if known is None:
             self.facts.learn("headers", sorted(fams) or ["none"], "first response")
         elif not fams <= set(known):
             self.facts.values["headers"] = sorted((set(known) | fams) - {"none"})
+        carries = any(k in headers for k in self._rl_probe)
+        if len(self._shapes) < _SHAPES_KEPT:
+            self._shapes[names] = carries
+        return carries
 
     async def _attempt(self, body: bytes | Callable[[], bytes], headers: dict[str, str], est_tokens: int,
                        parse: ParseBody[T], *, stage: str, task_id: str, out_tokens: int = 0) -> Attempted[T]:
@@ -182,6 +201,9 @@ class LaneClient:
         while True:
             self._raise_if_fatal()
             ticket = await self.lane.acquire(est_tokens, front=tries > 0, out_tokens=out_tokens)
+            if self.lane.closed is not None:  # admitted, then the lane closed before this task ran
+                self.lane.release(ticket, None)
+                raise copy.copy(self.lane.closed)
             tries += 1
             if not isinstance(body, bytes):
                 body = body()
@@ -204,8 +226,9 @@ class LaneClient:
                 raise
             else:
                 self.breaker.reachable(time.monotonic())
-                self._seen_headers(res.headers)
-                if any(k in res.headers for k in self._rl_probe):
+                if res.status < 500:
+                    self.failing.reachable(time.monotonic())
+                if self._seen_headers(res.headers):
                     self.lane.observe(parse_rate_limits(res.headers, self.provider), ticket)
                 if 200 <= res.status < 300:
                     try:
@@ -224,6 +247,14 @@ class LaneClient:
                         return Attempted(value, usage, cost, rid, time.perf_counter() - t_start, tries)
                 else:
                     err = classify(self.provider, self.name, res.status, res.body, res.headers, self._key.value)
+                    if res.status >= 500 and self.failing.failed(time.monotonic(), sent_at):
+                        err = EndpointFailingError(
+                            f"endpoint {self._url} failing: every answer was a server error for "
+                            f"{time.monotonic() - (self.failing.down_since or sent_at):.0f}s "
+                            f"({self.failing.failures} in a row, failing_after_s={self.failing.window_s:g}); "
+                            f"last: HTTP {res.status} {err.message[:200]}. Resume the run once the endpoint "
+                            f"recovers", provider=self.provider, model=self.name, status=res.status,
+                            code="failing")
             # ---- a failed attempt
             u = usage or Usage()
             cost = cost_usd(u, self.price) if usage else 0.0

@@ -18,7 +18,7 @@ import orjson
 
 from agen.config import ModelConfig, Price
 from agen.errors import FatalRunError, ProviderError, TaskFailedError
-from agen.providers.attempts import LaneClient
+from agen.providers.attempts import LaneClient, _Secret
 from agen.providers.lane import Lane
 from agen.providers.retry import RetryPolicy
 from agen.providers.transport import Transport
@@ -52,6 +52,7 @@ class ModelClient(LaneClient):
             base["anthropic-version"] = ANTHROPIC_VERSION
         base.update(cfg.headers)
         self._static_headers = base
+        self._sent_headers = _Secret(None)
         self._parse = parse_anthropic if cfg.provider == "anthropic" else parse_openai
 
     def __repr__(self) -> str:
@@ -90,13 +91,18 @@ class ModelClient(LaneClient):
         return _joined(results, self.name)  # type: ignore[arg-type]
 
     def _headers(self) -> dict[str, str]:
-        h = dict(self._static_headers)
-        key = self._key.value
-        if key:
-            if self.provider == "anthropic":
-                h["x-api-key"] = key
-            else:
-                h["authorization"] = "Bearer " + key
+        """The request headers: the same dict every call (aiohttp copies what it is given), held
+        like the key it carries (a `_Secret`: no repr of the client shows it)."""
+        h = self._sent_headers.value
+        if h is None:
+            h = dict(self._static_headers)
+            key = self._key.value
+            if key:
+                if self.provider == "anthropic":
+                    h["x-api-key"] = key
+                else:
+                    h["authorization"] = "Bearer " + key
+            self._sent_headers.value = h
         return h
 
     def _body(self, req: ChatRequest, n: int) -> bytes:

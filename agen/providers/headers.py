@@ -127,6 +127,8 @@ def header_families(headers: Mapping[str, str]) -> frozenset[str]:
     out = set()
     for k in headers:
         lk = k.lower()
+        if not lk.startswith(_FAMILIES):  # most headers: one C call, not one per family
+            continue
         for fam in _FAMILIES:
             if lk.startswith(fam):
                 out.add(fam.rstrip("-"))

@@ -24,6 +24,7 @@ class OutputReserve:
     def __init__(self) -> None:
         self._seen: dict[str, deque[int]] = {}
         self._cached: dict[str, int] = {}
+        self._calls: dict[str, int] = {}  # per stage: calls observed (the deque stops growing at KEEP)
 
     def per_choice(self, stage: str, max_tokens: int, usage_charged: bool) -> int:
         """Output tokens to reserve for one choice of a call of `stage` (at most `max_tokens`)."""
@@ -40,7 +41,8 @@ class OutputReserve:
         if seen is None:
             seen = self._seen[stage] = deque(maxlen=KEEP)
         seen.append(math.ceil(output_tokens / choices))
-        if len(seen) >= WARM and (len(seen) % 8 == 0 or stage not in self._cached):
+        calls = self._calls[stage] = self._calls.get(stage, 0) + 1
+        if len(seen) >= WARM and (calls % 8 == 0 or stage not in self._cached):  # re-sorted every 8th call
             ordered = sorted(seen)
             self._cached[stage] = math.ceil(ordered[min(len(ordered) - 1, int(QUANTILE * len(ordered)))] * HEADROOM)
 

@@ -119,7 +119,9 @@ def parse_openai(doc: Any) -> Parsed:
     if not isinstance(choices, list) or not choices:
         raise WireError("200 body has no choices", usage)
     texts, reasons = [], []
-    for c in sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0):
+    if len(choices) > 1:
+        choices = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
+    for c in choices:
         msg = c.get("message") if isinstance(c, dict) else None
         content = msg.get("content") if isinstance(msg, dict) else None
         if not isinstance(content, str):

@@ -24,6 +24,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -36,6 +37,7 @@ from agen.run.shards import fsync_dir, read_records, repair_torn_tail, shard_pat
 
 STREAMS = ("accepted", "rejected", "ledger")
 LOCK_NAME = ".lock"
+DEDUP_CACHE = "dedup-cache"  # the dedup index's files while a session runs (rebuilt each session)
 
 
 _tmp_counter = itertools.count()
@@ -305,11 +307,28 @@ def _open_locked(cfg: RunConfig, root: Path, lock: str, config_dir: Path | None,
     return RunDir(root, fp, 0, resumed=False, lock=lock)
 
 
+class LedgerCalls:
+    """The ledger's call lines, read from the files each time they are iterated (a run of a million
+    calls is never a list of a million dicts in memory)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._folder.exists():
+            for row in read_records(self._folder):
+                if row.get("ev") == "call":
+                    yield row
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 @dataclass
 class LedgerSummary:
     """What the ledger says was spent, including calls cut off by a crash."""
 
-    calls: list[dict[str, Any]] = field(default_factory=list)
+    calls: LedgerCalls
     open_requests: dict[str, dict[str, Any]] = field(default_factory=dict)  # begun, never ended
 
     @property
@@ -318,18 +337,16 @@ class LedgerSummary:
 
 
 def read_ledger(root: Path) -> LedgerSummary:
-    """Every call line, and the requests that began but never ended (billing unknown)."""
-    out = LedgerSummary()
+    """The call lines (streamed on each iteration), and the requests that began but never ended
+    (billing unknown: the only lines held)."""
     folder = root / "ledger"
+    out = LedgerSummary(LedgerCalls(folder))
     if not folder.exists():
         return out
     for row in read_records(folder):
         ev = row.get("ev")
-        key = f"{row.get('session')}/{row.get('req')}"
         if ev == "begin":
-            out.open_requests[key] = row
+            out.open_requests[f"{row.get('session')}/{row.get('req')}"] = row
         elif ev == "end" and not row.get("cut"):
-            out.open_requests.pop(key, None)
-        elif ev == "call":
-            out.calls.append(row)
+            out.open_requests.pop(f"{row.get('session')}/{row.get('req')}", None)
     return out

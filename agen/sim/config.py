@@ -31,8 +31,17 @@ class Latency(_Strict):
     per_output_token_ms: float = Field(default=0.0, ge=0)
 
 
+class Outage(_Strict):
+    """A window in which *every* request of the model gets `status` (a bursty 5xx, not a per-request
+    draw): from `after_s` to `after_s + for_s` seconds after the sim started (or was reset)."""
+
+    after_s: float = Field(default=0.0, ge=0)
+    for_s: float = Field(gt=0)
+    status: int = Field(default=503, ge=500, le=599)
+
+
 class Faults(_Strict):
-    """Random failures, drawn per request (scripted responses skip them)."""
+    """Random failures, drawn per request (scripted responses skip them), and outage windows."""
 
     error_5xx_p: float = Field(default=0.0, ge=0, le=1)
     error_429_p: float = Field(default=0.0, ge=0, le=1)
@@ -40,6 +49,7 @@ class Faults(_Strict):
     hang_s: float = Field(default=30.0, ge=0)
     malformed_p: float = Field(default=0.0, ge=0, le=1)
     quota_after: int | None = Field(default=None, ge=0)  # calls allowed before quota errors start
+    outage: Outage | None = None  # every request answered with a 5xx for a while
 
 
 class Quirks(_Strict):
@@ -55,6 +65,27 @@ class Quirks(_Strict):
     window_s: float = Field(default=60.0, gt=0)
     headers: Literal["openai", "litellm", "none"] = "openai"  # litellm: limit + remaining (may go negative),
     #   no reset header, 429s say only `llm_provider-retry-after`, rejected requests count too
+
+
+class BatchOptions(_Strict):
+    """How the batch APIs (`agen.sim.batches`) treat a batch, globally (`SimConfig.batch`) or for the
+    batches of one model (`SimModel.batch`, by the model of a batch's first request).
+
+    Real batches take minutes to hours; tests want fractions of a second, so `delay_s` is the whole
+    time from create to end (a tenth validating, eight tenths answering lines, a tenth finalizing).
+    Each option breaks one assumption a batch client might make: that a batch finishes
+    (`expire_p`), that every line of a finished batch succeeded (`line_error_p`), that an accepted
+    batch runs (`fail_p`), that there is room for one more (`max_enqueued_tokens`).
+    """
+
+    delay_s: float = Field(default=0.5, ge=0)
+    jitter_s: float = Field(default=0.0, ge=0)  # plus uniform(0, jitter_s)
+    expire_p: float = Field(default=0.0, ge=0, le=1)  # chance a batch expires before all lines are answered
+    expire_done_share: float = Field(default=0.5, ge=0, le=1)  # share of an expiring batch's lines answered (0: none)
+    line_error_p: float = Field(default=0.0, ge=0, le=1)  # chance a line is answered with a 500 (OpenAI) / api_error
+    fail_p: float = Field(default=0.0, ge=0, le=1)  # OpenAI: chance a valid batch still ends `failed` at validation
+    max_enqueued_tokens: int | None = Field(default=None, ge=1)  # prompt tokens of unfinished batches per model
+    max_requests: int | None = Field(default=None, ge=1)  # lines per batch; None: 50,000 (OpenAI), 100,000 (Anthropic)
 
 
 class SimModel(_Strict):
@@ -124,6 +155,7 @@ class SimModel(_Strict):
     default_max_tokens: int = Field(default=4096, ge=1)  # OpenAI requests that omit max_tokens
     faults: Faults = Faults()
     quirks: Quirks = Quirks()
+    batch: BatchOptions | None = None  # this model's batches (None: SimConfig.batch)
 
 
 class SimConfig(_Strict):
@@ -134,6 +166,10 @@ class SimConfig(_Strict):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)  # larger bodies get 413
     cache_min_tokens: int = Field(default=1024, ge=1)
     cache_ttl_s: float = Field(default=300.0, gt=0)
+    batch: BatchOptions = BatchOptions()  # the batch APIs' timing and faults (a model may override)
+    batch_dir: str | None = None  # keep batches and files here across sim restarts (None: in memory only)
+    batch_api_rpm: float | None = Field(default=None, gt=0)  # requests a minute to the files/batch routes
+    #   together (429 past it, as providers limit their batch endpoints): polling is not free
     models: dict[str, SimModel] = Field(default_factory=dict)
 
 

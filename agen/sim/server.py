@@ -8,8 +8,12 @@ base URL):
     POST /pooling               vLLM's Pooling API as served for reward models: one scalar per input
     GET  /v1/models             OpenAI model list
     GET  /sim/stats             per-model requests, status counts, billed usage (what responses said)
+    GET  /sim/received?after=T  count of model requests received, receive times (unix) of those after T
     POST /sim/script            queue scripted responses for a model (FIFO, before normal processing)
-    POST /sim/reset             clear stats, scripts, rate buckets, quota counters and the prompt cache
+    POST /sim/reset             clear stats, scripts, buckets, quota counters, prompt cache, batches, files, batch_dir
+    GET  /sim/batch_stats       batches submitted per wire, custom_ids submitted twice, batch lines' usage
+    /v1/files, /v1/batches      OpenAI's Files and Batch APIs (agen.sim.files, agen.sim.openai_batches)
+    /v1/messages/batches        Anthropic's Message Batches API (agen.sim.anthropic_batches)
 
 A request goes: scripted response? -> auth -> anthropic-version -> model known? -> body valid?
 -> context window -> quota -> rate limits -> random faults -> latency -> answer.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from array import array
 import hashlib
 import itertools
 import logging
@@ -36,6 +41,10 @@ import orjson
 from aiohttp import web
 
 from agen.sim import limits, sse, wire
+from agen.sim.anthropic_batches import MessageBatchRoutes
+from agen.sim.batches import BatchBook
+from agen.sim.files import FileRoutes
+from agen.sim.openai_batches import BatchRoutes, write_results
 from agen.sim.config import SimConfig, SimModel, load_sim_config, parse_sim_config
 from agen.sim.model import TOKEN_RE, count_tokens, generate, prompt_digest, sample_seed, truncate_tokens
 from agen.sim.open_world import reward_value
@@ -86,6 +95,7 @@ class ModelState:
 
     def __init__(self, cfg: SimModel, now: float) -> None:
         self.cfg = cfg
+        self.started = now  # outage windows count from here
         q = cfg.quirks
 
         def limiter(limit: float | None) -> limits.Limiter | None:
@@ -126,9 +136,14 @@ class SimState:
 
     def reset(self) -> None:
         now = time.monotonic()
+        if hasattr(self, "batches"):
+            self.batches.close(forget=True)
+        self.batches = BatchBook(self.cfg, {"openai": write_results})  # forgotten by a reset, as by a restart
         self.models = {name: ModelState(m, now) for name, m in self.cfg.models.items()}
         self.stats: dict[str, ModelStats] = collections.defaultdict(ModelStats)
         self.scripts: dict[str, collections.deque[dict[str, Any]]] = collections.defaultdict(collections.deque)
+        self.received = array("d")  # wall-clock time each model request reached a handler (8 bytes each)
+        self.ticks = array("d")  # (wall-clock time, lag s) of the loop-lag timer, flat (see `received`)
 
     def next_id(self) -> str:
         return f"{self.prefix:08x}{next(self.ids):016x}"
@@ -233,6 +248,24 @@ class Handlers:
     async def stats(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps({k: v.as_dict() for k, v in self.st.stats.items()}), content_type=JSON)
 
+    async def received(self, request: web.Request) -> web.Response:
+        """GET /sim/received?after=T: how many model requests reached the sim, the wall-clock
+        receive times of those after T (the server's own record, e.g. against a client's signal time),
+        and `lag_ticks`: [time, lag s] of the sim's own 20 ms timer after T — a request received while
+        the sim's loop ran `lag` late may have been waiting in its socket since `time - lag`."""
+        try:
+            after = float(request.query.get("after", "inf"))
+        except ValueError:
+            return web.Response(status=400, body=b'{"error":"after must be a number (unix time)"}', content_type=JSON)
+        times, ticks = self.st.received, self.st.ticks
+        first = next((i for i in range(0, len(ticks), 2) if ticks[i] > after), len(ticks))
+        return web.Response(body=orjson.dumps({"count": len(times), "after": [t for t in times if t > after],
+                                               "lag_ticks": [ticks[i:i + 2].tolist() for i in range(first, min(len(ticks), first + 2000), 2)]}),
+                            content_type=JSON)
+
+    async def batch_stats(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.st.batches.stats()), content_type=JSON)
+
     async def reset(self, request: web.Request) -> web.Response:
         self.st.reset()
         return web.Response(body=b'{"ok":true}', content_type=JSON)
@@ -278,6 +311,7 @@ class Handlers:
 
     async def _serve(self, request: web.Request, fmt: wire.Wire, pooling: bool = False) -> web.StreamResponse:
         st = self.st
+        st.received.append(time.time())
         rid = "req_" + st.next_id()
         id_header = "x-request-id" if fmt == "openai" else "request-id"
         box: list[Any] = ["_unknown", None, None]  # model name, usage to bill, stream options (None: no stream)
@@ -311,6 +345,18 @@ class Handlers:
                 s.cache_write_tokens += u[2]
                 s.output_tokens += u[3]
 
+    async def answer_line(self, fmt: wire.Wire, data: dict[str, Any], rid: str
+                          ) -> tuple[int, Any, tuple[int, int, int, int] | None]:
+        """One batch line: (status, body, billed usage or None), errors as the online endpoint words them."""
+        box: list[Any] = ["_unknown", None, None]
+        try:
+            status, body, _ = await self.answer(data, fmt, rid, box, {}, batch=True)
+        except _Reply as r:
+            status, body = r.status, r.body
+        if isinstance(body, bytes):
+            body = orjson.loads(body)
+        return status, body, box[1]
+
     async def _process(self, request: web.Request, fmt: wire.Wire, rid: str, box: list[Any],
                        pooling: bool = False) -> tuple[int, bytes | dict[str, Any], dict[str, str]]:
         st = self.st
@@ -332,6 +378,19 @@ class Handlers:
             raise _Reply(*wire.error(fmt, "bad_request", "We could not parse the JSON body of your request.", rid)) from None
         if not isinstance(data, dict):
             raise _Reply(*wire.error(fmt, "bad_request", "The request body must be a JSON object.", rid))
+        return await self.answer(data, fmt, rid, box, request.headers, pooling)
+
+    async def answer(self, data: dict[str, Any], fmt: wire.Wire, rid: str, box: list[Any], headers: Any,
+                     pooling: bool = False, batch: bool = False) -> tuple[int, bytes | dict[str, Any], dict[str, str]]:
+        """Answer one parsed request body: (status, body, headers); errors are raised as `_Reply`.
+
+        `batch=True` answers a line of a batch (`agen.sim.batches`): the batch was authenticated when
+        it was created, and a line skips scripts, the online rate limits, random faults and latency
+        (a batch has its own delay, errors and limits), so only the model, the world and the
+        prompt cache decide what it says and bills, exactly as online.
+        """
+        st = self.st
+        cfg = st.cfg
         model = data.get("model")
         if not isinstance(model, str):
             raise _Reply(*wire.error(fmt, "bad_request", "model: field required", rid, param="model"))
@@ -339,7 +398,7 @@ class Handlers:
 
         scripted: dict[str, Any] | None = None
         extra: dict[str, str] = {}
-        queue = st.scripts.get(model)
+        queue = None if batch else st.scripts.get(model)
         if queue:
             scripted = queue.popleft()
             reply, extra = await self._scripted(scripted, fmt, rid)
@@ -347,19 +406,19 @@ class Handlers:
                 return reply
 
         # auth, then headers, then the model
-        key = cfg.require_api_key
+        key = None if batch else cfg.require_api_key
         if key is not None:
             if fmt == "openai":
-                auth = request.headers.get("Authorization", "")
+                auth = headers.get("Authorization", "")
                 given = auth[7:] if auth.startswith("Bearer ") else ""
             else:
-                given = request.headers.get("x-api-key", "")
+                given = headers.get("x-api-key", "")
             if given != key:
                 msg = ("You didn't provide an API key." if not given and fmt == "openai" else
                        f"Incorrect API key provided: {given[:8]}****. You can find your API key at "
                        "https://platform.openai.com/account/api-keys." if fmt == "openai" else "invalid x-api-key")
                 raise _Reply(*wire.error(fmt, "auth", msg, rid))
-        if fmt == "anthropic" and "anthropic-version" not in request.headers:
+        if fmt == "anthropic" and not batch and "anthropic-version" not in headers:
             raise _Reply(*wire.error(fmt, "bad_request", "anthropic-version: header is required", rid))
         ms = st.models.get(model)
         if ms is None:
@@ -416,10 +475,13 @@ class Handlers:
         # quota, then rate limits
         faults = ms.cfg.faults
         ms.calls += 1
+        out = faults.outage
+        if out is not None and out.after_s <= now - ms.started < out.after_s + out.for_s:
+            raise _Reply(out.status, wire.scripted_error(fmt, out.status, rid), rl)
         if faults.quota_after is not None and ms.calls > faults.quota_after:
             msg = wire.QUOTA_OPENAI if fmt == "openai" else wire.QUOTA_ANTHROPIC
             raise _Reply(*wire.error(fmt, "quota", msg, rid), rl)
-        if ms.req_bucket is not None or ms.tok_bucket is not None:
+        if not batch and (ms.req_bucket is not None or ms.tok_bucket is not None):
             cost = prompt.tokens + (0 if pooling or usage_charged else n * max_tokens)
             wait_r = ms.req_bucket.wait_for(1, now) if ms.req_bucket else 0.0
             wait_t = ms.tok_bucket.wait_for(cost, now) if ms.tok_bucket else 0.0
@@ -435,7 +497,7 @@ class Handlers:
 
         # random faults (never for a scripted 200)
         malformed = False
-        if scripted is None:
+        if scripted is None and not batch:
             r = st.rng.random()
             if r < faults.error_5xx_p:
                 kind = "server" if st.rng.random() < 0.5 else "overloaded"
@@ -478,12 +540,12 @@ class Handlers:
             texts.append(text)
             out_tokens += t
         lat = ms.cfg.latency_ms
-        if lat.median > 0 or lat.per_output_token_ms > 0:
+        if not batch and (lat.median > 0 or lat.per_output_token_ms > 0):
             delay = lat.median * (math.exp(lat.sigma * st.rng.gauss(0.0, 1.0)) if lat.sigma else 1.0)
             delay += lat.per_output_token_ms * max(count_tokens(t) for t in texts)
             await asyncio.sleep(delay / 1000.0)
         cached, cacheable = _cache_lookup(st, ms, prompt, now)
-        if usage_charged and ms.tok_bucket is not None:
+        if usage_charged and not batch and ms.tok_bucket is not None:
             # charged after the answer, for what it really used; headers say so at response time
             ms.tok_bucket.take(prompt.tokens + out_tokens)
             rl = ms.rl_headers(fmt, time.monotonic())
@@ -644,10 +706,41 @@ def build_app(cfg: SimConfig | dict[str, Any] | None = None) -> web.Application:
     app.router.add_post("/v1/messages", h.anthropic)
     app.router.add_post("/pooling", h.pooling)
     app.router.add_get("/v1/models", h.models)
+    FileRoutes(st).add_routes(app)
+    BatchRoutes(st, h.answer_line).add_routes(app)
+    MessageBatchRoutes(st, h.answer_line).add_routes(app)
+
+    async def _resume_batches(app: web.Application) -> None:
+        st.batches.resume(h.answer_line)  # what batch_dir kept from a previous sim process
+
+    async def _stop_batches(app: web.Application) -> None:
+        st.batches.close()
+
+    app.on_startup.append(_resume_batches)
+    app.on_cleanup.append(_stop_batches)
     app.router.add_get("/sim/stats", h.stats)
+    app.router.add_get("/sim/received", h.received)
+    app.cleanup_ctx.append(_lag_ticks)
+    app.router.add_get("/sim/batch_stats", h.batch_stats)
     app.router.add_post("/sim/script", h.script)
     app.router.add_post("/sim/reset", h.reset)
     return app
+
+
+async def _lag_ticks(app: web.Application) -> Any:
+    """The sim's own loop lag, for `GET /sim/received` (a request waits in the socket as long)."""
+    async def tick() -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.02)
+            lag = time.perf_counter() - t0 - 0.02
+            ticks = app[_STATE_KEY].ticks
+            if len(ticks) < 2_000_000:  # 16 MB at most (~4.5 h)
+                ticks.extend((time.time(), lag))
+
+    task = asyncio.get_running_loop().create_task(tick())
+    yield
+    task.cancel()
 
 
 class SimServer:

@@ -1,0 +1,422 @@
+"""The dedup index's storage: what grows with every kept question lives in files, not in RAM.
+
+At a million kept questions the index holds 33M (key, item) pairs (one exact hash and 32 LSH
+bands per question) and ~40M token codes: ~450 bytes a question, more than the whole engine is
+allowed to grow. So each store keeps a bounded recent part in RAM and spills the rest to files in
+a cache folder, read back with `os.pread` (the page cache, not this process's RSS):
+
+- `MultiMap` (key → items): a buffer of arrays (nothing the cycle collector traverses) and a sorted numpy run in RAM, both bounded; a full
+  run becomes an immutable sorted file (`_Run`, found through a sparse fence of every 64th key),
+  and equal-sized files are merged in the background, streaming, so there are ~log2(N) of them;
+- `ItemLog` (item → token codes + id): records appended to one file; in RAM 12 bytes an item
+  (offset, length), and a record is read only for an LSH candidate the length bound lets through.
+
+The files are a cache, never a source of truth: each `Deduper` starts with an empty folder and is
+rebuilt from the shards on resume. Merges and spills run in one worker thread (numpy releases the
+GIL); the caller's thread only swaps finished results in, so no add waits for work that grows with
+the index.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import weakref
+from array import array
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import count
+from pathlib import Path
+
+import numpy as np
+
+from agen.errors import StorageError
+
+__all__ = ["ItemLog", "MultiMap", "SpillDir"]
+
+_BLOCK = 64  # records between fence keys: a lookup reads ~one block (512-768 bytes) per file
+_MERGER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agen-dedup-merge")
+
+
+class SpillDir:
+    """The folder a deduper's files go in, created on first use (small runs never touch disk).
+
+    Given a folder, it is removed at once (left-overs of an earlier session are stale: the index is
+    rebuilt from the shards); without one, a private temporary folder is used. `close` removes it.
+    """
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self._given = folder
+        self._path: Path | None = None
+        self._names = count()
+        self._finalizer: weakref.finalize | None = None
+        if folder is not None:  # now, at start-up, not on the loop at the first spill
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def new_file(self, prefix: str) -> Path:
+        if self._path is None:
+            if self._given is not None:
+                self._given.mkdir(parents=True, exist_ok=True)
+                self._path = self._given
+            else:
+                self._path = Path(tempfile.mkdtemp(prefix="agen-dedup-"))
+            self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._path), True)
+        return self._path / f"{prefix}-{next(self._names):06d}.bin"
+
+    @property
+    def used(self) -> bool:
+        return self._path is not None
+
+    def close(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+
+
+class _Run:
+    """An immutable sorted file of (key, item) records; in RAM only every `_BLOCK`-th key."""
+
+    __slots__ = ("_fd", "fence", "n", "path", "rec")
+
+    def __init__(self, path: Path, rec: np.dtype, n: int, fence: np.ndarray) -> None:
+        self.path, self.rec, self.n, self.fence = path, rec, n, fence
+        self._fd = os.open(path, os.O_RDONLY)
+
+    @classmethod
+    def write(cls, path: Path, records: np.ndarray) -> _Run:
+        with open(path, "wb") as f:
+            f.write(records.tobytes())
+        return cls(path, records.dtype, len(records), records["k"][::_BLOCK].copy())
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        size = self.rec.itemsize
+        return np.frombuffer(os.pread(self._fd, (hi - lo) * size, lo * size), dtype=self.rec)
+
+    def locate(self, key: int, side: str) -> int:
+        """Position of `key` as `np.searchsorted(all_keys, key, side)` would give it."""
+        a = int(np.searchsorted(self.fence, key, side))  # type: ignore[call-overload]
+        if a == 0:
+            return 0
+        lo = (a - 1) * _BLOCK
+        block = self.read(lo, min(a * _BLOCK, self.n))
+        return lo + int(np.searchsorted(block["k"], key, side))  # type: ignore[call-overload]
+
+    def windows(self, keys: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per key, record positions [start, end) that hold its last `limit` records if it has any
+        (empty where the key is below the first one)."""
+        a = np.searchsorted(self.fence, keys, "left")
+        b = np.searchsorted(self.fence, keys, "right")
+        end = np.minimum(b * _BLOCK, self.n)
+        start = np.maximum(np.maximum(a - 1, 0) * _BLOCK, end - _BLOCK - limit)
+        return np.where(b > 0, start, end), end
+
+    def close(self, unlink: bool) -> None:
+        os.close(self._fd)
+        if unlink:
+            self.path.unlink(missing_ok=True)
+
+
+def _records(keys: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    rec = np.empty(len(keys), dtype=[("k", keys.dtype), ("v", np.int32)])
+    rec["k"], rec["v"] = keys, vals
+    return rec
+
+
+def _merge_runs(runs: list[_Run], path: Path, chunk: int = 1 << 18) -> _Run:
+    """Merge sorted files (oldest first) into one, a key range at a time so memory stays bounded;
+    equal keys keep file order then record order (older first), as one sorted array would."""
+    big = max(runs, key=lambda r: r.n)
+    bounds = np.unique(big.fence[max(1, chunk // _BLOCK) :: max(1, chunk // _BLOCK)]).tolist()
+    starts = [0] * len(runs)
+    fences, written = [], 0
+    with open(path, "wb") as f:
+        for bound in [*bounds, None]:
+            parts = []
+            for i, r in enumerate(runs):
+                end = r.n if bound is None else r.locate(bound, "left")
+                parts.append(r.read(starts[i], end))
+                starts[i] = end
+            merged = np.concatenate(parts)
+            merged = merged[np.argsort(merged["k"], kind="stable")]
+            f.write(merged.tobytes())
+            fences.append(merged["k"][(-written) % _BLOCK :: _BLOCK].copy())
+            written += len(merged)
+    return _Run(path, runs[0].rec, written, np.concatenate(fences))
+
+
+class _Buffer:
+    """The not-yet-merged part of a `_MultiMap`: append-only arrays plus a dict of chain heads.
+
+    Each value is one slot in `keys`/`vals`/`prev` (`prev`: the slot of the key's previous value,
+    -1 for none), and `head` maps a key to its newest slot. Nothing here is a container the cycle
+    collector must traverse (a dict of ints is untracked, arrays hold no objects), so a buffer of
+    131k values adds nothing to a full collection's pause; a dict of one-element lists made 100k+
+    tracked lists and full collections of 200-400 ms on the event loop.
+    """
+
+    __slots__ = ("head", "keys", "prev", "vals")
+
+    def __init__(self, typecode: str) -> None:
+        self.head: dict[int, int] = {}
+        self.keys = array(typecode)
+        self.vals = array("i")
+        self.prev = array("i")
+
+    def __len__(self) -> int:
+        return len(self.vals)
+
+    def add(self, key: int, value: int) -> None:
+        self.prev.append(self.head.get(key, -1))
+        self.head[key] = len(self.vals)
+        self.keys.append(key)
+        self.vals.append(value)
+
+    def newest(self, key: int, limit: int) -> list[int]:
+        """Up to `limit` values stored under `key`, newest first."""
+        out: list[int] = []
+        slot = self.head.get(key, -1)
+        prev, vals = self.prev, self.vals
+        while slot >= 0 and len(out) < limit:
+            out.append(vals[slot])
+            slot = prev[slot]
+        return out
+
+    def nbytes(self) -> int:
+        return sys.getsizeof(self.head) + sum(a.itemsize * len(a) for a in (self.keys, self.vals, self.prev))
+
+
+def _merged(keys: np.ndarray, vals: np.ndarray, buf: _Buffer,
+            dtype: type[np.unsignedinteger]) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted run with a buffer's keys inserted after equal older ones (pure: inputs untouched).
+
+    Every step is a numpy call on the buffer's arrays (no Python loop), so the worker thread holds
+    the GIL for microseconds at a time and the event loop's thread is not slowed while it runs."""
+    new_keys = np.frombuffer(buf.keys, dtype=dtype)
+    new_vals = np.frombuffer(buf.vals, dtype=np.int32)
+    order = np.argsort(new_keys, kind="stable")  # keeps each key's insertion order
+    new_keys, new_vals = new_keys[order], new_vals[order]
+    at = np.searchsorted(keys, new_keys, side="right")  # new items after old ones
+    return np.insert(keys, at, new_keys), np.insert(vals, at, new_vals)
+
+
+def _get_files(runs: tuple[_Run, ...], keys: np.ndarray, need: list[int], out: list[int]) -> None:
+    """Each key's window in each file (one pread each, issued together), then the hits' values,
+    newest file first and newest record first, at most `need[i]` for key i."""
+    windows = [r.windows(keys, max(need)) for r in runs]  # oldest file first
+    start = np.concatenate([w[0] for w in windows])
+    end = np.concatenate([w[1] for w in windows])
+    live = np.flatnonzero(end > start)
+    if not len(live):
+        return
+    size = runs[0].rec.itemsize
+    fds = [r._fd for r in runs for _ in range(len(keys))]
+    chunks = [os.pread(fds[i], (e - s) * size, s * size)
+              for i, s, e in zip(live.tolist(), start[live].tolist(), end[live].tolist())]
+    recs = np.frombuffer(b"".join(chunks), dtype=runs[0].rec)
+    owner = np.repeat(live % len(keys), end[live] - start[live])
+    hit = np.flatnonzero(recs["k"] == keys[owner])
+    if not len(hit):
+        return
+    vals = recs["v"][hit].tolist()
+    owners = owner[hit].tolist()
+    for j in range(len(vals) - 1, -1, -1):  # walking back: newest file, newest record first
+        i = owners[j]
+        if need[i] > 0:
+            out.append(vals[j])
+            need[i] -= 1
+
+
+_State = tuple[np.ndarray, np.ndarray, tuple[_Run, ...]]  # in-RAM run (keys, vals), files oldest first
+
+
+def _absorb(state: _State, buf: _Buffer, dtype: type[np.unsignedinteger], spill_at: int,
+            spill: SpillDir, prefix: str) -> tuple[_State, list[_Run]]:
+    """The next state after merging a frozen buffer (worker thread): into the in-RAM run, which
+    goes to a file once it reaches `spill_at`; files of equal size class are merged. Returns the
+    new state and the files it made obsolete (closed by the caller once swapped in)."""
+    keys, vals, runs = state
+    keys, vals = _merged(keys, vals, buf, dtype)
+    if len(keys) < spill_at:
+        return (keys, vals, runs), []
+    files = [*runs, _Run.write(spill.new_file(prefix), _records(keys, vals))]
+    obsolete: list[_Run] = []
+    while len(files) >= 2 and files[-2].n <= 2 * files[-1].n:  # a binary counter: ~log2 files
+        pair = files[-2:]
+        files[-2:] = [_merge_runs(pair, spill.new_file(prefix))]
+        obsolete += [r for r in pair if r in runs]
+        for r in pair:
+            if r not in runs:  # made in this call, never seen by a reader
+                r.close(unlink=True)
+    return (np.empty(0, dtype=dtype), np.empty(0, dtype=np.int32), tuple(files)), obsolete
+
+
+class MultiMap:
+    """Append-only key → item multimap: array buffer + sorted numpy run in RAM, sorted files beyond.
+
+    A full buffer is frozen (lookups still read it) and merged in the worker thread; its result is
+    swapped in at a later `add`. RAM is bounded by `merge_at` (buffer, ~40 bytes a key) and
+    `spill_at` (sorted run, 8–12 bytes a key, twice during a merge) whatever the size of the index;
+    the files cost a fence of 1/64 of their keys.
+    """
+
+    __slots__ = ("_buf", "_dtype", "_frozen", "_merge_at", "_merging", "_prefix", "_spill",
+                 "_spill_at", "_state", "_typecode")
+
+    def __init__(self, dtype: type[np.unsignedinteger], merge_at: int = 1 << 15, spill_at: int = 1 << 18,
+                 spill: SpillDir | None = None, prefix: str = "map") -> None:
+        self._dtype = dtype
+        self._state: _State = (np.empty(0, dtype=dtype), np.empty(0, dtype=np.int32), ())
+        self._typecode = "Q" if np.dtype(dtype).itemsize == 8 else "I"
+        assert array(self._typecode).itemsize == np.dtype(dtype).itemsize
+        self._buf = _Buffer(self._typecode)
+        self._frozen: _Buffer | None = None  # being merged; older than _buf
+        self._merging: Future[tuple[_State, list[_Run]]] | None = None
+        self._merge_at = merge_at
+        self._spill_at = spill_at
+        self._spill = spill if spill is not None else SpillDir()
+        self._prefix = prefix
+
+    def add(self, keys: list[int], value: int) -> None:
+        buf = self._buf
+        for k in keys:
+            buf.add(k, value)
+        if self._merging is not None and self._merging.done():
+            self._swap()
+        if len(buf) >= self._merge_at:
+            if self._merging is not None:
+                if len(buf) < 4 * self._merge_at:  # a long merge (of files) is running: keep buffering
+                    return
+                self._swap()  # waits: the buffer's bound wins over the loop (does not happen in practice)
+            self._frozen, self._buf = buf, _Buffer(self._typecode)
+            self._merging = _MERGER.submit(_absorb, self._state, self._frozen, self._dtype, self._spill_at,
+                                           self._spill, self._prefix)
+
+    def _swap(self) -> None:
+        try:
+            self._state, obsolete = self._merging.result()  # type: ignore[union-attr]
+        except OSError as exc:
+            raise StorageError(f"dedup index: writing {exc.filename or 'its files'} failed: {exc.strerror}",
+                               str(exc.filename or "")) from None
+        self._merging = self._frozen = None
+        for r in obsolete:
+            r.close(unlink=True)
+
+    def wait_merged(self) -> None:
+        """Block until a background merge is in (tests, and measuring memory)."""
+        if self._merging is not None:
+            self._swap()
+
+    def get(self, keys: np.ndarray, limit: int) -> list[int]:
+        """Values stored under any of `keys`, at most `limit` (the most recent) per key, in no
+        particular order."""
+        out: list[int] = []
+        need = [limit] * len(keys)
+        bufs = [b for b in (self._buf, self._frozen) if b is not None and len(b)]  # newest first
+        if bufs:
+            for i, k in enumerate(keys.tolist()):
+                for buf in bufs:
+                    if need[i] > 0:
+                        take = buf.newest(k, need[i])
+                        out.extend(take)
+                        need[i] -= len(take)
+        mem_keys, mem_vals, runs = self._state
+        if len(mem_keys):
+            lo = np.searchsorted(mem_keys, keys, side="left")
+            hi = np.searchsorted(mem_keys, keys, side="right")
+            for i in np.flatnonzero(hi > lo).tolist():
+                if need[i] > 0:
+                    take = mem_vals[max(int(lo[i]), int(hi[i]) - need[i]) : hi[i]].tolist()
+                    out.extend(take)
+                    need[i] -= len(take)
+        if runs and max(need) > 0:
+            _get_files(runs, keys, need, out)
+        return out
+
+    def nbytes(self) -> int:
+        """Bytes in RAM for the sorted part (in-RAM run and the files' fences); excludes buffers."""
+        mem_keys, mem_vals, runs = self._state
+        return mem_keys.nbytes + mem_vals.nbytes + sum(r.fence.nbytes for r in runs)
+
+    def buffer_nbytes(self) -> int:
+        """Bytes of the not-yet-merged buffer (bounded by `merge_at`)."""
+        return self._buf.nbytes()
+
+    def file_bytes(self) -> int:
+        return sum(r.n * r.rec.itemsize for r in self._state[2])
+
+    def close(self) -> None:
+        """Close the files (lookups end here; the sizes can still be asked for)."""
+        if self._merging is not None:
+            self._swap()
+        for r in self._state[2]:
+            r.close(unlink=False)
+
+
+class ItemLog:
+    """Item i's token codes (uint32) and id, appended to a file past a RAM tail of `flush_at` bytes.
+
+    In RAM per item: its record's offset (8 bytes) and its code count (4); a record is read back
+    (one pread) only when asked for, which the deduper does for LSH candidates the length bound
+    lets through. `reads` counts those reads (tests hold the deduper to it).
+    """
+
+    def __init__(self, spill: SpillDir | None = None, flush_at: int = 1 << 20) -> None:
+        self._off = array("Q", [0])
+        self._len = array("I")
+        self._tail = bytearray()
+        self._flushed = 0  # bytes of the log already in the file
+        self._flush_at = flush_at
+        self._spill = spill if spill is not None else SpillDir()
+        self._fd: int | None = None
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return len(self._len)
+
+    def append(self, codes: list[int], item_id: str) -> None:
+        self._tail += array("I", codes).tobytes()
+        self._tail += item_id.encode()
+        self._len.append(len(codes))
+        self._off.append(self._flushed + len(self._tail))
+        if len(self._tail) >= self._flush_at:
+            path = None
+            try:
+                if self._fd is None:
+                    path = self._spill.new_file("items")
+                    self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+                os.write(self._fd, self._tail)  # type: ignore[arg-type]  # page cache: ~0.1 ms a MB, once a MB
+            except OSError as exc:
+                raise StorageError(f"dedup index: writing {exc.filename or path or 'its item log'} failed: "
+                                   f"{exc.strerror}", str(exc.filename or path or "")) from None
+            self._flushed += len(self._tail)
+            self._tail = bytearray()
+
+    def length(self, i: int) -> int:
+        """Item i's token count (RAM only)."""
+        return self._len[i]
+
+    def _record(self, i: int) -> bytes:
+        a, b = self._off[i], self._off[i + 1]
+        if a >= self._flushed:
+            return bytes(self._tail[a - self._flushed : b - self._flushed])
+        self.reads += 1
+        assert self._fd is not None
+        return os.pread(self._fd, b - a, a)
+
+    def codes(self, i: int) -> bytes:
+        """Item i's token codes as UTF-32-LE bytes (one code a character)."""
+        return self._record(i)[: 4 * self._len[i]]
+
+    def item_id(self, i: int) -> str:
+        return self._record(i)[4 * self._len[i] :].decode()
+
+    def nbytes(self) -> int:
+        return self._off.itemsize * len(self._off) + self._len.itemsize * len(self._len) + len(self._tail)
+
+    def file_bytes(self) -> int:
+        return self._flushed
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

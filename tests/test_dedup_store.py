@@ -1,0 +1,226 @@
+"""The dedup index's spilling stores: files hold what grows, RAM stays bounded, answers do not change."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from conftest import ROOT
+from test_dedup import GSM8K, _variant
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from agen.gen.dedup import Deduper
+from agen.gen.dedup_store import _BLOCK, ItemLog, MultiMap, SpillDir, _merge_runs, _records, _Run
+
+
+def _reference(pairs: list[tuple[list[int], int]], keys: list[int], limit: int) -> list[int]:
+    """What one sorted array would answer: the last `limit` values per queried key."""
+    per: dict[int, list[int]] = {}
+    for ks, v in pairs:
+        for k in ks:
+            per.setdefault(k, []).append(v)
+    return sorted(v for k in keys for v in per.get(k, [])[-limit:])
+
+
+def test_spilling_multimap_answers_as_one_sorted_array(tmp_path: Path) -> None:
+    """Past `spill_at` keys the map lives in files merged like a binary counter (~log2 of them);
+    every lookup, during or after merges, gives the newest `limit` values per key, and the RAM it
+    holds for the sorted part is the in-RAM run (< spill_at keys) plus 1/64 of the files' keys."""
+    rng = random.Random(3)
+    m = MultiMap(np.uint32, merge_at=16, spill_at=64, spill=SpillDir(tmp_path / "c"))
+    pairs: list[tuple[list[int], int]] = []
+    for v in range(6000):
+        ks = [rng.randrange(300), rng.randrange(300, 5000), 7]  # 7: a crowded key, 6000 values
+        m.add(ks, v)
+        pairs.append((ks, v))
+        if v % 499 == 0:
+            probe = [7, ks[0], ks[1], 4_000_000]
+            assert sorted(m.get(np.array(probe, dtype=np.uint32), 5)) == _reference(pairs, probe, 5)
+    m.wait_merged()
+    files = m._state[2]
+    assert 1 <= len(files) <= int(np.log2(18000 / 64)) + 1
+    assert m.file_bytes() == 8 * sum(f.n for f in files) and sum(f.n for f in files) > 17000
+    assert m.nbytes() < 8 * 64 + 4 * sum(f.n for f in files) // _BLOCK + 4 * len(files)
+    probe = list(range(0, 5000, 7))
+    assert sorted(m.get(np.array(probe, dtype=np.uint32), 1000)) == _reference(pairs, probe, 1000)
+    assert sorted(m.get(np.array([7, 7], dtype=np.uint32), 3)) == [5997, 5997, 5998, 5998, 5999, 5999]
+    m.close()
+
+
+def test_streaming_merge_of_files_is_stable_and_chunked(tmp_path: Path) -> None:
+    """Merging files a key range at a time equals a stable sort of their concatenation (older
+    file's records first among equal keys), and the fence is every 64th key of the result."""
+    rng = np.random.default_rng(5)
+    runs = []
+    for i, n in enumerate((3000, 1200, 700)):
+        keys = np.sort(rng.integers(0, 400, n).astype(np.uint32))
+        vals = np.arange(n, dtype=np.int32) + 10_000 * i
+        runs.append(_Run.write(tmp_path / f"r{i}.bin", _records(keys, vals)))
+    merged = _merge_runs(runs, tmp_path / "m.bin", chunk=256)
+    cat = np.concatenate([r.read(0, r.n) for r in runs])
+    want = cat[np.argsort(cat["k"], kind="stable")]
+    got = merged.read(0, merged.n)
+    assert np.array_equal(got, want)
+    assert np.array_equal(merged.fence, want["k"][::_BLOCK])
+    for key in (0, 17, 399, 1000):
+        for side in ("left", "right"):
+            assert merged.locate(key, side) == int(np.searchsorted(want["k"], key, side))
+
+
+def test_item_log_reads_back_from_tail_and_file(tmp_path: Path) -> None:
+    """Codes and ids round-trip whether still in the RAM tail or in the file; only file reads count."""
+    log = ItemLog(SpillDir(tmp_path / "c"), flush_at=256)
+    items = [([i, i + 1, 0x10FFFF - i], f"id-{i}") for i in range(100)]
+    for codes, item_id in items:
+        log.append(codes, item_id)
+    assert log.file_bytes() > 0 and len(log) == 100
+    assert log.nbytes() < 12 * 101 + 256 + 64
+    for i, (codes, item_id) in enumerate(items):
+        assert np.frombuffer(log.codes(i), dtype="<u4").tolist() == codes
+        assert log.item_id(i) == item_id and log.length(i) == 3
+    assert 0 < log.reads < 200  # the last items were served from the tail
+    log.close()
+
+
+def _stream(n: int, seed: int) -> list[str]:
+    """Questions with near and exact duplicates of earlier ones mixed in."""
+    rng = random.Random(seed)
+    gsm = [json.loads(line)["question"] for line in GSM8K.read_text().splitlines()]
+    vocab = [w for q in gsm for w in q.split()]
+    out = list(gsm)
+    while len(out) < n:
+        r = rng.random()
+        if r < 0.3:
+            out.append(_variant(rng, rng.choice(out).split(), vocab, rng.uniform(0.0, 0.4)))
+        elif r < 0.35:
+            out.append(rng.choice(out).upper())
+        else:
+            out.append(" ".join(rng.choices(vocab, k=rng.randint(15, 60))))
+    return out
+
+
+def test_spilled_deduper_decides_exactly_as_the_in_memory_one(tmp_path: Path) -> None:
+    """The same stream through an index held wholly in RAM (the old behaviour) and through one
+    spilled to many files gives the same decision, match and score for every question."""
+    stream = _stream(2500, 11)
+    in_ram = Deduper(merge_at=1 << 30, spill_at=1 << 30)
+    spilled = Deduper(merge_at=64, spill_at=512, store=tmp_path / "cache")
+    a = [in_ram.check_and_add(q, f"q{i}") for i, q in enumerate(stream)]
+    b = [spilled.check_and_add(q, f"q{i}") for i, q in enumerate(stream)]
+    assert a == b
+    assert sum(m is not None and m.kind == "near" for m in a) > 300
+    assert sum(m is not None and m.kind == "exact" for m in a) > 50
+    assert not in_ram._spill.used and spilled.file_bytes() > 0 and len(spilled._lsh._state[2]) >= 1
+    spilled.close()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_item_texts_are_read_only_for_candidates_that_could_match(tmp_path: Path) -> None:
+    """Once spilled, a question with no LSH candidate reads nothing back from the item file; a near
+    duplicate reads exactly the candidates the length bound let through (plus the match's id)."""
+    dd = Deduper(merge_at=64, spill_at=512, store=tmp_path / "cache")
+    stream = _stream(1500, 12)
+    for i, q in enumerate(stream):
+        dd.add(q, f"q{i}")
+    assert dd._items.file_bytes() > 0
+    reads, checked = dd._items.reads, dd.candidates_checked
+    assert dd.check("zebra quantum violin lighthouse marmalade sextant") is None
+    assert dd._items.reads == reads and dd.candidates_checked == checked
+    near = " ".join(stream[0].split()[:-1])  # the first (oldest, in the file) question minus a word
+    match = dd.check(near)
+    assert match is not None and match.match_id == "q0"
+    assert dd._items.reads - reads == dd.candidates_checked - checked + 1 >= 2
+
+
+def test_a_stale_cache_folder_is_emptied_not_trusted(tmp_path: Path) -> None:
+    """Files left by an earlier session (killed before cleaning up) are removed, never read."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "lsh-999999.bin").write_bytes(b"\xff" * 4096)
+    dd = Deduper(merge_at=64, spill_at=512, store=cache)
+    assert not cache.exists()  # removed when the index is opened
+    for i, q in enumerate(_stream(400, 13)):
+        dd.add(q, f"q{i}")
+    dd._lsh.wait_merged()
+    assert dd._spill.used and cache.is_dir() and not (cache / "lsh-999999.bin").exists()
+    dd.close()
+    assert not cache.exists()
+
+
+def test_resume_rebuilds_the_spilled_index_from_the_shards(tmp_path: Path, monkeypatch) -> None:
+    """Session 1 spills its index to run_dir/dedup-cache and removes it at the end; a stale file
+    planted there is ignored; session 2 (resumed, index rebuilt from the shards into files) rejects
+    an exact and a near copy of session 1's oldest proposals, naming them."""
+    import urllib.request
+
+    from conftest import sim_config_file
+    from crash_resume import SimProcess, write_run_config
+
+    from agen.app.runner import EXIT_OK, run_session
+    from agen.config import load_config
+    from agen.gen import dedup
+    from agen.run.rundir import DEDUP_CACHE
+    from agen.run.shards import read_records
+
+    monkeypatch.setattr(dedup, "MERGE_AT", 64)  # 2 questions a merge, 16 a file: restored items live in files
+    monkeypatch.setattr(dedup, "SPILL_AT", 512)
+    made: list[Path] = []
+    new_file = SpillDir.new_file
+    monkeypatch.setattr(SpillDir, "new_file", lambda self, prefix: made.append(new_file(self, prefix)) or made[-1])
+    root = tmp_path / "run"
+    with SimProcess(sim_config_file(tmp_path, latency_ms=2)) as sim:
+        cfg_path = write_run_config(tmp_path / "run.yaml", sim.base_url, root, proposals=6, target=30)
+        assert run_session(load_config(cfg_path), live=False).exit_code == EXIT_OK
+        assert not (root / DEDUP_CACHE).exists()
+        first = [r for r in read_records(root / "accepted") if r["stage"] == "propose"]
+        (root / DEDUP_CACHE).mkdir()
+        (root / DEDUP_CACHE / "lsh-999999.bin").write_bytes(b"\x00" * 8192)  # as a kill -9 would leave it
+
+        def proposal(question: str) -> dict:
+            text = (f"Plan: reuse.\n[New Question Begin]{question}[New Question End]\n"
+                    "[Final Answer to New Question Begin]\\boxed{7}[Final Answer to New Question End]")
+            return {"body": {"id": "chatcmpl-dup", "object": "chat.completion", "created": 0, "model": "sim-large",
+                             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                          "finish_reason": "stop"}],
+                             "usage": {"prompt_tokens": 50, "completion_tokens": 40, "total_tokens": 90}}}
+
+        words = first[1]["question"].split()
+        near = " ".join(words[:-2] + words[-1:])  # one word dropped: ROUGE-L well above 0.7
+        script = {"model": "sim-large", "responses": [proposal(first[0]["question"].upper()), proposal(near)]}
+        urllib.request.urlopen(urllib.request.Request(sim.base_url + "/sim/script", method="POST",
+                                                      data=json.dumps(script).encode())).close()
+        assert made and all(p.parent == root / DEDUP_CACHE for p in made)
+        made.clear()
+        again = run_session(load_config(root / "config.yaml", {"output.dir": str(root), "propose.target": 8}),
+                            live=False)
+        assert again.exit_code == EXIT_OK, again.message
+    assert len(made) > 10 and not (root / DEDUP_CACHE).exists()  # spilled again, then removed (the stale file too)
+    dups = {r["reason"]: r for r in read_records(root / "rejected") if r["reason"].startswith("duplicate:")
+            and r["session"] == 1}
+    assert dups["duplicate:exact"]["duplicate_of"] == first[0]["id"]
+    assert dups["duplicate:near"]["duplicate_of"] == first[1]["id"]
+
+
+def test_an_unwritable_cache_folder_is_a_storage_error_naming_it(tmp_path: Path) -> None:
+    """A spill that cannot write (here the folder's parent is a file) surfaces on the caller's
+    thread as StorageError (exit 4) naming the path, from the merge thread and from the item log."""
+    import pytest
+
+    from agen.errors import StorageError
+
+    (tmp_path / "file").write_text("x")
+    bad = tmp_path / "file" / "cache"
+    m = MultiMap(np.uint32, merge_at=4, spill_at=8, spill=SpillDir(bad))
+    with pytest.raises(StorageError, match="dedup index: writing .*file/cache"):
+        for v in range(100):
+            m.add([v, v + 1], v)
+        m.wait_merged()
+    log = ItemLog(SpillDir(bad), flush_at=16)
+    with pytest.raises(StorageError, match="dedup index: writing .*file/cache"):
+        for i in range(10):
+            log.append([1, 2, 3], f"id-{i}")
