@@ -344,6 +344,8 @@ def _ending(pipeline: Pipeline, snap: dict, run_dir: RunDir, *, interrupted: boo
     if pipeline.stop_reason == "budget":
         spent, cap = snap["costs"]["total"]["cost_usd"], pipeline.cfg.budget
         limit = f"${cap.usd:g}" if cap.usd is not None else f"{cap.tokens} tokens"
+        if "others_spent_usd" in snap:  # a coordinated run: the budget is the whole run's
+            limit += f" of the whole run, ${snap['others_spent_usd']:.4f} by the other workers"
         return Outcome(EXIT_OK, f"stopped: the budget ({limit}) is reached, ${spent:.4f} spent; accepted "
                                 f"{tally}. To go on: `agen resume {run_dir.root} --budget-usd N`", snap)
     if not _targets_met(snap):
