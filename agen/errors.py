@@ -110,3 +110,11 @@ class EndpointUnreachableError(FatalRunError):
     resumable. `exit_code` is the CLI's code for "stopped: endpoint unreachable"."""
 
     exit_code = 6
+
+
+class EndpointFailingError(FatalRunError):
+    """Every answer of one endpoint was a server error (5xx, not 429) for the model's
+    `failing_after_s`: an outage, not bad luck. Stop the run, resumable, instead of failing every
+    task once its retries are spent. Exit code 6, like an unreachable endpoint."""
+
+    exit_code = 6

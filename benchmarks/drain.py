@@ -7,7 +7,10 @@ A run against the simulated provider (its own process, every model at `--latency
 to `--inflight` requests in flight (counted from the ledger: `begin` lines without an `end`), then
 sent one SIGINT. From the ledger's `call` lines (each knows when it ended and how long it took)
 the benchmark counts the requests in flight at the signal and those *started after it*; it times
-the exit, then resumes the run to a small target and reads the resumed session's "$ redone"
+the exit, asks the sim how many requests *it received* after the signal (`GET /sim/received`:
+the server's own clock, not an estimate from the client's ledger; until the sim's own loop first
+runs on time after the signal it is reading a backlog, so the requests it receives after that
+point are the ones certainly sent after the signal), then resumes the run to a small target and reads the resumed session's "$ redone"
 (money paid again for requests the first session had paid for). Targets of issue 11: started
 after ≤ 5% of in flight, exit ≤ latency + 2 s, redone $0. Prints one JSON line.
 """
@@ -20,7 +23,9 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -40,6 +45,34 @@ def _open_requests(root: Path) -> int:
         data = path.read_bytes()
         n += data.count(b'"ev":"begin"') - data.count(b'"ev":"end"')
     return n
+
+
+def _received(base_url: str, after: float) -> dict[str, Any]:
+    """The sim's own record: requests it received, and the receive times of those after the signal."""
+    with urllib.request.urlopen(f"{base_url}/sim/received?after={after!r}") as resp:
+        return json.loads(resp.read())
+
+
+def _histogram(offsets: list[float], width: float) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in sorted(offsets):
+        key = f"{int(x // width) * width:.2f}"
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def _caught_up(got: dict[str, Any], t_signal: float, idle_s: float = 0.005, run: int = 5) -> float:
+    """When the sim's loop had first run on time for `run` ticks in a row (100 ms) after the signal:
+    until then it was working off a backlog (one on-time tick proves nothing: a loop turn runs its
+    timers before the sockets that are ready), and a request it read may have been sent before."""
+    streak = 0
+    for t, lag in got["lag_ticks"]:
+        if t <= t_signal:
+            continue
+        streak = streak + 1 if lag < idle_s else 0
+        if streak == run:
+            return t
+    return float("inf")
 
 
 def main() -> None:
@@ -78,6 +111,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(timeout=120)
         exit_s = time.time() - t_signal
+        got = _received(sim.base_url, t_signal)
         calls = [r for r in read_records(root / "ledger") if r["ev"] == "call" and r["session"] == 0]  # the first session
         starts = [(r["ts"] - r["latency_s"], r["ts"]) for r in calls]
         in_flight = sum(1 for s, e in starts if s <= t_signal < e)
@@ -96,6 +130,11 @@ def run(args: argparse.Namespace, work: Path) -> None:
         "benchmark": "drain", "latency_ms": args.latency_ms, "exit_code": rc, "in_flight_at_signal": in_flight,
         "started_after_signal": after, "started_after_pct": round(100 * after / max(1, in_flight), 2),
         "signal_handled_after_s": round(handled_s, 3), "started_after_handled": after_handled,
+        "sim_received_after_signal": len(got["after"]),
+        "sim_caught_up_after_s": round(_caught_up(got, t_signal) - t_signal, 3),
+        "sim_received_after_caught_up": sum(1 for t in got["after"] if t > _caught_up(got, t_signal)),
+        "sim_received_after_signal_ms": [round((t - t_signal) * 1000, 1) for t in sorted(got["after"])][:50],
+        "sim_received_per_250ms": _histogram([t - t_signal for t in got["after"]], 0.25),
         "exit_s": round(exit_s, 3), "exit_budget_s": round(args.latency_ms / 1000 + 2, 3),
         "usd_before_signal": round(spent_before, 6), "usd_after_signal": round(spent_after, 6),
         "journaled_results": journaled, "resume_exit_code": rc2, "resume_s": round(time.time() - t0, 2),
@@ -107,6 +146,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
     print(f"one SIGINT at {in_flight} requests in flight ({args.latency_ms:.0f} ms latency)")
     print(f"  started after the signal: {after} ({out['started_after_pct']}%), after it was handled: "
           f"{after_handled}; exit after {exit_s:.2f} s (budget {out['exit_budget_s']} s)")
+    print(f"  the sim's own log: {len(got['after'])} requests received after the signal (ms after it: "
+          f"{out['sim_received_after_signal_ms'][:6]}...); its loop worked off a backlog until "
+          f"{out['sim_caught_up_after_s']} s after; received after that: {out['sim_received_after_caught_up']}")
     print(f"  spent before/after the signal: ${spent_before:.4f} / ${spent_after:.4f}; {journaled} paid "
           f"results journaled; resume redone ${manifest.get('redone_usd')}, replayed {manifest.get('replayed')}")
     print(json.dumps(out))

@@ -8,7 +8,9 @@ the ledger's call lines. The bare row sends the same number of requests with the
 proposal-style body per generation call, one solve body with the pipeline's mean `n` per vote
 call) from a semaphore-bounded aiohttp loop: the floor for any Python client. With `--repeat R` the two are measured back to back R times
 (each pair sees the same machine load; on a shared machine the load moves between runs) and the
-median pair is reported with every pair's ratio.
+median pair is reported with every pair's ratio. The bare loop is also run under the collector
+settings agen's session uses (`app/gc_policy`), so `ratio_same_gc` shows how much of the gap is
+agen's code rather than GC tuning any client could do.
 `benchmarks/client_overhead.py` measures the lane+client path alone.
 
     python benchmarks/engine_overhead.py [--accepted 1500] [--repeat 3] [--quick]
@@ -38,6 +40,7 @@ import yaml
 from agen.config import parse_config
 from agen.run.rundir import read_ledger
 from agen.run.shards import read_records
+from agen.app.gc_policy import session_gc
 from agen.app.runner import EXIT_OK, run_session
 from agen.sim.process import SimProcess
 from sim_throughput import bodies  # benchmarks/ is on sys.path when run as a script
@@ -140,8 +143,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"sim-fast in its own process; {len(pairs)} pair(s), the median pair shown")
     print(f"{'path':<34}{'CPU s / 1k req':>16}{'req/s':>10}")
     print(f"{'bare aiohttp+uvloop+orjson':<34}{result['bare_cpu_s_per_1k']:>16.4f}{result['bare_req_per_s']:>10.1f}")
+    print(f"{'bare, agen session GC settings':<34}{result['bare_session_gc_cpu_s_per_1k']:>16.4f}{'':>10}")
     print(f"{'agen full pipeline (run_session)':<34}{result['agen_cpu_s_per_1k']:>16.4f}{result['agen_req_per_s']:>10.1f}")
     print(f"ratio agen/bare = {result['ratio']:.2f} (each pair: {', '.join(f'{x:.2f}' for x in result['ratios'])}); "
+          f"vs the bare loop with agen's GC settings {result['ratio_same_gc']:.2f}; "
           f"per 1k requests: {result['fsyncs_per_1k']} fsyncs, {result['thread_submits_per_1k']} thread-pool submits")
     print(orjson.dumps({"benchmark": "engine_overhead", **result}).decode())
     sys.stdout.flush()
@@ -161,14 +166,18 @@ def _pair(out: Path, sim_url: str, n: int, concurrency: int) -> dict[str, Any]:
     prop, solve = bodies("propose", 1), bodies("solve", mean_n)
     payloads = [prop[i % len(prop)] for i in range(len(gen))] + [solve[i % len(solve)] for i in range(len(votes))]
     bcpu, bwall, ok = uvloop.run(run_bare(sim_url + "/v1/chat/completions", payloads, concurrency))
+    with session_gc():  # the collector settings agen's session runs with: what of the gap they explain
+        gcpu = uvloop.run(run_bare(sim_url + "/v1/chat/completions", payloads, concurrency))[0]
     reqs = len(calls)
     result = {"requests": reqs, "generation_calls": len(gen), "vote_calls": len(votes), "bare_vote_n": mean_n,
               "agen_cpu_s_per_1k": round(cpu / reqs * 1000, 4), "agen_req_per_s": round(reqs / wall, 1),
               "bare_cpu_s_per_1k": round(bcpu / len(payloads) * 1000, 4),
               "bare_req_per_s": round(len(payloads) / bwall, 1), "bare_ok": ok,
+              "bare_session_gc_cpu_s_per_1k": round(gcpu / len(payloads) * 1000, 4),
               "fsyncs_per_1k": round(counts.fsyncs / reqs * 1000, 1),
               "thread_submits_per_1k": round(counts.submits / reqs * 1000, 1)}
     result["ratio"] = round(result["agen_cpu_s_per_1k"] / result["bare_cpu_s_per_1k"], 3)
+    result["ratio_same_gc"] = round(result["agen_cpu_s_per_1k"] / result["bare_session_gc_cpu_s_per_1k"], 3)
     return result
 
 

@@ -184,7 +184,7 @@ def test_equivalence_table(a: str, b: str, expected: bool, note: str) -> None:
 ANSWERS = sorted({x for a, b, _, _ in TABLE for x in (a, b)})
 
 
-@settings(deadline=None)  # math-verify's time on a loaded machine is not what this checks
+@settings(deadline=None)  # math-verify on a loaded machine: hypothesis's 200 ms deadline was a timed assertion
 @given(st.sampled_from(ANSWERS), st.sampled_from(ANSWERS))
 def test_equivalent_is_symmetric(a: str, b: str) -> None:
     """Symmetric by construction: keys compare both ways and math-verify is asked both ways."""

@@ -100,6 +100,10 @@ def test_drain_quick(outputs) -> None:
     # that waited for a pooled connection can look later: hold the issue's bound (<= 5% of in flight)
     assert doc["in_flight_at_signal"] > 0 and doc["started_after_handled"] <= 0.05 * doc["in_flight_at_signal"]
     assert doc["resume_redone_usd"] == 0
+    # the sim's own record: nothing reached it once it had caught up with what was sent before the signal
+    assert doc["sim_received_after_caught_up"] == 0, doc["sim_received_per_250ms"]
+
+
 def test_filter_precision_quick(outputs) -> None:
     """filter_precision --quick scores precision before/after and recall in a world with and without traps."""
     _, doc = _doc(outputs, "filter_precision")

@@ -105,3 +105,18 @@ def test_propose_ending_before_its_pilot_is_full_does_not_hang_the_run(tmp_path)
     frozen = orjson.loads((tmp_path / "run" / "rip_thresholds.json").read_bytes())["stages"]
     assert 0 < frozen["propose"]["pilot"] <= sum(r["stage"] == "propose" for r in recs) <= 10
     assert frozen["amplify"]["pilot"] == 32
+
+
+def test_truncated_rip_responses_are_counted_apart(tmp_path):
+    """Responses cut at rip.max_tokens are counted on the record (`rip.truncated`), as a vote counts
+    its truncated samples; with room to finish, none are."""
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "full").mkdir()
+    cut = _open_cfg(tmp_path / "cut", propose={"target": 4}, amplify={"target": 0}, rip={"max_tokens": 16})
+    assert run_session(cut, live=False).exit_code == EXIT_OK
+    judged = [r for r in records(Path(cut.output.dir)) if "rip" in r]
+    assert judged and all(r["rip"]["truncated"] == len(r["rip"]["responses"]) for r in judged)
+    full = _open_cfg(tmp_path / "full", propose={"target": 4}, amplify={"target": 0})
+    assert run_session(full, live=False).exit_code == EXIT_OK
+    judged = [r for r in records(Path(full.output.dir)) if "rip" in r]
+    assert judged and sum(r["rip"]["truncated"] for r in judged) < sum(len(r["rip"]["responses"]) for r in judged)

@@ -52,3 +52,21 @@ def test_full_tmpfs_exits_4_and_resumes_after_it_grows(sim, tmp_path):
         _disk_full_then_resume(sim, tmp_path, mnt / "run", {}, grow)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_storage_errors_outside_a_run_exit_4(tmp_path):
+    """`agen init` (and export/report, through the same CLI guard) report a path that cannot be
+    written as a storage error, exit 4 as the README's table says, not 2 (bad input)."""
+    from click.testing import CliRunner
+
+    from agen.app.cli import cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    res = CliRunner().invoke(cli, ["init", str(blocker / "starter")])
+    assert res.exit_code == 4, res.output
+    assert "writing" in res.output and str(blocker / "starter") in res.output
+    bad_input = CliRunner().invoke(cli, ["init", str(tmp_path / "x"), "--from", "quickstart"])
+    assert bad_input.exit_code == 0  # the same command with a writable folder works
+    again = CliRunner().invoke(cli, ["init", str(tmp_path / "x")])
+    assert again.exit_code == 2 and "already exists" in again.output  # bad input stays 2

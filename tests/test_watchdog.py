@@ -120,6 +120,30 @@ def test_watchdog_unit_families_share_and_reachability():
     assert wd2.check_reachable("amplify", 1, 3, 50, 70, "amplify.max_attempts") is None
 
 
+def test_watchdog_reads_its_window_in_admission_order():
+    """A wide stage's first commits are its fast rejections (a parse failure needs no vote): read in
+    commit order, 38 of the first 40 were parse:* and a healthy 256-wide run stopped (exit 5). In
+    admission order they are spread among the votes still running; a model that never parses still
+    stops."""
+    rec = lambda i, reason: {"stage": "amplify", "id": f"f-amplify-{i:08d}", "reason": reason,  # noqa: E731
+                             "status": "rejected"}
+    wd = Watchdog(WatchdogConfig(window=40, share=0.9))
+    for i in range(256):
+        wd.admitted("amplify", i)
+    broken = set(range(0, 256, 12))  # ~8% of the outputs do not parse: they commit first
+    for i in sorted(broken):
+        assert wd.observe(rec(i, "parse:no_question")) is None
+    for i in range(256):
+        if i not in broken:
+            assert wd.observe(rec(i, "vote:cannot_win")) is None
+    assert len(wd._held["amplify"]) == 0 and not wd._admitted["amplify"]
+    never = Watchdog(WatchdogConfig(window=40, share=0.9))
+    for i in range(100):
+        never.admitted("amplify", i)
+    stalls = [never.observe(rec(i, "parse:no_question")) for i in reversed(range(100))]
+    assert stalls[-1] is not None and stalls[-1].cause == "parse"
+
+
 def test_watchdog_section_is_validated_and_resumable(tmp_path):
     raw = quick_raw(tmp_path, watchdog={"window": 2})
     try:

@@ -15,7 +15,7 @@ import click
 
 from agen.app.logs import configure_logging
 from agen.config import BUILTIN_CONFIGS, builtin_config, k_key, load_config
-from agen.errors import AgenError
+from agen.errors import AgenError, StorageError
 
 
 def _version() -> str:
@@ -35,12 +35,13 @@ def cli() -> None:
 
 @contextlib.contextmanager
 def _input_errors() -> Iterator[None]:
-    """An AgenError raised before or outside a run is one line on stderr and exit 2 (bad input)."""
+    """An AgenError raised before or outside a run is one line on stderr and exit 2 (bad input), or
+    4 for a StorageError (a file that cannot be read or written: the README's table)."""
     try:
         yield
     except AgenError as exc:
         click.echo(f"agen: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(4 if isinstance(exc, StorageError) else 2)
 
 
 def _config_path(config: str) -> Path:

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
 import structlog
@@ -106,10 +106,11 @@ def seeds_digest(seeds: list[Example]) -> str:
 def make_filter(cfg: RunConfig, providers: Providers, call: Call, run_dir: RunDir) -> CandidateFilter:
     """Answer-Consistency for verifiable tasks, RIP for open-ended ones."""
     if cfg.task == "verifiable" and cfg.vote is not None:
-        return AnswerConsistency(cfg.vote, providers[cfg.vote.model], call, make_verifier(cfg))
+        return AnswerConsistency(cfg.vote, providers[cfg.vote.model], call, make_verifier(cfg),
+                                 cache_layout=cfg.prompts.cache_layout)
     if cfg.task == "open_ended" and cfg.rip is not None:
         return RipFilter(cfg.rip, providers[cfg.rip.model], providers[cfg.rip.judge_model], call,
-                         run_dir.root / "rip_thresholds.json")
+                         run_dir.root / "rip_thresholds.json", cache_layout=cfg.prompts.cache_layout)
     raise ConfigError(f"task {cfg.task!r} has no filter configured")
 
 
@@ -261,9 +262,14 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
             pipeline.request_stop(f"interrupted twice ({signame})")
             pipeline.cancel_now()
 
+    def halt_now(signum: int) -> None:  # in the signal handler itself: flags only
+        if pipeline is not None and interrupts == 0:
+            pipeline.halt_sending(f"interrupted ({signal.Signals(signum).name})")
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig.name)
+            _halt_at_once(sig, halt_now)
     coord, refused = await _join(cfg, run_dir)
     if refused is not None:
         return refused
@@ -309,6 +315,24 @@ async def _session(prep: Prepared, base_urls: dict[str, str], grace_s: float, li
     return _ending(pipeline, snap, run_dir, interrupted=bool(interrupts))
 
 
+def _halt_at_once(sig: signal.Signals, halt: Callable[[int], None]) -> None:
+    """Run `halt` inside the Python-level handler of `sig`, ahead of the loop's own handling.
+
+    The loop's handler (`add_signal_handler`) runs only after the loop reads its wakeup pipe: after
+    the rest of the current turn and the next poll, one or two turns that under load take 0.1 s or
+    more, during which admitted requests kept leaving. CPython runs a Python-level handler at the
+    next bytecode of the main thread, so `halt` (which only sets flags) stops sending at once; the
+    loop's handler still does the rest (the wakeup pipe is written by C, whatever the handler)."""
+    loop_handler = signal.getsignal(sig)
+
+    def handler(signum: int, frame: Any) -> None:
+        halt(signum)
+        if callable(loop_handler):
+            loop_handler(signum, frame)
+
+    signal.signal(sig, handler)
+
+
 def _ending(pipeline: Pipeline, snap: dict, run_dir: RunDir, *, interrupted: bool) -> Outcome:
     """Exit code and final line for a session the pipeline ended (no storage or provider error)."""
     resume = f"`agen resume {run_dir.root}`"
@@ -320,6 +344,8 @@ def _ending(pipeline: Pipeline, snap: dict, run_dir: RunDir, *, interrupted: boo
     if pipeline.stop_reason == "budget":
         spent, cap = snap["costs"]["total"]["cost_usd"], pipeline.cfg.budget
         limit = f"${cap.usd:g}" if cap.usd is not None else f"{cap.tokens} tokens"
+        if "others_spent_usd" in snap:  # a coordinated run: the budget is the whole run's
+            limit += f" of the whole run, ${snap['others_spent_usd']:.4f} by the other workers"
         return Outcome(EXIT_OK, f"stopped: the budget ({limit}) is reached, ${spent:.4f} spent; accepted "
                                 f"{tally}. To go on: `agen resume {run_dir.root} --budget-usd N`", snap)
     if not _targets_met(snap):

@@ -91,6 +91,7 @@ class Pipeline:
         self.stop_reason: str | None = None
         self.sending = True  # False after stop_sending: no request may leave any more
         self.stopped_sending_at: float | None = None
+        self._lanes_closed = False
         self.journal = Journal(previous.journal if previous else None)
         self._paid_before = previous.paid_ids if previous else frozenset()
         self.redone_usd = 0.0  # paid in this session for a request an earlier session had paid for
@@ -119,7 +120,8 @@ class Pipeline:
         self.sink.log({"ev": "call", "session": self.run_dir.session, "ts": rec.ts, "model": rec.model,
                        "stage": rec.stage, "task_id": rec.task_id, "outcome": rec.outcome,
                        "status": rec.status, "cost_usd": rec.cost_usd, "latency_s": rec.latency_s,
-                       "request_id": rec.request_id, "usage": usage_dict(rec.usage)})
+                       "request_id": rec.request_id, "usage": usage_dict(rec.usage),
+                       **({"saved_usd": rec.saved_usd} if rec.saved_usd else {})})
         self.costs.add(rec)
         if rec.cost_usd and rec.task_id in self._paid_before:
             self.redone_usd += rec.cost_usd
@@ -190,12 +192,21 @@ class Pipeline:
         """Stop now without losing what was paid: nothing new is admitted and no further request
         is sent (queued or retrying requests are refused by their lanes with `Stopped`); requests on
         the wire finish and are recorded; cut tasks stay uncommitted, their results journaled."""
+        self.halt_sending(reason)
         self.request_stop(reason)
+        if not self._lanes_closed:
+            self._lanes_closed = True
+            for name in self.providers:
+                lane = self.providers[name].lane
+                lane.close(lane.closed or Stopped(f"not sent: {reason}"))
+
+    def halt_sending(self, reason: str) -> None:
+        """From this instant no request leaves (flags only, so a signal handler may call it in the
+        middle of any code); `stop_sending`, run on the loop, does the rest."""
         if self.sending:
             self.sending = False
             self.stopped_sending_at = time.time()
-            for name in self.providers:
-                self.providers[name].lane.close(Stopped(f"not sent: {reason}"))
+            self.providers.halt(Stopped(f"not sent: {reason}"))
 
     def cancel_now(self) -> None:
         """Abandon in-flight work (it is redone on resume); the sink still flushes what it has."""
@@ -203,7 +214,7 @@ class Pipeline:
             self._work.cancel()
 
     def budget_left(self) -> bool:
-        return budget_left(self.cfg.budget, self.costs, self.counts)
+        return budget_left(self.cfg.budget, self.costs, self.counts, self.coord.others_spent())
 
     # ---- calls -------------------------------------------------------------------------------
 
@@ -291,6 +302,7 @@ class Pipeline:
                     self.coord.committed([{"id": tid, "stage": stage, "status": "rejected"}])
                     continue
                 c.generating += 1
+                self.watchdog.admitted(stage, index)
                 await task_q.put(GenTask(tid, stage, index, self._examples(stage, index)))
                 admitted += 1
                 if admitted % 32 == 0:
@@ -448,7 +460,9 @@ class Pipeline:
             await asyncio.sleep(every)
 
     async def _tick(self) -> None:
-        proposals = await self.coord.tick({s: c.expected_in_flight() for s, c in self.counts.items()})
+        proposals = await self.coord.tick({s: c.expected_in_flight() for s, c in self.counts.items()},
+                                          (self.costs.total_usd + sum(c.cost_ahead() for c in self.counts.values()),
+                                           self.costs.total_tokens))
         own = {ex.id for ex in self.pool} if proposals else set()
         self.pool.extend(ex for ex in proposals if ex.id not in own)
         for stage, c in self.counts.items():
@@ -482,6 +496,7 @@ class Pipeline:
             "fewshot": self.fewshot_coverage().as_dict(),
             "elapsed_s": round(time.monotonic() - self.started, 3),
             "loop_lag": self.loop_lag.snapshot(),
+            **({"others_spent_usd": round(self.coord.others_spent()[0], 8)} if self.coord.tick_s else {}),
         }
 
 

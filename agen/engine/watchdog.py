@@ -9,10 +9,17 @@ resumed run, after its cause was fixed, gets a fresh window):
   the rate were twice as good.
 
 Filter verdicts (`vote:*`, `rip:*`) are a rate, not a family: a strict filter is slow, not stuck.
+
+The window is read in **admission order**, not commit order: a parse failure or a duplicate is
+decided at once, a vote takes several round trips, so when a wide stage starts (hundreds admitted
+together) its first few dozen commits are nearly all fast rejections even for a healthy model.
+Once the pipeline reports admissions (`admitted`), a record joins the window only when every
+candidate of its stage admitted before it has finished.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
@@ -55,10 +62,28 @@ class Watchdog:
         self._reasons: dict[str, deque[str]] = {}
         self._session: dict[str, Counter[str]] = {}
         self._last_error: dict[str, str] = {}
+        self._admitted: dict[str, list[int]] = {}  # per stage: a heap of admitted, unwindowed indices
+        self._held: dict[str, dict[int, dict[str, Any]]] = {}  # finished ahead of an earlier admission
+
+    def admitted(self, stage: str, index: int) -> None:
+        """Candidate `index` of `stage` was admitted: later ones wait for it to join the window."""
+        heapq.heappush(self._admitted.setdefault(stage, []), index)
 
     def observe(self, rec: dict[str, Any]) -> Stall | None:
+        """Feed one committed record; a Stall if its stage is going nowhere."""
         if not self.cfg.enabled:
             return None
+        heap = self._admitted.get(rec["stage"])
+        if heap is None:  # admissions not reported: commit order
+            return self._window(rec)
+        held = self._held.setdefault(rec["stage"], {})
+        held[int(rec["id"].rsplit("-", 1)[1])] = rec
+        stall = None
+        while heap and heap[0] in held:
+            stall = self._window(held.pop(heapq.heappop(heap))) or stall
+        return stall
+
+    def _window(self, rec: dict[str, Any]) -> Stall | None:
         stage, reason = rec["stage"], rec["reason"]
         family = reason.split(":", 1)[0]
         recent = self._recent.setdefault(stage, deque(maxlen=self.cfg.window))

@@ -25,7 +25,7 @@ from agen.config import RipConfig
 from agen.errors import TaskFailedError
 from agen.filters import Call, FilterAborted, FilterTask, TargetMet, Verdict, gather_settled
 from agen.gen.judge import parse_judge_score
-from agen.gen.prompts import render
+from agen.gen.prompts import layout_messages
 from agen.gen.rip_metrics import (
     RipMetrics,
     RipThresholds,
@@ -80,8 +80,9 @@ class _Pilot:
 
 class RipFilter:
     def __init__(self, cfg: RipConfig, policy: ModelClient, judge: ModelClient | RewardClient, call: Call,
-                 thresholds_path: Path) -> None:
+                 thresholds_path: Path, cache_layout: bool = True) -> None:
         self.cfg = cfg
+        self.cache_layout = cache_layout  # prompts.cache_layout: each template's static part first
         self.policy = policy
         self.judge_client = judge
         self.call = call
@@ -161,16 +162,17 @@ class RipFilter:
         pilot = self._stage(task.stage)
         pilot.judging += 1
         try:
-            responses = await self._responses(task)
+            responses, truncated = await self._responses(task)
             if task.enough():  # the judge calls are not worth paying for any more
-                raise TargetMet({"rip": {"k": self.cfg.k, "policy_model": self.cfg.model, "responses": responses}})
+                raise TargetMet({"rip": {"k": self.cfg.k, "policy_model": self.cfg.model, "responses": responses,
+                                         "truncated": truncated}})
             rewards = list(await gather_settled(*(self._score(task, i, r) for i, r in enumerate(responses))))
         finally:
             pilot.judging -= 1
             self._freeze_if_settled(task.stage)  # this was the last one a closed stage's pilot waited for
         detail: dict[str, Any] = {"rip": {"k": self.cfg.k, "policy_model": self.cfg.model,
                                           "judge_model": self.cfg.judge_model, "responses": responses,
-                                          "rewards": rewards}}
+                                          "truncated": truncated, "rewards": rewards}}
         scored = sum(r is not None for r in rewards)
         detail["rip"]["judge_failures"] = len(rewards) - scored
         if scored < math.ceil(self.cfg.min_scored * self.cfg.k) or scored == 0:
@@ -189,11 +191,11 @@ class RipFilter:
         detail["rip"]["thresholds"] = _jsonable(asdict(pilot.frozen))
         return Verdict(ok, reason, detail)
 
-    async def _responses(self, task: FilterTask) -> list[str]:
-        """K policy responses: one request with n=K where supported, else K seeded requests."""
+    async def _responses(self, task: FilterTask) -> tuple[list[str], int]:
+        """K policy responses (one request with n=K where supported, else K seeded requests) and how
+        many of them were cut at max_tokens, counted apart on the record like a vote's."""
         cfg = self.cfg
-        prompt = render(cfg.respond_template, prompt=task.question)
-        messages = ({"role": "user", "content": prompt},)
+        messages = layout_messages(cfg.respond_template, self.cache_layout, prompt=task.question)
         base = stable_int(f"{task.key}/respond")
         stage = f"{task.stage}.respond"
         if self.policy.supports_n:
@@ -203,7 +205,8 @@ class RipFilter:
             reqs = [ChatRequest(messages, cfg.max_tokens, n=1, temperature=cfg.temperature, seed=base + j,
                                 stage=stage, task_id=f"{task.id}/r{j}") for j in range(cfg.k)]
         outs = await gather_settled(*(self.call(self.policy, r) for r in reqs))
-        return [t for out in outs for t in out.texts]
+        texts = [t for out in outs for t in out.texts]
+        return texts, sum(out.truncated(i) for out in outs for i in range(len(out.texts)))
 
     async def _score(self, task: FilterTask, i: int, response: str) -> float | None:
         """A reward for one response; None when the judge gave no valid score (a malformed reply,
@@ -214,8 +217,9 @@ class RipFilter:
                 reward = await self.call(self.judge_client,
                                          ScoreRequest(task.question, response, stage, f"{task.id}/j{i}"))
                 return reward.value
-            text = render(self.cfg.judge_template, prompt=task.question, response=response)
-            req = ChatRequest(({"role": "user", "content": text},), self.cfg.judge_max_tokens, n=1,
+            messages = layout_messages(self.cfg.judge_template, self.cache_layout, prompt=task.question,
+                                       response=response)
+            req = ChatRequest(messages, self.cfg.judge_max_tokens, n=1,
                               temperature=0.0, seed=stable_int(f"{task.key}/judge/{i}"), stage=stage,
                               task_id=f"{task.id}/j{i}")
             out = await self.call(self.judge_client, req)

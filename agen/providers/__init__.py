@@ -9,6 +9,7 @@ TaskFailedError (agen.errors) and reports every HTTP attempt to `on_call`.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from types import TracebackType
@@ -63,6 +64,7 @@ class Providers:
         self.connection_limit = 0  # the connector's limit, set on entry
         self._clients: dict[str, ModelClient | RewardClient] = {}
         self._quotas: list[SharedQuota] = []
+        self._halted: BaseException | None = None  # `halt`: no request's bytes may leave any more
 
     async def __aenter__(self) -> Providers:
         check_api_keys(self._models)
@@ -75,8 +77,11 @@ class Providers:
                        "requests beyond it wait for a connection (raise it with `ulimit -Hn`)")
         self.connection_limit = limit
         connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
+        gate = aiohttp.TraceConfig()  # the last moment before a request's bytes are written
+        gate.on_connection_create_end.append(self._gate)
+        gate.on_connection_reuseconn.append(self._gate)
         self._session = aiohttp.ClientSession(connector=connector, json_serialize=None,  # type: ignore[arg-type]
-                                              auto_decompress=True, trust_env=False)
+                                              auto_decompress=True, trust_env=False, trace_configs=[gate])
         for name, m in self._models.items():
             key = os.environ.get(m.api_key_env) if m.api_key_env else None
             if m.kind == "reward":
@@ -88,6 +93,19 @@ class Providers:
                                               price=self._prices[name], api_key=key, on_call=self._on_call,
                                               lane=self._shared_lane(name, m))
         return self
+
+    def halt(self, exc: BaseException) -> None:
+        """No request leaves from now on, not even one already past its lane: one waiting for a new
+        connection (a busy server's accept queue can hold a SYN for a second or more) is refused
+        once connected, before its first byte. Flags only: safe inside a signal handler."""
+        if self._halted is None:
+            self._halted = exc
+        for client in self._clients.values():
+            client.lane.halt(exc)
+
+    async def _gate(self, session: aiohttp.ClientSession, ctx: object, params: object) -> None:
+        if self._halted is not None:
+            raise copy.copy(self._halted)
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:

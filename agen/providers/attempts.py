@@ -9,6 +9,7 @@ counters they keep beyond the common ones (the `_count_*` hooks).
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,9 +19,9 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from agen.config import ModelConfig, Price
-from agen.cost import cost_usd
-from agen.errors import (BadResponseError, EndpointUnreachableError, FatalRunError, ProviderError, TaskFailedError,
-                         ThrottledError)
+from agen.cost import cache_saved_usd, cost_usd
+from agen.errors import (BadResponseError, EndpointFailingError, EndpointUnreachableError, FatalRunError,
+                         ProviderError, TaskFailedError, ThrottledError)
 from agen.providers.breaker import Breaker
 from agen.providers.facts import EndpointFacts
 from agen.providers.headers import header_families, parse_rate_limits
@@ -108,6 +109,7 @@ class LaneClient:
         self.facts.state("window", cfg.window)
         self.policy = policy or RetryPolicy(max_retries=cfg.max_retries, bad_response_retries=cfg.bad_response_retries)
         self.breaker = Breaker(cfg.unreachable_after_s, cfg.unreachable_after_attempts)
+        self.failing = Breaker(cfg.failing_after_s)  # the same rule over 5xx answers instead of transport failures
         self._fatal: FatalRunError | None = None
         self._stats: Counter[str] = Counter()
         self._cost = 0.0
@@ -160,7 +162,8 @@ class LaneClient:
         if self._on_call is not None:
             self._on_call(CallRecord(ts=time.time(), model=self.name, stage=stage, task_id=task_id,
                                      outcome=outcome, status=status, usage=usage, cost_usd=cost,
-                                     latency_s=latency, request_id=request_id))
+                                     latency_s=latency, request_id=request_id,
+                                     saved_usd=cache_saved_usd(usage, self.price)))
 
     def _seen_headers(self, headers: Any) -> bool:
         """The `headers` fact: which rate-limit header families this endpoint sends (learned on the
@@ -199,6 +202,9 @@ class LaneClient:
         while True:
             self._raise_if_fatal()
             ticket = await self.lane.acquire(est_tokens, front=tries > 0, out_tokens=out_tokens)
+            if self.lane.closed is not None:  # admitted, then the lane closed before this task ran
+                self.lane.release(ticket, None)
+                raise copy.copy(self.lane.closed)
             tries += 1
             if not isinstance(body, bytes):
                 body = body()
@@ -221,6 +227,8 @@ class LaneClient:
                 raise
             else:
                 self.breaker.reachable(time.monotonic())
+                if res.status < 500:
+                    self.failing.reachable(time.monotonic())
                 if self._seen_headers(res.headers):
                     self.lane.observe(parse_rate_limits(res.headers, self.provider), ticket)
                 if 200 <= res.status < 300:
@@ -240,6 +248,14 @@ class LaneClient:
                         return Attempted(value, usage, cost, rid, time.perf_counter() - t_start, tries)
                 else:
                     err = classify(self.provider, self.name, res.status, res.body, res.headers, self._key.value)
+                    if res.status >= 500 and self.failing.failed(time.monotonic(), sent_at):
+                        err = EndpointFailingError(
+                            f"endpoint {self._url} failing: every answer was a server error for "
+                            f"{time.monotonic() - (self.failing.down_since or sent_at):.0f}s "
+                            f"({self.failing.failures} in a row, failing_after_s={self.failing.window_s:g}); "
+                            f"last: HTTP {res.status} {err.message[:200]}. Resume the run once the endpoint "
+                            f"recovers", provider=self.provider, model=self.name, status=res.status,
+                            code="failing")
             # ---- a failed attempt
             u = usage or Usage()
             cost = cost_usd(u, self.price) if usage else 0.0

@@ -5,6 +5,10 @@ HTTP response, even a 500, proves the endpoint reachable and closes the breaker 
 when attempts have failed without a break for `window_s` (and at least `MIN_ATTEMPTS` of them,
 so one slow timeout is not a verdict), or `attempts` times in a row when that is set.
 A recovering endpoint — some attempts getting through — never opens it.
+
+The same rule, fed HTTP answers instead, is the server-error breaker (`failing_after_s`): every
+answer a 5xx (not a 429) for the window is an outage, and the run stops resumably instead of
+failing task after task as their retries run out; any other answer closes it again.
 """
 
 from __future__ import annotations

@@ -398,6 +398,17 @@ class Lane:
             self._share_pause()
             self._dispatch()
 
+    @property
+    def closed(self) -> BaseException | None:
+        """Why the lane refuses everything (None: open)."""
+        return self._closed
+
+    def halt(self, exc: BaseException) -> None:
+        """Refuse from this instant; safe inside a signal handler (one assignment, no queue work).
+        `close` must follow on the loop to fail the queued waiters."""
+        if self._closed is None:
+            self._closed = exc
+
     def close(self, exc: BaseException) -> None:
         """Refuse everything from now on: queued waiters get `exc` without being sent."""
         self._closed = exc

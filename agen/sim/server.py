@@ -8,6 +8,7 @@ base URL):
     POST /pooling               vLLM's Pooling API as served for reward models: one scalar per input
     GET  /v1/models             OpenAI model list
     GET  /sim/stats             per-model requests, status counts, billed usage (what responses said)
+    GET  /sim/received?after=T  count of model requests received, receive times (unix) of those after T
     POST /sim/script            queue scripted responses for a model (FIFO, before normal processing)
     POST /sim/reset             clear stats, scripts, buckets, quota counters, prompt cache, batches, files, batch_dir
     GET  /sim/batch_stats       batches submitted per wire, custom_ids submitted twice, batch lines' usage
@@ -18,15 +19,16 @@ A request goes: scripted response? -> auth -> anthropic-version -> model known? 
 -> context window -> quota -> rate limits -> random faults -> latency -> answer.
 Stats `input_tokens` follow agen's `Usage` convention: all prompt tokens, cached or not. Requests
 whose body names no model (unparseable, too large) are counted under `_unknown`; a request whose
-client hung up before the answer is counted with status 499. Prompt caching is automatic in both
-formats (Anthropic reports a cache write on a miss, as if the prompt carried cache_control).
+client hung up before the answer is counted with status 499. Prompt caching
+(`agen.sim.prompt_cache`) is automatic on the OpenAI wire and needs `cache_control` breakpoints on
+the Anthropic wire, as the real APIs do; a model with `prompt_cache: false` never caches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
+from array import array
 import itertools
 import logging
 import math
@@ -44,8 +46,9 @@ from agen.sim.batches import BatchBook
 from agen.sim.files import FileRoutes
 from agen.sim.openai_batches import BatchRoutes, write_results
 from agen.sim.config import SimConfig, SimModel, load_sim_config, parse_sim_config
-from agen.sim.model import TOKEN_RE, count_tokens, generate, prompt_digest, sample_seed, truncate_tokens
+from agen.sim.model import count_tokens, generate, prompt_digest, sample_seed, truncate_tokens
 from agen.sim.open_world import reward_value
+from agen.sim.prompt_cache import NO_USE, CacheUse, PromptCache, Segment
 
 __all__ = ["LISTENING", "SimServer", "build_app", "serve", "start_sim"]
 
@@ -91,8 +94,9 @@ class ModelStats:
 class ModelState:
     """Mutable per-model state: buckets, quota counter, scripts, prompt cache."""
 
-    def __init__(self, cfg: SimModel, now: float) -> None:
+    def __init__(self, cfg: SimModel, now: float, defaults: SimConfig) -> None:
         self.cfg = cfg
+        self.started = now  # outage windows count from here
         q = cfg.quirks
 
         def limiter(limit: float | None) -> limits.Limiter | None:
@@ -107,7 +111,8 @@ class ModelState:
         self.req_bucket = limiter(cfg.rpm)
         self.tok_bucket = limiter(cfg.tpm)
         self.calls = 0
-        self.cache: dict[bytes, float] = {}  # prefix hash -> expiry (monotonic)
+        self.cache = (PromptCache(cfg.cache_capacity or defaults.cache_capacity, cfg.cache_ttl_s or defaults.cache_ttl_s)
+                      if cfg.prompt_cache else None)
 
     def rl_headers(self, fmt: wire.Wire, now: float) -> dict[str, str]:
         style = self.cfg.quirks.headers
@@ -136,9 +141,11 @@ class SimState:
         if hasattr(self, "batches"):
             self.batches.close(forget=True)
         self.batches = BatchBook(self.cfg, {"openai": write_results})  # forgotten by a reset, as by a restart
-        self.models = {name: ModelState(m, now) for name, m in self.cfg.models.items()}
+        self.models = {name: ModelState(m, now, self.cfg) for name, m in self.cfg.models.items()}
         self.stats: dict[str, ModelStats] = collections.defaultdict(ModelStats)
         self.scripts: dict[str, collections.deque[dict[str, Any]]] = collections.defaultdict(collections.deque)
+        self.received = array("d")  # wall-clock time each model request reached a handler (8 bytes each)
+        self.ticks = array("d")  # (wall-clock time, lag s) of the loop-lag timer, flat (see `received`)
 
     def next_id(self) -> str:
         return f"{self.prefix:08x}{next(self.ids):016x}"
@@ -154,84 +161,65 @@ class _Reply(Exception):
         self.status, self.body, self.headers = status, body, headers or {}
 
 
-def _text_of(content: Any) -> str:
+def _blocks(content: Any) -> list[tuple[str, bool]]:
+    """(text, carries cache_control) of each text block of a message's content (or `system`)."""
     if isinstance(content, str):
-        return content
+        return [(content, False)]
     if isinstance(content, list):
-        return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and isinstance(b.get("text"), str))
+        return [(b["text"], isinstance(b.get("cache_control"), dict)) for b in content
+                if isinstance(b, dict) and isinstance(b.get("text"), str)]
     if content is None:
-        return ""
+        return []
     raise ValueError("content must be a string or a list of text blocks")
 
 
 @dataclass(slots=True)
 class Prompt:
     key: str  # the full prompt (roles and contents), seeds every sample
-    last_user: str
+    last_user: str  # what the request asks: its system text and last user message (see _prompt)
     tokens: int  # billed prompt tokens: the contents only, no per-message overhead
     parts: list[tuple[str, str]]  # (role, text) in order
+    segments: list[Segment]  # the text blocks in order, for the prompt cache
 
 
 def _prompt(system: Any, messages: Any) -> Prompt:
+    """The request's prompt. A model reads its instructions wherever they are, so what the sim
+    answers is decided by the system text and the last user message together (a cache-aware
+    prompt puts the static instructions in the system message and the examples in the user's)."""
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list")
     parts: list[tuple[str, str]] = []
-    tokens = 0
-    last_user = ""
+    segments: list[Segment] = []
+
+    def add(role: str, content: Any) -> str:
+        blocks = _blocks(content)
+        segments.extend(Segment(role, t, bp) for t, bp in blocks)
+        text = "\n".join(t for t, _ in blocks)
+        parts.append((role, text))
+        return text
+
     if system is not None:
-        s = _text_of(system)
-        parts.append(("system", s))
-        tokens += count_tokens(s)
+        add("system", system)
+    last_user = ""
     for m in messages:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise ValueError("each message must be an object with a role")
-        text = _text_of(m.get("content"))
-        parts.append((m["role"], text))
-        tokens += count_tokens(text)
+        text = add(m["role"], m.get("content"))
         if m["role"] == "user":
             last_user = text
-    return Prompt("\x01".join(f"{r}\x00{t}" for r, t in parts), last_user, tokens, parts)
+    asks = "\n\n".join([t for r, t in parts if r == "system"] + [last_user])
+    tokens = sum(count_tokens(seg.text) for seg in segments)
+    return Prompt("\x01".join(f"{r}\x00{t}" for r, t in parts), asks, tokens, parts, segments)
 
 
-def _cache_lookup(st: SimState, ms: ModelState, prompt: Prompt, now: float) -> tuple[int, int]:
-    """(cached tokens read, longest cacheable prefix) for a prompt; records its prefixes.
-
-    Prefixes are cached at cache_min_tokens and every 128 tokens after, like OpenAI; an entry
-    lives cache_ttl_s after its last use. A prefix is identified by the roles and the text up to
-    its last token, so the same messages hit the cache in either wire format.
-    """
-    lo = st.cfg.cache_min_tokens
-    if prompt.tokens < lo:
-        return 0, 0
-    h = hashlib.blake2b(digest_size=16)
-    hit = longest = count = 0
-    boundary = lo
-    expiry = now + st.cfg.cache_ttl_s
-    cache = ms.cache
-    for role, text in prompt.parts:
-        h.update(b"\x01" + role.encode() + b"\x00")
-        n = count_tokens(text)
-        if count + n < boundary:  # no boundary inside this message
-            h.update(text.encode())
-            count += n
-            continue
-        pos = 0
-        for m in TOKEN_RE.finditer(text):
-            count += 1
-            if count == boundary:
-                h.update(text[pos:m.end()].encode())
-                pos = m.end()
-                d = h.digest()
-                seen = cache.get(d)
-                if seen is not None and seen > now:
-                    hit = count
-                cache[d] = expiry
-                longest = count
-                boundary += 128
-        h.update(text[pos:].encode())
-    if len(cache) > 50_000:
-        ms.cache = {k: v for k, v in cache.items() if v > now}
-    return hit, longest
+def _cache_use(st: SimState, ms: ModelState, fmt: wire.Wire, prompt: Prompt, now: float) -> CacheUse:
+    """What the model's prompt cache serves and stores for this prompt, as the wire reports it."""
+    if ms.cache is None:
+        return NO_USE
+    lo = ms.cfg.cache_min_tokens or st.cfg.cache_min_tokens
+    if fmt == "openai":
+        return ms.cache.automatic(prompt.segments, lo, now)
+    return ms.cache.breakpoints(prompt.segments, lo, now)
 
 
 class Handlers:
@@ -242,6 +230,21 @@ class Handlers:
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps({k: v.as_dict() for k, v in self.st.stats.items()}), content_type=JSON)
+
+    async def received(self, request: web.Request) -> web.Response:
+        """GET /sim/received?after=T: how many model requests reached the sim, the wall-clock
+        receive times of those after T (the server's own record, e.g. against a client's signal time),
+        and `lag_ticks`: [time, lag s] of the sim's own 20 ms timer after T — a request received while
+        the sim's loop ran `lag` late may have been waiting in its socket since `time - lag`."""
+        try:
+            after = float(request.query.get("after", "inf"))
+        except ValueError:
+            return web.Response(status=400, body=b'{"error":"after must be a number (unix time)"}', content_type=JSON)
+        times, ticks = self.st.received, self.st.ticks
+        first = next((i for i in range(0, len(ticks), 2) if ticks[i] > after), len(ticks))
+        return web.Response(body=orjson.dumps({"count": len(times), "after": [t for t in times if t > after],
+                                               "lag_ticks": [ticks[i:i + 2].tolist() for i in range(first, min(len(ticks), first + 2000), 2)]}),
+                            content_type=JSON)
 
     async def batch_stats(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self.st.batches.stats()), content_type=JSON)
@@ -291,6 +294,7 @@ class Handlers:
 
     async def _serve(self, request: web.Request, fmt: wire.Wire, pooling: bool = False) -> web.StreamResponse:
         st = self.st
+        st.received.append(time.time())
         rid = "req_" + st.next_id()
         id_header = "x-request-id" if fmt == "openai" else "request-id"
         box: list[Any] = ["_unknown", None, None]  # model name, usage to bill, stream options (None: no stream)
@@ -454,6 +458,9 @@ class Handlers:
         # quota, then rate limits
         faults = ms.cfg.faults
         ms.calls += 1
+        out = faults.outage
+        if out is not None and out.after_s <= now - ms.started < out.after_s + out.for_s:
+            raise _Reply(out.status, wire.scripted_error(fmt, out.status, rid), rl)
         if faults.quota_after is not None and ms.calls > faults.quota_after:
             msg = wire.QUOTA_OPENAI if fmt == "openai" else wire.QUOTA_ANTHROPIC
             raise _Reply(*wire.error(fmt, "quota", msg, rid), rl)
@@ -520,7 +527,8 @@ class Handlers:
             delay = lat.median * (math.exp(lat.sigma * st.rng.gauss(0.0, 1.0)) if lat.sigma else 1.0)
             delay += lat.per_output_token_ms * max(count_tokens(t) for t in texts)
             await asyncio.sleep(delay / 1000.0)
-        cached, cacheable = _cache_lookup(st, ms, prompt, now)
+        use = _cache_use(st, ms, fmt, prompt, now)
+        cached = use.read
         if usage_charged and not batch and ms.tok_bucket is not None:
             # charged after the answer, for what it really used; headers say so at response time
             ms.tok_bucket.take(prompt.tokens + out_tokens)
@@ -542,7 +550,7 @@ class Handlers:
                 "system_fingerprint": "fp_agen_sim",
             }
         else:
-            write = cacheable - cached
+            write = use.write
             box[1] = (prompt.tokens, cached, write, out_tokens)
             body = {
                 "id": "msg_" + rid[4:], "type": "message", "role": "assistant", "model": model,
@@ -668,7 +676,8 @@ def _pooling_inputs(data: dict[str, Any]) -> tuple[Prompt, list[tuple[str, str]]
     if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
         raise ValueError("give either 'messages' or 'input' (a string or a non-empty list of strings)")
     tokens = sum(count_tokens(i) for i in items)
-    return Prompt("\x01".join(items), items[-1], tokens, [("user", i) for i in items]), [("", i) for i in items]
+    return (Prompt("\x01".join(items), items[-1], tokens, [("user", i) for i in items], [Segment("user", i) for i in items]),
+            [("", i) for i in items])
 
 
 def build_app(cfg: SimConfig | dict[str, Any] | None = None) -> web.Application:
@@ -695,10 +704,28 @@ def build_app(cfg: SimConfig | dict[str, Any] | None = None) -> web.Application:
     app.on_startup.append(_resume_batches)
     app.on_cleanup.append(_stop_batches)
     app.router.add_get("/sim/stats", h.stats)
+    app.router.add_get("/sim/received", h.received)
+    app.cleanup_ctx.append(_lag_ticks)
     app.router.add_get("/sim/batch_stats", h.batch_stats)
     app.router.add_post("/sim/script", h.script)
     app.router.add_post("/sim/reset", h.reset)
     return app
+
+
+async def _lag_ticks(app: web.Application) -> Any:
+    """The sim's own loop lag, for `GET /sim/received` (a request waits in the socket as long)."""
+    async def tick() -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.02)
+            lag = time.perf_counter() - t0 - 0.02
+            ticks = app[_STATE_KEY].ticks
+            if len(ticks) < 2_000_000:  # 16 MB at most (~4.5 h)
+                ticks.extend((time.time(), lag))
+
+    task = asyncio.get_running_loop().create_task(tick())
+    yield
+    task.cancel()
 
 
 class SimServer:
