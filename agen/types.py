@@ -105,6 +105,7 @@ class CallRecord:
     latency_s: float
     request_id: str | None = None
     mode: str = "online"  # "batch": one line of a provider batch, billed at the batch price
+    saved_usd: float = 0.0  # what prompt-cache reads saved on this call, net of cache writes (agen.cost)
 
 
 @dataclass(frozen=True, slots=True)

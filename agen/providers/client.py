@@ -24,6 +24,7 @@ from agen.providers.batch_client import BatchApi
 from agen.providers.batch_collector import BatchCollector, BatchSetup
 from agen.providers.lane import Lane
 from agen.providers.retry import RetryPolicy
+from agen.providers.prompt_cache import anthropic_min_tokens
 from agen.providers.transport import Transport
 from agen.providers.reserve import OutputReserve
 from agen.providers.wire import (ANTHROPIC_VERSION, Parsed, anthropic_body, estimate_prompt_tokens, openai_body,
@@ -58,6 +59,7 @@ class ModelClient(LaneClient):
         self._static_headers = base
         self._sent_headers = _Secret(None)
         self._parse = parse_anthropic if cfg.provider == "anthropic" else parse_openai
+        self._cache_min = anthropic_min_tokens(cfg.model, cfg.cache_min_tokens)
         self._mode_for = batch.mode_for if batch is not None else None
         self.batcher = (BatchCollector(self, BatchApi(cfg.provider, base_url, transport, name, self._headers,
                                                       lambda: self._key.value), batch)
@@ -116,7 +118,7 @@ class ModelClient(LaneClient):
     def batch_body(self, req: ChatRequest, n: int) -> dict[str, Any]:
         """The request's body as a line of a batch carries it (the same as online)."""
         if self.provider == "anthropic":
-            return anthropic_body(req, self.cfg.model, self.cfg.extra_params)
+            return anthropic_body(req, self.cfg.model, self.cfg.extra_params, self._cache_min)
         return openai_body(req, self.cfg.model, self.cfg.extra_params, n)
 
     def _body(self, req: ChatRequest, n: int) -> bytes:
