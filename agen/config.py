@@ -231,6 +231,9 @@ class ModelConfig(_Strict):
     extra_params: dict[str, Any] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict)
     shared_quota: SharedQuotaConfig | None = None  # rpm/tpm held in Redis, shared with other processes
+    # Anthropic: the shortest prefix its prompt cache takes (agen marks a static system prompt with
+    # cache_control only from this long); default by model name (providers/prompt_cache)
+    cache_min_tokens: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _no_secrets_in_config(self) -> ModelConfig:
@@ -398,6 +401,14 @@ class WatchdogConfig(_Strict):
     share: float = Field(default=0.95, gt=0.5, le=1)  # ... this share rejected for one reason family
 
 
+class PromptsConfig(_Strict):
+    """How prompts are laid out (output-defining: the messages a model sees change)."""
+
+    # static template text first, as a system message shared by every request of a stage, and the
+    # variable part (examples, question) last, so providers' prompt caches can serve the prefix
+    cache_layout: bool = True
+
+
 class OutputConfig(_Strict):
     dir: str = "runs/quickstart"
     shard_max_records: int = Field(default=10_000, ge=1)
@@ -430,6 +441,7 @@ class RunConfig(_Strict):
     categories: CategoriesConfig | None = None  # open-ended: classify seeds lacking a category
     dedup: DedupConfig = DedupConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
+    prompts: PromptsConfig = PromptsConfig()
     output: OutputConfig = OutputConfig()
     budget: BudgetConfig = BudgetConfig()
     simulator: SimulatorConfig | None = None
@@ -510,6 +522,7 @@ RESUMABLE_FIELDS = {
     "models.*.max_concurrency", "models.*.rpm", "models.*.tpm", "models.*.max_retries",
     "models.*.bad_response_retries", "models.*.connect_timeout_s", "models.*.read_timeout_s",
     "models.*.headers", "models.*.api_key_env", "models.*.shared_quota", "models.*.base_url", "models.*.price",
+    "models.*.cache_min_tokens",
     "propose.workers", "amplify.workers", "vote.concurrency", "rip.concurrency", "propose.target", "amplify.target",
     "propose.max_attempts", "amplify.max_attempts", "budget", "output.dir", "simulator", "watchdog",
     "sandbox.parallel",

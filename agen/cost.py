@@ -1,8 +1,9 @@
 """What every call cost, from its real usage: the price arithmetic and the run's cost book.
 
 `cost_usd` prices one Usage, online or at the batch rates of a call sent through a batch API;
-`CostBook` sums CallRecords (every HTTP attempt, including failed attempts that were billed, such
-as a 200 with usage but an unusable body) by model, by stage and by (stage, model).
+`cache_saved_usd` is what its prompt-cache reads saved, net of the cache-write premium; `CostBook`
+sums CallRecords (every HTTP attempt, including failed attempts that were billed, such as a 200
+with usage but an unusable body) by model, by stage and by (stage, model).
 """
 
 from __future__ import annotations
@@ -33,6 +34,20 @@ def cost_usd(usage: Usage, price: Rates, batch: bool = False) -> float:
             + usage.cache_write_tokens * write_p + usage.output_tokens * price.output) / PER
 
 
+def cache_saved_usd(usage: Usage, price: Rates) -> float:
+    """USD the prompt cache saved on one call against paying `input` for every prompt token: reads
+    at the cached price minus writes at their premium (negative when writes were never read)."""
+    cached_p = price.input if price.cached_input is None else price.cached_input
+    write_p = price.input if price.cache_write is None else price.cache_write
+    return (usage.cached_input_tokens * (price.input - cached_p)
+            - usage.cache_write_tokens * (write_p - price.input)) / PER
+
+
+def cache_hit_share(input_tokens: int, cached_input_tokens: int) -> float:
+    """Share of prompt tokens served from a prompt cache (0 when nothing was sent)."""
+    return cached_input_tokens / input_tokens if input_tokens else 0.0
+
+
 @dataclass(slots=True)
 class Tally:
     """Calls, billed usage and cost of one slice of the run.
@@ -43,6 +58,7 @@ class Tally:
     calls: int = 0
     ok_calls: int = 0
     cost_usd: float = 0.0
+    cache_saved_usd: float = 0.0
     input_tokens: int = 0
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
@@ -64,12 +80,15 @@ class Tally:
         self.output_tokens += u.output_tokens
         self.reasoning_tokens += u.reasoning_tokens
         self.cost_usd += rec.cost_usd
+        self.cache_saved_usd += rec.saved_usd
 
     def as_dict(self) -> dict[str, Any]:
         return {"calls": self.calls, "ok_calls": self.ok_calls, "cost_usd": self.cost_usd,
                 "input_tokens": self.input_tokens, "cached_input_tokens": self.cached_input_tokens,
                 "cache_write_tokens": self.cache_write_tokens, "output_tokens": self.output_tokens,
-                "reasoning_tokens": self.reasoning_tokens, "total_tokens": self.input_tokens + self.output_tokens}
+                "reasoning_tokens": self.reasoning_tokens, "total_tokens": self.input_tokens + self.output_tokens,
+                "cache_hit_share": round(cache_hit_share(self.input_tokens, self.cached_input_tokens), 4),
+                "cache_saved_usd": self.cache_saved_usd}
 
 
 class CostBook:

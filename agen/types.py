@@ -104,6 +104,7 @@ class CallRecord:
     cost_usd: float
     latency_s: float
     request_id: str | None = None
+    saved_usd: float = 0.0  # what prompt-cache reads saved on this call, net of cache writes (agen.cost)
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,7 +166,7 @@ def by_design(p: Any) -> dict[str, float | int]:
         out["dedup_index_mb"] = round(d.nbytes() * mb, 3)
         out["dedup_files_mb"] = round(d.file_bytes() * mb, 3)  # page cache, not RSS
         out["dedup_file_count"] = sum(len(m._state[2]) for m in maps)
-        # the dict buffers' high-water mark (bounded by merge_at: flat once the first merge happened)
+        # the array buffers' high-water mark (bounded by merge_at: flat once the first merge happened)
         out["dedup_buffer_mb"] = round(sum(max(_BUF_HIGH.get(id(m), 0), _buf_bytes(m)) for m in maps) * mb, 3)
         info = dd._code.cache_info()
         # per entry: the key string, the int code, lru_cache's link (~64 B) and its dict slot (~40 B)

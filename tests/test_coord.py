@@ -93,7 +93,7 @@ async def test_a_restarted_worker_marks_its_shard_and_gives_the_rest_back_at_onc
     got = sorted([await other.claim("propose", 100) for _ in range(3)])
     assert got == [0, 2, 3]  # 1 is committed; 2 was being committed but never reached the shard
     assert other.others_accepted("propose") == 0
-    await other.tick({})
+    await other.tick({}, (0.0, 0))
     assert other.others_accepted("propose") == 1  # w's committed accepted record counts globally
     await w2.aclose()
     await other.aclose()
@@ -153,11 +153,14 @@ async def test_proposals_and_exact_duplicates_are_shared(redis_url: str, tmp_pat
     a, b = await joined(redis_url, tmp_path, "a"), await joined(redis_url, tmp_path, "b")
     a.committed([rec("propose", 0, "accepted", "What is 2+2?"), rec("propose", 1, "rejected")])
     await asyncio.gather(*a._background)  # the marks run in the background
-    assert await a.tick({"propose": 1.5}) == []  # its own proposals do not come back
-    got = await b.tick({})
+    assert await a.tick({"propose": 1.5}, (1.25, 300)) == []  # its own proposals do not come back
+    got = await b.tick({}, (0.5, 100))
     assert [(e.id, e.question) for e in got] == [(tid("propose", 0), "What is 2+2?")]
     assert b.others_in_flight("propose") == 1.5 and b.others_accepted("propose") == 1
-    assert await b.tick({}) == []  # each proposal arrives once
+    assert b.others_spent() == (1.25, 300)  # the budget is the run's: b counts a's spend
+    assert await b.tick({}, (0.5, 100)) == []  # each proposal arrives once
+    await a.tick({}, (1.25, 300))
+    assert a.others_spent() == (0.5, 100)
     assert await a.seen(42, tid("amplify", 7)) is None
     assert await a.seen(42, tid("amplify", 7)) is None  # the same task again (a resume): not a duplicate
     assert await b.seen(42, tid("amplify", 9)) == tid("amplify", 7)
@@ -182,7 +185,7 @@ async def test_lost_state_stops_the_worker_and_a_restart_rebuilds_it_from_every_
     assert await a2.claim("propose", 100) == 6  # past every committed index: held ones are never re-issued
     assert await a2.claim("amplify", 100) == 3
     assert a2.others_accepted("propose") == 1 and a2.others_accepted("amplify") == 1
-    assert {e.question for e in await a2.tick({})} == {"Q three?"}
+    assert {e.question for e in await a2.tick({}, (0.0, 0))} == {"Q three?"}
     from agen.gen.dedup import exact_key
     assert await a2.seen(exact_key("q  ZERO?"), tid("amplify", 50)) == tid("propose", 0)
     await a2.aclose()

@@ -91,11 +91,12 @@ def sim_usage(stats: dict[str, Any], model: str) -> Usage:
 
 @pytest.mark.parametrize("make", [oa, an], ids=["openai", "anthropic"])
 async def test_usage_and_cost_exact_to_the_token(sim: SimServer, make: Any) -> None:
-    """Billed usage (incl. prompt-cache reads/writes) matches the sim's own totals exactly; cost follows."""
+    """Billed usage (incl. prompt-cache reads/writes) matches the sim's own totals exactly; cost follows.
+    The long static system prompt is cached (Anthropic: because the client marks it cache_control)."""
     run = Run(sim, m=make())
     async with run as p:
         for i in range(3):
-            c = await p["m"].complete(req(f"{LONG} Question {i}: what is {i}+1?"))
+            c = await p["m"].complete(req(f"Question {i}: what is {i}+1?", system=LONG))
             assert c.texts and c.usage.output_tokens > 0
         await p["m"].complete(req("short one", system="You are terse."))
     billed = sim_usage(await sim_post(sim, "/sim/stats"), "sim-large")

@@ -275,18 +275,20 @@ async def test_require_api_key() -> None:
 
 
 async def test_prompt_cache_and_reset(sim: SimServer, http: aiohttp.ClientSession) -> None:
-    """A repeated >=1024-token prefix is reported cached (inside OpenAI's prompt_tokens, outside Anthropic's)."""
+    """A repeated >=1024-token prefix is reported cached (inside OpenAI's prompt_tokens, outside
+    Anthropic's, where only a cache_control breakpoint caches); /sim/reset empties the cache."""
     long = " ".join(f"w{i}" for i in range(1500))
     _, d1, _ = await oai(http, sim, {"model": "m", "messages": msgs(long), "max_tokens": 20})
     _, d2, _ = await oai(http, sim, {"model": "m", "messages": msgs(long + " tail"), "max_tokens": 20})
     assert d1["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     cached = d2["usage"]["prompt_tokens_details"]["cached_tokens"]
     assert cached >= 1024 and cached % 128 == 0 and cached <= d2["usage"]["prompt_tokens"]
-    body = {"model": "m", "max_tokens": 20, "system": "Be terse.", "messages": [{"role": "user", "content": long}]}
+    system = [{"type": "text", "text": long, "cache_control": {"type": "ephemeral"}}]
+    body = {"model": "m", "max_tokens": 20, "system": system, "messages": [{"role": "user", "content": "Be terse."}]}
     _, a1, _ = await ant(http, sim, body)
     _, a2, _ = await ant(http, sim, body)
     total = count_tokens("Be terse.") + count_tokens(long)
-    assert a1["usage"]["cache_creation_input_tokens"] >= 1024 and a1["usage"]["cache_read_input_tokens"] == 0
+    assert a1["usage"]["cache_creation_input_tokens"] == count_tokens(long) and a1["usage"]["cache_read_input_tokens"] == 0
     assert a2["usage"]["cache_read_input_tokens"] == a1["usage"]["cache_creation_input_tokens"]
     assert a2["usage"]["input_tokens"] + a2["usage"]["cache_read_input_tokens"] == total
     s = (await stats(http, sim))["m"]

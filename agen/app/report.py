@@ -5,7 +5,8 @@ the funnel and spend from `agen.app.status.snapshot_from_files` (the figures `ag
 end-of-run summary print), time series, latencies and 429s from the ledger's call lines, vote
 margins from the records. Charts are inline SVG (`agen.app.report_svg`), so the page needs no network.
 
-    RUN_DIR/report.json   {"run", "headline", "funnel", "cost", "throughput", "latency", "votes", "rip", "engine"}
+    RUN_DIR/report.json   {"run", "headline", "funnel", "cost" (incl. "cache": hit share and USD saved),
+                           "throughput", "latency", "votes", "rip", "engine"}
     RUN_DIR/report.html   the same, drawn
 """
 
@@ -25,7 +26,7 @@ import orjson
 
 from agen.app.report_svg import fmt_num, fmt_usd, hbars, vbars
 from agen.app.status import snapshot_from_files
-from agen.app.summary import cost_rows, funnel_rows
+from agen.app.summary import cache_figures, cost_rows, funnel_rows
 from agen.config import load_prices, price_for
 from agen.cost import cost_usd
 from agen.engine.fewshot import COVERAGE_TASKS, coverage
@@ -123,7 +124,8 @@ def cost_figures(snap: dict[str, Any], prices: dict[str, Any]) -> dict[str, Any]
                       "cache_write_tokens": t["cache_write_tokens"], "output_tokens": t["output_tokens"],
                       "cost_by_token_kind": kinds,
                       "cost_per_accepted": t["cost_usd"] / acc if acc else None})
-    return {"per_stage": per_stage, "parts": parts, "total": snap["costs"]["total"]}
+    return {"per_stage": per_stage, "parts": parts, "total": snap["costs"]["total"],
+            "cache": cache_figures(snap["costs"])}
 
 
 def ledger_figures(calls: Iterable[dict[str, Any]], created: list[float]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -373,9 +375,16 @@ def _cost_html(cost: dict[str, Any]) -> str:
               [(k, v) for k, v in (p["cost_by_token_kind"] or {}).items() if v > 0]) for p in cost["parts"]]
     if any(segs for _, segs in kinds):
         out.append(hbars(kinds, title="Spend by role and token kind (USD)", fmt=fmt_usd, width=1100, label_w=220))
-    out.append(_table(["role", "stage/model", "calls", "input tok", "cached in", "output tok", "USD", "USD / accepted"],
+    cache = cost.get("cache")
+    if cache is not None:
+        out.append(f"<p class='note'>Prompt cache: {cache['hit_share']:.1%} of prompt tokens read from cache; "
+                   f"{fmt_usd(cache['saved_usd'])} saved against no caching, net of cache-write premiums.</p>")
+    out.append(_table(["role", "stage/model", "calls", "input tok", "cached in", "cache hit", "output tok", "USD",
+                       "USD / accepted"],
                       [[p["role"], f"{p['stage']}/{p['model']}", p["calls"], f"{p['input_tokens']:,}",
-                        f"{p['cached_input_tokens']:,}", f"{p['output_tokens']:,}", f"{p['cost_usd']:.6f}",
+                        f"{p['cached_input_tokens']:,}",
+                        f"{p['cached_input_tokens'] / p['input_tokens']:.0%}" if p["input_tokens"] else "-",
+                        f"{p['output_tokens']:,}", f"{p['cost_usd']:.6f}",
                         "-" if p["cost_per_accepted"] is None else f"{p['cost_per_accepted']:.6f}"]
                        for p in cost["parts"]]))
     return "".join(out)
@@ -473,6 +482,7 @@ def render_html(rep: dict[str, Any]) -> str:
         _card(f"{h['calls']:,}", "API calls (HTTP attempts)"),
         _card(f"{h['calls_per_s']:,.1f}/s", f"calls per second over {h['span_s']:.1f} s"),
         _card(f"{h['throttled_429']:,}", "429 responses"),
+        _card(f"{rep['cost']['cache']['hit_share']:.0%}", "prompt tokens read from cache"),
     ])
     extra = ""
     if h["billing_unknown_requests"] or h["redone_usd"]:

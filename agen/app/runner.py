@@ -106,10 +106,11 @@ def seeds_digest(seeds: list[Example]) -> str:
 def make_filter(cfg: RunConfig, providers: Providers, call: Call, run_dir: RunDir) -> CandidateFilter:
     """Answer-Consistency for verifiable tasks, RIP for open-ended ones."""
     if cfg.task == "verifiable" and cfg.vote is not None:
-        return AnswerConsistency(cfg.vote, providers[cfg.vote.model], call, make_verifier(cfg))
+        return AnswerConsistency(cfg.vote, providers[cfg.vote.model], call, make_verifier(cfg),
+                                 cache_layout=cfg.prompts.cache_layout)
     if cfg.task == "open_ended" and cfg.rip is not None:
         return RipFilter(cfg.rip, providers[cfg.rip.model], providers[cfg.rip.judge_model], call,
-                         run_dir.root / "rip_thresholds.json")
+                         run_dir.root / "rip_thresholds.json", cache_layout=cfg.prompts.cache_layout)
     raise ConfigError(f"task {cfg.task!r} has no filter configured")
 
 
@@ -343,6 +344,8 @@ def _ending(pipeline: Pipeline, snap: dict, run_dir: RunDir, *, interrupted: boo
     if pipeline.stop_reason == "budget":
         spent, cap = snap["costs"]["total"]["cost_usd"], pipeline.cfg.budget
         limit = f"${cap.usd:g}" if cap.usd is not None else f"{cap.tokens} tokens"
+        if "others_spent_usd" in snap:  # a coordinated run: the budget is the whole run's
+            limit += f" of the whole run, ${snap['others_spent_usd']:.4f} by the other workers"
         return Outcome(EXIT_OK, f"stopped: the budget ({limit}) is reached, ${spent:.4f} spent; accepted "
                                 f"{tally}. To go on: `agen resume {run_dir.root} --budget-usd N`", snap)
     if not _targets_met(snap):

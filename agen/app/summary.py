@@ -42,6 +42,27 @@ def cost_rows(snap: dict[str, Any]) -> list[tuple[str, float, int, float | None]
     return out
 
 
+def cache_figures(costs: dict[str, Any]) -> dict[str, Any]:
+    """Prompt-cache hit share (cached prompt tokens / all prompt tokens) and USD saved against no
+    caching, net of cache-write premiums: in total, per stage and per model."""
+    def one(t: dict[str, Any]) -> dict[str, Any]:
+        return {"hit_share": t.get("cache_hit_share", 0.0), "saved_usd": t.get("cache_saved_usd", 0.0),
+                **{k: t.get(k, 0) for k in ("input_tokens", "cached_input_tokens", "cache_write_tokens")}}
+    return {**one(costs["total"]), "by_stage": {k: one(t) for k, t in costs.get("by_stage", {}).items()},
+            "by_model": {k: one(t) for k, t in costs.get("by_model", {}).items()}}
+
+
+def cache_lines(costs: dict[str, Any]) -> list[str]:
+    """'Prompt cache: 41% of prompt tokens cached, $0.0123 saved (net of writes); per stage ...'."""
+    fig = cache_figures(costs)
+    if not fig["input_tokens"]:
+        return []
+    stages = ", ".join(f"{k} {v['hit_share']:.0%}" for k, v in fig["by_stage"].items() if v["input_tokens"])
+    text = (f"Prompt cache: {fig['hit_share']:.0%} of prompt tokens read from cache, {_usd(fig['saved_usd'])} "
+            f"saved vs no caching (net of cache writes); by stage: {stages}")
+    return textwrap.wrap(text, WIDTH)
+
+
 WIDTH = 80  # the summary fits a default terminal
 
 
@@ -96,6 +117,7 @@ def render_summary(snap: dict[str, Any]) -> str:
             key = ""
         lines.append(f"  {key:<22}{t['calls']:>8}{t['input_tokens']:>11}{t['cached_input_tokens']:>10}"
                      f"{t['output_tokens']:>11}{_usd(t['cost_usd']):>12}")
+    lines.extend(cache_lines(snap["costs"]))
     rep = snap.get("replayed") or {}
     if "redone_usd" in snap and (snap.get("session") or snap["redone_usd"] or rep.get("requests")):  # not on a first session
         lines.append("")

@@ -72,6 +72,7 @@ class RedisCoordination:
         self._held: dict[str, set[int]] = defaultdict(set)  # claimed, not committed yet
         self._others: dict[str, int] = {}
         self._others_in_flight: dict[str, float] = {}
+        self._others_spent: tuple[float, int] = (0.0, 0)
         self._pool_offset = 0
         self._background: set[asyncio.Task[None]] = set()
         self._failed: FatalRunError | None = None
@@ -124,7 +125,7 @@ class RedisCoordination:
                                                          args=[self.worker]))
             if released:
                 log.info("claims_released", stage=stage, indices=released, worker=self.worker)
-        await self._read_counts()
+        await self._read_counts()  # the others' counts and spend before this worker admits anything
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_WAIT_S
@@ -136,9 +137,13 @@ class RedisCoordination:
 
     async def _rebuild(self) -> None:
         """The state is new (or was lost): rebuild it from every worker directory's shards."""
+        from agen.run.ledger import costs_from_ledger
+
         dirs = worker_dirs(self.run_root)
         top: dict[str, int] = {}
         for d in dirs:
+            costs, _ = costs_from_ledger(d, set())  # every worker's spend, from its ledger
+            await self._do(self._redis.hset(self.key("spent"), d.name, f"{costs.total_usd!r}:{costs.total_tokens}"))
             facts = list(committed_records(d))
             for c in facts:
                 top[c.stage] = max(top.get(c.stage, -1), c.index)
@@ -245,7 +250,10 @@ class RedisCoordination:
         first = first.decode() if isinstance(first, bytes) else str(first)
         return None if first == task_id else first
 
-    async def tick(self, in_flight: dict[str, float]) -> list[Example]:
+    def others_spent(self) -> tuple[float, int]:
+        return self._others_spent
+
+    async def tick(self, in_flight: dict[str, float], spent: tuple[float, int]) -> list[Example]:
         if self._failed is not None:
             raise self._failed
         for stage, held in self._held.items():
@@ -258,6 +266,7 @@ class RedisCoordination:
             # entry stops counting after one lease
             await self._do(self._redis.hset(self.key("infl", stage), self.worker,
                                             f"{in_flight.get(stage, 0.0):.3f}:{now:.3f}"))
+        await self._do(self._redis.hset(self.key("spent"), self.worker, f"{spent[0]!r}:{spent[1]}"))
         await self._read_counts(now)
         rows = await self._do(self._redis.lrange(self.key("pool"), self._pool_offset, -1))
         self._pool_offset += len(rows)
@@ -270,6 +279,9 @@ class RedisCoordination:
 
     async def _read_counts(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
+        spent = await self._do(self._redis.hgetall(self.key("spent")))
+        rows = [v.split(b":") for w, v in spent.items() if w.decode() != self.worker]
+        self._others_spent = (sum(float(u) for u, _ in rows), sum(int(t) for _, t in rows))
         for stage in STAGES:
             acc = await self._do(self._redis.hgetall(self.key("acc", stage)))
             self._others[stage] = sum(int(v) for w, v in acc.items() if w.decode() != self.worker)

@@ -82,13 +82,16 @@ class StageCounts:
         self.judged_accepted = accepted
 
 
-def budget_left(budget: BudgetConfig, costs: CostBook, counts: dict[str, StageCounts]) -> bool:
+def budget_left(budget: BudgetConfig, costs: CostBook, counts: dict[str, StageCounts],
+                others: tuple[float, int] = (0.0, 0)) -> bool:
     """Whether another task may start: spend so far plus what work in flight will likely still
-    cost stays under the budget (so the run stops near it, not a burst past it)."""
+    cost stays under the budget (so the run stops near it, not a burst past it). `others`: what
+    the other workers of a coordinated run have spent (USD, tokens): the budget is the run's."""
     if budget.usd is None and budget.tokens is None:
         return True
-    if budget.usd is not None and costs.total_usd + sum(c.cost_ahead() for c in counts.values()) >= budget.usd:
+    spent = costs.total_usd + others[0]
+    if budget.usd is not None and spent + sum(c.cost_ahead() for c in counts.values()) >= budget.usd:
         return False
-    if budget.tokens is not None and costs.total_tokens >= budget.tokens:
+    if budget.tokens is not None and costs.total_tokens + others[1] >= budget.tokens:
         return False
     return True

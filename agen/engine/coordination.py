@@ -41,10 +41,15 @@ class Coordination(Protocol):
         """Record a question's exact-duplicate key for the run; the task id that had it first if
         that was another task, else None."""
 
-    async def tick(self, in_flight: dict[str, float]) -> list[Example]:
+    def others_spent(self) -> tuple[float, int]:
+        """What the other workers have spent or expect their work in flight to cost (USD), and the
+        tokens they have spent, as of the last tick: the budget is the run's."""
+
+    async def tick(self, in_flight: dict[str, float], spent: tuple[float, int]) -> list[Example]:
         """Renew this worker's claims, publish what its work in flight is expected to add
-        (`in_flight`, per stage) and read the others'; the proposals the other workers accepted
-        since the last tick."""
+        (`in_flight`, per stage) and what it has spent (`spent`: USD with its work in flight's expected
+        cost, tokens; every session), and
+        read the others'; the proposals the other workers accepted since the last tick."""
 
     async def aclose(self) -> None:
         """Give back claimed, uncommitted indices at once (a clean stop); close connections."""
@@ -84,7 +89,10 @@ class Solo:
     async def seen(self, key: int, task_id: str) -> str | None:
         return None
 
-    async def tick(self, in_flight: dict[str, float]) -> list[Example]:
+    def others_spent(self) -> tuple[float, int]:
+        return (0.0, 0)
+
+    async def tick(self, in_flight: dict[str, float], spent: tuple[float, int]) -> list[Example]:
         return []
 
     async def aclose(self) -> None:

@@ -120,7 +120,8 @@ class Pipeline:
         self.sink.log({"ev": "call", "session": self.run_dir.session, "ts": rec.ts, "model": rec.model,
                        "stage": rec.stage, "task_id": rec.task_id, "outcome": rec.outcome,
                        "status": rec.status, "cost_usd": rec.cost_usd, "latency_s": rec.latency_s,
-                       "request_id": rec.request_id, "usage": usage_dict(rec.usage)})
+                       "request_id": rec.request_id, "usage": usage_dict(rec.usage),
+                       **({"saved_usd": rec.saved_usd} if rec.saved_usd else {})})
         self.costs.add(rec)
         if rec.cost_usd and rec.task_id in self._paid_before:
             self.redone_usd += rec.cost_usd
@@ -213,7 +214,7 @@ class Pipeline:
             self._work.cancel()
 
     def budget_left(self) -> bool:
-        return budget_left(self.cfg.budget, self.costs, self.counts)
+        return budget_left(self.cfg.budget, self.costs, self.counts, self.coord.others_spent())
 
     # ---- calls -------------------------------------------------------------------------------
 
@@ -459,7 +460,9 @@ class Pipeline:
             await asyncio.sleep(every)
 
     async def _tick(self) -> None:
-        proposals = await self.coord.tick({s: c.expected_in_flight() for s, c in self.counts.items()})
+        proposals = await self.coord.tick({s: c.expected_in_flight() for s, c in self.counts.items()},
+                                          (self.costs.total_usd + sum(c.cost_ahead() for c in self.counts.values()),
+                                           self.costs.total_tokens))
         own = {ex.id for ex in self.pool} if proposals else set()
         self.pool.extend(ex for ex in proposals if ex.id not in own)
         for stage, c in self.counts.items():
@@ -493,6 +496,7 @@ class Pipeline:
             "fewshot": self.fewshot_coverage().as_dict(),
             "elapsed_s": round(time.monotonic() - self.started, 3),
             "loop_lag": self.loop_lag.snapshot(),
+            **({"others_spent_usd": round(self.coord.others_spent()[0], 8)} if self.coord.tick_s else {}),
         }
 
 

@@ -20,7 +20,7 @@ from agen.errors import FatalRunError, Stopped, TaskFailedError
 from agen.filters import Call, CandidateFilter, FilterTask, TargetMet
 from agen.gen.dedup import Deduper, exact_key
 from agen.gen.parse import Candidate, ParseFailure
-from agen.gen.prompts import generation_prompt
+from agen.gen.prompts import generation_messages
 from agen.providers import Providers
 from agen.seeding import stable_int
 from agen.types import ChatRequest
@@ -63,8 +63,9 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
         if ctx.full(stage):
             c.generating -= 1
             continue
-        prompt = generation_prompt(ctx.cfg.template(sc), ctx.cfg.template(sc, "example"), task.examples)
-        req = ChatRequest(messages=({"role": "user", "content": prompt},), max_tokens=sc.max_tokens,
+        messages = generation_messages(ctx.cfg.template(sc), ctx.cfg.template(sc, "example"), task.examples,
+                                       ctx.cfg.prompts.cache_layout)
+        req = ChatRequest(messages=messages, max_tokens=sc.max_tokens,
                           temperature=sc.temperature, seed=stable_int(f"{ctx.cfg.seed}/{task.key}"), stage=stage,
                           task_id=task.id)
         try:

@@ -20,7 +20,7 @@ from agen.config import VoteConfig
 from agen.filters import Call, FilterTask, TargetMet, Verdict, gather_settled
 from agen.filters.equivalence_pool import EquivalencePool, VoteFeed
 from agen.gen.parse import extract_boxed
-from agen.gen.prompts import solve_prompt
+from agen.gen.prompts import layout_messages
 from agen.gen.vote import Tally
 from agen.providers.client import ModelClient
 from agen.seeding import stable_int
@@ -50,8 +50,10 @@ def keep_solutions(agreeing: list[str]) -> list[str]:
 
 
 class AnswerConsistency:
-    def __init__(self, cfg: VoteConfig, client: ModelClient, call: Call, verifier: Verifier | None = None) -> None:
+    def __init__(self, cfg: VoteConfig, client: ModelClient, call: Call, verifier: Verifier | None = None,
+                 cache_layout: bool = True) -> None:
         self.cfg = cfg
+        self.cache_layout = cache_layout  # prompts.cache_layout: the solve template's static part first
         self.client = client
         self.call = call
         self.model = cfg.model
@@ -84,7 +86,7 @@ class AnswerConsistency:
         # math answers may need math-verify: off the loop; other domains' votes are a dict lookup
         feed = (VoteFeed(tally, task.answer or "", self.equivalence) if vf.pooled_equivalence
                 else InlineFeed(tally))
-        prompt = solve_prompt(vf.solve_template, task.question)
+        messages = layout_messages(vf.solve_template, self.cache_layout, question=task.question)
         base_seed = stable_int(f"{task.key}/vote")
         offset = answered = 0
         agreeing: list[str] = []
@@ -99,7 +101,7 @@ class AnswerConsistency:
                     "answered": answered, "truncated": feed.tally.truncated, "solutions": keep_solutions(agreeing)}})
             want = feed.tally.needed_before_decision() if vc.early_stop else vc.k - offset
             want = max(1, min(want, vc.k - offset))
-            reqs = self._requests(prompt, base_seed, offset, want, stage, task.id)
+            reqs = self._requests(messages, base_seed, offset, want, stage, task.id)
             outs = await gather_settled(*(self.call(self.client, r) for r in reqs))
             texts = []
             for out in outs:
@@ -128,11 +130,10 @@ class AnswerConsistency:
             detail["vote"]["undecidable"] = feed.undecidable
         return Verdict(accepted, f"vote:{reason}", detail)
 
-    def _requests(self, prompt: str, base_seed: int, offset: int, want: int, stage: str,
+    def _requests(self, messages: tuple[dict[str, str], ...], base_seed: int, offset: int, want: int, stage: str,
                   task_id: str) -> list[ChatRequest]:
         """One request with n=want where the endpoint supports it, else `want` concurrent n=1 calls."""
         vc = self.cfg
-        messages = ({"role": "user", "content": prompt},)
         if self.client.supports_n:
             return [ChatRequest(messages, vc.max_tokens, n=want, temperature=vc.temperature,
                                 seed=base_seed + offset, stage=stage, task_id=f"{task_id}/v{offset}")]

@@ -25,7 +25,7 @@ from agen.config import RipConfig
 from agen.errors import TaskFailedError
 from agen.filters import Call, FilterAborted, FilterTask, TargetMet, Verdict, gather_settled
 from agen.gen.judge import parse_judge_score
-from agen.gen.prompts import render
+from agen.gen.prompts import layout_messages
 from agen.gen.rip_metrics import (
     RipMetrics,
     RipThresholds,
@@ -80,8 +80,9 @@ class _Pilot:
 
 class RipFilter:
     def __init__(self, cfg: RipConfig, policy: ModelClient, judge: ModelClient | RewardClient, call: Call,
-                 thresholds_path: Path) -> None:
+                 thresholds_path: Path, cache_layout: bool = True) -> None:
         self.cfg = cfg
+        self.cache_layout = cache_layout  # prompts.cache_layout: each template's static part first
         self.policy = policy
         self.judge_client = judge
         self.call = call
@@ -194,8 +195,7 @@ class RipFilter:
         """K policy responses (one request with n=K where supported, else K seeded requests) and how
         many of them were cut at max_tokens, counted apart on the record like a vote's."""
         cfg = self.cfg
-        prompt = render(cfg.respond_template, prompt=task.question)
-        messages = ({"role": "user", "content": prompt},)
+        messages = layout_messages(cfg.respond_template, self.cache_layout, prompt=task.question)
         base = stable_int(f"{task.key}/respond")
         stage = f"{task.stage}.respond"
         if self.policy.supports_n:
@@ -217,8 +217,9 @@ class RipFilter:
                 reward = await self.call(self.judge_client,
                                          ScoreRequest(task.question, response, stage, f"{task.id}/j{i}"))
                 return reward.value
-            text = render(self.cfg.judge_template, prompt=task.question, response=response)
-            req = ChatRequest(({"role": "user", "content": text},), self.cfg.judge_max_tokens, n=1,
+            messages = layout_messages(self.cfg.judge_template, self.cache_layout, prompt=task.question,
+                                       response=response)
+            req = ChatRequest(messages, self.cfg.judge_max_tokens, n=1,
                               temperature=0.0, seed=stable_int(f"{task.key}/judge/{i}"), stage=stage,
                               task_id=f"{task.id}/j{i}")
             out = await self.call(self.judge_client, req)

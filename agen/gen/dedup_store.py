@@ -5,7 +5,7 @@ bands per question) and ~40M token codes: ~450 bytes a question, more than the w
 allowed to grow. So each store keeps a bounded recent part in RAM and spills the rest to files in
 a cache folder, read back with `os.pread` (the page cache, not this process's RSS):
 
-- `MultiMap` (key → items): a dict buffer and a sorted numpy run in RAM, both bounded; a full
+- `MultiMap` (key → items): a buffer of arrays (nothing the cycle collector traverses) and a sorted numpy run in RAM, both bounded; a full
   run becomes an immutable sorted file (`_Run`, found through a sparse fence of every 64th key),
   and equal-sized files are merged in the background, streaming, so there are ~log2(N) of them;
 - `ItemLog` (item → token codes + id): records appended to one file; in RAM 12 bytes an item
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import weakref
 from array import array
@@ -143,17 +144,56 @@ def _merge_runs(runs: list[_Run], path: Path, chunk: int = 1 << 18) -> _Run:
     return _Run(path, runs[0].rec, written, np.concatenate(fences))
 
 
-def _merged(keys: np.ndarray, vals: np.ndarray, buf: dict[int, list[int]],
+class _Buffer:
+    """The not-yet-merged part of a `_MultiMap`: append-only arrays plus a dict of chain heads.
+
+    Each value is one slot in `keys`/`vals`/`prev` (`prev`: the slot of the key's previous value,
+    -1 for none), and `head` maps a key to its newest slot. Nothing here is a container the cycle
+    collector must traverse (a dict of ints is untracked, arrays hold no objects), so a buffer of
+    131k values adds nothing to a full collection's pause; a dict of one-element lists made 100k+
+    tracked lists and full collections of 200-400 ms on the event loop.
+    """
+
+    __slots__ = ("head", "keys", "prev", "vals")
+
+    def __init__(self, typecode: str) -> None:
+        self.head: dict[int, int] = {}
+        self.keys = array(typecode)
+        self.vals = array("i")
+        self.prev = array("i")
+
+    def __len__(self) -> int:
+        return len(self.vals)
+
+    def add(self, key: int, value: int) -> None:
+        self.prev.append(self.head.get(key, -1))
+        self.head[key] = len(self.vals)
+        self.keys.append(key)
+        self.vals.append(value)
+
+    def newest(self, key: int, limit: int) -> list[int]:
+        """Up to `limit` values stored under `key`, newest first."""
+        out: list[int] = []
+        slot = self.head.get(key, -1)
+        prev, vals = self.prev, self.vals
+        while slot >= 0 and len(out) < limit:
+            out.append(vals[slot])
+            slot = prev[slot]
+        return out
+
+    def nbytes(self) -> int:
+        return sys.getsizeof(self.head) + sum(a.itemsize * len(a) for a in (self.keys, self.vals, self.prev))
+
+
+def _merged(keys: np.ndarray, vals: np.ndarray, buf: _Buffer,
             dtype: type[np.unsignedinteger]) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted run with a buffer's keys inserted after equal older ones (pure: inputs untouched)."""
-    flat_keys: list[int] = []
-    flat_vals: list[int] = []
-    for k, bucket in buf.items():
-        flat_keys.extend([k] * len(bucket))
-        flat_vals.extend(bucket)
-    new_keys = np.array(flat_keys, dtype=dtype)
-    new_vals = np.array(flat_vals, dtype=np.int32)
-    order = np.argsort(new_keys, kind="stable")  # keeps each bucket's insertion order
+    """The sorted run with a buffer's keys inserted after equal older ones (pure: inputs untouched).
+
+    Every step is a numpy call on the buffer's arrays (no Python loop), so the worker thread holds
+    the GIL for microseconds at a time and the event loop's thread is not slowed while it runs."""
+    new_keys = np.frombuffer(buf.keys, dtype=dtype)
+    new_vals = np.frombuffer(buf.vals, dtype=np.int32)
+    order = np.argsort(new_keys, kind="stable")  # keeps each key's insertion order
     new_keys, new_vals = new_keys[order], new_vals[order]
     at = np.searchsorted(keys, new_keys, side="right")  # new items after old ones
     return np.insert(keys, at, new_keys), np.insert(vals, at, new_vals)
@@ -189,7 +229,7 @@ def _get_files(runs: tuple[_Run, ...], keys: np.ndarray, need: list[int], out: l
 _State = tuple[np.ndarray, np.ndarray, tuple[_Run, ...]]  # in-RAM run (keys, vals), files oldest first
 
 
-def _absorb(state: _State, buf: dict[int, list[int]], dtype: type[np.unsignedinteger], spill_at: int,
+def _absorb(state: _State, buf: _Buffer, dtype: type[np.unsignedinteger], spill_at: int,
             spill: SpillDir, prefix: str) -> tuple[_State, list[_Run]]:
     """The next state after merging a frozen buffer (worker thread): into the in-RAM run, which
     goes to a file once it reaches `spill_at`; files of equal size class are merged. Returns the
@@ -211,7 +251,7 @@ def _absorb(state: _State, buf: dict[int, list[int]], dtype: type[np.unsignedint
 
 
 class MultiMap:
-    """Append-only key → item multimap: dict buffer + sorted numpy run in RAM, sorted files beyond.
+    """Append-only key → item multimap: array buffer + sorted numpy run in RAM, sorted files beyond.
 
     A full buffer is frozen (lookups still read it) and merged in the worker thread; its result is
     swapped in at a later `add`. RAM is bounded by `merge_at` (buffer, ~40 bytes a key) and
@@ -219,38 +259,35 @@ class MultiMap:
     the files cost a fence of 1/64 of their keys.
     """
 
-    __slots__ = ("_buf", "_buffered", "_dtype", "_frozen", "_merge_at", "_merging", "_prefix", "_spill",
-                 "_spill_at", "_state")
+    __slots__ = ("_buf", "_dtype", "_frozen", "_merge_at", "_merging", "_prefix", "_spill",
+                 "_spill_at", "_state", "_typecode")
 
     def __init__(self, dtype: type[np.unsignedinteger], merge_at: int = 1 << 15, spill_at: int = 1 << 18,
                  spill: SpillDir | None = None, prefix: str = "map") -> None:
         self._dtype = dtype
         self._state: _State = (np.empty(0, dtype=dtype), np.empty(0, dtype=np.int32), ())
-        self._buf: dict[int, list[int]] = {}
-        self._frozen: dict[int, list[int]] | None = None  # being merged; older than _buf
+        self._typecode = "Q" if np.dtype(dtype).itemsize == 8 else "I"
+        assert array(self._typecode).itemsize == np.dtype(dtype).itemsize
+        self._buf = _Buffer(self._typecode)
+        self._frozen: _Buffer | None = None  # being merged; older than _buf
         self._merging: Future[tuple[_State, list[_Run]]] | None = None
-        self._buffered = 0
         self._merge_at = merge_at
         self._spill_at = spill_at
         self._spill = spill if spill is not None else SpillDir()
         self._prefix = prefix
 
     def add(self, keys: list[int], value: int) -> None:
+        buf = self._buf
         for k in keys:
-            bucket = self._buf.get(k)
-            if bucket is None:
-                self._buf[k] = [value]
-            else:
-                bucket.append(value)
-        self._buffered += len(keys)
+            buf.add(k, value)
         if self._merging is not None and self._merging.done():
             self._swap()
-        if self._buffered >= self._merge_at:
+        if len(buf) >= self._merge_at:
             if self._merging is not None:
-                if self._buffered < 4 * self._merge_at:  # a long merge (of files) is running: keep buffering
+                if len(buf) < 4 * self._merge_at:  # a long merge (of files) is running: keep buffering
                     return
                 self._swap()  # waits: the buffer's bound wins over the loop (does not happen in practice)
-            self._frozen, self._buf, self._buffered = self._buf, {}, 0
+            self._frozen, self._buf = buf, _Buffer(self._typecode)
             self._merging = _MERGER.submit(_absorb, self._state, self._frozen, self._dtype, self._spill_at,
                                            self._spill, self._prefix)
 
@@ -274,13 +311,12 @@ class MultiMap:
         particular order."""
         out: list[int] = []
         need = [limit] * len(keys)
-        bufs = [b for b in (self._buf, self._frozen) if b]  # newest first
+        bufs = [b for b in (self._buf, self._frozen) if b is not None and len(b)]  # newest first
         if bufs:
             for i, k in enumerate(keys.tolist()):
                 for buf in bufs:
-                    bucket = buf.get(k)
-                    if bucket is not None and need[i] > 0:
-                        take = bucket[-need[i]:]
+                    if need[i] > 0:
+                        take = buf.newest(k, need[i])
                         out.extend(take)
                         need[i] -= len(take)
         mem_keys, mem_vals, runs = self._state
@@ -300,6 +336,10 @@ class MultiMap:
         """Bytes in RAM for the sorted part (in-RAM run and the files' fences); excludes buffers."""
         mem_keys, mem_vals, runs = self._state
         return mem_keys.nbytes + mem_vals.nbytes + sum(r.fence.nbytes for r in runs)
+
+    def buffer_nbytes(self) -> int:
+        """Bytes of the not-yet-merged buffer (bounded by `merge_at`)."""
+        return self._buf.nbytes()
 
     def file_bytes(self) -> int:
         return sum(r.n * r.rec.itemsize for r in self._state[2])

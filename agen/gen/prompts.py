@@ -10,12 +10,21 @@ syntax; `fill` keeps every existing `{examples}` template and needs no escaping 
 
 A template name is looked up next to the run's config first (as seed files are), then in the
 current directory, then among the built-in templates.
+
+Cache-aware layout (`prompts.cache_layout`, `layout_messages`): providers cache a prompt's *prefix*,
+so the template's static text goes first, as a system message that is the same for every request of
+a stage, and what varies (few-shot examples, the question, the response) follows as the user
+message. A template is split by paragraphs (blank-line separated): the static part is every
+paragraph before the first one holding a placeholder, plus — when that paragraph is the placeholder
+alone and no later one holds any (the `{examples}` block of a generation template) — every
+paragraph after it. Without the layout a template is sent as one user message, as written.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -88,13 +97,65 @@ def check_template(name: str, fields: set[str], sample: dict[str, str] | None = 
     fill(text, **{f: (sample or {}).get(f, f"sample {f}") for f in fields})
 
 
+def _shown(example_template: str, examples: Sequence[Example]) -> str:
+    item = load_template(example_template)
+    return "\n".join(fill(item, index=i, question=ex.question).rstrip("\n") for i, ex in enumerate(examples, start=1))
+
+
 def generation_prompt(template: str, example_template: str, examples: Sequence[Example]) -> str:
     """The CoT-Self-Instruct prompt showing `examples` as seed questions (or seed prompts)."""
-    item = load_template(example_template)
-    shown = "\n".join(fill(item, index=i, question=ex.question).rstrip("\n") for i, ex in enumerate(examples, start=1))
-    return render(template, examples=shown)
+    return render(template, examples=_shown(example_template, examples))
 
 
 def solve_prompt(template: str, question: str) -> str:
     """The prompt a voter answers: solve, ending in \\boxed{}."""
     return render(template, question=question)
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A template cut for the cache-aware layout: `static` (no placeholder) and `variable`."""
+
+    static: str
+    variable: str
+
+
+_PARAGRAPH = re.compile(r"\n[ \t]*\n")
+
+
+@lru_cache(maxsize=64)
+def split_template(text: str) -> Split:
+    """The static and the variable part of a template (see the module docstring for the rule)."""
+    paras = [p.strip("\n") for p in _PARAGRAPH.split(text)]
+    holds = [bool(_PLACEHOLDER.search(p)) for p in paras]
+    if True not in holds:
+        return Split(text.strip("\n"), "")
+    first = holds.index(True)
+    lone = _PLACEHOLDER.fullmatch(paras[first].strip()) is not None and True not in holds[first + 1:]
+    static = paras[:first] + (paras[first + 1:] if lone else [])
+    variable = paras[first:first + 1] if lone else paras[first:]
+    return Split("\n\n".join(p for p in static if p.strip()), "\n\n".join(variable))
+
+
+def layout_messages(template: str, cache_layout: bool, **values: object) -> tuple[dict[str, str], ...]:
+    """The messages of one prompt: with `cache_layout`, the template's static part as a system
+    message first and the filled variable part as the user message; else one user message."""
+    text = load_template(template)
+    if cache_layout:
+        split = split_template(text)
+        if split.static and split.variable:
+            return ({"role": "system", "content": split.static},
+                    {"role": "user", "content": fill(split.variable, **values)})
+    return ({"role": "user", "content": fill(text, **values)},)
+
+
+def generation_messages(template: str, example_template: str, examples: Sequence[Example],
+                        cache_layout: bool) -> tuple[dict[str, str], ...]:
+    """The CoT-Self-Instruct request's messages (see `layout_messages`)."""
+    return layout_messages(template, cache_layout, examples=_shown(example_template, examples))
+
+
+def static_prefix(template: str) -> str:
+    """The system message the cache-aware layout sends for a template ('' if it has none)."""
+    split = split_template(load_template(template))
+    return split.static if split.variable else ""

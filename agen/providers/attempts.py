@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from agen.config import ModelConfig, Price
-from agen.cost import cost_usd
+from agen.cost import cache_saved_usd, cost_usd
 from agen.errors import (BadResponseError, EndpointFailingError, EndpointUnreachableError, FatalRunError,
                          ProviderError, TaskFailedError, ThrottledError)
 from agen.providers.breaker import Breaker
@@ -162,7 +162,8 @@ class LaneClient:
         if self._on_call is not None:
             self._on_call(CallRecord(ts=time.time(), model=self.name, stage=stage, task_id=task_id,
                                      outcome=outcome, status=status, usage=usage, cost_usd=cost,
-                                     latency_s=latency, request_id=request_id))
+                                     latency_s=latency, request_id=request_id,
+                                     saved_usd=cache_saved_usd(usage, self.price)))
 
     def _seen_headers(self, headers: Any) -> bool:
         """The `headers` fact: which rate-limit header families this endpoint sends (learned on the

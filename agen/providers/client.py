@@ -21,6 +21,7 @@ from agen.errors import FatalRunError, ProviderError, TaskFailedError
 from agen.providers.attempts import LaneClient, _Secret
 from agen.providers.lane import Lane
 from agen.providers.retry import RetryPolicy
+from agen.providers.prompt_cache import anthropic_min_tokens
 from agen.providers.transport import Transport
 from agen.providers.reserve import OutputReserve
 from agen.providers.wire import (ANTHROPIC_VERSION, Parsed, anthropic_body, estimate_prompt_tokens, openai_body,
@@ -54,6 +55,7 @@ class ModelClient(LaneClient):
         self._static_headers = base
         self._sent_headers = _Secret(None)
         self._parse = parse_anthropic if cfg.provider == "anthropic" else parse_openai
+        self._cache_min = anthropic_min_tokens(cfg.model, cfg.cache_min_tokens)
 
     def __repr__(self) -> str:
         return f"ModelClient(name={self.name!r}, provider={self.provider!r}, model={self.cfg.model!r}, url={self._url!r})"
@@ -107,7 +109,7 @@ class ModelClient(LaneClient):
 
     def _body(self, req: ChatRequest, n: int) -> bytes:
         if self.provider == "anthropic":
-            doc: dict[str, Any] = anthropic_body(req, self.cfg.model, self.cfg.extra_params)
+            doc: dict[str, Any] = anthropic_body(req, self.cfg.model, self.cfg.extra_params, self._cache_min)
         else:
             doc = openai_body(req, self.cfg.model, self.cfg.extra_params, n)
         return orjson.dumps(doc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from agen.providers.prompt_cache import DEFAULT_MIN_TOKENS, cacheable
 from agen.types import ChatRequest, Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -39,8 +40,12 @@ def openai_body(req: ChatRequest, model: str, extra_params: dict[str, Any], n: i
     return _sampling(body, req, extra_params, seed=True)
 
 
-def anthropic_body(req: ChatRequest, model: str, extra_params: dict[str, Any]) -> dict[str, Any]:
-    """System messages become the top-level `system`; Anthropic has no `n` and no `seed`."""
+def anthropic_body(req: ChatRequest, model: str, extra_params: dict[str, Any],
+                   cache_min_tokens: int = DEFAULT_MIN_TOKENS) -> dict[str, Any]:
+    """System messages become the top-level `system`; Anthropic has no `n` and no `seed`.
+
+    A system prompt long enough for the model's prompt cache is sent as one text block marked
+    `cache_control: {type: ephemeral}` (the cache-aware layout puts the static prefix there)."""
     system = [m["content"] for m in req.messages if m.get("role") == "system"]
     body: dict[str, Any] = {
         "model": model,
@@ -48,7 +53,9 @@ def anthropic_body(req: ChatRequest, model: str, extra_params: dict[str, Any]) -
         "max_tokens": req.max_tokens,
     }
     if system:
-        body["system"] = "\n\n".join(system)
+        text = "\n\n".join(system)
+        body["system"] = ([{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
+                          if cacheable(text, cache_min_tokens) else text)
     return _sampling(body, req, extra_params, seed=False)
 
 

@@ -32,7 +32,7 @@ def call_from_row(row: dict[str, Any]) -> CallRecord:
                       usage=Usage(u.get("input", 0), u.get("cached_input", 0), u.get("cache_write", 0),
                                   u.get("output", 0), u.get("reasoning", 0)),
                       cost_usd=row.get("cost_usd", 0.0), latency_s=row.get("latency_s", 0.0),
-                      request_id=row.get("request_id"))
+                      request_id=row.get("request_id"), saved_usd=row.get("saved_usd", 0.0))
 
 
 def costs_from_ledger(root: Path, done_ids: Container[str]) -> tuple[CostBook, PreviousSessions]:

@@ -153,6 +153,11 @@ class SimModel(_Strict):
     judge_malformed_p: float = Field(default=0.03, ge=0, le=1)  # judge replies with no usable score line
     reward_noise: float = Field(default=0.3, ge=0)  # std of the reward model's scalar (/pooling)
     context_window: int = Field(default=32768, ge=1)
+    # prompt cache (agen.sim.prompt_cache); None: the SimConfig-wide value
+    prompt_cache: bool = True  # false: no prefix caching at all (vLLM without --enable-prefix-caching)
+    cache_min_tokens: int | None = Field(default=None, ge=1)  # shortest cacheable prefix (Claude Haiku 3.5: 2048)
+    cache_ttl_s: float | None = Field(default=None, gt=0)  # an entry lives this long after its last use
+    cache_capacity: int | None = Field(default=None, ge=1)  # prefixes kept (least recently used go first)
     default_max_tokens: int = Field(default=4096, ge=1)  # OpenAI requests that omit max_tokens
     faults: Faults = Faults()
     quirks: Quirks = Quirks()
@@ -165,8 +170,9 @@ class SimConfig(_Strict):
     require_api_key: str | None = None
     seed: int = 0  # seeds the fault/latency RNG (content is seeded per request, see agen.sim.model)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)  # larger bodies get 413
-    cache_min_tokens: int = Field(default=1024, ge=1)
+    cache_min_tokens: int = Field(default=1024, ge=1)  # prompt cache defaults for every model
     cache_ttl_s: float = Field(default=300.0, gt=0)
+    cache_capacity: int = Field(default=50_000, ge=1)
     batch: BatchOptions = BatchOptions()  # the batch APIs' timing and faults (a model may override)
     batch_dir: str | None = None  # keep batches and files here across sim restarts (None: in memory only)
     batch_api_rpm: float | None = Field(default=None, gt=0)  # requests a minute to the files/batch routes

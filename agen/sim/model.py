@@ -323,12 +323,13 @@ def domain_request(cfg: SimModel, last_user: str, seed: int) -> str | None:
 
 
 def generate(cfg: SimModel, prompt: str, last_user: str, seed: int) -> str:
-    """The text of one sample (`seed` from `sample_seed`), dispatched on the last user message."""
+    """The text of one sample (`seed` from `sample_seed`), dispatched on what the request asks
+    (`last_user`: its system text and last user message, without role markers)."""
     domain = domain_request(cfg, last_user, seed)
     if domain is not None:
         return domain
     if "[New Question Begin]" in last_user:
-        return propose(prompt, random.Random(seed), cfg)
+        return propose(last_user, random.Random(seed), cfg)
     if "[" in last_user:
         text = open_request(cfg, last_user, seed)
         if text is not None:

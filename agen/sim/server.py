@@ -19,8 +19,9 @@ A request goes: scripted response? -> auth -> anthropic-version -> model known? 
 -> context window -> quota -> rate limits -> random faults -> latency -> answer.
 Stats `input_tokens` follow agen's `Usage` convention: all prompt tokens, cached or not. Requests
 whose body names no model (unparseable, too large) are counted under `_unknown`; a request whose
-client hung up before the answer is counted with status 499. Prompt caching is automatic in both
-formats (Anthropic reports a cache write on a miss, as if the prompt carried cache_control).
+client hung up before the answer is counted with status 499. Prompt caching
+(`agen.sim.prompt_cache`) is automatic on the OpenAI wire and needs `cache_control` breakpoints on
+the Anthropic wire, as the real APIs do; a model with `prompt_cache: false` never caches.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import collections
 from array import array
-import hashlib
 import itertools
 import logging
 import math
@@ -46,8 +46,9 @@ from agen.sim.batches import BatchBook
 from agen.sim.files import FileRoutes
 from agen.sim.openai_batches import BatchRoutes, write_results
 from agen.sim.config import SimConfig, SimModel, load_sim_config, parse_sim_config
-from agen.sim.model import TOKEN_RE, count_tokens, generate, prompt_digest, sample_seed, truncate_tokens
+from agen.sim.model import count_tokens, generate, prompt_digest, sample_seed, truncate_tokens
 from agen.sim.open_world import reward_value
+from agen.sim.prompt_cache import NO_USE, CacheUse, PromptCache, Segment
 
 __all__ = ["LISTENING", "SimServer", "build_app", "serve", "start_sim"]
 
@@ -93,7 +94,7 @@ class ModelStats:
 class ModelState:
     """Mutable per-model state: buckets, quota counter, scripts, prompt cache."""
 
-    def __init__(self, cfg: SimModel, now: float) -> None:
+    def __init__(self, cfg: SimModel, now: float, defaults: SimConfig) -> None:
         self.cfg = cfg
         self.started: float | None = None  # the model's first request: outage windows count from there
         q = cfg.quirks
@@ -110,7 +111,8 @@ class ModelState:
         self.req_bucket = limiter(cfg.rpm)
         self.tok_bucket = limiter(cfg.tpm)
         self.calls = 0
-        self.cache: dict[bytes, float] = {}  # prefix hash -> expiry (monotonic)
+        self.cache = (PromptCache(cfg.cache_capacity or defaults.cache_capacity, cfg.cache_ttl_s or defaults.cache_ttl_s)
+                      if cfg.prompt_cache else None)
 
     def rl_headers(self, fmt: wire.Wire, now: float) -> dict[str, str]:
         style = self.cfg.quirks.headers
@@ -139,7 +141,7 @@ class SimState:
         if hasattr(self, "batches"):
             self.batches.close(forget=True)
         self.batches = BatchBook(self.cfg, {"openai": write_results})  # forgotten by a reset, as by a restart
-        self.models = {name: ModelState(m, now) for name, m in self.cfg.models.items()}
+        self.models = {name: ModelState(m, now, self.cfg) for name, m in self.cfg.models.items()}
         self.stats: dict[str, ModelStats] = collections.defaultdict(ModelStats)
         self.scripts: dict[str, collections.deque[dict[str, Any]]] = collections.defaultdict(collections.deque)
         self.received = array("d")  # wall-clock time each model request reached a handler (8 bytes each)
@@ -159,84 +161,65 @@ class _Reply(Exception):
         self.status, self.body, self.headers = status, body, headers or {}
 
 
-def _text_of(content: Any) -> str:
+def _blocks(content: Any) -> list[tuple[str, bool]]:
+    """(text, carries cache_control) of each text block of a message's content (or `system`)."""
     if isinstance(content, str):
-        return content
+        return [(content, False)]
     if isinstance(content, list):
-        return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and isinstance(b.get("text"), str))
+        return [(b["text"], isinstance(b.get("cache_control"), dict)) for b in content
+                if isinstance(b, dict) and isinstance(b.get("text"), str)]
     if content is None:
-        return ""
+        return []
     raise ValueError("content must be a string or a list of text blocks")
 
 
 @dataclass(slots=True)
 class Prompt:
     key: str  # the full prompt (roles and contents), seeds every sample
-    last_user: str
+    last_user: str  # what the request asks: its system text and last user message (see _prompt)
     tokens: int  # billed prompt tokens: the contents only, no per-message overhead
     parts: list[tuple[str, str]]  # (role, text) in order
+    segments: list[Segment]  # the text blocks in order, for the prompt cache
 
 
 def _prompt(system: Any, messages: Any) -> Prompt:
+    """The request's prompt. A model reads its instructions wherever they are, so what the sim
+    answers is decided by the system text and the last user message together (a cache-aware
+    prompt puts the static instructions in the system message and the examples in the user's)."""
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list")
     parts: list[tuple[str, str]] = []
-    tokens = 0
-    last_user = ""
+    segments: list[Segment] = []
+
+    def add(role: str, content: Any) -> str:
+        blocks = _blocks(content)
+        segments.extend(Segment(role, t, bp) for t, bp in blocks)
+        text = "\n".join(t for t, _ in blocks)
+        parts.append((role, text))
+        return text
+
     if system is not None:
-        s = _text_of(system)
-        parts.append(("system", s))
-        tokens += count_tokens(s)
+        add("system", system)
+    last_user = ""
     for m in messages:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise ValueError("each message must be an object with a role")
-        text = _text_of(m.get("content"))
-        parts.append((m["role"], text))
-        tokens += count_tokens(text)
+        text = add(m["role"], m.get("content"))
         if m["role"] == "user":
             last_user = text
-    return Prompt("\x01".join(f"{r}\x00{t}" for r, t in parts), last_user, tokens, parts)
+    asks = "\n\n".join([t for r, t in parts if r == "system"] + [last_user])
+    tokens = sum(count_tokens(seg.text) for seg in segments)
+    return Prompt("\x01".join(f"{r}\x00{t}" for r, t in parts), asks, tokens, parts, segments)
 
 
-def _cache_lookup(st: SimState, ms: ModelState, prompt: Prompt, now: float) -> tuple[int, int]:
-    """(cached tokens read, longest cacheable prefix) for a prompt; records its prefixes.
-
-    Prefixes are cached at cache_min_tokens and every 128 tokens after, like OpenAI; an entry
-    lives cache_ttl_s after its last use. A prefix is identified by the roles and the text up to
-    its last token, so the same messages hit the cache in either wire format.
-    """
-    lo = st.cfg.cache_min_tokens
-    if prompt.tokens < lo:
-        return 0, 0
-    h = hashlib.blake2b(digest_size=16)
-    hit = longest = count = 0
-    boundary = lo
-    expiry = now + st.cfg.cache_ttl_s
-    cache = ms.cache
-    for role, text in prompt.parts:
-        h.update(b"\x01" + role.encode() + b"\x00")
-        n = count_tokens(text)
-        if count + n < boundary:  # no boundary inside this message
-            h.update(text.encode())
-            count += n
-            continue
-        pos = 0
-        for m in TOKEN_RE.finditer(text):
-            count += 1
-            if count == boundary:
-                h.update(text[pos:m.end()].encode())
-                pos = m.end()
-                d = h.digest()
-                seen = cache.get(d)
-                if seen is not None and seen > now:
-                    hit = count
-                cache[d] = expiry
-                longest = count
-                boundary += 128
-        h.update(text[pos:].encode())
-    if len(cache) > 50_000:
-        ms.cache = {k: v for k, v in cache.items() if v > now}
-    return hit, longest
+def _cache_use(st: SimState, ms: ModelState, fmt: wire.Wire, prompt: Prompt, now: float) -> CacheUse:
+    """What the model's prompt cache serves and stores for this prompt, as the wire reports it."""
+    if ms.cache is None:
+        return NO_USE
+    lo = ms.cfg.cache_min_tokens or st.cfg.cache_min_tokens
+    if fmt == "openai":
+        return ms.cache.automatic(prompt.segments, lo, now)
+    return ms.cache.breakpoints(prompt.segments, lo, now)
 
 
 class Handlers:
@@ -546,7 +529,8 @@ class Handlers:
             delay = lat.median * (math.exp(lat.sigma * st.rng.gauss(0.0, 1.0)) if lat.sigma else 1.0)
             delay += lat.per_output_token_ms * max(count_tokens(t) for t in texts)
             await asyncio.sleep(delay / 1000.0)
-        cached, cacheable = _cache_lookup(st, ms, prompt, now)
+        use = _cache_use(st, ms, fmt, prompt, now)
+        cached = use.read
         if usage_charged and not batch and ms.tok_bucket is not None:
             # charged after the answer, for what it really used; headers say so at response time
             ms.tok_bucket.take(prompt.tokens + out_tokens)
@@ -568,7 +552,7 @@ class Handlers:
                 "system_fingerprint": "fp_agen_sim",
             }
         else:
-            write = cacheable - cached
+            write = use.write
             box[1] = (prompt.tokens, cached, write, out_tokens)
             body = {
                 "id": "msg_" + rid[4:], "type": "message", "role": "assistant", "model": model,
@@ -694,7 +678,8 @@ def _pooling_inputs(data: dict[str, Any]) -> tuple[Prompt, list[tuple[str, str]]
     if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
         raise ValueError("give either 'messages' or 'input' (a string or a non-empty list of strings)")
     tokens = sum(count_tokens(i) for i in items)
-    return Prompt("\x01".join(items), items[-1], tokens, [("user", i) for i in items]), [("", i) for i in items]
+    return (Prompt("\x01".join(items), items[-1], tokens, [("user", i) for i in items], [Segment("user", i) for i in items]),
+            [("", i) for i in items])
 
 
 def build_app(cfg: SimConfig | dict[str, Any] | None = None) -> web.Application:
