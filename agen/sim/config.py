@@ -33,7 +33,8 @@ class Latency(_Strict):
 
 class Outage(_Strict):
     """A window in which *every* request of the model gets `status` (a bursty 5xx, not a per-request
-    draw): from `after_s` to `after_s + for_s` seconds after the sim started (or was reset)."""
+    draw): from `after_s` to `after_s + for_s` seconds after the model's first request (since the
+    sim started or was reset), so start-up time does not eat the window."""
 
     after_s: float = Field(default=0.0, ge=0)
     for_s: float = Field(gt=0)

@@ -96,7 +96,7 @@ class ModelState:
 
     def __init__(self, cfg: SimModel, now: float, defaults: SimConfig) -> None:
         self.cfg = cfg
-        self.started = now  # outage windows count from here
+        self.started: float | None = None  # the model's first request: outage windows count from there
         q = cfg.quirks
 
         def limiter(limit: float | None) -> limits.Limiter | None:
@@ -459,6 +459,8 @@ class Handlers:
         faults = ms.cfg.faults
         ms.calls += 1
         out = faults.outage
+        if ms.started is None:
+            ms.started = now
         if out is not None and out.after_s <= now - ms.started < out.after_s + out.for_s:
             raise _Reply(out.status, wire.scripted_error(fmt, out.status, rid), rl)
         if faults.quota_after is not None and ms.calls > faults.quota_after:
