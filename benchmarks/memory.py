@@ -144,7 +144,7 @@ def _watch_dedup_buffers() -> None:
     add = ds.MultiMap.add
 
     def watched(self: Any, keys: list[int], value: int) -> None:
-        if self._buffered + len(keys) >= self._merge_at:
+        if len(self._buf) + len(keys) >= self._merge_at:
             _BUF_HIGH[id(self)] = max(_BUF_HIGH.get(id(self), 0), _buf_bytes(self))
         add(self, keys, value)
 

@@ -163,7 +163,8 @@ class LaneClient:
             self._on_call(CallRecord(ts=time.time(), model=self.name, stage=stage, task_id=task_id,
                                      outcome=outcome, status=status, usage=usage, cost_usd=cost,
                                      latency_s=latency, request_id=request_id, mode=mode,
-                                     saved_usd=cache_saved_usd(usage, self.price)))
+                                     saved_usd=cache_saved_usd(
+                                         usage, self.price.rates(batch=True) if mode == "batch" else self.price)))
 
     def _seen_headers(self, headers: Any) -> bool:
         """The `headers` fact: which rate-limit header families this endpoint sends (learned on the
