@@ -134,7 +134,7 @@ _BUF_HIGH: dict[int, int] = {}  # id(MultiMap) -> largest buffer seen before a m
 
 
 def _buf_bytes(m: Any) -> int:
-    return sys.getsizeof(m._buf) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in m._buf.items())
+    return m.buffer_nbytes()
 
 
 def _watch_dedup_buffers() -> None:
