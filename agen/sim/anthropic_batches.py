@@ -50,9 +50,7 @@ class MessageBatchRoutes:
         self.answer = answer
 
     def _start(self, request: web.Request) -> tuple[str, web.Response | None]:
-        rid = "req_" + self.st.next_id()
-        return rid, (rest.check_access(request, "anthropic", self.st.cfg.require_api_key, rid)
-                     or rest.throttled("anthropic", rid, self.st.batches.api_bucket))
+        return rest.admit(request, "anthropic", self.st)
 
     def _job(self, request: web.Request, rid: str) -> Job | web.Response:
         bid = request.match_info["batch_id"]

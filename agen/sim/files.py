@@ -60,9 +60,7 @@ class FileRoutes:
         self.st = st
 
     def _start(self, request: web.Request) -> tuple[str, web.Response | None]:
-        rid = "req_" + self.st.next_id()
-        return rid, (rest.check_access(request, "openai", self.st.cfg.require_api_key, rid)
-                     or rest.throttled("openai", rid, self.st.batches.api_bucket))
+        return rest.admit(request, "openai", self.st)
 
     def _get(self, request: web.Request, rid: str) -> SimFile | web.Response:
         fid = request.match_info["file_id"]

@@ -147,9 +147,7 @@ class BatchRoutes:
         self.answer = answer
 
     def _start(self, request: web.Request) -> tuple[str, web.Response | None]:
-        rid = "req_" + self.st.next_id()
-        return rid, (rest.check_access(request, "openai", self.st.cfg.require_api_key, rid)
-                     or rest.throttled("openai", rid, self.st.batches.api_bucket))
+        return rest.admit(request, "openai", self.st)
 
     async def create(self, request: web.Request) -> web.Response:
         rid, denied = self._start(request)

@@ -69,6 +69,13 @@ def throttled(fmt: wire.Wire, rid: str, bucket: limits.TokenBucket | None) -> we
     return resp
 
 
+def admit(request: web.Request, fmt: wire.Wire, st: Any) -> tuple[str, web.Response | None]:
+    """A batch/files request's id, and the refusal it gets (a bad key, past `batch_api_rpm`) or None."""
+    rid = "req_" + st.next_id()
+    return rid, (check_access(request, fmt, st.cfg.require_api_key, rid)
+                 or throttled(fmt, rid, st.batches.api_bucket))
+
+
 async def json_body(request: web.Request, fmt: wire.Wire, rid: str) -> dict[str, Any] | web.Response:
     """The request's JSON object, or the 400 a provider answers to anything else."""
     try:
