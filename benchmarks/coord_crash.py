@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from crash_resume import (SimProcess, agen, check_run, committed_ids, kill_group, sessions,  # noqa: E402
                           write_run_config, write_sim_config)
 
+from agen.run.shards import read_records  # noqa: E402
+
 from agen.app.merge import merge_run  # noqa: E402
 from agen.app.status import snapshot_from_files  # noqa: E402
 from agen.coord.layout import worker_dir  # noqa: E402
@@ -58,6 +60,12 @@ def start(cfg: Path, root: Path, w: str, redis_url: str, log: Path) -> subproces
     return agen(["run", str(cfg), "--coordinator", redis_url, "--worker-id", w], log)
 
 
+def accepted_amplify(root: Path, names: list[str]) -> int:
+    """Amplified records committed to the accepted shards of every worker so far."""
+    return sum(1 for w in names if (worker_dir(root, w) / "accepted").exists()
+               for r in read_records(worker_dir(root, w) / "accepted") if "-amplify-" in r["id"])
+
+
 def scale_crash(tmp: Path, sim_url: str, redis_url: str, *, workers: int = 4, kills: int = 6,
                 proposals: int = 8, target: int = 200, rng: random.Random | None = None,
                 lease_s: float = 3.0, timeout_s: float = 240.0) -> ScaleCrash:
@@ -73,17 +81,30 @@ def scale_crash(tmp: Path, sim_url: str, redis_url: str, *, workers: int = 4, ki
     res.exit_codes = {w: [] for w in names}
     ever: dict[str, set[str]] = {w: set() for w in names}
     t0 = time.monotonic()
+    # Kills are paced by the run's progress, not by the clock: kill k waits until about k/(kills+1)
+    # of the target is committed (jittered), so every planned kill lands while work remains however
+    # fast or slow the machine is. About one in seven instead hits a worker during its start-up.
+    marks = sorted(target * (k + rng.uniform(-0.4, 0.4)) / (kills + 1) for k in range(1, kills + 1))
+    last_started: str | None = None
     while res.kills < kills:
         alive = [w for w in names if procs[w].poll() is None]
         if not alive:
             break
-        w = rng.choice(alive)
+        if last_started in alive and rng.random() < 0.15:
+            w = last_started
+            time.sleep(rng.uniform(0.05, 0.8))
+        else:
+            deadline = time.monotonic() + timeout_s
+            while (accepted_amplify(root, names) < marks[res.kills] and time.monotonic() < deadline
+                   and any(procs[x].poll() is None for x in names)):
+                time.sleep(0.05)
+            alive = [x for x in names if procs[x].poll() is None and sessions(worker_dir(root, x)) > opened[x]]
+            if not alive:
+                alive = [x for x in names if procs[x].poll() is None]
+                if not alive:
+                    break
+            w = rng.choice(alive)
         wd = worker_dir(root, w)
-        limit = time.monotonic() + 30  # kill once it has opened its directory (most kills), or during start-up
-        if rng.random() > 0.15:
-            while sessions(wd) <= opened[w] and procs[w].poll() is None and time.monotonic() < limit:
-                time.sleep(0.01)
-        time.sleep(rng.uniform(0.1, 1.5))
         if procs[w].poll() is not None:
             res.exit_codes[w].append(procs[w].returncode)
             continue
@@ -97,6 +118,7 @@ def scale_crash(tmp: Path, sim_url: str, redis_url: str, *, workers: int = 4, ki
             ever[w] |= now
         opened[w] = sessions(wd)
         procs[w] = start(cfg, root, w, redis_url, logs[w])
+        last_started = w
         res.restarts += 1
     for w in names:
         rc = procs[w].wait(timeout=timeout_s)
