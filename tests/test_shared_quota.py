@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -61,29 +62,33 @@ def model_cfg(url: str | None, *, name: str = "team-key", rpm: float = RPM, **kw
 
 
 class Stack:
-    """One client stack (Providers + its lane) on its own thread and event loop: a worker process."""
+    """One client stack (Providers + its lane) on its own thread and event loop: a worker process.
+
+    Every stack of a test starts sending at one instant (`run_stacks`): a stack whose thread got
+    going late on a loaded machine would otherwise see a different run (alone, or after the pause)."""
 
     def __init__(self, sim: SimServer, cfg: ModelConfig) -> None:
         self.records: list[CallRecord] = []
         self.stats: dict[str, Any] = {}
         self.error: BaseException | None = None
         self._cfg, self._url = cfg, sim.base_url + "/v1"
-        self._go = threading.Event()
+        self.ready, self.go = threading.Event(), threading.Event()
 
-    def run(self, seconds: float, workers: int = 16) -> threading.Thread:
-        t = threading.Thread(target=lambda: asyncio.run(self._main(seconds, workers)), daemon=True)
+    def run(self, until: Callable[[], bool], workers: int = 16) -> threading.Thread:
+        t = threading.Thread(target=lambda: asyncio.run(self._main(until, workers)), daemon=True)
         t.start()
         return t
 
-    async def _main(self, seconds: float, workers: int) -> None:
+    async def _main(self, until: Callable[[], bool], workers: int) -> None:
         try:
             async with Providers({"m": self._cfg}, base_urls={"m": self._url}, on_call=self.records.append) as p:
                 client = p["m"]
-                end = time.monotonic() + seconds
+                self.ready.set()
+                await asyncio.to_thread(self.go.wait)
 
                 async def worker(w: int) -> None:
                     i = 0
-                    while time.monotonic() < end:
+                    while not until():
                         await client.complete(req(w * 100_000 + i))
                         i += 1
 
@@ -91,10 +96,24 @@ class Stack:
                 self.stats = client.statistics()
         except BaseException as exc:  # noqa: BLE001 - reported to the test thread
             self.error = exc
+            self.ready.set()
 
 
-async def run_stacks(stacks: list[Stack], seconds: float) -> None:
-    threads = [s.run(seconds) for s in stacks]
+async def run_stacks(stacks: list[Stack], seconds: float | None = None,
+                     until: Callable[[], bool] | None = None, limit_s: float = 120.0) -> None:
+    """Run the stacks together: for `seconds` from their common start, or until `until()` holds
+    (then for at most `limit_s`, which only turns a hang into a failure)."""
+    start = [math.inf]  # set once every stack is ready
+
+    def done() -> bool:
+        elapsed = time.monotonic() - start[0]
+        return elapsed >= limit_s or (until() if until is not None else elapsed >= (seconds or 0.0))
+
+    threads = [s.run(done) for s in stacks]
+    await asyncio.gather(*(asyncio.to_thread(s.ready.wait) for s in stacks))
+    start[0] = time.monotonic()
+    for s in stacks:
+        s.go.set()
     await asyncio.gather(*(asyncio.to_thread(t.join) for t in threads))
     for s in stacks:
         assert s.error is None, repr(s.error)
@@ -111,7 +130,7 @@ async def test_two_workers_share_one_quota_within_the_limit(sim: SimServer, redi
     at most the server's rate (plus the quota's half-second burst); most of the limit is used."""
     stacks = [Stack(sim, model_cfg(redis_url)), Stack(sim, model_cfg(redis_url))]
     seconds = 4.0
-    await run_stacks(stacks, seconds)
+    await run_stacks(stacks, seconds=seconds)
     after = (await sim_get(sim, "/sim/stats"))["sim-large"]
     throttled = after["status"].get("429", 0)
     ok = sent_ok(stacks)
@@ -129,27 +148,61 @@ async def test_two_workers_without_the_quota_overrun_the_limit(sim: SimServer) -
     """The same two stacks limiting themselves (today's default) overrun the server: the sim does
     enforce the limit the test above stays within."""
     stacks = [Stack(sim, model_cfg(None)), Stack(sim, model_cfg(None))]
-    await run_stacks(stacks, 2.0)
+    await run_stacks(stacks, seconds=2.0)
     assert sum(r.outcome == "throttle" for s in stacks for r in s.records) > 0
 
 
+async def _watch_pause(url: str, name: str, found: list[tuple[float, float]]) -> None:
+    """Poll Redis until the quota's pause appears: (Redis time it was first seen there, its end).
+    Redis's TIME and the records' `time.time()` are the same wall clock of this machine."""
+    import redis.asyncio as aredis
+
+    r = aredis.Redis.from_url(url)
+    try:
+        while True:
+            async with r.pipeline(transaction=True) as pipe:
+                (sec, usec), until = await pipe.time().get(f"agen:quota:{name}:pause").execute()
+            if until is not None:
+                found.append((sec + usec / 1e6, float(until)))
+                return
+            await asyncio.sleep(0.002)
+    finally:
+        await r.aclose()
+
+
 async def test_a_429_seen_by_one_worker_pauses_the_other(sim: SimServer, redis_url: str) -> None:
-    """A scripted 429 (retry-after 1 s) to one stack: no stack sends anything until it has passed."""
-    small = ModelConfig(provider="openai", model="sim-small", max_concurrency=4,
+    """A scripted 429 (retry-after 1 s) to one stack: once the pause is in Redis, neither stack sends
+    anything new until it has passed. Paced by what happened, not by the clock: the stacks run
+    until both have sent after the pause's end, and the pause's start is when Redis has it."""
+    concurrency = 4
+    small = ModelConfig(provider="openai", model="sim-small", max_concurrency=concurrency,
                         shared_quota=SharedQuotaConfig(url=redis_url, name="pause-test", timeout_s=1.0))
     a, b = Stack(sim, small), Stack(sim, small)
     await sim_post(sim, "/sim/script", {"model": "sim-small",
                                         "responses": [{"status": 429, "retry_after_s": 1.0, "retry_after_ms": 1000}]})
-    await run_stacks([a, b], 2.5)
+    found: list[tuple[float, float]] = []
+    watch = asyncio.create_task(_watch_pause(redis_url, "pause-test", found))
+
+    def both_sent_after_the_pause() -> bool:
+        return bool(found) and all(any(r.ts - r.latency_s > found[0][1] for r in list(s.records)) for s in (a, b))
+
+    try:
+        await run_stacks([a, b], until=both_sent_after_the_pause, limit_s=60)
+    finally:
+        watch.cancel()
+    assert found, "the 429's pause never reached Redis"
+    in_redis_at, until = found[0]
     throttles = [r for s in (a, b) for r in s.records if r.outcome == "throttle"]
     assert len(throttles) == 1
-    seen = throttles[0].ts
+    sent_429 = throttles[0].ts - throttles[0].latency_s
     other = b if throttles[0] in a.records else a
-    sent_later = [r.ts - r.latency_s for s in (a, b) for r in s.records if r.ts - r.latency_s > seen]
-    # The pause reaches Redis a moment after the 429 (what the other worker was admitted meanwhile
-    # still goes); after that nothing leaves either worker until the retry-after has passed.
-    in_pause = [t for t in sent_later if seen + 0.05 <= t < seen + 1.0 - 0.005]
-    assert sent_later and not in_pause and max(sent_later) > seen + 1.0
+    assert until >= sent_429 + 1.0 - 0.005  # the shared pause is the server's whole retry-after
+    # What a worker was admitted before the pause reached Redis still goes (at most its
+    # `max_concurrency` requests hold an admission unsent); nothing admitted after it goes
+    # before its end.
+    in_pause = [r.ts - r.latency_s for s in (a, b) for r in s.records
+                if in_redis_at <= r.ts - r.latency_s < until - 0.005]
+    assert len(in_pause) <= 2 * concurrency, sorted(in_pause)
     assert other.stats["shared/waits"] > 0 and other.stats["lane/pauses"] == 0  # paused by the quota, not itself
 
 
