@@ -126,6 +126,45 @@ def test_equivalent_refuses_other_threads() -> None:
     assert len(errors) == 1 and "main thread" in str(errors[0])
 
 
+def test_no_gc_callback_runs_inside_math_verify() -> None:
+    """math-verify's SIGALRM handler raises wherever the main thread is; inside a gc callback
+    (hypothesis and the loop-lag monitor install one) that exception would be swallowed as
+    unraisable and the timeout lost. So no collection, hence no callback, runs inside it."""
+    import gc
+    import sys
+
+    import math_verify  # noqa: F401  (its import, which collects, is not what this is about)
+
+    inside: list[int] = []
+
+    def callback(phase: str, info: dict) -> None:
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_globals.get("__name__", "").startswith(("math_verify", "sympy", "latex2sympy2")):
+                inside.append(info["generation"])
+                return
+            frame = frame.f_back
+
+    gc.callbacks.append(callback)
+    try:
+        # fresh spellings (nothing cached), each parse and verify allocating thousands of objects
+        for i in range(40):
+            equivalent(f"\\sqrt{{{i + 1000}}}+\\frac{{x_{i}}}{{y}}", f"\\frac{{x_{i}}}{{y}}+\\sqrt{{{i + 1000}}}")
+    finally:
+        gc.callbacks.remove(callback)
+    assert inside == []
+    assert gc.isenabled()  # the collector runs again once math-verify returns
+
+
+def test_math_verify_timeouts_are_longer_than_the_pools_kill() -> None:
+    """A math-verify timeout answers "not equal" (a vote against, cached); the equivalence pool's
+    kill makes a slow comparison undecidable. The pool's limit must be the one that fires."""
+    from agen.filters.equivalence_pool import COMPARE_TIMEOUT_S
+    from agen.gen import answers
+
+    assert answers._MV_TIMEOUT_S > COMPARE_TIMEOUT_S
+
+
 def test_group_answers_merges_spellings() -> None:
     """Equivalent spellings (numeric and symbolic) merge; missing answers are skipped."""
     groups = group_answers(["3", "3.0", None, "\\frac{6}{2}", "\\sqrt{9}", "4", "", "4.0", "\\sqrt{16}"])

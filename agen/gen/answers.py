@@ -18,14 +18,22 @@ than `MAX_SYMBOLIC_CHARS` are compared by key only, so one comparison is bounded
 
 math-verify arms `signal.alarm` for its timeouts, which only works in the main thread: call
 `equivalent` / `AnswerClasses` from the main thread (the event loop's) or from a process pool,
-never from a thread pool. Every pair in `tests/data/equivalence.tsv` is checked by the suite.
+never from a thread pool. The alarm's handler raises wherever the main thread is when it fires;
+inside a garbage-collector callback (hypothesis and `engine/loop_lag` install one) the exception
+is "ignored" — the timeout is lost and the process reports an unraisable error — so the
+collector is paused while an alarm is armed. A math-verify timeout answers "not equal", so it is
+longer than the equivalence pool's per-comparison limit: in the pool a slow comparison is killed
+as undecidable, never counted as a disagreeing vote. Every pair in `tests/data/equivalence.tsv`
+is checked by the suite.
 """
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -49,7 +57,8 @@ MAGNITUDES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10*
               "trillion": 10**12, "dozen": 12}
 _MAX_EXPONENT = 300  # 1e100000 would be a huge exact integer; leave it a string
 MAX_SYMBOLIC_CHARS = 256
-_MV_TIMEOUT_S = 1  # per math-verify parse and per verify (whole seconds: signal.alarm)
+_MV_TIMEOUT_S = 5  # per math-verify parse and per verify (whole seconds: signal.alarm); above the
+#   equivalence pool's COMPARE_TIMEOUT_S, whose kill decides a slow comparison (undecidable)
 
 _WRAPPERS = (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("{", "}"))
 _BOXED = re.compile(r"^\\(?:boxed|fbox)\s*\{(.*)\}$", re.DOTALL)
@@ -268,12 +277,26 @@ def _check_main_thread() -> None:
         )
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No garbage-collector callback runs while math-verify's alarm is armed, so its timeout
+    exception lands in math-verify's own frames (which turn it into "not equal")."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 @lru_cache(maxsize=8192)
 def _mv_parse(text: str) -> Any:
     from math_verify import parse
 
     # A bare "\sqrt{4}" is not found without an anchor; a box is always found.
-    return parse("\\boxed{" + text + "}", parsing_timeout=_MV_TIMEOUT_S)
+    with _collector_paused():
+        return parse("\\boxed{" + text + "}", parsing_timeout=_MV_TIMEOUT_S)
 
 
 @lru_cache(maxsize=16384)
@@ -283,8 +306,9 @@ def _mv_equal_sorted(a: str, b: str) -> bool:
     pa, pb = _mv_parse(a), _mv_parse(b)
     if not pa or not pb:
         return False
-    return bool(verify(pa, pb, timeout_seconds=_MV_TIMEOUT_S)) or bool(
-        verify(pb, pa, timeout_seconds=_MV_TIMEOUT_S))
+    with _collector_paused():
+        return bool(verify(pa, pb, timeout_seconds=_MV_TIMEOUT_S)) or bool(
+            verify(pb, pa, timeout_seconds=_MV_TIMEOUT_S))
 
 
 def _mv_equal(a: str, ka: Hashable, b: str, kb: Hashable) -> bool:
