@@ -5,8 +5,9 @@
 
 One simulated provider (`SimProcess`) serves every session, so its `/sim/stats` see every billed
 request across kills. Each agen session runs as `python -m agen run|resume` in its own process
-group and is killed with SIGKILL after a random delay (most kills once the session has reopened the
-run directory, some during start-up and repair). After the last session finishes, the invariants
+group and is killed with SIGKILL: most kills once the run has committed the next of `kills` jittered
+marks of its target (paced by progress, so every kill lands on any machine), some during start-up
+and repair. After the last session finishes, the invariants
 are checked: no committed id lost, no id written twice, every shard line parses, targets met, no
 ledger line recorded twice, and the ledger's spend matches the sim's billing up to requests the
 ledger marks as cut off (billing unknown). Prints a table line per kill and a JSON line at the end.
@@ -232,28 +233,42 @@ class CrashResult:
     check: Check | None = None
 
 
-def crash_loop(cfg_path: Path, root: Path, log: Path, *, kills: int, rng: random.Random,
-               max_delay_s: float = 0.8, early_p: float = 0.15, timeout_s: float = 120.0) -> CrashResult:
-    """Run, kill -9 at random moments `kills` times (resuming after each), then resume to the end."""
+def accepted_amplify(root: Path) -> int:
+    """Amplified records committed to the accepted shards so far (torn tails do not count)."""
+    if not (root / "accepted").exists():
+        return 0
+    return sum(1 for r in read_records(root / "accepted") if "-amplify-" in r["id"])
+
+
+def crash_loop(cfg_path: Path, root: Path, log: Path, *, kills: int, target: int, rng: random.Random,
+               early_p: float = 0.15, timeout_s: float = 120.0) -> CrashResult:
+    """Run, kill -9 `kills` times (resuming after each), then resume to the end.
+
+    Kills are paced by the run's committed progress, not by the clock: kill k lands once about
+    k/(kills+1) of the amplify `target` is committed (jittered), so every planned kill lands while
+    work remains however fast or slow the machine is. About one in seven instead hits a session
+    during start-up: after a random delay, but never later than the moment it has reopened the
+    run directory (so a fast session cannot finish the run first)."""
     res = CrashResult()
     t0 = time.monotonic()
     ever: set[str] = set()
+    marks = sorted(target * (k + rng.uniform(-0.4, 0.4)) / (kills + 1) for k in range(1, kills + 1))
     while True:
         args = ["run", str(cfg_path)] if not (root / "run.json").exists() else ["resume", str(root)]
         before = sessions(root)
         proc = agen(args, log)
         res.sessions += 1
         if res.kills < kills:
+            limit = time.monotonic() + timeout_s
             if rng.random() < early_p:  # during start-up, reopen and torn-tail repair
                 deadline = time.monotonic() + rng.uniform(0.0, 2.0)
-            else:  # once the session has reopened the run directory
-                deadline = None
-                limit = time.monotonic() + 30
+                while (proc.poll() is None and time.monotonic() < deadline and sessions(root) <= before):
+                    time.sleep(0.005)
+            else:  # once the session has reopened the run directory and the run reached the next mark
                 while sessions(root) <= before and proc.poll() is None and time.monotonic() < limit:
                     time.sleep(0.01)
-                deadline = time.monotonic() + rng.uniform(0.0, max_delay_s)
-            while proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.005)
+                while proc.poll() is None and accepted_amplify(root) < marks[res.kills] and time.monotonic() < limit:
+                    time.sleep(0.02)
             if proc.poll() is None:
                 kill_group(proc)
                 proc.wait()
@@ -270,8 +285,7 @@ def crash_loop(cfg_path: Path, root: Path, log: Path, *, kills: int, rng: random
             raise RuntimeError(f"session exited {rc}; see {log}")
         if (root / "accepted").exists():
             ever |= set(committed_ids(root))
-        if res.kills >= kills:
-            break
+        break  # exit 0: the run is complete (with fewer kills than planned only if a mark was missed)
     res.seconds = time.monotonic() - t0
     res.ever = ever  # type: ignore[attr-defined]
     return res
@@ -293,7 +307,7 @@ def main() -> None:
     with SimProcess(write_sim_config(work / "sim.yaml", latency_ms=30)) as sim:
         root = work / "run"
         cfg = write_run_config(work / "run.yaml", sim.base_url, root, proposals=proposals, target=target)
-        res = crash_loop(cfg, root, work / "agen.log", kills=kills, rng=random.Random(a.seed))
+        res = crash_loop(cfg, root, work / "agen.log", kills=kills, target=target, rng=random.Random(a.seed))
         chk = check_run(root, res.ever, {"propose": proposals, "amplify": target}, sim.base_url)  # type: ignore[attr-defined]
     doc = {"benchmark": "crash_resume", "kills": res.kills, "sessions": res.sessions,
            "seconds": round(res.seconds, 2), "lost": chk.lost + res.lost_during, "duplicated": chk.duplicated,

@@ -25,7 +25,7 @@ def outputs() -> dict[str, tuple[int, str, str]]:
     out = {}
     for name, p in procs.items():
         try:
-            stdout, stderr = p.communicate(timeout=180)
+            stdout, stderr = p.communicate(timeout=900)  # a hang guard: 8 at once on 2 loaded cores are slow
         except subprocess.TimeoutExpired:
             p.kill()
             stdout, stderr = p.communicate()

@@ -96,6 +96,24 @@ def test_an_unreachable_coordinator_stops_before_anything_is_sent(sim, tmp_path)
     assert sum(sum(m["status"].values()) for m in stats.values() if isinstance(m, dict) and "status" in m) == 0
 
 
+def _until_another_worker_takes_a_claim_of(redis_url: str, worker: str) -> None:
+    """Wait until some index `worker` holds now is owned by another worker or done: the lease ran
+    out and the other worker claimed it (paced by the coordinator's state, not a guessed sleep)."""
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    try:
+        held = {k: [i for i, w in r.hgetall(k).items() if w == worker.encode()]
+                for k in r.scan_iter(match="agen:run:*:owner")}
+        assert any(held.values()), f"{worker} held no claims"
+        deadline = time.monotonic() + 120
+        while not any(r.hget(k, i) != worker.encode() for k, ids in held.items() for i in ids):
+            assert time.monotonic() < deadline, "no claim was taken over"
+            time.sleep(0.05)
+    finally:
+        r.close()
+
+
 def test_a_worker_stalled_past_its_lease_loses_its_claims_and_writes_no_duplicate(sim, redis_url, tmp_path):
     """SIGSTOP one worker for longer than lease_s: the other takes its claims over; when it wakes,
     its records for them are refused (`claims_lost`), so no id is committed twice."""
@@ -110,7 +128,7 @@ def test_a_worker_stalled_past_its_lease_loses_its_claims_and_writes_no_duplicat
     while len(committed_ids(worker_dir(root, "a"))) < 30 and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(procs["a"].pid, signal.SIGSTOP)
-    time.sleep(4)  # well past the lease: b reclaims a's in-flight indices
+    _until_another_worker_takes_a_claim_of(redis_url, "a")  # past the lease, on Redis's clock, and taken
     os.killpg(procs["a"].pid, signal.SIGCONT)
     codes = {w: p.wait(timeout=180) for w, p in procs.items()}
     assert codes == {"a": 0, "b": 0}, [(tmp_path / f"{w}.log").read_text()[-800:] for w in procs]

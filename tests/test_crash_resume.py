@@ -35,7 +35,7 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(sim, tmp_path):
     """10 random SIGKILLs with a resume after each: every committed id survives, none twice, ledger and bill agree."""
     root = tmp_path / "run"
     cfg = write_run_config(tmp_path / "run.yaml", sim.base_url, root, proposals=8, target=200)
-    res = crash_loop(cfg, root, tmp_path / "agen.log", kills=10, rng=random.Random(7), max_delay_s=0.7)
+    res = crash_loop(cfg, root, tmp_path / "agen.log", kills=10, target=200, rng=random.Random(7))
     assert res.kills == 10 and res.exit_codes[-1] == 0
     assert res.lost_during == 0
     chk = check_run(root, res.ever, {"propose": 8, "amplify": 200}, sim.base_url)

@@ -34,6 +34,8 @@ async def test_a_stall_is_reported_with_the_blocking_stack():
         await asyncio.sleep(0.05)
         mon.close()
     blocked = [e for e in logs if e["event"] == "event_loop_blocked"]
-    assert len(blocked) == 1 and "_block_the_loop" in blocked[0]["stack"]
+    # one report names the blocking code; a loaded machine may add a stall of its own (the process
+    # not scheduled for warn_s), which is reported too but names nothing of ours
+    assert len([e for e in blocked if "_block_the_loop" in e["stack"]]) == 1
     snap = mon.snapshot()
-    assert snap["stalls"] == 1 and snap["max_ms"] >= 500 and snap["samples"] >= 2
+    assert snap["stalls"] == len(blocked) and snap["max_ms"] >= 500 and snap["samples"] >= 2

@@ -184,15 +184,27 @@ async def test_scripts_fifo(sim: SimServer, http: aiohttp.ClientSession) -> None
 
 async def test_scripted_hang_trips_read_timeout(sim: SimServer, http: aiohttp.ClientSession) -> None:
     """hang_s sends no bytes, so the client's read timeout fires; stats record it as 499."""
-    await script(http, sim, "m", {"hang_s": 5})
+    await script(http, sim, "m", {"hang_s": 60})
     with pytest.raises(asyncio.TimeoutError):
         await http.post(sim.base_url + "/v1/chat/completions", json={"model": "m", "messages": msgs("hi")},
                         timeout=aiohttp.ClientTimeout(sock_read=0.2))
-    for _ in range(50):
-        if (await stats(http, sim)).get("m", {}).get("status"):
-            break
+    # until the sim has counted the request: 499 once it sees the hang-up; a sim that sat the hang
+    # out would count a 200 after 60 s
+    while not (await stats(http, sim)).get("m", {}).get("status"):
         await asyncio.sleep(0.02)
     assert (await stats(http, sim))["m"]["status"] == {"499": 1}
+
+
+async def test_script_replace_drops_what_is_queued(sim: SimServer, http: aiohttp.ClientSession) -> None:
+    """`"replace": true` empties a model's queue before adding (hangs nobody consumed are dropped)."""
+    await script(http, sim, "m", {"status": 500}, {"status": 500})
+    async with http.post(sim.base_url + "/sim/script", json={"model": "m", "responses": [{"status": 503}],
+                                                            "replace": True}) as r:
+        assert (await r.json())["queued"] == 1
+    async with http.post(sim.base_url + "/v1/chat/completions", json={"model": "m", "messages": msgs("hi")}) as r:
+        assert r.status == 503
+    async with http.post(sim.base_url + "/v1/chat/completions", json={"model": "m", "messages": msgs("hi")}) as r:
+        assert r.status == 200
 
 
 async def test_rate_limits_headers_and_429(sim: SimServer, http: aiohttp.ClientSession) -> None:

@@ -9,7 +9,8 @@ base URL):
     GET  /v1/models             OpenAI model list
     GET  /sim/stats             per-model requests, status counts, billed usage (what responses said)
     GET  /sim/received?after=T  count of model requests received, receive times (unix) of those after T
-    POST /sim/script            queue scripted responses for a model (FIFO, before normal processing)
+    POST /sim/script            queue scripted responses for a model (FIFO, before normal processing;
+                                `"replace": true` drops the queue first)
     POST /sim/reset             clear stats, scripts, buckets, quota counters, prompt cache, batches, files, batch_dir
     GET  /sim/batch_stats       batches submitted per wire, custom_ids submitted twice, batch lines' usage
     /v1/files, /v1/batches      OpenAI's Files and Batch APIs (agen.sim.files, agen.sim.openai_batches)
@@ -263,6 +264,8 @@ class Handlers:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return web.Response(status=400, body=b'{"error":"expected {\\"model\\": str, \\"responses\\": [obj]}"}',
                                 content_type=JSON)
+        if data.get("replace") is True:  # drop what is still queued (e.g. hangs nobody consumed)
+            self.st.scripts[model].clear()
         self.st.scripts[model].extend(items)
         return web.Response(body=orjson.dumps({"ok": True, "queued": len(self.st.scripts[model])}), content_type=JSON)
 
