@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from hypothesis import HealthCheck, settings
 
 from agen.config import RunConfig, parse_config
 from agen.run.shards import read_records
@@ -20,6 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 SIM_MODELS = ROOT / "configs" / "sim_models.yaml"
 FAST = {"latency_ms": {"median": 0, "sigma": 0}}  # a sim model setting: answer without simulated latency
+
+# Property tests check properties, not speed: hypothesis's per-example deadline (200 ms) and its
+# "data generation too slow" health check are timed assertions that a loaded machine trips.
+settings.register_profile("agen", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("agen")
 
 
 @pytest.fixture
