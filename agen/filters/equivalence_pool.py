@@ -2,7 +2,7 @@
 
 Almost every vote sample is a plain number, and `agen.gen.answers` decides those with a dict
 lookup in microseconds: that stays inline. An answer that needs math-verify (radicals, intervals,
-expressions) can cost milliseconds, or seconds (`2^{2^{2^{2^{10}}}}` vs `3` takes ~5 s, every
+expressions) can cost milliseconds, or seconds (`2^{2^{2^{2^{10}}}}` vs `3` takes ~10 s, every
 lane and the sink waiting behind it), so `VoteFeed` sends exactly those samples, with the vote's
 `Tally`, to a small pool of worker processes (`EquivalencePool`, one per core, at least two,
 started only when first needed) and awaits the tally back.
