@@ -44,9 +44,24 @@ def _wait_for_calls(proc, root: Path, calls: int) -> None:  # type: ignore[no-un
     assert proc.poll() is None, "the run ended before it was interrupted"
 
 
+def _delivered(pid: int, sig: int) -> bool:
+    """`sig` is no longer pending for `pid` (Linux: /proc's ShdPnd mask; elsewhere assumed)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    pending = next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith("ShdPnd:")), 0)
+    return not pending & (1 << (sig - 1))
+
+
 def _interrupt(proc, signals: int, timeout: float) -> int:  # type: ignore[no-untyped-def]
+    """Send SIGINT `signals` times, each once the one before was delivered: two sent while the
+    process is not scheduled (a loaded machine) would merge into one pending signal."""
     for _ in range(signals):
         proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while not _delivered(proc.pid, signal.SIGINT) and time.monotonic() < deadline:
+            time.sleep(0.005)
         time.sleep(0.05)
     return proc.wait(timeout=timeout)
 
