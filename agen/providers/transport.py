@@ -32,7 +32,7 @@ _FATAL_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_err
 _CAPACITY_STATUSES = {408, 409, 425, 500, 502, 503, 504, 520, 522, 524, 529}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see agen.types
 class HttpResult:
     status: int
     headers: Mapping[str, str]  # case-insensitive (aiohttp's CIMultiDictProxy)
