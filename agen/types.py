@@ -2,6 +2,12 @@
 
 Every layer above the provider clients speaks only these; nothing above `agen.providers`
 sees aiohttp, HTTP status codes or a provider's JSON.
+
+The records made once or more per request (`ChatRequest`, `Usage`, `Completion`, `CallRecord`,
+and the client's `HttpResult`, `Parsed`, `Attempted`) are slotted dataclasses that are *not*
+frozen, though nothing changes one after it is made: a frozen dataclass's `__init__` sets each
+field through `object.__setattr__`, ~5x the cost (3.4 vs 0.6 µs for ten fields), and about seven
+are made per request (~5% of the client path's CPU).
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see above
 class ChatRequest:
     """One chat-completion call as a stage wants it; the client maps it to a wire format."""
 
@@ -35,7 +41,7 @@ class ScoreRequest:
     task_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see above
 class Usage:
     """Tokens billed for one call, in one convention for every provider.
 
@@ -68,7 +74,7 @@ class Usage:
 TRUNCATED_FINISH = frozenset({"length", "max_tokens"})  # finish reasons meaning "cut at max_tokens"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see above
 class Completion:
     """A successful call: one text per choice (`n` of them), its usage and its exact cost."""
 
@@ -86,7 +92,7 @@ class Completion:
         return i < len(self.finish_reasons) and self.finish_reasons[i] in TRUNCATED_FINISH
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see above
 class CallRecord:
     """One HTTP attempt, successful or not, as the ledger stores it.
 

@@ -337,3 +337,24 @@ async def test_cancelled_call_gives_its_slot_back(sim: SimServer) -> None:
         assert p["m"].statistics()["lane/in_flight"] == 0
         # the single slot is free again (a leaked slot would wait forever: the limit only ends that)
         await asyncio.wait_for(p["m"].complete(req()), 60)
+
+
+@pytest.mark.parametrize("reused", [False, True])
+async def test_halt_refuses_a_request_past_its_lane_before_its_bytes_leave(sim: SimServer, reused: bool) -> None:
+    """After `halt`, a request that already has its lane ticket (it goes straight to the run's
+    session) is refused by the connector once it gets its connection, a new or a pooled one: the
+    sim never receives it."""
+    run = Run(sim, m=oa())
+    stop = FatalRunError("interrupted", provider="openai", model="m")
+    async with run as p:
+        if reused:
+            await p["m"].complete(req())  # leaves a pooled connection
+        before = (await sim_post(sim, "/sim/stats")).get("sim-large", {}).get("requests", 0)
+        p.halt(stop)
+        session = p._session
+        assert session is not None
+        with pytest.raises(FatalRunError, match="interrupted"):
+            await session.post(sim.base_url + "/v1/chat/completions", data=b"{}")
+        with pytest.raises(FatalRunError):
+            await p["m"].complete(req())  # and the lane refuses it first
+    assert (await sim_post(sim, "/sim/stats")).get("sim-large", {}).get("requests", 0) == before

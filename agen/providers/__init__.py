@@ -9,7 +9,6 @@ TaskFailedError (agen.errors) and reports every HTTP attempt to `on_call`.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable
 from types import TracebackType
@@ -24,7 +23,7 @@ from agen.providers.batch_collector import BatchSetup
 from agen.providers.client import ModelClient
 from agen.providers.lane import Lane, Pacer
 from agen.providers.reward import RewardClient
-from agen.providers.transport import Transport, fit_open_files
+from agen.providers.transport import GatedConnector, Transport, fit_open_files
 from agen.types import CallRecord
 
 if TYPE_CHECKING:
@@ -79,12 +78,9 @@ class Providers:
                 detail="RLIMIT_NOFILE's hard limit is too low for every lane's max_concurrency; "
                        "requests beyond it wait for a connection (raise it with `ulimit -Hn`)")
         self.connection_limit = limit
-        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
-        gate = aiohttp.TraceConfig()  # the last moment before a request's bytes are written
-        gate.on_connection_create_end.append(self._gate)
-        gate.on_connection_reuseconn.append(self._gate)
+        connector = GatedConnector(lambda: self._halted, limit=limit, limit_per_host=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(connector=connector, json_serialize=None,  # type: ignore[arg-type]
-                                              auto_decompress=True, trust_env=False, trace_configs=[gate])
+                                              auto_decompress=True, trust_env=False)
         for name, m in self._models.items():
             key = os.environ.get(m.api_key_env) if m.api_key_env else None
             if m.kind == "reward":
@@ -105,10 +101,6 @@ class Providers:
             self._halted = exc
         for client in self._clients.values():
             client.lane.halt(exc)
-
-    async def _gate(self, session: aiohttp.ClientSession, ctx: object, params: object) -> None:
-        if self._halted is not None:
-            raise copy.copy(self._halted)
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:

@@ -74,7 +74,7 @@ class _Secret:
         return "<secret>" if self.value else "<none>"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see agen.types
 class Attempted(Generic[T]):
     """A call that succeeded: the parsed result and what the whole call took."""
 

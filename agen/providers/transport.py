@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ _FATAL_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_err
 _CAPACITY_STATUSES = {408, 409, 425, 500, 502, 503, 504, 520, 522, 524, 529}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see agen.types
 class HttpResult:
     status: int
     headers: Mapping[str, str]  # case-insensitive (aiohttp's CIMultiDictProxy)
@@ -108,6 +109,27 @@ def fit_open_files(connections: int, headroom: int = FD_HEADROOM) -> int:
     if soft == resource.RLIM_INFINITY or soft >= need:
         return connections
     return max(1, min(connections, soft - headroom))
+
+
+class GatedConnector(aiohttp.TCPConnector):
+    """A TCPConnector that refuses, once `halted()` names an error, a request that has just got its
+    connection: the last moment before its bytes are written. A request past its lane may still
+    wait for a new connection (a busy server's accept queue can hold a SYN for a second or more),
+    so the lane's own refusal is not the last word. An override instead of an aiohttp TraceConfig
+    hook: any trace config makes aiohttp build a Trace and send every signal of every request,
+    ~6% of the client path's CPU."""
+
+    def __init__(self, halted: Callable[[], BaseException | None], **kw: Any) -> None:
+        super().__init__(**kw)
+        self._halted = halted
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        conn = await super().connect(req, traces, timeout)
+        exc = self._halted()
+        if exc is not None:
+            conn.release()
+            raise copy.copy(exc)
+        return conn
 
 
 class Transport:

@@ -25,7 +25,7 @@ class WireError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see agen.types
 class Parsed:
     texts: tuple[str, ...]
     finish_reasons: tuple[str | None, ...]
