@@ -48,7 +48,9 @@ async def test_pathological_pair_times_out_while_requests_keep_flowing(sim, http
 
 async def test_hard_answers_are_decided_in_the_pool_and_numbers_inline():
     """A radical equal to the candidate joins its class via a worker; plain numbers never leave the loop."""
-    pool = EquivalencePool(workers=1)
+    # a limit no ordinary comparison reaches even on a loaded machine, where a nice-10 worker's
+    # first comparison can take seconds of wall time: this checks where answers are decided
+    pool = EquivalencePool(workers=1, timeout_s=60)
     try:
         feed = VoteFeed(Tally("2", 3, 0.5), "2", pool)
         await feed.add("2.0")
