@@ -63,3 +63,28 @@ async def test_hard_answers_are_decided_in_the_pool_and_numbers_inline():
         assert feed.undecidable == []
     finally:
         await pool.aclose()
+
+
+async def test_a_worker_starved_of_cpu_is_waited_for_not_killed():
+    """The limit is the worker's CPU time: a worker that gets no CPU (SIGSTOP stands for a loaded
+    machine, where the nice-10 workers wait for a core) past the limit in wall time still decides
+    its sample once it runs, instead of being killed and the sample called undecidable."""
+    import os
+    import signal
+
+    pool = EquivalencePool(workers=1, timeout_s=0.3)
+    try:
+        feed = VoteFeed(Tally("2", 3, 0.5), "2", pool)
+        await feed.add("\\sqrt{4}")  # starts the worker and warms it up
+        worker = pool._idle[0]
+        os.kill(worker.proc.pid, signal.SIGSTOP)
+        try:
+            pending = asyncio.create_task(feed.add("\\frac{4}{\\sqrt{4}}"))
+            await asyncio.sleep(3 * pool.timeout_s)  # three limits of wall time, no CPU at all
+            assert not pending.done()
+        finally:
+            os.kill(worker.proc.pid, signal.SIGCONT)
+        assert await pending is True
+        assert feed.undecidable == [] and pool.stats["timeouts"] == 0 and pool.stats["started"] == 1
+    finally:
+        await pool.aclose()

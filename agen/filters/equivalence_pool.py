@@ -9,7 +9,12 @@ started only when first needed) and awaits the tally back.
 
 A sample that is not decided within `timeout_s` per comparison is **undecidable**: the worker is
 killed (math-verify's own alarm-based timeouts are longer, and a stuck sympy call cannot be
-interrupted any other way) and a replacement warms up in the background; the sample counts like
+interrupted any other way) and a replacement warms up in the background. The limit is the
+worker's CPU time (from /proc; wall time where there is none): the workers run at nice 10, so on
+a loaded machine an ordinary comparison can wait seconds for a core, and killing it for that
+made every hard sample undecidable and the pool churn through replacements (a MATH-style
+quick start crawled for 18+ minutes at load 8). A worker starved of CPU is waited for, up to
+`WALL_FACTOR` times the limit in wall time (a worker that never runs is stuck too). The sample counts like
 a sample without an answer — towards K, for no class, so neither for nor against the candidate —
 and is listed on the record (`vote.undecidable`). Results are cached per (representative, answer) inside each worker (the
 `agen.gen.answers` caches); an answer that timed out once is undecidable for the rest of the run
@@ -43,7 +48,8 @@ __all__ = ["COMPARE_TIMEOUT_S", "EquivalencePool", "VoteFeed", "default_workers"
 
 log = structlog.get_logger("agen.filters.equivalence")
 
-COMPARE_TIMEOUT_S = 2.0  # per comparison; the common math-verify comparison takes 1-50 ms
+COMPARE_TIMEOUT_S = 2.0  # CPU seconds per comparison; the common math-verify comparison takes 1-50 ms
+WALL_FACTOR = 30  # a comparison starved of CPU is given up after this many times its limit in wall time
 _TIMED_OUT_KEEP = 4096  # answers remembered as undecidable
 
 
@@ -53,6 +59,17 @@ def default_workers() -> int:
 
 
 _LEN = struct.Struct(">I")
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a running process (Linux /proc); None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # after "(comm)", which may hold spaces
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) * _TICK_S  # utime, stime: fields 14 and 15 of stat
 
 
 class _Worker:
@@ -123,8 +140,7 @@ class EquivalencePool:
             worker = await self._get()
             self.stats["offloaded"] += 1
             try:
-                async with asyncio.timeout(self.timeout_s * max(1, comparisons)):
-                    ok, value = await worker.ask((tally, answer))
+                ok, value = await self._answer(worker, (tally, answer), self.timeout_s * max(1, comparisons))
             except TimeoutError:
                 self.stats["timeouts"] += 1
                 self._remember_timeout(answer_key(answer))
@@ -141,6 +157,34 @@ class EquivalencePool:
             log.warning("equivalence_failed", answer=answer[:80], error=value)
             return None
         return value  # type: ignore[no-any-return]
+
+    @staticmethod
+    async def _answer(worker: _Worker, job: tuple[Tally, str], limit_s: float) -> tuple[bool, Any]:
+        """The worker's reply, or TimeoutError once it has spent `limit_s` of CPU on the job (or,
+        starved, `WALL_FACTOR` × `limit_s` of wall time)."""
+        loop = asyncio.get_running_loop()
+        pid = worker.proc.pid
+        start_cpu = cpu_seconds(pid)
+        give_up_at = loop.time() + limit_s * WALL_FACTOR
+        reply = asyncio.ensure_future(worker.ask(job))
+        try:
+            wait = limit_s
+            while True:
+                done, _ = await asyncio.wait({reply}, timeout=wait)
+                if done:
+                    return reply.result()
+                now_cpu = cpu_seconds(pid)
+                if start_cpu is None or now_cpu is None or loop.time() >= give_up_at:
+                    raise TimeoutError
+                left = limit_s - (now_cpu - start_cpu)
+                if left <= 0:
+                    raise TimeoutError
+                wait = min(max(left, 0.05), give_up_at - loop.time())
+        finally:
+            if not reply.done():
+                reply.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reply
 
     async def _get(self) -> _Worker:
         if self._idle:
