@@ -20,7 +20,7 @@ import orjson
 
 from agen.config import ModelConfig, Price
 from agen.cost import cache_saved_usd, cost_usd
-from agen.errors import (BadResponseError, EndpointFailingError, EndpointUnreachableError, FatalRunError,
+from agen.errors import (BadResponseError, CapacityError, EndpointFailingError, EndpointUnreachableError, FatalRunError,
                          ProviderError, TaskFailedError, ThrottledError)
 from agen.providers.breaker import Breaker
 from agen.providers.facts import EndpointFacts
@@ -269,6 +269,8 @@ class LaneClient:
                 self._set_fatal(err)  # before release: the next waiter must not be admitted
             elif isinstance(err, ThrottledError):
                 self.lane.throttled(ticket, delay)
+            elif isinstance(err, CapacityError) and (err.status is None or err.status >= 500):
+                self.lane.overloaded(ticket)
             self.lane.release(ticket, u.total_tokens if res is not None else None)
             if isinstance(err, (FatalRunError, TaskFailedError)):
                 self._count_refusal(err)
