@@ -189,6 +189,14 @@ class LaneClient:
             self._shapes[names] = carries
         return carries
 
+    def _charged(self, usage: Usage, out_tokens: int) -> int:
+        """What the server counted against its TPM for a call that went through: the real usage if it
+        is known to charge usage; else (it charges `max_tokens` up front, as OpenAI documents, or
+        nobody could tell: no headers) the real prompt plus the output reserved at admission."""
+        if self.facts.get("charges") == "usage":
+            return usage.total_tokens
+        return usage.input_tokens + max(out_tokens, usage.output_tokens)
+
     async def _attempt(self, body: bytes | Callable[[], bytes], headers: dict[str, str], est_tokens: int,
                        parse: ParseBody[T], *, stage: str, task_id: str, out_tokens: int = 0) -> Attempted[T]:
         """POST `body` until it parses, retrying per the policy. Raises FatalRunError or TaskFailedError only.
@@ -242,7 +250,7 @@ class LaneClient:
                                                request_id=request_id_of(res.headers))
                     else:
                         self.lane.succeeded()
-                        self.lane.release(ticket, usage.total_tokens)
+                        self.lane.release(ticket, self._charged(usage, out_tokens))
                         cost = cost_usd(usage, self.price)
                         rid = request_id_of(res.headers) or body_rid
                         self._record(stage, task_id, "ok", res.status, usage, cost, res.latency_s, rid)
