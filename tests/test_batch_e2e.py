@@ -107,6 +107,32 @@ def test_expired_and_failed_lines_are_retried(tmp_path, provider, on_failed):
 
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_full_batch_queue_waits_for_room_instead_of_failing_lines(tmp_path, provider):
+    """The provider's enqueued-token limit holds about two of our batches (OpenAI fails the third with
+    token_limit_exceeded, Anthropic refuses its create with a 429): the refused lines wait until one of
+    our batches ends and go again, so the run meets its targets with no line failed, none sent online
+    and no task failed; the summary says the queue was full."""
+    with SimProcess(sim_yaml(tmp_path / "sim.yaml", delay_s=0.4, max_enqueued_tokens=6000)) as sim:
+        cfg = batch_cfg(tmp_path, sim.base_url, provider=provider, target=30, amplify={"mode": "batch"},
+                        vote={"mode": "batch"}, batch={"max_size": 10, "max_wait_s": 0.05, "line_retries": 1})
+        out = run_session(cfg, live=False)
+        assert out.exit_code == EXIT_OK, out.message
+    root = Path(cfg.output.dir)
+    recs = records(root)
+    assert Counter(r["stage"] for r in recs if r["status"] == "accepted")["amplify"] >= 30
+    assert not [r for r in recs if r["status"] == "failed"]
+    calls = [r for r in read_records(root / "ledger") if r["ev"] == "call"]
+    assert all(c.get("mode") == "batch" for c in calls if c["stage"] != "propose")  # nothing went online
+    rows = journal(root)
+    kept = [row for r in rows if r["ev"] == "results" for row in r["rows"].values()]
+    assert kept and all(row["ok"] for row in kept)
+    voids = [r for r in rows if r["ev"] == "void"]
+    assert voids and all("queue" in r["why"] for r in voids)  # the limit was hit, and only that
+    summary = " ".join(render_summary(out.snapshot).split())
+    assert "batch queue was full" in summary, summary
+
+
 def test_open_ended_rip_responses_and_judges_in_batch(tmp_path):
     """RIP with its K responses and every judge score in batches (`rip.mode: batch`), generation online:
     the run meets its targets and the responses and judges are billed as batch lines."""

@@ -111,3 +111,41 @@ def test_kept_results_of_committed_tasks_are_not_loaded(tmp_path):
     (e,) = s.kept_results("cheap")
     assert list(e.results) == ["t2"]
     s.close()
+
+
+def test_room_gate_probes_one_at_a_time_after_a_refusal_and_opens_after_a_streak():
+    """After a refusal nobody submits until a cue (one of ours ended, or the backoff); then one probe
+    at a time, each let through by the acceptance of the one before, until OPEN_AFTER in a row were
+    taken and everyone goes again. A probe that ends without an answer closes the gate again."""
+    from agen.providers.batch_room import OPEN_AFTER, RoomGate
+
+    async def scenario() -> None:
+        gate = RoomGate(backoff_min_s=0.01, backoff_max_s=60.0)
+        assert await gate.enter() is False  # open: no probe
+        gate.refused(None, ours_open=True)  # the fallback timer is 60 s: only a cue opens it
+        waiters = [asyncio.ensure_future(gate.enter()) for _ in range(OPEN_AFTER + 2)]
+        await asyncio.sleep(0.05)
+        assert not any(w.done() for w in waiters)
+        gate.room_likely()  # one of ours ended
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert [w.result() for w in waiters if w.done()] == [True]  # exactly one probe
+        for taken in range(1, OPEN_AFTER):
+            gate.accepted()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert sum(w.done() for w in waiters) == taken + 1  # the next probe, one at a time
+        gate.accepted()  # the OPEN_AFTER-th in a row: open for all
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert all(w.done() for w in waiters) and gate.is_open
+        assert [w.result() for w in waiters].count(True) == OPEN_AFTER
+        gate.refused(None, ours_open=False)  # none of ours open: the short backoff is the cue
+        probe = await asyncio.wait_for(gate.enter(), 5)
+        assert probe is True
+        gate.probe_done()  # it ended without an answer: closed again, a later probe
+        assert not gate.is_open and await asyncio.wait_for(gate.enter(), 5) is True
+        gate.release_all()
+        assert await gate.enter() is False and gate.refusals == 2
+
+    asyncio.run(scenario())

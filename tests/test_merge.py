@@ -75,6 +75,8 @@ def test_merge_is_one_run_directory_with_cross_worker_near_duplicates_moved(run_
     assert snap["costs"]["total"]["cost_usd"] == pytest.approx(0.07)
     assert snap["previous_sessions"]["billing_unknown_requests"] == 0  # (session, req) stayed unique
     assert merge_run(run_root, out).near_duplicates == 1  # an earlier merge's output is replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big", "merged"]  # the index's files are gone
+    assert not (out / "dedup-cache").exists()
 
 
 def test_status_on_a_run_root_sums_the_workers(run_root: Path) -> None:

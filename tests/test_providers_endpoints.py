@@ -123,6 +123,26 @@ async def test_charging_model_is_learned(sim: SimServer, wire: str, charges: str
         assert reserve == 2000
 
 
+
+async def test_a_headerless_upfront_server_is_not_undercounted() -> None:
+    """A server that charges `max_tokens` at admission and sends no rate-limit headers (so the lane can
+    learn neither its bucket nor how it charges), its TPM stated in the config: the lane settles each
+    call at the real prompt plus the output it reserved (what such a server charged), not the real
+    usage, so it never over-admits into 429s. Settling at usage refunded the unused output and ran
+    into the limit within seconds."""
+    server = await start_sim({"models": {"quiet": {"latency_ms": {"median": 5}, "tpm": 600_000,
+                                                   "buckets_start": "empty", "quirks": {"headers": "none"}}}})
+    try:
+        run = Run(server.openai_base_url, x={"wire": "quiet", "tpm": 600_000, "max_concurrency": 16})
+        async with run as p:
+            await drive(p, "x", calls=40, workers=8, max_tokens=1000)
+            facts = p.facts()
+    finally:
+        await server.aclose()
+    assert facts["x"]["headers"] == ["none"] and facts["x"].get("charges") is None
+    assert sum(r.outcome == "ok" for r in run.records) == 40
+    assert sum(r.outcome == "throttle" for r in run.records) <= 1
+
 async def test_stated_facts_win_and_are_not_relearned(sim: SimServer) -> None:
     run = Run(sim.openai_base_url, x={"wire": "usage", "charges": "usage", "supports_n": False})
     async with run as p:

@@ -358,3 +358,23 @@ async def test_halt_refuses_a_request_past_its_lane_before_its_bytes_leave(sim: 
         with pytest.raises(FatalRunError):
             await p["m"].complete(req())  # and the lane refuses it first
     assert (await sim_post(sim, "/sim/stats")).get("sim-large", {}).get("requests", 0) == before
+
+
+async def test_an_overloaded_server_is_backed_off_not_stormed() -> None:
+    """A server that answers 8 requests at once and an immediate 503 beyond (`faults.capacity`), asked
+    for 64 at once: the lane cuts its concurrency on the 5xx storm, so every call succeeds and 5xx
+    are a small share of what was sent (70% when the lane kept asking 64)."""
+    server = await start_sim({"models": {"sim-small": {"latency_ms": {"median": 40},
+                                                       "faults": {"capacity": 8}}}})
+    try:
+        run = Run(server, m=oa("sim-small", max_concurrency=64))
+        async with run as p:
+            await asyncio.gather(*(p["m"].complete(req(f"Solve: {i}+1?")) for i in range(400)))
+            stats = p["m"].statistics()
+    finally:
+        await server.aclose()
+    codes = [r.status for r in run.records]
+    assert codes.count(200) == 400
+    share = sum(1 for c in codes if c is not None and c >= 500) / len(codes)
+    assert stats["lane/overload_decreases"] >= 1
+    assert share < 0.4, share  # 0.26 measured; 0.70 before lanes backed off

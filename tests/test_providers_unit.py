@@ -257,6 +257,29 @@ def test_pacer_429_pauses_and_halves_then_recovers() -> None:
     assert p.decreases == 1 and p.pauses == 2
 
 
+
+def test_pacer_backs_off_an_overloaded_server_but_not_a_few_random_500s() -> None:
+    """5xx among successes at a healthy server's rate (1 in 20) never cut the lane; a storm of them
+    (an overloaded server) cuts it to OVERLOAD_CUT once per generation, and it then recovers by
+    doubling, not all at once."""
+    from agen.providers.lane import OVERLOAD_CUT, OVERLOAD_DOUBLING_S
+
+    p = Pacer(rpm=None, tpm=None)
+    t = 0.0
+    for i in range(2000):  # a healthy server's occasional 500
+        t += 0.01
+        p.overloaded(t, admitted_at=t - 0.1) if i % 20 == 0 else p.succeeded()
+    assert p.factor(t) == 1.0 and p.overload_decreases == 0
+    for _ in range(10):  # most answers are 5xx now, all of one generation
+        t += 0.01
+        p.overloaded(t, admitted_at=0.0)
+    assert p.overload_decreases == 1 and p.factor(t) == pytest.approx(OVERLOAD_CUT, rel=0.01)
+    p.overloaded(t + 0.01, admitted_at=t)  # a request sent after the cut failed too: cut again
+    assert p.overload_decreases == 2
+    cut = p.factor(t + 0.01)
+    assert cut == pytest.approx(OVERLOAD_CUT ** 2, rel=0.01)
+    assert p.factor(t + 0.01 + OVERLOAD_DOUBLING_S) == pytest.approx(min(1.0, 2 * cut), rel=0.01)
+
 def test_pacer_mirrors_server_bucket_from_headers() -> None:
     """With limit headers the server's own bucket is mirrored: remaining 0 means wait for refill."""
     p = Pacer(rpm=6000, tpm=None, margin=1.0)  # configured far too high

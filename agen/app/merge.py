@@ -33,7 +33,7 @@ from agen.coord.layout import worker_dirs
 from agen.errors import ConfigError, StorageError
 from agen.gen.dedup import Deduper
 from agen.gen.seeds import load_seeds
-from agen.run.rundir import atomic_write, run_config_dir
+from agen.run.rundir import DEDUP_CACHE, atomic_write, run_config_dir
 from agen.run.shards import ShardWriter, fsync_dir, read_records
 
 MARKER = "merged.json"
@@ -80,7 +80,16 @@ def _write(cfg, dirs: list[Path], tmp: Path, out: Path, res: MergeResult) -> Non
     tmp.mkdir(parents=True)
     out_cfg = cfg.model_copy(update={"coordinator": None, "output": cfg.output.model_copy(update={"dir": str(out)})})
     atomic_write(tmp / "config.yaml", yaml.safe_dump(out_cfg.model_dump(mode="json"), sort_keys=False).encode())
-    dedup = Deduper(threshold=cfg.dedup.near_threshold)
+    # the index's files next to the output (a merge of a large run outgrows RAM), not the system temp dir
+    dedup = Deduper(threshold=cfg.dedup.near_threshold, store=tmp / DEDUP_CACHE)
+    try:
+        _merge_into(cfg, dirs, tmp, dedup, res)
+    finally:
+        dedup.close()
+        shutil.rmtree(tmp / DEDUP_CACHE, ignore_errors=True)
+
+
+def _merge_into(cfg, dirs: list[Path], tmp: Path, dedup: Deduper, res: MergeResult) -> None:  # type: ignore[no-untyped-def]
     config_dir = run_config_dir(dirs[0])
     try:
         for ex in load_seeds(cfg.seeds, config_dir):

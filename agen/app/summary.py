@@ -99,11 +99,13 @@ def batch_lines(stats: dict[str, Any]) -> list[str]:
             continue
         m = key[:-len("/batch/batches")]
         b = {k: stats.get(f"{m}/batch/{k}", 0) for k in ("batches", "lines", "lines_failed", "lines_retried",
-                                                          "recovered", "answered_from_kept")}
+                                                          "recovered", "answered_from_kept", "queue_full")}
         if any(b.values()):
+            full = (f"; the provider's batch queue was full {b['queue_full']} time(s): those lines waited for room "
+                    "(not billed, not counted as failed)" if b["queue_full"] else "")
             rows += textwrap.wrap(f"{m}: {b['batches']} batches submitted, {b['lines']} lines ({b['lines_failed']} "
                                   f"failed, {b['lines_retried']} retried); {b['recovered']} earlier sessions' batches "
-                                  f"followed, {b['answered_from_kept']} requests answered from kept results",
+                                  f"followed, {b['answered_from_kept']} requests answered from kept results{full}",
                                   WIDTH, initial_indent="  ", subsequent_indent="      ")
     return ["", "Batches (mode: batch; lines billed at the batch price)"] + rows if rows else []
 

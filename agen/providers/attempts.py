@@ -20,7 +20,7 @@ import orjson
 
 from agen.config import ModelConfig, Price
 from agen.cost import cache_saved_usd, cost_usd
-from agen.errors import (BadResponseError, EndpointFailingError, EndpointUnreachableError, FatalRunError,
+from agen.errors import (BadResponseError, CapacityError, EndpointFailingError, EndpointUnreachableError, FatalRunError,
                          ProviderError, TaskFailedError, ThrottledError)
 from agen.providers.breaker import Breaker
 from agen.providers.facts import EndpointFacts
@@ -189,6 +189,14 @@ class LaneClient:
             self._shapes[names] = carries
         return carries
 
+    def _charged(self, usage: Usage, out_tokens: int) -> int:
+        """What the server counted against its TPM for a call that went through: the real usage if it
+        is known to charge usage; else (it charges `max_tokens` up front, as OpenAI documents, or
+        nobody could tell: no headers) the real prompt plus the output reserved at admission."""
+        if self.facts.get("charges") == "usage":
+            return usage.total_tokens
+        return usage.input_tokens + max(out_tokens, usage.output_tokens)
+
     async def _attempt(self, body: bytes | Callable[[], bytes], headers: dict[str, str], est_tokens: int,
                        parse: ParseBody[T], *, stage: str, task_id: str, out_tokens: int = 0) -> Attempted[T]:
         """POST `body` until it parses, retrying per the policy. Raises FatalRunError or TaskFailedError only.
@@ -242,7 +250,7 @@ class LaneClient:
                                                request_id=request_id_of(res.headers))
                     else:
                         self.lane.succeeded()
-                        self.lane.release(ticket, usage.total_tokens)
+                        self.lane.release(ticket, self._charged(usage, out_tokens))
                         cost = cost_usd(usage, self.price)
                         rid = request_id_of(res.headers) or body_rid
                         self._record(stage, task_id, "ok", res.status, usage, cost, res.latency_s, rid)
@@ -269,6 +277,8 @@ class LaneClient:
                 self._set_fatal(err)  # before release: the next waiter must not be admitted
             elif isinstance(err, ThrottledError):
                 self.lane.throttled(ticket, delay)
+            elif isinstance(err, CapacityError) and (err.status is None or err.status >= 500):
+                self.lane.overloaded(ticket)
             self.lane.release(ticket, u.total_tokens if res is not None else None)
             if isinstance(err, (FatalRunError, TaskFailedError)):
                 self._count_refusal(err)

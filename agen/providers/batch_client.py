@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import orjson
 
-from agen.errors import ProviderError, RetryableError, TaskFailedError
+from agen.errors import ProviderError, RetryableError, TaskFailedError, ThrottledError
 from agen.providers.transport import Transport, classify
 
 OPENAI_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -44,6 +44,24 @@ class RemoteBatch:
     output_file_id: str | None = None  # OpenAI
     error_file_id: str | None = None  # OpenAI
     results_url: str | None = None  # Anthropic
+    errors: tuple[str, ...] = ()  # OpenAI: the codes of `errors.data` (why a batch failed validation)
+
+
+class BatchQueueFull(Exception):
+    """The provider has no room for one more batch now: its limit on what unfinished batches may hold
+    (OpenAI's enqueued tokens per model, Anthropic's batch queue) is reached. Nothing was run or billed;
+    the same lines may go again once one of the account's batches has ended."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+def queue_full(b: RemoteBatch) -> bool:
+    """Whether an ended batch was refused for want of room (OpenAI fails it in validation with
+    `token_limit_exceeded`; its lines never ran, so it has no output or error file)."""
+    return b.status == "failed" and "token_limit_exceeded" in b.errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +130,9 @@ class BatchApi:
 
     # ---------------------------------------------------------------- HTTP
     async def _send(self, method: str, path: str, *, json: Any = None, data: Any = None,
-                    params: dict[str, str] | None = None, raw: bool = False) -> Any:
-        """One API call with retries for transport failures, 429 and 5xx; JSON (or bytes) back."""
+                    params: dict[str, str] | None = None, raw: bool = False, retry_429: bool = True) -> Any:
+        """One API call with retries for transport failures, 5xx and (unless `retry_429` is off) 429;
+        JSON (or bytes) back."""
         url = path if path.startswith("http") else self._base + path
         if self._query:
             url += ("&" if "?" in url else "?") + self._query
@@ -142,7 +161,8 @@ class BatchApi:
                                               f"body that is not JSON", provider=self.provider, model=self.model,
                                               status=res.status) from None
                 err = classify(self.provider, self.model, res.status, res.body, res.headers, self._redact())
-            if not isinstance(err, RetryableError) or attempt == _HTTP_TRIES - 1:
+            if (not isinstance(err, RetryableError) or attempt == _HTTP_TRIES - 1
+                    or (not retry_429 and isinstance(err, ThrottledError))):
                 raise err
             await asyncio.sleep(err.retry_after_s or delay)
             delay = min(delay * 2, 30.0)
@@ -166,8 +186,13 @@ class BatchApi:
     async def create(self, key: str, *, file_id: str | None = None,
                      lines: list[tuple[str, dict[str, Any]]] | None = None, window: str = "24h") -> RemoteBatch:
         if self.provider == "anthropic":
-            doc = await self._send("POST", "/messages/batches", json={
-                "requests": [{"custom_id": cid, "params": body} for cid, body in lines or ()]})
+            # A 429 here is the batch queue being full (or the batch API's own rate): the collector
+            # waits for room, rather than this call retrying a create that will not fit for minutes.
+            try:
+                doc = await self._send("POST", "/messages/batches", retry_429=False, json={
+                    "requests": [{"custom_id": cid, "params": body} for cid, body in lines or ()]})
+            except ThrottledError as exc:
+                raise BatchQueueFull(exc.message, exc.retry_after_s) from None
         else:
             doc = await self._send("POST", "/batches", json={
                 "input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": window,
@@ -225,9 +250,12 @@ class BatchApi:
                                sum(int(v) for v in counts.values() if isinstance(v, int)),
                                results_url=doc.get("results_url"))
         status = str(doc.get("status"))
+        errs = (doc.get("errors") or {}).get("data") if isinstance(doc.get("errors"), dict) else None
+        codes = tuple(str(e.get("code")) for e in errs or () if isinstance(e, dict))
         return RemoteBatch(doc["id"], status, status in OPENAI_ENDED, _ts(doc.get("created_at")),
                            int(counts.get("total") or 0), dict(doc.get("metadata") or {}),
-                           output_file_id=doc.get("output_file_id"), error_file_id=doc.get("error_file_id"))
+                           output_file_id=doc.get("output_file_id"), error_file_id=doc.get("error_file_id"),
+                           errors=codes)
 
 
 def _openai_line(row: dict[str, Any]) -> LineOutcome:
@@ -265,4 +293,4 @@ def _anthropic_line(row: dict[str, Any]) -> LineOutcome:
                                              "not_found_error", "billing_error"))
 
 
-__all__ = ["BatchApi", "LineOutcome", "RemoteBatch", "anthropic_custom_id"]
+__all__ = ["BatchApi", "BatchQueueFull", "LineOutcome", "RemoteBatch", "anthropic_custom_id", "queue_full"]

@@ -17,6 +17,13 @@ Failed lines (expired, canceled, 5xx/429 inside the batch, missing) are retried 
 new batch (`batch.on_failed_lines`), at most `batch.line_retries` times; a line the provider
 refuses for good (400, invalid request) fails its task, as online.
 
+A full queue is not a failure: when the provider has no room for one more batch (OpenAI fails it
+with `token_limit_exceeded`, Anthropic answers the create with a 429) nothing ran and nothing was
+billed, so the same lines wait and go again, not counted as a try. A `RoomGate` holds the
+submissions until one of our batches ends (or a backoff from `poll_s` to `poll_max_s` passes),
+then lets one probe before the rest; a batch refused while none of ours is open is split in two,
+in case it alone is over the limit.
+
 When the lane closes (Ctrl-C, a fatal error) nothing is submitted or polled any more: waiting
 requests are refused with the lane's error, and submitted batches stay in the journal for the
 next session.
@@ -34,7 +41,8 @@ import structlog
 
 from agen.config import BatchConfig
 from agen.errors import FatalRunError, ProviderError, RetryableError, Stopped, TaskFailedError
-from agen.providers.batch_client import BatchApi, LineOutcome, RemoteBatch
+from agen.providers.batch_client import BatchApi, BatchQueueFull, LineOutcome, RemoteBatch, queue_full
+from agen.providers.batch_room import RoomGate
 from agen.providers.wire import WireError
 from agen.run import faults
 from agen.run.batches import BatchEntry, BatchLine, BatchStore
@@ -51,6 +59,14 @@ Match = tuple[str, int, "int | None"]
 
 class _Gone(Exception):
     """The provider no longer knows a recorded batch (404): deleted, or a restarted server forgot it."""
+
+
+class _NoRoom(Exception):
+    """The provider refused a batch for want of room (its intent is void): its lines wait and go again."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -112,6 +128,8 @@ class BatchCollector:
         self._started: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
         self._finding = asyncio.Lock()
+        self._room = RoomGate(self.cfg.poll_s, self.cfg.poll_max_s)
+        self._open = 0  # batches this session created that have not ended
         self.stats = {"batches": 0, "lines": 0, "lines_failed": 0, "lines_retried": 0, "recovered": 0,
                       "answered_from_kept": 0}
         client.lane.on_close(self.close)
@@ -173,6 +191,32 @@ class BatchCollector:
 
     # ---------------------------------------------------------------- one batch
     async def _submit(self, batch: list[_Pending]) -> None:
+        """Submit `batch` and resolve its lines; refused for want of room, it waits and goes again."""
+        try:
+            while True:
+                probe = await self._room.enter()
+                if self._closed is not None:
+                    self._fail(batch, self._closed)
+                    return
+                try:
+                    await self._submit_once(batch)
+                    return
+                except _NoRoom as exc:
+                    alone = self._open == 0
+                    self._room.refused(exc.retry_after_s, ours_open=not alone)
+                    log.warning("batch_queue_full", model=self.client.name, lines=len(batch),
+                                our_open_batches=self._open, detail=str(exc)[:200],
+                                action="the lines wait for room and go again (nothing was billed)")
+                    if alone and len(batch) > 1:  # it may alone be over the limit
+                        rest, batch = batch[len(batch) // 2:], batch[:len(batch) // 2]
+                        self._spawn(self._submit(rest))
+                finally:
+                    if probe:
+                        self._room.probe_done()
+        finally:
+            self._live.difference_update(batch)
+
+    async def _submit_once(self, batch: list[_Pending]) -> None:
         taken: set[str] = set()
         lines: list[BatchLine] = []
         for p in batch:
@@ -189,9 +233,22 @@ class BatchCollector:
                 for p in batch:
                     self._retry(p, LineOutcome("", None, "not_created", "the batch could not be created"))
                 return
+            self._open += 1
+            try:
+                ended = await self._poll(entry, remote, accepted=self._room.accepted)
+            finally:
+                self._open -= 1
+            if ended is None:
+                return
+            if queue_full(ended):
+                await self.store.record(entry, "void", why=f"queue full: batch {ended.id} failed with "
+                                                            "token_limit_exceeded")
+                raise _NoRoom(f"batch {ended.id} failed: token_limit_exceeded")
+            remote = ended
+            self._room.room_likely()  # one of ours ended: a waiting batch may fit now
             self.stats["batches"] += 1
             self.stats["lines"] += len(lines)
-            await self._await_results(entry, remote, lambda cid, row, outcome: self._settle(by_cid[cid], row, outcome))
+            await self._collect(entry, remote, lambda cid, row, outcome: self._settle(by_cid[cid], row, outcome))
         except _Gone as exc:
             await self.store.record(entry, "void", why=f"gone at the provider: {exc}"[:300])
             for p in batch:
@@ -201,11 +258,11 @@ class BatchCollector:
             self._fail(batch, exc)
         except TaskFailedError as exc:
             self._fail(batch, exc)
+        except _NoRoom:
+            raise
         except BaseException as exc:  # a storage error, a cancel: nothing more can be done for these
             self._fail(batch, exc if isinstance(exc, Exception) else Stopped("the run is stopping"))
             raise
-        finally:
-            self._live.difference_update(batch)
 
     async def _create(self, entry: BatchEntry, bodies: list[tuple[str, dict[str, Any]]]) -> RemoteBatch | None:
         """Upload (OpenAI) and create the batch, recording each id as soon as it is known; None if
@@ -226,6 +283,9 @@ class BatchCollector:
         except TaskFailedError as exc:
             await self.store.record(entry, "void", why=f"create refused: {exc.message}"[:300])
             raise
+        except BatchQueueFull as exc:  # refused at create (Anthropic): no batch was made
+            await self.store.record(entry, "void", why=f"queue full: {exc.message}"[:300])
+            raise _NoRoom(exc.message, exc.retry_after_s) from None
         faults.crashpoint("batch_after_create")  # created, its id not yet recorded
         await self.store.record(entry, "submitted", batch_id=remote.id)
         return remote
@@ -260,20 +320,36 @@ class BatchCollector:
     async def _await_results(self, entry: BatchEntry, remote: RemoteBatch,
                              settle: Callable[[str, dict[str, Any], LineOutcome], None]) -> None:
         """Poll until the batch ended, keep every line's outcome (durably), then settle each line."""
+        ended = await self._poll(entry, remote)
+        if ended is not None:
+            await self._collect(entry, ended, settle)
+
+    async def _poll(self, entry: BatchEntry, remote: RemoteBatch,
+                    accepted: Callable[[], None] | None = None) -> RemoteBatch | None:
+        """The batch once it has ended (states journaled as they change); None if the lane closed first.
+        `accepted` is called once the provider has taken it: past validation and not refused for room."""
         delay = self.cfg.poll_s
-        while not remote.ended:
+        while True:
+            if accepted is not None and remote.status not in ("validating", "failed"):
+                accepted()
+                accepted = None
+            if remote.ended:
+                break
             if self._closed is not None:
-                return  # no request leaves any more; the next session polls this batch
+                return None  # no request leaves any more; the next session polls this batch
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.cfg.poll_max_s)
             if self._closed is not None:
-                return
+                return None
             remote = await self._retrieve(remote.id)
             faults.crashpoint("batch_polled")
             if remote.status != entry.status:
                 await self.store.record(entry, "state", status=remote.status)
-        if self._closed is not None:
-            return
+        return None if self._closed is not None else remote
+
+    async def _collect(self, entry: BatchEntry, remote: RemoteBatch,
+                       settle: Callable[[str, dict[str, Any], LineOutcome], None]) -> None:
+        """Download an ended batch's results, keep every line's outcome (durably), then settle each line."""
         outcomes = {o.custom_id: o for o in await self.api.results(remote)}
         faults.crashpoint("batch_downloaded")
         rows: dict[str, dict[str, Any]] = {}
@@ -435,6 +511,7 @@ class BatchCollector:
         forming, self._forming = self._forming, []
         self._fail(forming, exc)
         self._fail(list(self._live), exc)
+        self._room.release_all()  # submissions waiting for room wake, see the close and stop
         for recs in self._recovered.values():
             self._refuse_recovered(recs, exc)
 
@@ -449,4 +526,5 @@ class BatchCollector:
                 pass
 
     def statistics(self) -> dict[str, int]:
-        return {f"batch/{k}": v for k, v in self.stats.items()} | {"batch/http_calls": self.api.calls}
+        return {f"batch/{k}": v for k, v in self.stats.items()} | {"batch/http_calls": self.api.calls,
+                                                                   "batch/queue_full": self._room.refusals}

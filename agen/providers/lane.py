@@ -47,6 +47,10 @@ if TYPE_CHECKING:
 
 NEG_INF = -math.inf
 USAGE_BANK_S = 5.0  # seconds of token rate a usage-charging lane may bank from refunds
+OVERLOAD_EWMA = 0.05  # weight of one answer in the moving 5xx share (~the last 20 answers)
+OVERLOAD_SHARE = 0.25  # a 5xx share from which the lane backs off
+OVERLOAD_CUT = 0.7  # an overload cut keeps this share (CUBIC's beta: a gentler sawtooth than halving)
+OVERLOAD_DOUBLING_S = 5.0  # after an overload cut the allowed share doubles this often
 
 
 @dataclass(slots=True)
@@ -119,6 +123,9 @@ class Pacer:
         self.facts = facts or EndpointFacts("lane")
         self.seq_out = 0.0
         self._hintless = 0  # 429s without any wait hint since the last success
+        self.overload_share = 0.0  # moving share of 5xx/transport failures among recent answers
+        self._overload_cut = False  # the last decrease was an overload's (then `factor` recovers exponentially)
+        self.overload_decreases = 0
         self._charge = ChargeProbe()
         self._last_req: tuple[float, float] | None = None  # (at, remaining) of the last requests report
         self._steady_votes = 0
@@ -127,8 +134,14 @@ class Pacer:
 
     # ---- rates
     def factor(self, now: float) -> float:
+        """The share of the lane's rate (or concurrency) allowed now. After a 429 it climbs back
+        linearly (all of it in `recover_s`); after an overload cut it doubles every
+        `OVERLOAD_DOUBLING_S`, so a lane cut far below its maximum probes upward in small steps
+        near the server's capacity instead of overshooting it again within a second."""
         if self._f0 >= 1.0:
             return 1.0
+        if self._overload_cut:
+            return min(1.0, self._f0 * 2.0 ** ((now - self.decreased_at) / OVERLOAD_DOUBLING_S))
         return min(1.0, self._f0 + (now - self.decreased_at) / self.recover_s)
 
     @staticmethod
@@ -247,6 +260,20 @@ class Pacer:
     def succeeded(self) -> None:
         """A request went through: a 429 without a hint starts again from the shortest pause."""
         self._hintless = 0
+        self.overload_share *= 1.0 - OVERLOAD_EWMA
+
+    def overloaded(self, now: float, admitted_at: float) -> None:
+        """A 5xx or a transport failure. Cut the rate (or, with no rate known, the concurrency) to
+        `OVERLOAD_CUT` once per generation, but only while such answers are a large share of recent ones
+        (`OVERLOAD_SHARE`): an overloaded server answers most requests beyond its capacity so, while
+        a few random 500s of a healthy one must not ratchet the lane down."""
+        self.overload_share += OVERLOAD_EWMA * (1.0 - self.overload_share)
+        if self.overload_share >= OVERLOAD_SHARE and admitted_at >= self.decreased_at:
+            self._f0 = max(self.min_factor, self.factor(now) * OVERLOAD_CUT)
+            self._overload_cut = True
+            self.decreased_at = now
+            self.decreases += 1
+            self.overload_decreases += 1
 
     def throttled(self, now: float, admitted_at: float, wait_s: float | None) -> None:
         """A 429: pause everyone for the server's wait (none given: a pause that doubles with every
@@ -267,6 +294,7 @@ class Pacer:
             # Mirroring the server's bucket already corrects the cause; then only a gentle decrease.
             mirrored = self._mirror_req is not None or self._mirror_tok is not None
             self._f0 = max(self.min_factor, self.factor(now) * (0.9 if mirrored else 0.5))
+            self._overload_cut = False
             self.decreased_at = now
             self.decreases += 1
 
@@ -393,6 +421,10 @@ class Lane:
         self._share_pause()
         self._dispatch()
 
+    def overloaded(self, ticket: Ticket) -> None:
+        """The request got a 5xx or a transport failure: the pacer may back the lane off."""
+        self.pacer.overloaded(self._now(), ticket.admitted_at)
+
     def observe(self, info: RateLimitInfo, ticket: Ticket | None = None) -> None:
         """Feed one response's rate-limit headers (for the request holding `ticket`) to the pacer."""
         if not info.empty:
@@ -510,6 +542,7 @@ class Lane:
             "lane/pauses": p.pauses,
             "lane/header_pauses": p.header_pauses,
             "lane/decreases": p.decreases,
+            "lane/overload_decreases": p.overload_decreases,
             "lane/factor": round(p.factor(now), 4),
             "lane/rpm_effective": round((p.req_rate(now) or 0.0) * 60, 2),
             "lane/tpm_effective": round((p.tok_rate(now) or 0.0) * 60, 2),

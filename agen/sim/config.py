@@ -51,6 +51,7 @@ class Faults(_Strict):
     malformed_p: float = Field(default=0.0, ge=0, le=1)
     quota_after: int | None = Field(default=None, ge=0)  # calls allowed before quota errors start
     outage: Outage | None = None  # every request answered with a 5xx for a while
+    capacity: int | None = Field(default=None, ge=1)  # requests answered at once; beyond: "overloaded" at once
 
 
 class Quirks(_Strict):

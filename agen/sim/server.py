@@ -98,6 +98,7 @@ class ModelState:
     def __init__(self, cfg: SimModel, now: float, defaults: SimConfig) -> None:
         self.cfg = cfg
         self.started: float | None = None  # the model's first request: outage windows count from there
+        self.busy = 0  # requests being answered now (in their latency): `faults.capacity` refuses beyond it
         q = cfg.quirks
 
         def limiter(limit: float | None) -> limits.Limiter | None:
@@ -483,6 +484,12 @@ class Handlers:
                 ms.tok_bucket.take(cost)
             rl = ms.rl_headers(fmt, now)
 
+        # an overloaded server: beyond its capacity it answers at once with "overloaded" (Anthropic's
+        # 529, OpenAI's 503), so a client that keeps its concurrency up draws a 5xx storm
+        if not batch and faults.capacity is not None and ms.busy >= faults.capacity:
+            status, body = wire.error(fmt, "overloaded", wire._DEFAULT_MESSAGE[503 if fmt == "openai" else 529], rid)
+            raise _Reply(status, body, rl)
+
         # random faults (never for a scripted 200)
         malformed = False
         if scripted is None and not batch:
@@ -531,7 +538,11 @@ class Handlers:
         if not batch and (lat.median > 0 or lat.per_output_token_ms > 0):
             delay = lat.median * (math.exp(lat.sigma * st.rng.gauss(0.0, 1.0)) if lat.sigma else 1.0)
             delay += lat.per_output_token_ms * max(count_tokens(t) for t in texts)
-            await asyncio.sleep(delay / 1000.0)
+            ms.busy += 1
+            try:
+                await asyncio.sleep(delay / 1000.0)
+            finally:
+                ms.busy -= 1
         use = _cache_use(st, ms, fmt, prompt, now)
         cached = use.read
         if usage_charged and not batch and ms.tok_bucket is not None:
