@@ -14,7 +14,8 @@ worker's CPU time (from /proc; wall time where there is none): the workers run a
 a loaded machine an ordinary comparison can wait seconds for a core, and killing it for that
 made every hard sample undecidable and the pool churn through replacements (a MATH-style
 quick start crawled for 18+ minutes at load 8). A worker starved of CPU is waited for, up to
-`WALL_FACTOR` times the limit in wall time (a worker that never runs is stuck too). The sample counts like
+`WALL_FACTOR` times the limit in wall time (more made a benchmark full of pathological answers
+crawl instead: each one held a starved worker for minutes). The sample counts like
 a sample without an answer — towards K, for no class, so neither for nor against the candidate —
 and is listed on the record (`vote.undecidable`). Results are cached per (representative, answer) inside each worker (the
 `agen.gen.answers` caches); an answer that timed out once is undecidable for the rest of the run
@@ -49,7 +50,8 @@ __all__ = ["COMPARE_TIMEOUT_S", "EquivalencePool", "VoteFeed", "default_workers"
 log = structlog.get_logger("agen.filters.equivalence")
 
 COMPARE_TIMEOUT_S = 2.0  # CPU seconds per comparison; the common math-verify comparison takes 1-50 ms
-WALL_FACTOR = 30  # a comparison starved of CPU is given up after this many times its limit in wall time
+WALL_FACTOR = 3  # a comparison starved of CPU is given up after this many times its limit in wall
+#   time: a loaded machine gets slack, and a pathological answer still costs a bounded wait
 _TIMED_OUT_KEEP = 4096  # answers remembered as undecidable
 
 
