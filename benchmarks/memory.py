@@ -113,6 +113,10 @@ def child(n: int, out: Path, dedup: bool) -> dict[str, Any]:
             class NoDedup:
                 def check_and_add(self, *_a: object) -> None:
                     return None
+
+                def close(self) -> None:
+                    return None
+            p.dedup.close()
             p.dedup = NoDedup()  # type: ignore[assignment]
         for c in clients.values():
             c.pipeline = p

@@ -20,9 +20,9 @@ refuses for good (400, invalid request) fails its task, as online.
 A full queue is not a failure: when the provider has no room for one more batch (OpenAI fails it
 with `token_limit_exceeded`, Anthropic answers the create with a 429) nothing ran and nothing was
 billed, so the same lines wait and go again, not counted as a try. A `RoomGate` holds the
-submissions until one of our batches ends (or a backoff from `poll_s` to `poll_max_s` passes),
-then lets one probe before the rest; a batch refused while none of ours is open is split in two,
-in case it alone is over the limit.
+submissions until one of our batches ends (or a backoff passes), then lets them through one at a
+time, each once the provider took the one before, until four in a row were taken; a batch refused
+while none of ours is open is split in two, in case it alone is over the limit.
 
 When the lane closes (Ctrl-C, a fatal error) nothing is submitted or polled any more: waiting
 requests are refused with the lane's error, and submitted batches stay in the journal for the
