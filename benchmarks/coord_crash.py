@@ -20,7 +20,6 @@ import random
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,7 +173,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as d, \
             SimProcess(write_sim_config(Path(d) / "sim.yaml", latency_ms=60)) as sim, RedisProcess() as r:
-        urllib.request.urlopen(urllib.request.Request(sim.base_url + "/sim/reset", method="POST"), timeout=10).close()
+        sim.reset()
         res = scale_crash(Path(d), sim.base_url, r.url, workers=args.workers, kills=kills, target=target,
                           rng=random.Random(args.seed))
     print(json.dumps({"workers": args.workers, "kills": res.kills, "restarts": res.restarts,

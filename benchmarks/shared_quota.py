@@ -26,7 +26,6 @@ import multiprocessing
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import orjson
@@ -112,7 +111,7 @@ def main() -> None:
             for i, (world, n, way) in enumerate(rows):
                 model = f"m{i}"
                 start_at = time.time() + 1.5  # every process imported and connected by then
-                urllib.request.urlopen(urllib.request.Request(sim.base_url + "/sim/reset", method="POST")).read()
+                sim.reset()
                 futs = [pool.submit(worker, sim.base_url, model, args.rpm, args.tpm,
                                     redis.url if way == "shared" else None, f"bench-{i}", start_at,
                                     args.warm + args.seconds, args.callers) for _ in range(n)]

@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -34,7 +33,7 @@ def sim_module(tmp_path_factory):
 
 @pytest.fixture
 def sim(sim_module):
-    urllib.request.urlopen(urllib.request.Request(sim_module.base_url + "/sim/reset", method="POST"), timeout=10).close()
+    sim_module.reset()
     return sim_module
 
 
@@ -121,7 +120,7 @@ def test_resume_after_the_provider_forgot_the_batches(sim, tmp_path):
     cfg = run_config(tmp_path, sim.base_url, "openai")
     proc = agen(["run", str(cfg)], log, env={"AGEN_CRASHPOINT": "batch_polled:2"})
     assert proc.wait(timeout=180) == CRASH_EXIT, log.read_text()[-3000:]
-    urllib.request.urlopen(urllib.request.Request(sim.base_url + "/sim/reset", method="POST"), timeout=10).close()
+    sim.reset()
     ever = set(committed_ids(root)) if (root / "accepted").exists() else set()
     proc = agen(["resume", str(root)], log)
     assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]

@@ -31,7 +31,7 @@ def sim_module(tmp_path_factory):
 
 @pytest.fixture
 def sim(sim_module):
-    urllib.request.urlopen(urllib.request.Request(sim_module.base_url + "/sim/reset", method="POST"), timeout=10).close()
+    sim_module.reset()
     return sim_module
 
 

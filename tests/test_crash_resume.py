@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 
@@ -27,7 +26,7 @@ def sim_module(tmp_path_factory):
 @pytest.fixture
 def sim(sim_module):
     """The module's sim with its stats cleared, so its bill is this test's alone."""
-    urllib.request.urlopen(urllib.request.Request(sim_module.base_url + "/sim/reset", method="POST"), timeout=10).close()
+    sim_module.reset()
     return sim_module
 
 

@@ -82,7 +82,7 @@ def test_same_question_every_time_stops_as_duplicates_and_resumes(tmp_path):
         assert res.exit_code == EXIT_NO_PROGRESS, res.output
         assert "duplicate:*" in res.output and "duplicate:exact" in res.output
         assert "raise temperature" in res.output
-        urllib.request.urlopen(urllib.request.Request(sim.base_url + "/sim/reset", method="POST")).close()
+        sim.reset()
         res = _resume(tmp_path / "run")
         assert res.exit_code == EXIT_OK, res.output
     assert _accepted(tmp_path / "run", "propose") == 4 and _accepted(tmp_path / "run", "amplify") == 12

@@ -83,6 +83,14 @@ class SimProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def reset(self, timeout_s: float = 10.0) -> None:
+        """`POST /sim/reset`: stats, scripts, buckets, quotas, caches and batches as at start (one
+        sim serves several tests or benchmark rows, each with a bill of its own)."""
+        import urllib.request
+
+        req = urllib.request.Request(self.base_url + "/sim/reset", method="POST")
+        urllib.request.urlopen(req, timeout=timeout_s).close()
+
     def _output(self) -> str:
         assert self._out is not None
         return os.pread(self._out.fileno(), 1 << 20, 0).decode(errors="replace")
