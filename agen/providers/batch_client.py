@@ -58,6 +58,12 @@ class BatchQueueFull(Exception):
         self.retry_after_s = retry_after_s
 
 
+def taken(b: RemoteBatch) -> bool:
+    """Whether the provider has taken a batch to run: OpenAI's is past validation and not failed
+    (Anthropic has neither state: it takes a batch at create)."""
+    return b.status not in ("validating", "failed")
+
+
 def queue_full(b: RemoteBatch) -> bool:
     """Whether an ended batch was refused for want of room (OpenAI fails it in validation with
     `token_limit_exceeded`; its lines never ran, so it has no output or error file)."""
@@ -293,4 +299,5 @@ def _anthropic_line(row: dict[str, Any]) -> LineOutcome:
                                              "not_found_error", "billing_error"))
 
 
-__all__ = ["BatchApi", "BatchQueueFull", "LineOutcome", "RemoteBatch", "anthropic_custom_id", "queue_full"]
+__all__ = ["BatchApi", "BatchQueueFull", "LineOutcome", "RemoteBatch", "anthropic_custom_id", "queue_full",
+           "taken"]

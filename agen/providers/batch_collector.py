@@ -41,7 +41,7 @@ import structlog
 
 from agen.config import BatchConfig
 from agen.errors import FatalRunError, ProviderError, RetryableError, Stopped, TaskFailedError
-from agen.providers.batch_client import BatchApi, BatchQueueFull, LineOutcome, RemoteBatch, queue_full
+from agen.providers.batch_client import BatchApi, BatchQueueFull, LineOutcome, RemoteBatch, queue_full, taken
 from agen.providers.batch_room import RoomGate
 from agen.providers.wire import WireError
 from agen.run import faults
@@ -244,11 +244,10 @@ class BatchCollector:
                 await self.store.record(entry, "void", why=f"queue full: batch {ended.id} failed with "
                                                             "token_limit_exceeded")
                 raise _NoRoom(f"batch {ended.id} failed: token_limit_exceeded")
-            remote = ended
             self._room.room_likely()  # one of ours ended: a waiting batch may fit now
             self.stats["batches"] += 1
             self.stats["lines"] += len(lines)
-            await self._collect(entry, remote, lambda cid, row, outcome: self._settle(by_cid[cid], row, outcome))
+            await self._collect(entry, ended, lambda cid, row, outcome: self._settle(by_cid[cid], row, outcome))
         except _Gone as exc:
             await self.store.record(entry, "void", why=f"gone at the provider: {exc}"[:300])
             for p in batch:
@@ -330,7 +329,7 @@ class BatchCollector:
         `accepted` is called once the provider has taken it: past validation and not refused for room."""
         delay = self.cfg.poll_s
         while True:
-            if accepted is not None and remote.status not in ("validating", "failed"):
+            if accepted is not None and taken(remote):
                 accepted()
                 accepted = None
             if remote.ended:
