@@ -17,7 +17,8 @@ base URL):
     /v1/messages/batches        Anthropic's Message Batches API (agen.sim.anthropic_batches)
 
 A request goes: scripted response? -> auth -> anthropic-version -> model known? -> body valid?
--> context window -> quota -> rate limits -> random faults -> latency -> answer.
+-> context window -> quota -> rate limits -> capacity (`faults.capacity`) -> random faults -> latency
+-> answer.
 Stats `input_tokens` follow agen's `Usage` convention: all prompt tokens, cached or not. Requests
 whose body names no model (unparseable, too large) are counted under `_unknown`; a request whose
 client hung up before the answer is counted with status 499. Prompt caching
