@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -150,15 +151,16 @@ class _MinHashRows(dict):  # type: ignore[type-arg]
         return slots
 
 
-def _ranked(feats: list[int]) -> list[int]:
-    """A multiset as a set: the k-th repeat of a feature (k ≥ 1) becomes a feature of its own."""
-    seen: dict[int, int] = {}
-    out = []
-    for f in feats:
-        k = seen.get(f, 0)
-        seen[f] = k + 1
-        out.append(f | k << _RANK_SHIFT)
-    return out
+_CONTENT = (-1).__ne__  # filter()'s test for "not a stop word or a number", in C
+
+
+def _as_set(feats: list[int]) -> list[int]:
+    """A multiset as a set: the k-th repeat of a feature (k ≥ 1) becomes a feature of its own
+    (`f | k << 21`). Counting is one C pass; only repeated features are visited in Python."""
+    counts = Counter(feats)
+    if len(counts) == len(feats):
+        return feats
+    return [*counts, *[f | k << _RANK_SHIFT for f, m in counts.items() if m > 1 for k in range(1, m)]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +245,7 @@ class Deduper:
         query = "".join(map(_CODES.__getitem__, tokens))
         if not query:
             return _Prepared(exact_key(text), query, None, [])
-        keys = self._band_keys(query, [f for f in map(_FEATURES.__getitem__, tokens) if f >= 0])
+        keys = self._band_keys(query, list(filter(_CONTENT, map(_FEATURES.__getitem__, tokens))))
         return _Prepared(exact_key(text), query, keys, keys.tolist())
 
     def _band_keys(self, query: str, content: list[int]) -> np.ndarray:
@@ -251,10 +253,8 @@ class Deduper:
         numbers left out) as a multiset: min-hashes by multiply-add-shift, `rows` a band."""
         if len(content) < 3:  # nearly all numbers / stop words: use every word
             content = list(map(ord, query))
-        if len(set(content)) < len(content):  # the 2nd "apple" is a feature of its own
-            content = _ranked(content)
         rows = self._rows
-        mins = np.minimum.reduce(rows.table.take(rows.slots(content), axis=0))
+        mins = np.minimum.reduce(rows.table.take(rows.slots(_as_set(content)), axis=0))
         if self.rows == 4:  # the default: a band's four 16-bit mins are one uint64, exactly
             packed = mins.view(np.uint64)
         else:

@@ -172,7 +172,7 @@ class _Buffer:
         self.prev.extend(map(head.get, keys, repeat(-1)))
         head.update(zip(keys, count(slot)))
         self.keys.extend(keys)
-        self.vals.extend(repeat(value, len(keys)))
+        self.vals.extend(array("i", (value,)) * len(keys))
 
     def newest(self, key: int, limit: int) -> list[int]:
         """Up to `limit` values stored under `key`, newest first."""
@@ -326,12 +326,14 @@ class MultiMap:
         mem_keys, mem_vals, runs = self._state
         if len(mem_keys):
             lo = mem_keys.searchsorted(keys, "left")
-            hi = mem_keys.searchsorted(keys, "right")
-            for i in np.flatnonzero(hi > lo).tolist():
-                if need[i] > 0:
-                    take = mem_vals[max(int(lo[i]), int(hi[i]) - need[i]) : hi[i]].tolist()
-                    out += take
-                    need[i] -= len(take)
+            found = np.flatnonzero(mem_keys.take(lo, mode="clip") == keys)
+            if len(found):  # few keys are in the run: only their ends are searched for
+                hi = mem_keys.searchsorted(keys[found], "right").tolist()
+                for i, a, b in zip(found.tolist(), lo[found].tolist(), hi, strict=True):
+                    if need[i] > 0:
+                        take = mem_vals[max(a, b - need[i]) : b].tolist()
+                        out += take
+                        need[i] -= len(take)
         if runs and max(need) > 0:
             _get_files(runs, keys, need, out)
         return out
