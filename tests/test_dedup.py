@@ -213,3 +213,21 @@ def test_dedup_speed_benchmark_quick() -> None:
     assert doc["benchmark"] == "dedup_speed" and {r["kind"] for r in doc["results"]} == {"gsm8k", "sim"}
     for r in doc["results"]:
         assert r["same_decisions"] == r["probes"] and r["new_us"] > 0 and r["speedup"] > 0
+
+
+def test_newest_finds_64_bit_keys_in_buffer_run_and_files(tmp_path: Path) -> None:
+    """`newest` (the exact map's one-key lookup) returns the latest value of keys above 2**63
+    wherever they are: the buffer, the in-RAM sorted run or a file."""
+    from agen.gen.dedup_store import SpillDir
+
+    mm = MultiMap(np.uint64, merge_at=8, spill_at=64, spill=SpillDir(tmp_path / "c"))
+    keys = [(1 << 64) - 1 - 7 * i for i in range(300)]
+    for v, k in enumerate(keys):
+        mm.add([k], v)
+    mm.add([keys[3]], 999)  # a newer value of an old key
+    mm.wait_merged()
+    assert mm._state[2] and len(mm._state[0]) + len(mm._buf) < 300  # some keys are only in files
+    assert mm.newest(keys[3]) == 999 and mm.newest(keys[0]) == 0 and mm.newest(keys[-1]) == 299
+    assert all(mm.newest(k) == v for v, k in enumerate(keys) if v != 3)
+    assert mm.newest(12345) is None
+    mm.close()

@@ -22,6 +22,11 @@ are kept as 20-bit codes (4 bytes a word, appended with the id to one file) so R
 files (a cache: emptied at start, rebuilt from the shards); without it a temporary folder is used
 once the index outgrows RAM. A 20-bit code collision can only raise an LCS, by about one word in
 ~0.2% of comparisons: immaterial at a 0.7 threshold.
+
+CPU per check (it runs on the event loop for every candidate): no Python loop over a question's
+tokens or band keys. Tokens, codes and features are C-level passes (`bytes.translate`, `map` over
+dicts filled on a miss); MinHash values per feature are cached rows, so a question's signature is
+one gather and one min; buffers take and look up a question's 32 keys in C-level passes.
 """
 
 from __future__ import annotations
