@@ -104,7 +104,7 @@ async def post(pool: HttpPool, url: str, body: bytes = BODY, read_timeout: float
                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     status, got, data = await pool.post(pool.target(url, headers or {"content-type": "application/json"}), body,
                                         connect_timeout=2.0, read_timeout=read_timeout)
-    return status, dict(got), data
+    return status, {k.lower(): v for k, v in got.items()}, data
 
 
 async def test_keep_alive_against_the_sim_reuses_one_connection(sim) -> None:  # type: ignore[no-untyped-def]
@@ -244,3 +244,22 @@ async def test_tls_with_a_verified_certificate_and_a_refused_one() -> None:
         with pytest.raises(ssl.SSLError):
             await post(untrusting, srv.url("/plain"))
         untrusting.close()
+
+
+async def test_the_sims_http_options_change_what_goes_on_the_wire() -> None:
+    from agen.sim import start_sim
+
+    server = await start_sim({"http": {"chunked": True, "gzip": True, "close_p": 1.0},
+                              "models": {"sim-small": {"latency_ms": {"median": 0, "sigma": 0}}}})
+    try:
+        pool = HttpPool(2)
+        url = server.base_url + "/v1/chat/completions"
+        for _ in range(2):
+            status, headers, data = await post(pool, url)
+            assert status == 200 and orjson.loads(data)["choices"]  # decoded from gzip, read from chunks
+            assert headers["content-encoding"] == "gzip" and headers["transfer-encoding"] == "chunked"
+            assert headers["connection"] == "close"
+        assert pool.connections_made == 2  # closed after each answer, as `close_p: 1` says
+        pool.close()
+    finally:
+        await server.aclose()
