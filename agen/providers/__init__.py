@@ -48,8 +48,11 @@ def check_api_keys(models: dict[str, ModelConfig]) -> None:
     missing += [f"models.{name}.shared_quota: environment variable {q.password_env} is not set (it should hold "
                 f"the Redis password)" for name, m in models.items()
                 if (q := m.shared_quota) is not None and q.password_env and not os.environ.get(q.password_env)]
+    missing += [f"models.{name}: environment variable {m.api_key_env} holds a line break or NUL (copied with its "
+                f"line end?); it cannot go in an HTTP header" for name, m in models.items()
+                if m.api_key_env and any(c in os.environ.get(m.api_key_env, "") for c in "\r\n\0")]
     if missing:
-        raise ConfigError("missing API keys:\n  " + "\n  ".join(missing))
+        raise ConfigError("API keys missing or unusable:\n  " + "\n  ".join(missing))
 
 
 class Providers:
