@@ -263,3 +263,24 @@ async def test_the_sims_http_options_change_what_goes_on_the_wire() -> None:
         pool.close()
     finally:
         await server.aclose()
+
+
+async def test_a_host_is_looked_up_once_while_its_connections_come_and_go() -> None:
+    async with Scripted() as srv:
+        pool = HttpPool(1)
+        lookups: list[str] = []
+        real = pool.loop.getaddrinfo
+
+        async def counted(host, *a, **kw):  # type: ignore[no-untyped-def]
+            lookups.append(host)
+            return await real(host, *a, **kw)
+
+        pool.loop.getaddrinfo = counted  # type: ignore[method-assign]
+        try:
+            for _ in range(3):
+                status, _, _ = await post(pool, f"http://localhost:{srv.port}/close-after")
+                assert status == 200
+        finally:
+            del pool.loop.getaddrinfo  # type: ignore[method-assign]
+        assert srv.connections == 3 and lookups == ["localhost"]
+        pool.close()

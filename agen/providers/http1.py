@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import errno
+import socket
 import ssl
 import zlib
 from collections import deque
@@ -34,6 +35,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 __all__ = ["HttpPool", "HttpProtocolError", "Target"]
 
 KEEPALIVE_S = 15.0  # aiohttp's default keep-alive of an idle connection
+DNS_TTL_S = 300.0  # and its connector's DNS cache
 
 
 class HttpProtocolError(ConnectionError):
@@ -198,6 +200,7 @@ class HttpPool:
         self._idle: dict[tuple[str, int, bool], list[_Conn]] = {}
         self._open = 0  # connections open or being opened
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._dns: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
         self.connections_made = 0  # tests and benchmarks read it
 
     def target(self, url: str, headers: Mapping[str, str]) -> Target:
@@ -276,13 +279,22 @@ class HttpPool:
             conn = _Conn(self, origin)
             return conn
 
-        try:
+        async def first_that_answers() -> None:
             if tls and self._ssl is None:
                 self._ssl = ssl.create_default_context()
-            await asyncio.wait_for(
-                self.loop.create_connection(protocol, host, port, ssl=self._ssl if tls else None,
-                                            server_hostname=host if tls else None),
-                connect_timeout)
+            errors: list[OSError] = []
+            for addr in await self._addresses(host, port):
+                try:
+                    await self.loop.create_connection(protocol, addr[0], addr[1], ssl=self._ssl if tls else None,
+                                                      server_hostname=host if tls else None)
+                    return
+                except OSError as exc:
+                    errors.append(exc)
+            self._dns.pop((host, port), None)  # none answered: look the name up again next time
+            raise errors[0]
+
+        try:
+            await asyncio.wait_for(first_that_answers(), connect_timeout)
         except BaseException:
             if conn is not None and conn.transport is not None:
                 conn.abort()  # counted down by abort
@@ -293,6 +305,18 @@ class HttpPool:
         assert conn is not None
         self.connections_made += 1
         return conn
+
+    async def _addresses(self, host: str, port: int) -> list[tuple[str, int]]:
+        """The host's addresses, looked up once per `DNS_TTL_S` (as aiohttp's connector caches them):
+        a server that closes every connection would otherwise cost a lookup per request."""
+        hit = self._dns.get((host, port))
+        now = self.loop.time()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addrs = list(dict.fromkeys((sa[0], sa[1]) for *_, sa in infos))
+        self._dns[(host, port)] = (now + DNS_TTL_S, addrs)
+        return addrs
 
     def _release(self, conn: _Conn) -> None:
         conn.idle_since = self.loop.time()
