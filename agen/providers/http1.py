@@ -77,7 +77,7 @@ class Target:
             lines.append("accept-encoding: gzip, deflate")
         if "user-agent" not in given:
             lines.append(f"user-agent: {user_agent}")
-        return cls(host, port, tls, ("\r\n".join(lines) + "\r\ncontent-length: ").encode("latin-1"))
+        return cls(host, port, tls, ("\r\n".join(lines) + "\r\ncontent-length: ").encode())  # UTF-8, as aiohttp
 
     @property
     def origin(self) -> tuple[str, int, bool]:
