@@ -117,7 +117,8 @@ def child(n: int, out: Path, dedup: bool) -> dict[str, Any]:
                 def close(self) -> None:
                     return None
             p.dedup.close()
-            p.dedup = NoDedup()  # type: ignore[assignment]
+            # the workers were handed the deduper when the pipeline was built: swap theirs too
+            p.dedup = p.workers.dedup = NoDedup()  # type: ignore[assignment]
         for c in clients.values():
             c.pipeline = p
         await p.run()
