@@ -248,6 +248,9 @@ class ModelConfig(_Strict):
     bad_response_retries: int = Field(default=2, ge=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=120.0, gt=0)  # idle time between bytes
+    # The chat/reward POSTs' HTTP client: agen's lean HTTP/1.1 pool (providers/http1), or aiohttp's
+    # (the batch and file APIs always use aiohttp); a safety valve for a server the lean one misreads
+    http_client: Literal["agen", "aiohttp"] = "agen"
     extra_params: dict[str, Any] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict)
     shared_quota: SharedQuotaConfig | None = None  # rpm/tpm held in Redis, shared with other processes
@@ -572,7 +575,7 @@ RESUMABLE_FIELDS = {
     "models.*.max_concurrency", "models.*.rpm", "models.*.tpm", "models.*.max_retries",
     "models.*.bad_response_retries", "models.*.connect_timeout_s", "models.*.read_timeout_s",
     "models.*.headers", "models.*.api_key_env", "models.*.shared_quota", "models.*.base_url", "models.*.price",
-    "models.*.cache_min_tokens",
+    "models.*.cache_min_tokens", "models.*.http_client",
     "propose.workers", "amplify.workers", "vote.concurrency", "rip.concurrency", "propose.target", "amplify.target",
     "propose.max_attempts", "amplify.max_attempts", "budget", "output.dir", "simulator", "watchdog",
     "sandbox.parallel", "models.*.mode", "propose.mode", "amplify.mode", "vote.mode", "rip.mode", "batch",

@@ -8,7 +8,7 @@ with usage but an unusable body) by model, by stage and by (stage, model).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from agen.config import Price, Rates
@@ -82,6 +82,12 @@ class Tally:
         self.cost_usd += rec.cost_usd
         self.cache_saved_usd += rec.saved_usd
 
+    def merge(self, other: Tally) -> Tally:
+        """Add another tally's counts into this one (returns self)."""
+        for f in _TALLY_FIELDS:
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+        return self
+
     def as_dict(self) -> dict[str, Any]:
         return {"calls": self.calls, "ok_calls": self.ok_calls, "cost_usd": self.cost_usd,
                 "input_tokens": self.input_tokens, "cached_input_tokens": self.cached_input_tokens,
@@ -91,23 +97,39 @@ class Tally:
                 "cache_saved_usd": self.cache_saved_usd}
 
 
+_TALLY_FIELDS = tuple(f.name for f in fields(Tally))
+
+
 class CostBook:
-    """Running totals of every CallRecord; `snapshot()` is JSON-ready."""
+    """Running totals of every CallRecord; `snapshot()` is JSON-ready. Each call is added to the
+    total and to its (stage, model) pair only; the totals by model and by stage are summed from the
+    pairs when read (a few pairs a run), not kept per call."""
 
     def __init__(self) -> None:
         self.total = Tally()
-        self.by_model: dict[str, Tally] = {}
-        self.by_stage: dict[str, Tally] = {}
         self.by_stage_model: dict[tuple[str, str], Tally] = {}
 
     def add(self, record: CallRecord) -> None:
         self.total.add(record)
-        for book, key in ((self.by_model, record.model), (self.by_stage, record.stage),
-                          (self.by_stage_model, (record.stage, record.model))):
-            t = book.get(key)  # type: ignore[call-overload]
-            if t is None:
-                t = book[key] = Tally()  # type: ignore[index]
-            t.add(record)
+        key = (record.stage, record.model)
+        t = self.by_stage_model.get(key)
+        if t is None:
+            t = self.by_stage_model[key] = Tally()
+        t.add(record)
+
+    @property
+    def by_model(self) -> dict[str, Tally]:
+        return self._summed(1)
+
+    @property
+    def by_stage(self) -> dict[str, Tally]:
+        return self._summed(0)
+
+    def _summed(self, part: int) -> dict[str, Tally]:
+        out: dict[str, Tally] = {}
+        for key, t in self.by_stage_model.items():
+            out.setdefault(key[part], Tally()).merge(t)
+        return out
 
     @property
     def total_usd(self) -> float:

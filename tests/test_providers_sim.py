@@ -323,6 +323,14 @@ def test_check_api_keys_names_model_and_env(monkeypatch: pytest.MonkeyPatch) -> 
         check_api_keys({"solver": oa(api_key_env="AGEN_MISSING_KEY")})
 
 
+def test_a_key_with_a_line_end_is_refused_without_being_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key pasted with its newline cannot go in a header: said at start, naming the variable, not the key."""
+    monkeypatch.setenv("AGEN_NL_KEY", "sk-abc123\n")
+    with pytest.raises(ConfigError, match=r"models\.solver.*AGEN_NL_KEY.*line break") as e:
+        check_api_keys({"solver": oa(api_key_env="AGEN_NL_KEY")})
+    assert "sk-abc123" not in str(e.value)
+
+
 async def test_cancelled_call_gives_its_slot_back(sim: SimServer) -> None:
     """Cancelling a call mid-request releases its lane slot (no leaked concurrency)."""
     await script(sim, "sim-large", {"status": 200, "hang_s": 60})

@@ -258,6 +258,19 @@ def test_pacer_429_pauses_and_halves_then_recovers() -> None:
 
 
 
+def test_pacer_hintless_429s_of_one_burst_share_one_pause() -> None:
+    """429s without a wait hint double the pause, but once per generation: requests sent together
+    before the first 429 came back do not double it again each (a burst of 3 once paused 4 s)."""
+    p = Pacer(rpm=None, tpm=600_000, default_pause_s=1.0)
+    for _ in range(3):  # all admitted at 0.1, answered at 0.2
+        p.throttled(0.2, admitted_at=0.1, wait_s=None)
+    assert p.pause_until == pytest.approx(1.2)
+    p.throttled(1.3, admitted_at=1.25, wait_s=None)  # admitted after the pause: the next generation doubles
+    assert p.pause_until == pytest.approx(3.3)
+    p.throttled(1.35, admitted_at=1.25, wait_s=None)  # its sibling: the same 2 s, not 4 s
+    assert p.pause_until == pytest.approx(3.35)
+
+
 def test_pacer_backs_off_an_overloaded_server_but_not_a_few_random_500s() -> None:
     """5xx among successes at a healthy server's rate (1 in 20) never cut the lane; a storm of them
     (an overloaded server) cuts it to OVERLOAD_CUT once per generation, and it then recovers by

@@ -60,6 +60,7 @@ class Watchdog:
         self.cfg = cfg
         self._recent: dict[str, deque[str | None]] = {}
         self._reasons: dict[str, deque[str]] = {}
+        self._family_counts: dict[str, Counter[str]] = {}  # per stage: families in `_recent`
         self._session: dict[str, Counter[str]] = {}
         self._last_error: dict[str, str] = {}
         self._admitted: dict[str, list[int]] = {}  # per stage: a heap of admitted, unwindowed indices
@@ -88,7 +89,13 @@ class Watchdog:
         family = reason.split(":", 1)[0]
         recent = self._recent.setdefault(stage, deque(maxlen=self.cfg.window))
         reasons = self._reasons.setdefault(stage, deque(maxlen=self.cfg.window))
-        recent.append(family if family in FAMILIES else None)
+        family_counts = self._family_counts.setdefault(stage, Counter())  # of `recent`, kept as it slides
+        if len(recent) == recent.maxlen and (gone := recent[0]) is not None:
+            family_counts[gone] -= 1
+        fam = family if family in FAMILIES else None
+        recent.append(fam)
+        if fam is not None:
+            family_counts[fam] += 1
         reasons.append(reason)
         counts = self._session.setdefault(stage, Counter())
         counts["finished"] += 1
@@ -97,10 +104,9 @@ class Watchdog:
             self._last_error[stage] = str(rec["error"])[:300]
         if len(recent) < self.cfg.window:
             return None
-        family_counts = Counter(f for f in recent if f is not None)
-        if not family_counts:
+        top, n = max(family_counts.items(), key=lambda kv: kv[1], default=(None, 0))
+        if not n:
             return None
-        top, n = family_counts.most_common(1)[0]
         if n < self.cfg.share * len(recent):
             return None
         what, advice = FAMILIES[top]

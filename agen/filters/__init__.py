@@ -23,7 +23,10 @@ async def gather_settled(*aws: Awaitable[Any]) -> list[Any]:
     """Like gather, but every call ends before anything is raised, so no request is left running
     unowned (its cost would miss the record and its ledger lines the session). Then the most
     serious error wins: FatalRunError (stop the run), then Stopped (leave the task uncommitted,
-    its paid results journaled), then any other."""
+    its paid results journaled), then any other. One call (a vote wave asked with `n`) is awaited
+    as it is: no task to make and schedule."""
+    if len(aws) == 1:
+        return [await aws[0]]
     results = await asyncio.gather(*aws, return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:

@@ -21,6 +21,7 @@ from agen.config import ModelConfig, Price, load_prices, price_for
 from agen.errors import ConfigError
 from agen.providers.batch_collector import BatchSetup
 from agen.providers.client import ModelClient
+from agen.providers.http1 import HttpPool
 from agen.providers.lane import Lane, Pacer
 from agen.providers.reward import RewardClient
 from agen.providers.transport import GatedConnector, Transport, fit_open_files
@@ -32,6 +33,14 @@ if TYPE_CHECKING:
 __all__ = ["BatchSetup", "ModelClient", "Providers", "check_api_keys"]
 
 
+def _user_agent() -> str:
+    try:
+        from importlib.metadata import version
+        return f"agen/{version('agen')}"
+    except Exception:  # not installed as a distribution (a source checkout on sys.path)
+        return "agen"
+
+
 def check_api_keys(models: dict[str, ModelConfig]) -> None:
     """Raise ConfigError naming the model and the env var for every missing key (never shows a key)."""
     missing = [f"models.{name}: environment variable {m.api_key_env} is not set (it should hold the API key)"
@@ -39,8 +48,11 @@ def check_api_keys(models: dict[str, ModelConfig]) -> None:
     missing += [f"models.{name}.shared_quota: environment variable {q.password_env} is not set (it should hold "
                 f"the Redis password)" for name, m in models.items()
                 if (q := m.shared_quota) is not None and q.password_env and not os.environ.get(q.password_env)]
+    missing += [f"models.{name}: environment variable {m.api_key_env} holds a line break or NUL (copied with its "
+                f"line end?); it cannot go in an HTTP header" for name, m in models.items()
+                if m.api_key_env and any(c in os.environ.get(m.api_key_env, "") for c in "\r\n\0")]
     if missing:
-        raise ConfigError("missing API keys:\n  " + "\n  ".join(missing))
+        raise ConfigError("API keys missing or unusable:\n  " + "\n  ".join(missing))
 
 
 class Providers:
@@ -63,6 +75,7 @@ class Providers:
                 raise ConfigError(f"models.{name}: base_url is 'sim' but no simulator URL was given (base_urls)")
             self._base_urls[name] = url
         self._session: aiohttp.ClientSession | None = None
+        self._pool: HttpPool | None = None
         self.connection_limit = 0  # the connector's limit, set on entry
         self._clients: dict[str, ModelClient | RewardClient] = {}
         self._quotas: list[SharedQuota] = []
@@ -81,13 +94,15 @@ class Providers:
         connector = GatedConnector(lambda: self._halted, limit=limit, limit_per_host=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(connector=connector, json_serialize=None,  # type: ignore[arg-type]
                                               auto_decompress=True, trust_env=False)
+        self._pool = HttpPool(limit, lambda: self._halted, user_agent=_user_agent())
         for name, m in self._models.items():
             key = os.environ.get(m.api_key_env) if m.api_key_env else None
+            transport = Transport(self._session, m.provider, name, m.connect_timeout_s, m.read_timeout_s,
+                                  pool=self._pool if m.http_client == "agen" else None)
             if m.kind == "reward":
-                self._clients[name] = RewardClient(name, m, session=self._session, base_url=self._base_urls[name],
+                self._clients[name] = RewardClient(name, m, transport=transport, base_url=self._base_urls[name],
                                                    price=self._prices[name], api_key=key, on_call=self._on_call)
                 continue
-            transport = Transport(self._session, m.provider, name, m.connect_timeout_s, m.read_timeout_s)
             self._clients[name] = ModelClient(name, m, transport=transport, base_url=self._base_urls[name],
                                               price=self._prices[name], api_key=key, on_call=self._on_call,
                                               lane=self._shared_lane(name, m), batch=self._batch)
@@ -129,6 +144,9 @@ class Providers:
         for quota in self._quotas:
             await quota.aclose()
         self._quotas.clear()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._session is not None:
             await self._session.close()
             self._session = None

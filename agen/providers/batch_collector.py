@@ -473,7 +473,12 @@ class BatchCollector:
                     return
                 log.info("batch_found_again", model=self.client.name, key=e.key, batch_id=found.id)
             remote = await self._retrieve(e.batch_id)  # type: ignore[arg-type]
-            await self._await_results(e, remote, settle)
+            self._open += 1  # it holds room in the provider's queue like one of this session's
+            try:
+                await self._await_results(e, remote, settle)
+            finally:
+                self._open -= 1
+            self._room.room_likely()  # it ended: a batch waiting for room may fit now
             if self._closed is not None:
                 self._refuse_recovered(recs.values())
         except _Gone as exc:

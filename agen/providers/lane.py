@@ -123,6 +123,7 @@ class Pacer:
         self.facts = facts or EndpointFacts("lane")
         self.seq_out = 0.0
         self._hintless = 0  # 429s without any wait hint since the last success
+        self._hintless_at = NEG_INF  # when the last of them doubled the pause
         self.overload_share = 0.0  # moving share of 5xx/transport failures among recent answers
         self._overload_cut = False  # the last decrease was an overload's (then `factor` recovers exponentially)
         self.overload_decreases = 0
@@ -279,8 +280,14 @@ class Pacer:
         """A 429: pause everyone for the server's wait (none given: a pause that doubles with every
         such 429 until a success), and halve the rate once per generation."""
         if wait_s is None:
-            wait_s = min(self.max_header_pause_s, self.default_pause_s * 2 ** min(self._hintless, 16))
-            self._hintless += 1
+            # One doubling per generation: requests sent together before the first 429 came back
+            # (a burst) share its pause instead of doubling it once each.
+            fresh = admitted_at >= self._hintless_at
+            wait_s = min(self.max_header_pause_s,
+                         self.default_pause_s * 2 ** min(self._hintless - (not fresh and self._hintless > 0), 16))
+            if fresh:
+                self._hintless += 1
+                self._hintless_at = now
         elif self.facts.get("window") == "fixed" and wait_s > 0:
             self._window_ends(now + wait_s)
         self.pause_until = max(self.pause_until, now + wait_s)

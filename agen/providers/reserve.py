@@ -21,17 +21,30 @@ HEADROOM = 1.1
 
 
 class OutputReserve:
+    """The quantile is taken lazily, when a usage-charging lane asks for it, and again after every
+    8 new calls of the stage: a lane that charges `max_tokens` (most) never sorts anything."""
+
     def __init__(self) -> None:
         self._seen: dict[str, deque[int]] = {}
         self._cached: dict[str, int] = {}
-        self._calls: dict[str, int] = {}  # per stage: calls observed (the deque stops growing at KEEP)
+        self._fresh: dict[str, int] = {}  # per stage: calls observed since the quantile was taken
 
     def per_choice(self, stage: str, max_tokens: int, usage_charged: bool) -> int:
         """Output tokens to reserve for one choice of a call of `stage` (at most `max_tokens`)."""
         if not usage_charged:
             return max_tokens
-        q = self._cached.get(stage)
+        q = self._quantile(stage)
         return max_tokens if q is None else min(max_tokens, q)
+
+    def _quantile(self, stage: str) -> int | None:
+        seen = self._seen.get(stage)
+        if seen is None or len(seen) < WARM:
+            return None
+        if self._fresh[stage] >= 8 or stage not in self._cached:
+            ordered = sorted(seen)
+            self._cached[stage] = math.ceil(ordered[min(len(ordered) - 1, int(QUANTILE * len(ordered)))] * HEADROOM)
+            self._fresh[stage] = 0
+        return self._cached[stage]
 
     def observe(self, stage: str, output_tokens: int, choices: int) -> None:
         """A call of `stage` returned `choices` choices using `output_tokens` in all."""
@@ -40,12 +53,10 @@ class OutputReserve:
         seen = self._seen.get(stage)
         if seen is None:
             seen = self._seen[stage] = deque(maxlen=KEEP)
-        seen.append(math.ceil(output_tokens / choices))
-        calls = self._calls[stage] = self._calls.get(stage, 0) + 1
-        if len(seen) >= WARM and (calls % 8 == 0 or stage not in self._cached):  # re-sorted every 8th call
-            ordered = sorted(seen)
-            self._cached[stage] = math.ceil(ordered[min(len(ordered) - 1, int(QUANTILE * len(ordered)))] * HEADROOM)
+            self._fresh[stage] = 0
+        seen.append(-(-output_tokens // choices))
+        self._fresh[stage] += 1
 
     def snapshot(self) -> dict[str, int]:
         """The current reservation per stage (only stages past their warm-up)."""
-        return dict(self._cached)
+        return {s: q for s in self._seen if (q := self._quantile(s)) is not None}

@@ -105,11 +105,14 @@ def parse_pooling(doc: Any) -> tuple[float, Usage]:
 class RewardClient(LaneClient):
     """Scores responses with one reward-model endpoint (one lane), on a session the caller owns."""
 
-    def __init__(self, name: str, cfg: ModelConfig, *, session: aiohttp.ClientSession, base_url: str,
-                 price: Price, api_key: str | None = None, on_call: Callable[[CallRecord], None] | None = None,
+    def __init__(self, name: str, cfg: ModelConfig, *, base_url: str, price: Price,
+                 session: aiohttp.ClientSession | None = None, transport: Transport | None = None,
+                 api_key: str | None = None, on_call: Callable[[CallRecord], None] | None = None,
                  lane: Lane | None = None, policy: RetryPolicy | None = None) -> None:
-        super().__init__(name, cfg, provider="openai",
-                         transport=Transport(session, "openai", name, cfg.connect_timeout_s, cfg.read_timeout_s),
+        if transport is None:  # a session the caller owns, through aiohttp
+            assert session is not None, "RewardClient needs a session or a transport"
+            transport = Transport(session, "openai", name, cfg.connect_timeout_s, cfg.read_timeout_s)
+        super().__init__(name, cfg, provider="openai", transport=transport,
                          url=pooling_url(base_url), price=price, api_key=api_key, on_call=on_call, lane=lane,
                          policy=policy)
         self._headers = {"content-type": "application/json", "accept": "application/json", **cfg.headers}

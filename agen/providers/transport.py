@@ -24,6 +24,7 @@ import orjson
 
 from agen.errors import CapacityError, FatalRunError, ProviderError, TaskFailedError, ThrottledError
 from agen.providers.headers import parse_retry_after, retry_hint
+from agen.providers.http1 import HttpPool, Target
 
 _BILLING = re.compile(r"insufficient_quota|billing|credit balance|exceeded your current quota|payment required"
                       r"|quota exceeded|out of credits", re.IGNORECASE)
@@ -133,22 +134,38 @@ class GatedConnector(aiohttp.TCPConnector):
 
 
 class Transport:
-    """Sends requests on the run's one session; every aiohttp failure becomes a CapacityError."""
+    """Sends requests; every transport failure becomes a CapacityError. The POSTs go through the
+    run's lean HTTP/1.1 pool when given one (`providers/http1`), the rest through aiohttp."""
 
     def __init__(self, session: aiohttp.ClientSession, provider: str, model: str,
-                 connect_timeout_s: float, read_timeout_s: float) -> None:
+                 connect_timeout_s: float, read_timeout_s: float, pool: HttpPool | None = None) -> None:
         self._session = session
         self._provider = provider
         self._model = model
+        self._pool = pool
+        self._connect_s, self._read_s = connect_timeout_s, read_timeout_s
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s,
                                               sock_read=read_timeout_s)
+        self._target: tuple[str, Mapping[str, str], Target] | None = None  # one endpoint, one headers dict
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
-        return await self.request("POST", url, headers, data=body)
+        pool = self._pool
+        if pool is None:
+            return await self.request("POST", url, headers, data=body)
+        known = self._target
+        if known is None or known[0] != url or known[1] is not headers:
+            known = self._target = (url, headers, pool.target(url, headers))
+        t0 = time.perf_counter()
+        try:
+            status, got, data = await pool.post(known[2], body, connect_timeout=self._connect_s,
+                                                read_timeout=self._read_s)
+        except (asyncio.TimeoutError, OSError) as exc:
+            raise self._failure(exc) from None
+        return HttpResult(status, got, data, time.perf_counter() - t0)
 
     async def request(self, method: str, url: str, headers: Mapping[str, str], *, data: Any = None,
                       params: Mapping[str, str] | None = None) -> HttpResult:
-        """One HTTP request of any method (the batch APIs GET, and upload multipart files)."""
+        """One HTTP request of any method through aiohttp (the batch APIs GET, and upload multipart files)."""
         t0 = time.perf_counter()
         try:
             async with self._session.request(method, url, data=data, headers=headers, params=params,
@@ -156,11 +173,14 @@ class Transport:
                 data = await resp.read()
                 return HttpResult(resp.status, resp.headers, data, time.perf_counter() - t0)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            # Only the class name and aiohttp's own short text: never the request (it holds the key).
-            detail = type(exc).__name__
-            if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-                detail = f"timeout ({detail}): no byte for the read-idle limit or connect limit"
-            elif isinstance(exc, OSError) and exc.strerror:
-                detail = f"{detail}: {exc.strerror}"
-            raise CapacityError(f"transport failure: {detail}", provider=self._provider,
-                                model=self._model, code="transport") from None
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: BaseException) -> CapacityError:
+        # Only the class name and the library's own short text: never the request (it holds the key).
+        detail = type(exc).__name__
+        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+            detail = f"timeout ({detail}): no byte for the read-idle limit or connect limit"
+        elif isinstance(exc, OSError) and exc.strerror:
+            detail = f"{detail}: {exc.strerror}"
+        return CapacityError(f"transport failure: {detail}", provider=self._provider,
+                             model=self._model, code="transport")

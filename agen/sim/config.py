@@ -69,6 +69,18 @@ class Quirks(_Strict):
     #   no reset header, 429s say only `llm_provider-retry-after`, rejected requests count too
 
 
+class HttpOptions(_Strict):
+    """How the server speaks HTTP/1.1. Each option breaks one assumption a lean client might make:
+    that a kept-alive connection stays open (`keepalive_s`: uvicorn, which serves vLLM, closes an
+    idle one after 5 s), that the server keeps it at all (`close_p`), that a body comes with a
+    length (`chunked`), that it comes uncompressed (`gzip`, when the request accepts it)."""
+
+    keepalive_s: float = Field(default=75.0, gt=0)  # an idle connection is closed after this long
+    close_p: float = Field(default=0.0, ge=0, le=1)  # chance a response says `connection: close` and closes
+    chunked: bool = False  # bodies in chunks, no content-length
+    gzip: bool = False  # bodies gzip-encoded if the request's accept-encoding names gzip
+
+
 class BatchOptions(_Strict):
     """How the batch APIs (`agen.sim.batches`) treat a batch, globally (`SimConfig.batch`) or for the
     batches of one model (`SimModel.batch`, by the model of a batch's first request).
@@ -175,6 +187,7 @@ class SimConfig(_Strict):
     cache_ttl_s: float = Field(default=300.0, gt=0)
     cache_capacity: int = Field(default=50_000, ge=1)
     batch: BatchOptions = BatchOptions()  # the batch APIs' timing and faults (a model may override)
+    http: HttpOptions = HttpOptions()  # how it speaks HTTP/1.1 (keep-alive, chunking, compression)
     batch_dir: str | None = None  # keep batches and files here across sim restarts (None: in memory only)
     batch_api_rpm: float | None = Field(default=None, gt=0)  # requests a minute to the files/batch routes
     #   together (429 past it, as providers limit their batch endpoints): polling is not free

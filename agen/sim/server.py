@@ -297,6 +297,18 @@ class Handlers:
     async def pooling(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "openai", pooling=True)
 
+    def _framed(self, request: web.Request, resp: web.Response) -> web.Response:
+        """The `http` options applied to an answer: chunked, gzip, or the connection closed after it."""
+        opts = self.st.cfg.http
+        if opts.chunked:
+            resp.enable_chunked_encoding()
+        if opts.gzip and "gzip" in request.headers.get("accept-encoding", ""):
+            resp.enable_compression(web.ContentCoding.gzip)
+        if opts.close_p and self.st.rng.random() < opts.close_p:
+            resp.force_close()
+            resp.headers["connection"] = "close"
+        return resp
+
     async def _serve(self, request: web.Request, fmt: wire.Wire, pooling: bool = False) -> web.StreamResponse:
         st = self.st
         st.received.append(time.time())
@@ -321,7 +333,7 @@ class Handlers:
                 return await sse.stream(request, fmt, body, headers, box[2])
             if not isinstance(body, bytes):
                 body = orjson.dumps(body)
-            return web.Response(status=status, body=body, headers=headers, content_type=JSON)
+            return self._framed(request, web.Response(status=status, body=body, headers=headers, content_type=JSON))
         finally:
             s = st.stats[box[0]]
             s.requests += 1
@@ -776,7 +788,7 @@ async def start_sim(cfg: SimConfig | dict[str, Any] | None = None, host: str = "
     """Start the sim on the running loop; port 0 picks a free port. Close with `await s.aclose()`."""
     app = build_app(cfg)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5,
-                           handler_cancellation=True)
+                           handler_cancellation=True, keepalive_timeout=app[_STATE_KEY].cfg.http.keepalive_s)
     await runner.setup()
     # A client opening thousands of connections at once overflows a short accept queue: the kernel
     # drops the SYNs and the client waits its 1 s (then 3 s...) SYN retransmit. The kernel caps this
