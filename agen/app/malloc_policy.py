@@ -19,7 +19,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 MMAP_THRESHOLD = 128 * 1024  # glibc's initial value: what it uses until the first big free
 TRIM_THRESHOLD = 128 * 1024  # glibc's initial value: free heap top beyond this is returned
@@ -50,7 +50,7 @@ def fix_malloc_thresholds(environ: Mapping[str, str] = os.environ) -> dict[str, 
     return dict(_applied)
 
 
-def _glibc_mallopt() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def _glibc_mallopt() -> Callable[[int, int], int] | None:
     if platform.libc_ver()[0] != "glibc":
         return None
     try:
