@@ -224,10 +224,11 @@ def by_design(p: Any) -> dict[str, float | int]:
         out["dedup_file_count"] = sum(len(m._state[2]) for m in maps)
         # the array buffers' high-water mark (bounded by merge_at: flat once the first merge happened)
         out["dedup_buffer_mb"] = round(sum(max(_BUF_HIGH.get(id(m), 0), _buf_bytes(m)) for m in maps) * mb, 3)
-        info = dd._code.cache_info()
-        # per entry: the key string, the int code, lru_cache's link (~64 B) and its dict slot (~40 B)
-        out["token_cache_entries"] = info.currsize
-        out["token_cache_mb"] = round(info.currsize * (sys.getsizeof("12345") + 28 + 64 + 40) * mb, 3)
+        entries = len(dd._CODES)
+        # per token: its bytes key, its one-character code, its feature int and two dict slots (~40 B each)
+        out["token_cache_entries"] = entries
+        out["token_cache_mb"] = round(entries * (sys.getsizeof(b"12345") + sys.getsizeof(chr(0x10000)) + 28 + 80) * mb, 3)
+        out["minhash_rows_mb"] = round(d._rows.table.nbytes * mb, 3)  # bounded: MINHASH_ROWS rows, touched as they fill
     return out
 
 

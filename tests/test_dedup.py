@@ -153,3 +153,81 @@ def test_index_merges_in_the_background_and_finds_everything():
     assert m._merging is None and m._frozen is None
     probe = np.array(sorted(ref), dtype=np.uint32)
     assert sorted(m.get(probe, 1000)) == sorted(x for k in ref for x in ref[k])
+
+
+def test_fast_tokens_are_tokenize_s_tokens() -> None:
+    """The deduper's ASCII fast path (bytes.translate + split) yields exactly `tokenize`'s tokens;
+    other text goes through `tokenize` itself."""
+    from agen.gen.dedup import _tokens
+
+    texts = [json.loads(line)["question"] for line in GSM8K.read_text().splitlines()]
+    texts += ["It's 3:45, Bob! x_y__z", "a\tb\nc\x00d\x7fe", "Ünïcödé straße 42 ½ ٣", "", "  ?! ", "MiXeD-CaSe_123abc"]
+    for text in texts:
+        got = [t.decode() if isinstance(t, bytes) else t for t in _tokens(text)]
+        assert got == tokenize(text), text
+
+
+def test_caches_starting_over_change_no_decision(monkeypatch) -> None:
+    """The token-code caches and the min-hash row table are bounded and start over when full;
+    that changes no band key, so a deduper with tiny caches decides exactly as one with the defaults."""
+    from agen.gen import dedup
+
+    rng = random.Random(3)
+    gsm = [json.loads(line)["question"] for line in GSM8K.read_text().splitlines()]
+    vocab = [w for q in gsm for w in q.split()]
+    stream = gsm + [_variant(rng, rng.choice(gsm).split(), vocab, rng.uniform(0.0, 0.3)) for _ in range(300)]
+    big = Deduper()
+    want = [big.check_and_add(q, str(i)) for i, q in enumerate(stream)]
+    monkeypatch.setattr(dedup, "TOKEN_CACHE", 50)
+    monkeypatch.setattr(dedup, "MINHASH_ROWS", 200)
+    small = Deduper()
+    assert len(small._rows.table) == 200
+    got = [small.check_and_add(q, str(i)) for i, q in enumerate(stream)]
+    assert got == want
+    assert sum(m is not None for m in got) > 100
+    assert len(dedup._CODES) <= 50 + 200 and len(small._rows) <= 200
+
+
+def test_buffer_add_with_a_repeated_key() -> None:
+    """A key given twice in one add is stored once in its chain: lookups see the value once and
+    older values of the key stay reachable."""
+    mm = MultiMap(np.uint32, merge_at=1 << 10)
+    mm.add([5, 6], 1)
+    mm.add([5, 5, 7], 2)
+    assert sorted(mm.get(np.array([5], dtype=np.uint32), 10)) == [1, 2]
+    assert sorted(mm.get(np.array([5, 6, 7], dtype=np.uint32), 10)) == [1, 1, 2, 2]
+    assert mm.newest(5) == 2 and mm.newest(6) == 1 and mm.newest(8) is None
+
+
+def test_dedup_speed_benchmark_quick() -> None:
+    """benchmarks/dedup_speed.py --quick: both dedupers (this tree and the baseline commit, loaded
+    from git) make the same decisions and the table reports a speedup per row."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "dedup_speed.py"), "--quick"],
+                         capture_output=True, text=True, cwd=root, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["benchmark"] == "dedup_speed" and {r["kind"] for r in doc["results"]} == {"gsm8k", "sim"}
+    for r in doc["results"]:
+        assert r["same_decisions"] == r["probes"] and r["new_us"] > 0 and r["speedup"] > 0
+
+
+def test_newest_finds_64_bit_keys_in_buffer_run_and_files(tmp_path: Path) -> None:
+    """`newest` (the exact map's one-key lookup) returns the latest value of keys above 2**63
+    wherever they are: the buffer, the in-RAM sorted run or a file."""
+    from agen.gen.dedup_store import SpillDir
+
+    mm = MultiMap(np.uint64, merge_at=8, spill_at=64, spill=SpillDir(tmp_path / "c"))
+    keys = [(1 << 64) - 1 - 7 * i for i in range(300)]
+    for v, k in enumerate(keys):
+        mm.add([k], v)
+    mm.add([keys[3]], 999)  # a newer value of an old key
+    mm.wait_merged()
+    assert mm._state[2] and len(mm._state[0]) + len(mm._buf) < 300  # some keys are only in files
+    assert mm.newest(keys[3]) == 999 and mm.newest(keys[0]) == 0 and mm.newest(keys[-1]) == 299
+    assert all(mm.newest(k) == v for v, k in enumerate(keys) if v != 3)
+    assert mm.newest(12345) is None
+    mm.close()

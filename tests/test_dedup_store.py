@@ -75,14 +75,14 @@ def test_streaming_merge_of_files_is_stable_and_chunked(tmp_path: Path) -> None:
 def test_item_log_reads_back_from_tail_and_file(tmp_path: Path) -> None:
     """Codes and ids round-trip whether still in the RAM tail or in the file; only file reads count."""
     log = ItemLog(SpillDir(tmp_path / "c"), flush_at=256)
-    items = [([i, i + 1, 0x10FFFF - i], f"id-{i}") for i in range(100)]
-    for codes, item_id in items:
-        log.append(codes, item_id)
+    items = [("".join(map(chr, (i, i + 1, 0x10FFFF - i))), f"id-{i}") for i in range(100)]
+    for text, item_id in items:
+        log.append(text, item_id)
     assert log.file_bytes() > 0 and len(log) == 100
     assert log.nbytes() < 12 * 101 + 256 + 64
-    for i, (codes, item_id) in enumerate(items):
-        assert np.frombuffer(log.codes(i), dtype="<u4").tolist() == codes
-        assert log.item_id(i) == item_id and log.length(i) == 3
+    assert log.texts(list(range(100))) == [text for text, _ in items]
+    for i, (text, item_id) in enumerate(items):
+        assert log.item_id(i) == item_id and log.lengths[i] == 3
     assert 0 < log.reads < 200  # the last items were served from the tail
     log.close()
 
@@ -223,4 +223,4 @@ def test_an_unwritable_cache_folder_is_a_storage_error_naming_it(tmp_path: Path)
     log = ItemLog(SpillDir(bad), flush_at=16)
     with pytest.raises(StorageError, match="dedup index: writing .*file/cache"):
         for i in range(10):
-            log.append([1, 2, 3], f"id-{i}")
+            log.append("\x01\x02\x03", f"id-{i}")

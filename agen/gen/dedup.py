@@ -22,16 +22,20 @@ are kept as 20-bit codes (4 bytes a word, appended with the id to one file) so R
 files (a cache: emptied at start, rebuilt from the shards); without it a temporary folder is used
 once the index outgrows RAM. A 20-bit code collision can only raise an LCS, by about one word in
 ~0.2% of comparisons: immaterial at a 0.7 threshold.
+
+CPU per check (it runs on the event loop for every candidate): no Python loop over a question's
+tokens or band keys. Tokens, codes and features are C-level passes (`bytes.translate`, `map` over
+dicts filled on a miss); MinHash values per feature are cached rows, so a question's signature is
+one gather and one min; buffers take and look up a question's 32 keys in C-level passes.
 """
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import re
 import zlib
+from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -54,12 +58,19 @@ _STOP = frozenset(
     might must just also into over under about above below up down out off again further once
     per after before during while until because through between against s t""".split()
 )
+_STOP_BYTES = frozenset(w.encode() for w in _STOP)
+# ASCII text (nearly all of it) is tokenized as bytes: one C-level translate (letters lowered,
+# everything but letters and digits to spaces) and a split give `tokenize`'s tokens at half the
+# cost of the Unicode regex; other text goes through `tokenize` itself.
+_ASCII_WORDS = bytes(ord(chr(b).lower()) if chr(b).isalnum() else 0x20 for b in range(128)) + b" " * 128
 # LSH keys (32 a question) in RAM before a merge (dict buffer, ~40 B a key: ~1k questions) and in the
 # sorted in-RAM run before it goes to a file (8 B a key: ~8k questions); both reached before 10k.
 MERGE_AT = 1 << 15
 SPILL_AT = 1 << 18
+TOKEN_CACHE = 1 << 13  # distinct tokens remembered (common words); past it both caches start over
+MINHASH_ROWS = 1 << 13  # features whose min-hash values are remembered (2 MB of uint16)
 _CODE_SPAN = 0x110000 - 0x800  # code points minus the surrogate block
-_SHIFT = np.uint64(32)
+_RANK_SHIFT = 21  # a code fits in 21 bits; the k-th repeat of a word adds k << 21
 
 
 def exact_key(text: str) -> int:
@@ -81,10 +92,80 @@ def rouge_l(a: str, b: str) -> float:
     return 2 * LCSseq.similarity(ta, tb) / (len(ta) + len(tb))
 
 
-@lru_cache(maxsize=1 << 13)  # common words; a miss is one crc32: a bigger cache is only memory
-def _code(token: str) -> int:
-    c = zlib.crc32(token.encode()) % _CODE_SPAN
-    return c + 0x800 if c >= 0xD800 else c
+class _Codes(dict):  # type: ignore[type-arg]
+    """Token (bytes or str) → its 20-bit code as a one-character str (ROUGE-L runs on strings of
+    them). A plain dict whose misses fill it, so `map(codes.__getitem__, tokens)` runs in C."""
+
+    def __missing__(self, token: bytes | str) -> str:
+        c = zlib.crc32(token if isinstance(token, bytes) else token.encode()) % _CODE_SPAN
+        char = self[token] = chr(c + 0x800 if c >= 0xD800 else c)
+        return char
+
+
+class _Features(dict):  # type: ignore[type-arg]
+    """Token → its LSH feature (its code), or -1 for a stop word or a number (left out)."""
+
+    def __missing__(self, token: bytes | str) -> int:
+        stop = token in _STOP_BYTES if isinstance(token, bytes) else token in _STOP
+        f = self[token] = -1 if stop or token.isdigit() else ord(_CODES[token])
+        return f
+
+
+_CODES = _Codes()
+_FEATURES = _Features()
+
+
+def _tokens(text: str) -> list[bytes] | list[str]:
+    """`tokenize(text)`, as bytes when the text is ASCII (the same tokens, found faster)."""
+    if text.isascii():
+        return text.encode().translate(_ASCII_WORDS).split()
+    return tokenize(text)
+
+
+class _MinHashRows(dict):  # type: ignore[type-arg]
+    """Feature → its slot in `table`: a bounded cache of each feature's hash under every MinHash
+    permutation (multiply-add-shift of the 32-bit feature, top 16 bits), so a question's min-hashes
+    are one gather and one min over its features' rows instead of a (features × permutations)
+    product. 16 bits lose nothing that matters: two different features tie in a row ~1e-4 of the
+    time, and a band needs all its rows to tie. A miss takes the next slot; the rows missed by one
+    question are computed together. Full: it starts over (rows are a pure function of the feature).
+    """
+
+    def __init__(self, a: np.ndarray, c: np.ndarray, size: int) -> None:
+        super().__init__()
+        self.table = np.empty((size, len(a)), dtype=np.uint16)  # pages are touched as slots fill
+        self._a, self._c = a, c
+        self._missed: list[int] = []
+
+    def __missing__(self, feature: int) -> int:
+        slot = self[feature] = len(self)
+        self._missed.append(feature)
+        return slot
+
+    def slots(self, features: list[int]) -> list[int]:
+        """The slots of distinct `features`, their rows filled."""
+        if len(self) + len(features) > len(self.table):
+            self.clear()
+        slots = list(map(self.__getitem__, features))
+        if missed := self._missed:  # they took the last slots, in order
+            h = np.array(missed, dtype=np.uint64)[:, None] * self._a
+            h += self._c
+            h >>= np.uint64(48)
+            self.table[len(self) - len(missed) : len(self)] = h
+            missed.clear()
+        return slots
+
+
+_CONTENT = (-1).__ne__  # filter()'s test for "not a stop word or a number", in C
+
+
+def _as_set(feats: list[int]) -> list[int]:
+    """A multiset as a set: the k-th repeat of a feature (k ≥ 1) becomes a feature of its own
+    (`f | k << 21`). Counting is one C pass; only repeated features are visited in Python."""
+    counts = Counter(feats)
+    if len(counts) == len(feats):
+        return feats
+    return [*counts, *[f | k << _RANK_SHIFT for f, m in counts.items() if m > 1 for k in range(1, m)]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +180,9 @@ class DupMatch:
 @dataclass(slots=True)
 class _Prepared:
     exact: int
-    codes: list[int]
+    query: str  # one code a character, one character a token
     band_keys: np.ndarray | None
+    band_list: list[int]  # the same keys as ints (dict lookups in the buffers)
 
 
 class Deduper:
@@ -131,11 +213,14 @@ class Deduper:
         self.max_bucket = max_bucket  # per band bucket, bounds the work for crowded buckets
         rng = np.random.default_rng(seed)
         n = bands * rows
-        a = (rng.integers(0, 1 << 63, n, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
-        self._a = a[None, :]  # (1, n): broadcasts against a column of features
-        self._c = rng.integers(0, 1 << 63, n, dtype=np.uint64)[None, :]
-        self._mix = np.tile(rng.integers(0, 1 << 63, rows, dtype=np.uint64) | np.uint64(1), bands)
-        self._band_salt = rng.integers(0, 1 << 63, bands, dtype=np.uint64)
+        odd = np.uint64(1)
+        a = (rng.integers(0, 1 << 63, n, dtype=np.uint64) << odd) | odd
+        c = rng.integers(0, 1 << 63, n, dtype=np.uint64)
+        self._rows = _MinHashRows(a, c, MINHASH_ROWS)
+        # a band's rows are packed into one uint64 (16 bits a row) when they fit, else mixed by odd
+        # multipliers; each band's own odd multiplier then hashes it to 32 bits (multiply-shift)
+        self._row_mix = (rng.integers(0, 1 << 63, (bands, rows), dtype=np.uint64) << odd) | odd
+        self._band_mix = (rng.integers(0, 1 << 63, bands, dtype=np.uint64) << odd) | odd
         merge_at = MERGE_AT if merge_at is None else merge_at
         spill_at = SPILL_AT if spill_at is None else spill_at
         self._spill = SpillDir(store)
@@ -158,58 +243,53 @@ class Deduper:
     # -- features ---------------------------------------------------------------------------
 
     def _prepare(self, text: str) -> _Prepared:
-        exact = exact_key(text)
-        tokens = tokenize(text)
-        codes = [_code(t) for t in tokens]
-        return _Prepared(exact, codes, self._band_keys(tokens, codes) if codes else None)
+        if len(_CODES) > TOKEN_CACHE:  # bounded: rare words and numbers would grow it forever
+            _CODES.clear()
+            _FEATURES.clear()
+        tokens = _tokens(text)
+        query = "".join(map(_CODES.__getitem__, tokens))
+        if not query:
+            return _Prepared(exact_key(text), query, None, [])
+        keys = self._band_keys(query, list(filter(_CONTENT, map(_FEATURES.__getitem__, tokens))))
+        return _Prepared(exact_key(text), query, keys, keys.tolist())
 
-    def _band_keys(self, tokens: list[str], codes: list[int]) -> np.ndarray:
-        content = [c for t, c in zip(tokens, codes, strict=True) if t not in _STOP and not t.isdigit()]
+    def _band_keys(self, query: str, content: list[int]) -> np.ndarray:
+        """The `bands` LSH keys of a question's content features (its codes, stop words and
+        numbers left out) as a multiset: min-hashes by multiply-add-shift, `rows` a band."""
         if len(content) < 3:  # nearly all numbers / stop words: use every word
-            content = codes
-        feats = set(content)
-        if len(feats) < len(content):  # multiset: the 2nd "apple" is a feature of its own
-            seen: dict[int, int] = {}
-            feats = set()
-            for c in content:
-                k = seen.get(c, 0)
-                seen[c] = k + 1
-                feats.add((c | (k << 21)) & 0xFFFFFFFF)
-        # Multiply-add-shift hashing of 32-bit keys, one column per MinHash permutation, all in one
-        # (features × permutations) array; the shift commutes with the min, so it runs on the mins.
-        h = np.fromiter(feats, dtype=np.uint64, count=len(feats))[:, None] * self._a
-        h += self._c
-        mins = h.min(axis=0)
-        mins >>= _SHIFT
-        mins *= self._mix
-        keys = mins.reshape(self.bands, self.rows).sum(axis=1, dtype=np.uint64)
-        keys += self._band_salt
-        keys >>= _SHIFT
+            content = list(map(ord, query))
+        rows = self._rows
+        mins = np.minimum.reduce(rows.table.take(rows.slots(_as_set(content)), axis=0))
+        if self.rows == 4:  # the default: a band's four 16-bit mins are one uint64, exactly
+            packed = mins.view(np.uint64)
+        else:
+            packed = (mins.reshape(self.bands, self.rows) * self._row_mix).sum(axis=1, dtype=np.uint64)
+        keys = packed * self._band_mix
+        keys >>= np.uint64(32)
         return keys.astype(np.uint32)
 
     # -- lookups ----------------------------------------------------------------------------
 
     def _check(self, p: _Prepared) -> DupMatch | None:
-        hits = self._exact.get(np.array([p.exact], dtype=np.uint64), 1)
-        if hits:
-            return DupMatch("exact", self._items.item_id(hits[-1]), 1.0)
+        hit = self._exact.newest(p.exact)
+        if hit is not None:
+            return DupMatch("exact", self._items.item_id(hit), 1.0)
         if p.band_keys is None:
             return None
-        cands = set(self._lsh.get(p.band_keys, self.max_bucket))
+        cands = self._lsh.get(p.band_keys, self.max_bucket, p.band_list)
         if not cands:
             return None
-        n = len(p.codes)
-        query = "".join(map(chr, p.codes))
-        t = self.threshold
+        n, t, lengths = len(p.query), self.threshold, self._items.lengths
+        # ascending ids: the oldest of equal best scores wins; a candidate even a full overlap
+        # could not bring to t is not read
+        near = [j for j in sorted(set(cands)) if 2 * min(n, m := lengths[j]) >= t * (n + m)]
+        if not near:
+            return None
+        self.candidates_checked += len(near)
         best, best_idx = 0.0, -1
-        items = self._items
-        for j in sorted(cands):
-            m = items.length(j)
-            if 2 * min(n, m) < t * (n + m):  # even a full overlap could not reach t: not read
-                continue
-            self.candidates_checked += 1
-            other = codecs.utf_32_le_decode(items.codes(j))[0]
-            score = 2 * LCSseq.similarity(query, other) / (n + m)
+        lcs, query = LCSseq.similarity, p.query
+        for j, other in zip(near, self._items.texts(near), strict=True):
+            score = 2 * lcs(query, other) / (n + len(other))
             if score > best:
                 best, best_idx = score, j
         if best >= t:
@@ -219,9 +299,9 @@ class Deduper:
     def _add(self, p: _Prepared, item_id: str) -> None:
         idx = len(self)
         self._exact.add([p.exact], idx)
-        if p.band_keys is not None:
-            self._lsh.add(p.band_keys.tolist(), idx)
-        self._items.append(p.codes, item_id)
+        if p.band_list:
+            self._lsh.add(p.band_list, idx)
+        self._items.append(p.query, item_id)
 
     def check(self, text: str) -> DupMatch | None:
         """The kept item `text` duplicates (exact first, else the best near match), or None."""

@@ -26,7 +26,7 @@ import tempfile
 import weakref
 from array import array
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import count
+from itertools import compress, count, repeat
 from pathlib import Path
 
 import numpy as np
@@ -165,11 +165,14 @@ class _Buffer:
     def __len__(self) -> int:
         return len(self.vals)
 
-    def add(self, key: int, value: int) -> None:
-        self.prev.append(self.head.get(key, -1))
-        self.head[key] = len(self.vals)
-        self.keys.append(key)
-        self.vals.append(value)
+    def add(self, keys: list[int], value: int) -> None:
+        """Store `value` under each of `keys`, in C-level passes (no Python loop over the keys). A
+        key repeated within `keys` keeps one chain entry: its other slot holds the same value."""
+        head, slot = self.head, len(self.vals)
+        self.prev.extend(map(head.get, keys, repeat(-1)))
+        head.update(zip(keys, count(slot)))
+        self.keys.extend(keys)
+        self.vals.extend(array("i", (value,)) * len(keys))
 
     def newest(self, key: int, limit: int) -> list[int]:
         """Up to `limit` values stored under `key`, newest first."""
@@ -278,8 +281,7 @@ class MultiMap:
 
     def add(self, keys: list[int], value: int) -> None:
         buf = self._buf
-        for k in keys:
-            buf.add(k, value)
+        buf.add(keys, value)
         if self._merging is not None and self._merging.done():
             self._swap()
         if len(buf) >= self._merge_at:
@@ -306,31 +308,50 @@ class MultiMap:
         if self._merging is not None:
             self._swap()
 
-    def get(self, keys: np.ndarray, limit: int) -> list[int]:
-        """Values stored under any of `keys`, at most `limit` (the most recent) per key, in no
-        particular order."""
+    def get(self, keys: np.ndarray, limit: int, key_list: list[int] | None = None) -> list[int]:
+        """Values stored under any of `keys` (`key_list`: the same as ints, if the caller has
+        them), at most `limit` (the most recent) per key, in no particular order."""
         out: list[int] = []
         need = [limit] * len(keys)
-        bufs = [b for b in (self._buf, self._frozen) if b is not None and len(b)]  # newest first
-        if bufs:
-            for i, k in enumerate(keys.tolist()):
-                for buf in bufs:
-                    if need[i] > 0:
-                        take = buf.newest(k, need[i])
-                        out.extend(take)
-                        need[i] -= len(take)
+        kl = keys.tolist() if key_list is None else key_list
+        for buf in (self._buf, self._frozen):  # newest first
+            if buf is None or not buf.head:
+                continue
+            # one C-level pass finds the few keys a buffer holds; only their chains are walked
+            for i in compress(range(len(kl)), map(buf.head.__contains__, kl)):
+                if need[i] > 0:
+                    take = buf.newest(kl[i], need[i])
+                    out += take
+                    need[i] -= len(take)
         mem_keys, mem_vals, runs = self._state
         if len(mem_keys):
-            lo = np.searchsorted(mem_keys, keys, side="left")
-            hi = np.searchsorted(mem_keys, keys, side="right")
-            for i in np.flatnonzero(hi > lo).tolist():
-                if need[i] > 0:
-                    take = mem_vals[max(int(lo[i]), int(hi[i]) - need[i]) : hi[i]].tolist()
-                    out.extend(take)
-                    need[i] -= len(take)
+            lo = mem_keys.searchsorted(keys, "left")
+            found = np.flatnonzero(mem_keys.take(lo, mode="clip") == keys)
+            if len(found):  # few keys are in the run: only their ends are searched for
+                hi = mem_keys.searchsorted(keys[found], "right").tolist()
+                for i, a, b in zip(found.tolist(), lo[found].tolist(), hi, strict=True):
+                    if need[i] > 0:
+                        take = mem_vals[max(a, b - need[i]) : b].tolist()
+                        out += take
+                        need[i] -= len(take)
         if runs and max(need) > 0:
             _get_files(runs, keys, need, out)
         return out
+
+    def newest(self, key: int) -> int | None:
+        """The most recent value stored under `key`, or None (one key: no arrays built)."""
+        for buf in (self._buf, self._frozen):
+            if buf is not None and (slot := buf.head.get(key)) is not None:
+                return buf.vals[slot]
+        mem_keys, mem_vals, runs = self._state
+        if len(mem_keys):
+            i = int(mem_keys.searchsorted(key, "right"))
+            if i and mem_keys[i - 1] == key:
+                return int(mem_vals[i - 1])
+        if runs:
+            hits = self.get(np.array([key], dtype=self._dtype), 1)
+            return hits[0] if hits else None
+        return None
 
     def nbytes(self) -> int:
         """Bytes in RAM for the sorted part (in-RAM run and the files' fences); excludes buffers."""
@@ -353,7 +374,7 @@ class MultiMap:
 
 
 class ItemLog:
-    """Item i's token codes (uint32) and id, appended to a file past a RAM tail of `flush_at` bytes.
+    """Item i's token codes (UTF-32-LE) and id, appended to a file past a RAM tail of `flush_at` bytes.
 
     In RAM per item: its record's offset (8 bytes) and its code count (4); a record is read back
     (one pread) only when asked for, which the deduper does for LSH candidates the length bound
@@ -373,10 +394,11 @@ class ItemLog:
     def __len__(self) -> int:
         return len(self._len)
 
-    def append(self, codes: list[int], item_id: str) -> None:
-        self._tail += array("I", codes).tobytes()
+    def append(self, text: str, item_id: str) -> None:
+        """Append an item: `text` is its token codes, one a character (stored as UTF-32-LE)."""
+        self._tail += text.encode("utf-32-le")
         self._tail += item_id.encode()
-        self._len.append(len(codes))
+        self._len.append(len(text))
         self._off.append(self._flushed + len(self._tail))
         if len(self._tail) >= self._flush_at:
             path = None
@@ -391,9 +413,10 @@ class ItemLog:
             self._flushed += len(self._tail)
             self._tail = bytearray()
 
-    def length(self, i: int) -> int:
-        """Item i's token count (RAM only)."""
-        return self._len[i]
+    @property
+    def lengths(self) -> array:  # type: ignore[type-arg]
+        """Each item's token count (RAM only), indexed by item."""
+        return self._len
 
     def _record(self, i: int) -> bytes:
         a, b = self._off[i], self._off[i + 1]
@@ -403,9 +426,9 @@ class ItemLog:
         assert self._fd is not None
         return os.pread(self._fd, b - a, a)
 
-    def codes(self, i: int) -> bytes:
-        """Item i's token codes as UTF-32-LE bytes (one code a character)."""
-        return self._record(i)[: 4 * self._len[i]]
+    def texts(self, items: list[int]) -> list[str]:
+        """The token codes of `items`, one code a character (as `append` was given them)."""
+        return [self._record(i)[: 4 * self._len[i]].decode("utf-32-le") for i in items]
 
     def item_id(self, i: int) -> str:
         return self._record(i)[4 * self._len[i] :].decode()

@@ -30,7 +30,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httptools
-from multidict import CIMultiDict, CIMultiDictProxy
 
 __all__ = ["HttpPool", "HttpProtocolError", "Target"]
 
@@ -95,7 +94,7 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[None] | None = None
         self.status = 0
-        self.headers: list[tuple[str, str]] = []
+        self.headers: list[tuple[bytes, bytes]] = []  # as received; decoded once, at the end
         self.body: list[bytes] = []
         self.headers_done = False
         self.until_close = False  # no length, not chunked: the body ends when the server closes
@@ -137,14 +136,14 @@ class _Conn(asyncio.Protocol):
 
     # -- httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.headers_done = True
         if self.status >= 200:
             names = {k.lower() for k, _ in self.headers}
-            self.until_close = "content-length" not in names and "transfer-encoding" not in names
+            self.until_close = b"content-length" not in names and b"transfer-encoding" not in names
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
@@ -207,9 +206,10 @@ class HttpPool:
         return Target.of(url, headers, self.user_agent)
 
     async def post(self, target: Target, body: bytes, *, connect_timeout: float,
-                   read_timeout: float) -> tuple[int, CIMultiDictProxy[str], bytes]:
-        """Send one POST; (status, headers, decoded body). Raises OSError (ConnectionError and
-        HttpProtocolError among them) or asyncio.TimeoutError, or the halt error once halted."""
+                   read_timeout: float) -> tuple[int, dict[str, str], bytes]:
+        """Send one POST; (status, headers by lower-cased name, decoded body). Raises OSError
+        (ConnectionError and HttpProtocolError among them) or asyncio.TimeoutError, or the halt
+        error once halted. A header sent twice keeps its first value, as aiohttp's `get` gives."""
         conn = await self._acquire(target.origin, connect_timeout)
         exc = self._halted()
         if exc is not None:  # the last moment before the request's bytes leave
@@ -235,14 +235,14 @@ class HttpPool:
             conn.abort()
         status, body_parts, headers = conn.status, conn.body, conn.headers
         data = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
-        hdrs: CIMultiDict[str] = CIMultiDict(headers)
+        hdrs = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reversed(headers)}
         enc = hdrs.get("content-encoding", "").lower()
         if enc in ("gzip", "x-gzip", "deflate") and data:
             try:
                 data = zlib.decompress(data, wbits=47) if enc != "deflate" else _inflate(data)
             except zlib.error as exc:
                 raise HttpProtocolError(errno.EPROTO, f"undecodable {enc} body: {exc}") from None
-        return status, CIMultiDictProxy(hdrs), data
+        return status, hdrs, data
 
     # -- connections
     async def _acquire(self, origin: tuple[str, int, bool], connect_timeout: float) -> _Conn:

@@ -36,7 +36,7 @@ _CAPACITY_STATUSES = {408, 409, 425, 500, 502, 503, 504, 520, 522, 524, 529}
 @dataclass(slots=True)  # not frozen: see agen.types
 class HttpResult:
     status: int
-    headers: Mapping[str, str]  # case-insensitive (aiohttp's CIMultiDictProxy)
+    headers: Mapping[str, str]  # looked up by lower-case name (HttpPool: a dict; aiohttp: case-insensitive)
     body: bytes
     latency_s: float
 
