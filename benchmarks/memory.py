@@ -13,12 +13,20 @@ admitted question (12 bytes in its item log's offsets, 1/64 of its postings as f
 and token codes themselves are in files, page cache not RSS, reported as "files MB"). Its bounded
 parts — dict buffers up to `MERGE_AT` keys, the in-RAM sorted run up to `SPILL_AT` keys and its
 merge copy, the item log's 1 MB tail, the 8k-entry token-code cache — are full before 10k tasks.
+Its file merges are not: the first one (two 2^18-key LSH files, at 16,384 kept questions, ~17k
+tasks) holds a piece of both files and its sort in RAM for ~0.1 s, ~12 MB over the steady RSS;
+later merges work in pieces of the same size, so a peak from 30k on includes that transient and
+a 10k peak does not (VmHWM read before and after each merge).
 So the growth per extra task splits into "by design" and "other" (everything else: what should
 be flat). With three or more sizes the table ends with 1M extrapolated from the last two sizes'
 slope, its terms named. The `--no-dedup` variant swaps the Deduper for a no-op to show what the
 queues alone hold.
 
-    python benchmarks/memory.py [--sizes 10000,100000,1000000] [--no-dedup] [--quick]
+The child runs with what a session sets at its start (`app/gc_policy`'s collector thresholds and
+`app/malloc_policy`'s fixed glibc thresholds); `--process-defaults` leaves the interpreter and
+the C allocator as they come, to measure what those settings change.
+
+    python benchmarks/memory.py [--sizes 10000,100000,1000000] [--no-dedup] [--process-defaults] [--quick]
 
 Prints a table and one JSON line.
 """
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import re
 import resource
@@ -43,10 +52,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def child(n: int, out: Path, dedup: bool) -> dict[str, Any]:
+def child(n: int, out: Path, dedup: bool, session: bool) -> dict[str, Any]:
     """Run the pipeline over `n` amplify tasks in this process; returns RSS figures."""
     import uvloop
 
+    from agen.app.gc_policy import session_gc
+    from agen.app.malloc_policy import fix_malloc_thresholds
+
+    if session:  # as `agen run` does at session start (app/runner)
+        fix_malloc_thresholds()
     from agen.config import parse_config
     from agen.cost import CostBook
     from agen.filters.answer_consistency import AnswerConsistency
@@ -117,20 +131,24 @@ def child(n: int, out: Path, dedup: bool) -> dict[str, Any]:
                 def close(self) -> None:
                     return None
             p.dedup.close()
-            p.dedup = NoDedup()  # type: ignore[assignment]
+            # the workers were handed the deduper when the pipeline was built: swap theirs too
+            p.dedup = p.workers.dedup = NoDedup()  # type: ignore[assignment]
         for c in clients.values():
             c.pipeline = p
         await p.run()
         return p
 
     _watch_dedup_buffers()
+    _watch_dedup_merges()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    p = uvloop.run(main())
+    with session_gc() if session else contextlib.nullcontext():
+        p = uvloop.run(main())
     c = p.counts["amplify"]
     return {"tasks": n, "finished": c.finished, "accepted": c.accepted, "seconds": round(time.perf_counter() - t0, 1),
             "rss_start_mb": round(rss0 / 1024, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "end_rss_mb": _status_mb("VmRSS"), "merge_over_rss_mb": _MERGE_OVER[0],
             "committed_ids": len(p.done_ids), **by_design(p)}
 
 
@@ -153,6 +171,40 @@ def _watch_dedup_buffers() -> None:
         add(self, keys, value)
 
     ds.MultiMap.add = watched  # type: ignore[method-assign]
+
+
+_MERGE_OVER = [0.0]  # the most a dedup merge (or spill) raised the peak over the RSS it started at, MB
+
+
+def _status_mb(field: str) -> float | None:
+    """A /proc/self/status size (VmRSS: now; VmHWM: the peak so far) in MB; None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _watch_dedup_merges() -> None:
+    """Measure each background merge/spill of the dedup index: when the peak rose while it ran,
+    by how much it ended above the RSS the merge started at (its transient, as far as the peak saw)."""
+    from agen.gen import dedup_store as ds
+
+    absorb = ds._absorb
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        rss, hwm = _status_mb("VmRSS"), _status_mb("VmHWM")
+        try:
+            return absorb(*args, **kwargs)
+        finally:
+            after = _status_mb("VmHWM")
+            if rss is not None and hwm is not None and after is not None and after > hwm:
+                _MERGE_OVER[0] = max(_MERGE_OVER[0], round(after - rss, 1))
+
+    ds._absorb = watched
 
 
 def by_design(p: Any) -> dict[str, float | int]:
@@ -185,11 +237,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--sizes", default="10000,100000", help="comma-separated task counts")
     ap.add_argument("--no-dedup", action="store_true", help="replace the Deduper with a no-op")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (200 and 500 tasks)")
+    ap.add_argument("--process-defaults", action="store_true",
+                    help="the interpreter's collector and glibc's allocator as they come, not the session's settings")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
-        print(orjson.dumps(child(args.child, Path(args.out), not args.no_dedup)).decode())
+        print(orjson.dumps(child(args.child, Path(args.out), not args.no_dedup, not args.process_defaults)).decode())
         return {}
     sizes = [200, 500] if args.quick else [int(s) for s in args.sizes.split(",")]
     rows = []
@@ -198,6 +252,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cmd = [sys.executable, __file__, "--child", str(n), "--out", str(Path(d) / "run")]
             if args.no_dedup:
                 cmd.append("--no-dedup")
+            if args.process_defaults:
+                cmd.append("--process-defaults")
             res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if res.returncode != 0:
                 raise SystemExit(f"size {n} failed:\n{res.stderr[-3000:]}")
@@ -221,23 +277,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r["token_cache_kb_per_extra_task"] = round(cache, 3)
         r["other_kb_per_extra_task"] = round(total - design - cache, 3)
     mode = "no-op dedup" if args.no_dedup else "real dedup"
-    print(f"Pipeline with a stub provider (no HTTP), {mode}; peak RSS per size in a fresh process")
+    settings = "process defaults" if args.process_defaults else "the session's GC and malloc settings"
+    print(f"Pipeline with a stub provider (no HTTP), {mode}, {settings}; peak RSS per size in a fresh process")
     print("KB per extra task (vs the first size): total = by design (committed ids + the dedup index's RAM: "
           "12 B a question + fences) + token cache (bounded) + other (should be ~0)")
-    print(f"{'tasks':>10}{'finished':>10}{'accepted':>10}{'seconds':>9}{'start MB':>10}{'peak MB':>9}{'ids MB':>8}"
+    print("end MB: RSS when the run ended; merge+: the most a dedup merge raised the peak over the RSS it began at")
+    print(f"{'tasks':>10}{'finished':>10}{'accepted':>10}{'seconds':>9}{'start MB':>10}{'peak MB':>9}{'end MB':>8}"
+          f"{'merge+':>8}{'ids MB':>8}"
           f"{'dedup MB':>10}{'files MB':>10}{'total':>8}{'design':>8}{'cache':>8}{'other':>8}")
 
     def kb(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
+    def _mb(v: float | None) -> str:
+        return "-" if v is None else f"{v}"
+
     for r in rows:
         print(f"{r['tasks']:>10}{r['finished']:>10}{r['accepted']:>10}{r['seconds']:>9}{r['rss_start_mb']:>10}"
-              f"{r['peak_rss_mb']:>9}{r['ids_mb']:>8.1f}{r.get('dedup_index_mb', 0.0):>10.1f}"
+              f"{r['peak_rss_mb']:>9}{_mb(r.get('end_rss_mb')):>8}{r.get('merge_over_rss_mb', 0.0):>8}"
+              f"{r['ids_mb']:>8.1f}{r.get('dedup_index_mb', 0.0):>10.1f}"
               f"{r.get('dedup_files_mb', 0.0):>10.1f}"
               f"{kb(r['kb_per_extra_task']):>8}{kb(r['by_design_kb_per_extra_task']):>8}"
               f"{kb(r['token_cache_kb_per_extra_task']):>8}{kb(r['other_kb_per_extra_task']):>8}")
     result = {"benchmark": "memory", "provider": "stub (in-process, no HTTP)", "dedup": not args.no_dedup,
-              "results": rows}
+              "session_settings": not args.process_defaults, "results": rows}
     if len(rows) >= 3 and rows[-1]["tasks"] < 1_000_000:
         a, b = rows[-2], rows[-1]
         extra = (1_000_000 - b["tasks"]) / (b["tasks"] - a["tasks"])  # the last two sizes' slope, carried on

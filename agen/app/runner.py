@@ -24,6 +24,7 @@ import orjson
 import structlog
 
 from agen.app.gc_policy import session_gc
+from agen.app.malloc_policy import fix_malloc_thresholds
 from agen.app.preflight import check_endpoints
 from agen.app.progress import Progress
 from agen.app.summary import render_summary
@@ -155,6 +156,7 @@ def run_session(cfg: RunConfig, *, config_dir: Path | None = None, grace_s: floa
     """Run (or resume) the run in `cfg.output.dir` to its targets.
 
     `probe`: talk to every endpoint once (app/preflight) before the run directory is opened."""
+    fix_malloc_thresholds()  # before the session's big buffers: each one freed goes back to the OS
     try:
         seeds, prices = preflight(cfg, config_dir)
     except ConfigError as exc:
