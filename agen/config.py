@@ -259,6 +259,14 @@ class ModelConfig(_Strict):
     cache_min_tokens: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
+    def _headers_fit_http(self) -> ModelConfig:
+        """Said at load, not as a failed request: a line break would end the header (or inject one)."""
+        for name, value in self.headers.items():
+            if any(c in name or c in value for c in "\r\n\0"):
+                raise ValueError(f"headers.{name}: a header name or value cannot hold a line break or NUL")
+        return self
+
+    @model_validator(mode="after")
     def _no_secrets_in_config(self) -> ModelConfig:
         """Keys live in the environment: a config is snapshotted into the run directory."""
         for name in self.headers:

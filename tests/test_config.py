@@ -92,6 +92,14 @@ def test_credentials_in_headers_are_refused():
         parse_config(raw)
 
 
+def test_a_header_with_a_line_break_is_refused_at_load():
+    """It would end the header or inject another: said at load, naming the header, not as a failed request."""
+    raw = _raw()
+    raw["models"]["strong"]["headers"] = {"X-Team": "research\r\nX-Evil: 1"}
+    with pytest.raises(ConfigError, match=r"models.strong: .*headers.X-Team.*line break"):
+        parse_config(raw)
+
+
 def test_rip_pilot_must_fit_the_filter_workers():
     """A RIP pilot larger than the filter pool would wait forever; the config says so up front."""
     raw = yaml.safe_load((QUICKSTART.parent / "open_ended.yaml").read_text())
