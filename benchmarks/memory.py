@@ -14,9 +14,10 @@ and token codes themselves are in files, page cache not RSS, reported as "files 
 parts — dict buffers up to `MERGE_AT` keys, the in-RAM sorted run up to `SPILL_AT` keys and its
 merge copy, the item log's 1 MB tail, the 8k-entry token-code cache — are full before 10k tasks.
 Its file merges are not: the first one (two 2^18-key LSH files, at 16,384 kept questions, ~17k
-tasks) holds a piece of both files and its sort in RAM for ~0.1 s, ~12 MB over the steady RSS;
-later merges work in pieces of the same size, so a peak from 30k on includes that transient and
-a 10k peak does not (VmHWM read before and after each merge).
+tasks) is the first to read pieces of both files and sort them in RAM, so a peak from 30k on
+includes that transient and a 10k peak does not (VmHWM read before and after each merge: the
+`merge+` column). With pieces of `dedup_store.MERGE_CHUNK` keys it is ~4 MB; at 2^18 a piece was
+the whole of both files, 12-18 MB.
 So the growth per extra task splits into "by design" and "other" (everything else: what should
 be flat). With three or more sizes the table ends with 1M extrapolated from the last two sizes'
 slope, its terms named. The `--no-dedup` variant swaps the Deduper for a no-op to show what the

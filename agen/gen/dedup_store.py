@@ -38,7 +38,8 @@ __all__ = ["ItemLog", "MultiMap", "SpillDir"]
 _BLOCK = 64  # records between fence keys: a lookup reads ~one block (512-768 bytes) per file
 # Keys a file merge holds at once (pieces, their concatenation, the sort order, the sorted copy):
 # at 2^18 the first merge of two 2^18-key files held all of them, a 12-18 MB spike in peak RSS
-# (benchmarks/memory.py); at 2^15 it is ~2 MB, for 8x the reads of a merge that runs in a thread.
+# (benchmarks/memory.py); at 2^15 `merge+` measures ~4 MB, for 8x the reads of a merge that runs
+# in a thread.
 MERGE_CHUNK = 1 << 15
 _MERGER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agen-dedup-merge")
 

@@ -34,10 +34,11 @@ __all__ = ["BatchSetup", "ModelClient", "Providers", "check_api_keys"]
 
 
 def _user_agent() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        from importlib.metadata import version
         return f"agen/{version('agen')}"
-    except Exception:  # not installed as a distribution (a source checkout on sys.path)
+    except PackageNotFoundError:  # a source checkout on sys.path, not installed
         return "agen"
 
 

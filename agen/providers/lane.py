@@ -283,8 +283,8 @@ class Pacer:
             # One doubling per generation: requests sent together before the first 429 came back
             # (a burst) share its pause instead of doubling it once each.
             fresh = admitted_at >= self._hintless_at
-            wait_s = min(self.max_header_pause_s,
-                         self.default_pause_s * 2 ** min(self._hintless - (not fresh and self._hintless > 0), 16))
+            doublings = self._hintless if fresh else max(0, self._hintless - 1)  # a sibling: the same pause
+            wait_s = min(self.max_header_pause_s, self.default_pause_s * 2 ** min(doublings, 16))
             if fresh:
                 self._hintless += 1
                 self._hintless_at = now

@@ -54,7 +54,7 @@ class OutputReserve:
         if seen is None:
             seen = self._seen[stage] = deque(maxlen=KEEP)
             self._fresh[stage] = 0
-        seen.append(-(-output_tokens // choices))
+        seen.append(math.ceil(output_tokens / choices))
         self._fresh[stage] += 1
 
     def snapshot(self) -> dict[str, int]:
