@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from agen import yaml_text
 from agen.app.logs import configure_logging
 from agen.app.runner import EXIT_INPUT, EXIT_OK, run_session
 from agen.config import RunConfig, k_key, load_config, parse_config, set_dotted
@@ -72,7 +71,7 @@ def _apply(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 def _config(config: str | Path | dict[str, Any] | RunConfig, overrides: dict[str, Any]) -> tuple[RunConfig, Path | None]:
     if isinstance(config, (str, Path)):
         return load_config(config, overrides), Path(config).parent
-    raw = config.model_dump(mode="json") if isinstance(config, RunConfig) else yaml.safe_load(yaml.safe_dump(config))
+    raw = config.model_dump(mode="json") if isinstance(config, RunConfig) else yaml_text.load(yaml_text.dump(config))
     return parse_config(_apply(raw, overrides), "agen.run config"), None
 
 

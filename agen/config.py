@@ -18,6 +18,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agen import yaml_text
 from agen.errors import ConfigError
 
 
@@ -708,7 +709,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     """Read and validate a YAML run config; `overrides` are dotted paths set after reading."""
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = yaml_text.load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file") from None
     except IsADirectoryError:
@@ -731,7 +732,7 @@ def k_key(config: Any) -> str:
     config then says what is wrong with it)."""
     if isinstance(config, (str, Path)):
         try:
-            config = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+            config = yaml_text.load(Path(config).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             config = None
     task = config.get("task") if isinstance(config, dict) else getattr(config, "task", None)
@@ -758,7 +759,7 @@ def load_prices(path: Path | None = None) -> dict[str, Price]:
     """The dated price table shipped in configs/prices.yaml, keyed by wire model id (batch rates included)."""
     p = path or CONFIGS_DIR / "prices.yaml"
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = yaml_text.load(p.read_text(encoding="utf-8"))
         share = raw.get("batch_share", BATCH_SHARE)
         return {name: Price.model_validate({"batch_share": share, **v}) for name, v in raw["models"].items()}
     except OSError as exc:

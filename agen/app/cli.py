@@ -16,15 +16,11 @@ import click
 from agen.app.logs import configure_logging
 from agen.config import BUILTIN_CONFIGS, builtin_config, k_key, load_config
 from agen.errors import AgenError, StorageError
+from agen.version import agen_version
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("agen")
-    except PackageNotFoundError:  # pragma: no cover - a bare checkout on sys.path
-        return "unknown"
+    return agen_version() or "unknown"  # unknown: a bare checkout on sys.path
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

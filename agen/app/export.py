@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
-import yaml
 
+from agen import yaml_text
 from agen.errors import ConfigError, StorageError
 from agen.gen.rip_metrics import preference_pair
 from agen.run.shards import read_records
@@ -106,7 +106,7 @@ def export_rows(run_dir: Path, fmt: str, pass_range: PassRange = PassRange()) ->
 def default_format(run_dir: Path) -> str:
     """dpo for an open-ended run (RIP's preference pairs), sft otherwise (a math run has no pairs)."""
     try:
-        task = (yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}).get("task")
+        task = (yaml_text.load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}).get("task")
     except OSError:
         raise ConfigError(f"{run_dir}: not an agen run directory (no config.yaml)") from None
     return "dpo" if task == "open_ended" else "sft"

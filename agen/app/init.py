@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from agen import yaml_text
 from agen.app.dataset_card import licence_files
 from agen.config import CONFIGS_DIR, DATA_ROOT, RunConfig, builtin_config, parse_config
 from agen.errors import ConfigError, StorageError
@@ -42,7 +41,7 @@ def write_starter(directory: Path, base: str = "quickstart") -> Path:
     target = directory / "config.yaml"
     if target.exists():
         raise ConfigError(f"{target} already exists; choose another directory")
-    raw: dict[str, Any] = yaml.safe_load(source.read_text(encoding="utf-8"))
+    raw: dict[str, Any] = yaml_text.load(source.read_text(encoding="utf-8"))
     cfg = parse_config(raw, str(source))
     try:
         (directory / "templates").mkdir(parents=True, exist_ok=True)
@@ -55,7 +54,7 @@ def write_starter(directory: Path, base: str = "quickstart") -> Path:
             shutil.copyfile(lic, directory / lic.name)
         raw["seeds"]["path"] = seeds.name
         raw["output"] = {**raw.get("output", {}), "dir": f"runs/{directory.resolve().name}"}
-        target.write_text(HEADER.format(base=base) + yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+        target.write_text(HEADER.format(base=base) + yaml_text.dump(raw, sort_keys=False), encoding="utf-8")
     except OSError as exc:
         raise StorageError(f"writing {directory} failed: {exc.strerror}", str(directory)) from None
     return target

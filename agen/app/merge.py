@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import orjson
-import yaml
 
+from agen import yaml_text
 from agen.config import parse_config
 from agen.coord.layout import worker_dirs
 from agen.errors import ConfigError, StorageError
@@ -55,7 +55,7 @@ def merge_run(root: Path, out: Path) -> MergeResult:
         raise ConfigError(f"{root}: not a coordinated run root (no started worker under {root / 'workers'})")
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise ConfigError(f"{out}: exists and is not an earlier merge's output; choose another --out")
-    cfg = parse_config(yaml.safe_load((dirs[0] / "config.yaml").read_text(encoding="utf-8")),
+    cfg = parse_config(yaml_text.load((dirs[0] / "config.yaml").read_text(encoding="utf-8")),
                        str(dirs[0] / "config.yaml"))
     fps = {orjson.loads((d / "run.json").read_bytes())["fingerprint"] for d in dirs}
     if len(fps) != 1:
@@ -79,7 +79,7 @@ def merge_run(root: Path, out: Path) -> MergeResult:
 def _write(cfg, dirs: list[Path], tmp: Path, out: Path, res: MergeResult) -> None:  # type: ignore[no-untyped-def]
     tmp.mkdir(parents=True)
     out_cfg = cfg.model_copy(update={"coordinator": None, "output": cfg.output.model_copy(update={"dir": str(out)})})
-    atomic_write(tmp / "config.yaml", yaml.safe_dump(out_cfg.model_dump(mode="json"), sort_keys=False).encode())
+    atomic_write(tmp / "config.yaml", yaml_text.dump(out_cfg.model_dump(mode="json"), sort_keys=False).encode())
     # the index's files next to the output (a merge of a large run outgrows RAM), not the system temp dir
     dedup = Deduper(threshold=cfg.dedup.near_threshold, store=tmp / DEDUP_CACHE)
     try:

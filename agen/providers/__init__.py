@@ -26,6 +26,7 @@ from agen.providers.lane import Lane, Pacer
 from agen.providers.reward import RewardClient
 from agen.providers.transport import GatedConnector, Transport, fit_open_files
 from agen.types import CallRecord
+from agen.version import agen_version
 
 if TYPE_CHECKING:
     from agen.providers.shared_quota import SharedQuota
@@ -34,12 +35,8 @@ __all__ = ["BatchSetup", "ModelClient", "Providers", "check_api_keys"]
 
 
 def _user_agent() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"agen/{version('agen')}"
-    except PackageNotFoundError:  # a source checkout on sys.path, not installed
-        return "agen"
+    v = agen_version()
+    return "agen" if v is None else f"agen/{v}"  # None: a source checkout on sys.path, not installed
 
 
 def check_api_keys(models: dict[str, ModelConfig]) -> None:

@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-import yaml
 
+from agen import yaml_text
 from agen.config import RunConfig, changed_output_fields, parse_config
 from agen.errors import ConfigError, StorageError
 from agen.run import faults
@@ -117,14 +117,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _snapshot(cfg: RunConfig) -> bytes:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode()
+    return yaml_text.dump(cfg.model_dump(mode="json"), sort_keys=False).encode()
 
 
 def load_snapshot(root: Path) -> RunConfig:
     """The config a run directory was started with."""
     path = root / "config.yaml"
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml_text.load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{root}: not a run directory ({path}: {exc.strerror})") from None
     return parse_config(raw, str(path))
