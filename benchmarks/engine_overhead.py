@@ -13,7 +13,16 @@ settings agen's session uses (`app/gc_policy`), so `ratio_same_gc` shows how muc
 agen's code rather than GC tuning any client could do.
 `benchmarks/client_overhead.py` measures the lane+client path alone.
 
+CPU time on a shared 2-core machine moves ±15% between identical runs (the bare loop alone:
+178-247 µs a request in one session), more than most changes this benchmark is asked to judge.
+`--instructions` counts instead: each side runs under valgrind's callgrind (instructions
+executed, the same whatever else the machine does) at two sizes, and the ratio is of the slopes
+(instructions per extra request, so imports and warm-up cancel), with agen's per-session fixed
+cost spread over the default run's requests shown beside it. The sim runs outside valgrind. It
+takes a few minutes (valgrind runs Python ~50x slower).
+
     python benchmarks/engine_overhead.py [--accepted 1500] [--repeat 3] [--quick]
+    python benchmarks/engine_overhead.py --instructions [--accepted 1500]
 
 Prints a table and one JSON line.
 """
@@ -26,6 +35,9 @@ import concurrent.futures
 import contextlib
 import io
 import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -121,13 +133,18 @@ async def run_bare(url: str, payloads: list[bytes], conc: int) -> tuple[float, f
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return _child(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accepted", type=int, default=1500, help="accepted examples in the measured run")
     ap.add_argument("--concurrency", type=int, default=64, help="bare loop concurrency")
     ap.add_argument("--repeat", type=int, default=1, help="pipeline/bare pairs, each pair measured back to back")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
+    ap.add_argument("--instructions", action="store_true", help="count instructions under callgrind (see the doc)")
     args = ap.parse_args(argv)
     n = 30 if args.quick else args.accepted
+    if args.instructions:
+        return _instructions(n)
     cfg = {"models": {MODEL: {"latency_ms": {"median": 0, "sigma": 0}}}}
     pairs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as d:
@@ -158,18 +175,15 @@ def _pair(out: Path, sim_url: str, n: int, concurrency: int) -> dict[str, Any]:
     (back to back, so both see the same machine load)."""
     counts = _Counts()
     cpu, wall, calls = run_pipeline(out, sim_url, max(2, n // 10), n - max(2, n // 10), counts)
-    gen = [c for c in calls if not c["stage"].endswith(".vote")]
-    votes = [c for c in calls if c["stage"].endswith(".vote")]
-    samples = sum(r["vote"]["samples"] for s in ("accepted", "rejected")
-                  for r in read_records(out / s) if r.get("vote"))
-    mean_n = max(1, round(samples / max(1, len(votes))))
+    mix = _mix(out, calls)
+    mean_n = mix["mean_n"]
     prop, solve = bodies("propose", 1), bodies("solve", mean_n)
-    payloads = [prop[i % len(prop)] for i in range(len(gen))] + [solve[i % len(solve)] for i in range(len(votes))]
+    payloads = [prop[i % len(prop)] for i in range(mix["gen"])] + [solve[i % len(solve)] for i in range(mix["votes"])]
     bcpu, bwall, ok = uvloop.run(run_bare(sim_url + "/v1/chat/completions", payloads, concurrency))
     with session_gc():  # the collector settings agen's session runs with: what of the gap they explain
         gcpu = uvloop.run(run_bare(sim_url + "/v1/chat/completions", payloads, concurrency))[0]
-    reqs = len(calls)
-    result = {"requests": reqs, "generation_calls": len(gen), "vote_calls": len(votes), "bare_vote_n": mean_n,
+    reqs = mix["requests"]
+    result = {"requests": reqs, "generation_calls": mix["gen"], "vote_calls": mix["votes"], "bare_vote_n": mean_n,
               "agen_cpu_s_per_1k": round(cpu / reqs * 1000, 4), "agen_req_per_s": round(reqs / wall, 1),
               "bare_cpu_s_per_1k": round(bcpu / len(payloads) * 1000, 4),
               "bare_req_per_s": round(len(payloads) / bwall, 1), "bare_ok": ok,
@@ -178,6 +192,81 @@ def _pair(out: Path, sim_url: str, n: int, concurrency: int) -> dict[str, Any]:
               "thread_submits_per_1k": round(counts.submits / reqs * 1000, 1)}
     result["ratio"] = round(result["agen_cpu_s_per_1k"] / result["bare_cpu_s_per_1k"], 3)
     result["ratio_same_gc"] = round(result["agen_cpu_s_per_1k"] / result["bare_session_gc_cpu_s_per_1k"], 3)
+    return result
+
+
+def _child(argv: list[str]) -> dict[str, Any]:
+    """One side, in a process of its own (under valgrind): `agen ACCEPTED` prints the run's
+    request mix (`agen 0`: the warm-up alone); `bare GEN VOTES N` sends that mix from the bare
+    loop."""
+    kind, *rest = argv
+    cfg = {"models": {MODEL: {"latency_ms": {"median": 0, "sigma": 0}}}}
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "sim.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        with SimProcess(path) as sim:
+            if kind == "bare":
+                gen, votes, mean_n = map(int, rest)
+                prop, solve = bodies("propose", 1), bodies("solve", mean_n)
+                payloads = [prop[i % len(prop)] for i in range(gen)] + [solve[i % len(solve)] for i in range(votes)]
+                uvloop.run(run_bare(sim.base_url + "/v1/chat/completions", payloads, 64))
+                mix = {"requests": len(payloads)}
+            else:
+                run_pipeline(Path(d) / "warm", sim.base_url, 2, 8)
+                n = int(rest[0])
+                mix = {"requests": 0}
+                if n:
+                    calls = run_pipeline(Path(d) / "run", sim.base_url, max(2, n // 10), n - max(2, n // 10))[2]
+                    mix = _mix(Path(d) / "run", calls)
+    print("MIX " + orjson.dumps(mix).decode(), flush=True)
+    return mix
+
+
+def _mix(out: Path, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    gen = sum(1 for c in calls if not c["stage"].endswith(".vote"))
+    votes = len(calls) - gen
+    samples = sum(r["vote"]["samples"] for s in ("accepted", "rejected") for r in read_records(out / s) if r.get("vote"))
+    return {"requests": len(calls), "gen": gen, "votes": votes, "mean_n": max(1, round(samples / max(1, votes)))}
+
+
+def _counted(args: list[str]) -> tuple[int, dict[str, Any]]:
+    """Instructions callgrind counted for one child, and the mix it printed."""
+    with tempfile.TemporaryDirectory() as d:
+        proc = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out", sys.executable,
+                               str(Path(__file__).resolve()), "--child", *args], capture_output=True, text=True)
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    mix = re.search(r"^MIX (.*)$", proc.stdout, re.M)
+    if proc.returncode != 0 or found is None or mix is None:
+        raise SystemExit(f"callgrind child {args} failed:\n{proc.stderr[-2000:]}")
+    return int(found.group(1)), orjson.loads(mix.group(1))
+
+
+def _instructions(n: int) -> dict[str, Any]:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    small = max(30, n // 3)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # two children at a time: one per core
+        (i_small, m_small), (i_big, m_big) = pool.map(_counted, [["agen", str(small)], ["agen", str(n)]])
+        bare = [["bare", str(m["gen"]), str(m["votes"]), str(m["mean_n"])] for m in (m_small, m_big)]
+        (b_small, bm_small), (b_big, bm_big) = pool.map(_counted, bare)
+        # fixed cost of a session: a tiny run after the warm-up, minus its requests at the slope
+        (i_warm, _), (i_tiny, m_tiny) = pool.map(_counted, [["agen", "0"], ["agen", "10"]])
+    agen_slope = (i_big - i_small) / (m_big["requests"] - m_small["requests"])
+    bare_slope = (b_big - b_small) / (bm_big["requests"] - bm_small["requests"])
+    fixed = max(0.0, (i_tiny - i_warm) - agen_slope * m_tiny["requests"])
+    result = {"benchmark": "engine_overhead", "mode": "instructions", "agen_requests": [m_small["requests"], m_big["requests"]],
+              "bare_requests": [bm_small["requests"], bm_big["requests"]], "mean_n": m_big["mean_n"],
+              "agen_kinstr_per_req": round(agen_slope / 1e3, 1), "bare_kinstr_per_req": round(bare_slope / 1e3, 1),
+              "agen_fixed_minstr": round(fixed / 1e6, 1),
+              "ratio": round(agen_slope / bare_slope, 3),
+              "ratio_with_fixed": round((agen_slope + fixed / m_big["requests"]) / bare_slope, 3)}
+    print(f"instructions per request (callgrind, slope between {small} and {n} accepted; sim outside valgrind)")
+    print(f"{'bare aiohttp+uvloop+orjson':<34}{result['bare_kinstr_per_req']:>10.1f} k")
+    print(f"{'agen full pipeline (run_session)':<34}{result['agen_kinstr_per_req']:>10.1f} k   "
+          f"+ {result['agen_fixed_minstr']} M a session")
+    print(f"ratio agen/bare = {result['ratio']:.2f} per extra request; {result['ratio_with_fixed']:.2f} with the "
+          f"session's fixed cost over {m_big['requests']} requests")
+    print(orjson.dumps(result).decode())
     return result
 
 

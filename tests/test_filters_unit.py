@@ -7,9 +7,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agen.config import CategoriesConfig, RipConfig
 from agen.errors import FatalRunError, TaskFailedError
+from agen.filters import answer_consistency as ac
 from agen.filters import gather_settled
 from agen.filters.rip import RipFilter
 from agen.gen.rip_metrics import RipMetrics
@@ -97,3 +100,23 @@ async def test_categorisation_survives_failed_calls_and_caches_results(tmp_path)
     assert len(orjson.loads(cache.read_bytes())) == 2
     again = await categorize_seeds(seeds, CategoriesConfig(model="cheap"), Client(), None, cache)  # type: ignore[arg-type]
     assert [s.category for s in again] == [s.category for s in out]  # no call needed
+
+
+# -- the solutions a vote record keeps --------------------------------------------------------
+
+_PIECES = st.sampled_from([" ", "\n", "x", "Step.", "\\boxed{", "\\fbox{", "}", "{", "\\{", "42", "\\boxed{7}",
+                           "\\boxed{3} then", "  \\boxed{\\frac{1}{2}}", "\\boxed"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(_PIECES, max_size=12).map("".join), max_size=9), st.integers(2, 60))
+def test_keep_solutions_is_the_shortest_cuts_in_order(agreeing: list[str], cap: int) -> None:
+    """Cutting only the solutions that can still be among the shortest keeps exactly what cutting
+    all of them and sorting (stable: the earliest of equal lengths first) keeps."""
+    old = ac.MAX_SOLUTION_CHARS
+    ac.MAX_SOLUTION_CHARS = cap
+    try:
+        every = sorted((ac.through_final_box(t) for t in agreeing), key=len)
+        assert ac.keep_solutions(agreeing) == [t for t in every if len(t) <= cap][:ac.MAX_SOLUTIONS]
+    finally:
+        ac.MAX_SOLUTION_CHARS = old

@@ -18,7 +18,7 @@ from agen.engine.tasks import FilterJob, GenTask
 from agen.engine.turns import Turns
 from agen.errors import FatalRunError, Stopped, TaskFailedError
 from agen.filters import Call, CandidateFilter, FilterTask, TargetMet
-from agen.gen.dedup import Deduper, exact_key
+from agen.gen.dedup import Deduper
 from agen.gen.parse import Candidate, ParseFailure
 from agen.gen.prompts import generation_messages
 from agen.providers import Providers
@@ -104,7 +104,7 @@ async def generate_worker(ctx: WorkerContext, stage: str, task_q: asyncio.Queue[
                              duplicate_of=dup.match_id, duplicate_score=round(dup.score, 4), finish_reason=finish)
             continue
         try:
-            first = await ctx.seen(exact_key(parsed.question), task.id)
+            first = await ctx.seen(ctx.dedup.last_exact_key, task.id)  # exact_key(parsed.question)
         except FatalRunError as exc:  # the coordinator is gone: left uncommitted, redone on resume
             ctx.fatal(exc)
             continue

@@ -230,6 +230,7 @@ class Deduper:
         self._lsh = MultiMap(np.uint32, merge_at, spill_at, self._spill, "lsh")
         self._items = ItemLog(self._spill, 4 * spill_at)  # every kept item's token codes and id (a 1 MB tail)
         self.candidates_checked = 0
+        self.last_exact_key = 0  # `exact_key` of the text last checked: the run-wide set takes it as is
 
     def __len__(self) -> int:
         return len(self._items)
@@ -314,6 +315,7 @@ class Deduper:
     def check_and_add(self, text: str, item_id: str) -> DupMatch | None:
         """Check `text` and keep it only if it is not a duplicate; returns the match if any."""
         p = self._prepare(text)
+        self.last_exact_key = p.exact
         match = self._check(p)
         if match is None:
             self._add(p, item_id)
