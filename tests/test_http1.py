@@ -84,6 +84,14 @@ class Scripted:
             await w.drain()
             await asyncio.sleep(0.05)
             return False
+        elif path == "/ka-timeout":  # the server says it closes idle connections after 1 s (Node, Apache)
+            w.write(b"HTTP/1.1 200 OK\r\nkeep-alive: timeout=1\r\ncontent-length: %d\r\n\r\n%s" % (len(ok), ok))
+        elif path == "/http10-keep":
+            w.write(b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: %d\r\n\r\n%s" % (len(ok), ok))
+        elif path == "/http10":
+            w.write(b"HTTP/1.0 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(ok), ok))
+            await w.drain()
+            return False
         elif path == "/continue":
             w.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: %d\r\n\r\n%s" % (len(ok), ok))
         elif path == "/mid-body":
@@ -163,6 +171,46 @@ async def test_connection_close_and_idle_close_open_a_new_connection() -> None:
         status, _, _ = await post(pool, srv.url("/plain"))  # never written to the closed one
         assert status == 200 and srv.connections == 3
         pool.close()
+
+
+async def test_a_servers_keep_alive_timeout_bounds_reuse() -> None:
+    """`Keep-Alive: timeout=1`: reused at once, not after 0.75 s idle (the server may be closing
+    it); without the header the pool's own 15 s holds."""
+    async with Scripted() as srv:
+        pool = HttpPool(2)
+        await post(pool, srv.url("/ka-timeout"))
+        await post(pool, srv.url("/ka-timeout"))
+        assert srv.connections == 1
+        await asyncio.sleep(0.8)
+        await post(pool, srv.url("/plain"))
+        assert srv.connections == 2  # not reused past timeout - margin
+        await asyncio.sleep(0.8)
+        await post(pool, srv.url("/plain"))
+        assert srv.connections == 2  # no header: reused
+        pool.close()
+
+
+async def test_http10_keep_alive_is_reused_and_plain_http10_is_not() -> None:
+    async with Scripted() as srv:
+        pool = HttpPool(2)
+        for _ in range(3):
+            status, _, data = await post(pool, srv.url("/http10-keep"))
+            assert status == 200 and data == b'{"ok": true}'
+        assert srv.connections == 1
+        for _ in range(3):  # the first goes on the kept connection, which its answer then closes
+            assert (await post(pool, srv.url("/http10")))[0] == 200
+        assert srv.connections == 3  # an HTTP/1.0 answer without keep-alive closes its connection
+        pool.close()
+
+
+async def test_keep_alive_timeout_parsing() -> None:  # async: the module's asyncio mark
+    from agen.providers.http1 import _reuse_for
+
+    assert _reuse_for("timeout=5, max=100", 15.0) == 4.0
+    assert _reuse_for("max=100;Timeout = 1", 15.0) == 0.75
+    assert _reuse_for("timeout=60", 15.0) == 15.0
+    assert _reuse_for("max=100", 15.0) == 15.0
+    assert _reuse_for("timeout=0", 15.0) == 0.0
 
 
 async def test_server_faults_are_os_errors_and_free_the_slot() -> None:

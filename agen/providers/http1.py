@@ -7,8 +7,9 @@ parser aiohttp itself uses; `benchmarks/client_overhead.py` prints both). For a 
 CPU per request was there. The batch and file APIs (multipart uploads, GETs, a few calls a
 minute) keep aiohttp, and `models.*.http_client: aiohttp` sends a model's POSTs through it too.
 
-What it does: per origin a LIFO of idle connections (dropped when the server closes them or
-after `keepalive_s` idle); at most `limit` connections in all, callers beyond it wait in order;
+What it does: per origin a LIFO of idle connections (dropped when the server closes them, or
+after `keepalive_s` idle, or sooner where the server's `Keep-Alive: timeout=N` says it will close
+them: HTTP/1.0 keep-alive included); at most `limit` connections in all, callers beyond it wait in order;
 TLS with the default verifying context and SNI; chunked, sized or read-until-close bodies;
 gzip/deflate; 1xx skipped; a connect timeout and a read-idle timeout (no byte for that long).
 A reused connection that the server closed is never written to (its close is seen first), and a
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import errno
+import re
 import socket
 import ssl
 import zlib
@@ -34,6 +36,19 @@ import httptools
 __all__ = ["HttpPool", "HttpProtocolError", "Target"]
 
 KEEPALIVE_S = 15.0  # aiohttp's default keep-alive of an idle connection
+_KA_TIMEOUT = re.compile(r"(?:^|[,;\s])timeout\s*=\s*(\d+(?:\.\d+)?)", re.I)
+
+
+def _reuse_for(keep_alive: str, ours: float) -> float:
+    """How long an idle connection may be reused when the server sent `Keep-Alive: timeout=N`:
+    it closes the connection N seconds after the last response, so a request sent near N meets a
+    closing socket (a reset, paid for with a retry). Reused up to N less a margin (a quarter of N,
+    at most one second), never past our own keep-alive."""
+    m = _KA_TIMEOUT.search(keep_alive)
+    if m is None:
+        return ours
+    n = float(m.group(1))
+    return max(0.0, min(ours, n - min(1.0, n / 4)))
 DNS_TTL_S = 300.0  # and its connector's DNS cache
 
 
@@ -101,6 +116,7 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = True
         self.closed = False
         self.idle_since = 0.0
+        self.reuse_for = 0.0  # seconds it may sit idle and still be reused (the pool's, or less if the server says)
         self.last_byte = 0.0
         self.timer: asyncio.TimerHandle | None = None
 
@@ -229,13 +245,15 @@ class HttpPool:
                 conn.timer.cancel()
                 conn.timer = None
             conn.waiter = None
+        status, body_parts, headers = conn.status, conn.body, conn.headers
+        hdrs = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reversed(headers)}
         if conn.keep_alive and not conn.closed:
+            conn.reuse_for = self._keepalive_s if "keep-alive" not in hdrs else _reuse_for(hdrs["keep-alive"],
+                                                                                         self._keepalive_s)
             self._release(conn)
         else:
             conn.abort()
-        status, body_parts, headers = conn.status, conn.body, conn.headers
         data = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
-        hdrs = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reversed(headers)}
         enc = hdrs.get("content-encoding", "").lower()
         if enc in ("gzip", "x-gzip", "deflate") and data:
             try:
@@ -252,7 +270,7 @@ class HttpPool:
             while idle:
                 conn = idle.pop()
                 if not conn.closed and not conn.transport.is_closing() \
-                        and now - conn.idle_since < self._keepalive_s:  # type: ignore[union-attr]
+                        and now - conn.idle_since < conn.reuse_for:  # type: ignore[union-attr]
                     return conn
                 conn.abort()
             if self._open >= self.limit and not self._close_some_idle():
