@@ -311,6 +311,21 @@ async def test_the_sims_http_options_change_what_goes_on_the_wire() -> None:
         pool.close()
     finally:
         await server.aclose()
+    server = await start_sim({"http": {"keepalive_s": 0.4, "advertise_keepalive": True},
+                              "models": {"sim-small": {"latency_ms": {"median": 0, "sigma": 0}}}})
+    try:
+        pool = HttpPool(2)
+        url = server.base_url + "/v1/chat/completions"
+        status, headers, _ = await post(pool, url)
+        assert status == 200 and headers["keep-alive"] == "timeout=0.4"
+        await post(pool, url)
+        assert pool.connections_made == 1
+        await asyncio.sleep(0.32)  # past 0.4 - 0.1: not reused, though the server has not closed it yet
+        await post(pool, url)
+        assert pool.connections_made == 2
+        pool.close()
+    finally:
+        await server.aclose()
 
 
 async def test_a_host_is_looked_up_once_while_its_connections_come_and_go() -> None:

@@ -73,9 +73,12 @@ class HttpOptions(_Strict):
     """How the server speaks HTTP/1.1. Each option breaks one assumption a lean client might make:
     that a kept-alive connection stays open (`keepalive_s`: uvicorn, which serves vLLM, closes an
     idle one after 5 s), that the server keeps it at all (`close_p`), that a body comes with a
-    length (`chunked`), that it comes uncompressed (`gzip`, when the request accepts it)."""
+    length (`chunked`), that it comes uncompressed (`gzip`, when the request accepts it). With
+    `advertise_keepalive` every answer says when its connection will be closed (`Keep-Alive:
+    timeout=N`, as Node and Apache do; uvicorn and aiohttp say nothing)."""
 
     keepalive_s: float = Field(default=75.0, gt=0)  # an idle connection is closed after this long
+    advertise_keepalive: bool = False  # send `keep-alive: timeout=<keepalive_s>`
     close_p: float = Field(default=0.0, ge=0, le=1)  # chance a response says `connection: close` and closes
     chunked: bool = False  # bodies in chunks, no content-length
     gzip: bool = False  # bodies gzip-encoded if the request's accept-encoding names gzip

@@ -307,6 +307,8 @@ class Handlers:
         if opts.close_p and self.st.rng.random() < opts.close_p:
             resp.force_close()
             resp.headers["connection"] = "close"
+        elif opts.advertise_keepalive:
+            resp.headers["keep-alive"] = f"timeout={opts.keepalive_s:g}"
         return resp
 
     async def _serve(self, request: web.Request, fmt: wire.Wire, pooling: bool = False) -> web.StreamResponse:
