@@ -16,10 +16,13 @@ agen's code rather than GC tuning any client could do.
 CPU time on a shared 2-core machine moves ±15% between identical runs (the bare loop alone:
 178-247 µs a request in one session), more than most changes this benchmark is asked to judge.
 `--instructions` counts instead: each side runs under valgrind's callgrind (instructions
-executed, the same whatever else the machine does) at two sizes, and the ratio is of the slopes
+executed, whatever else the machine does) at two sizes, and the ratio is of the slopes
 (instructions per extra request, so imports and warm-up cancel), with agen's per-session fixed
-cost spread over the default run's requests shown beside it. The sim runs outside valgrind. It
-takes a few minutes (valgrind runs Python ~50x slower).
+cost spread over the run's requests beside it. The sim runs outside valgrind. It takes a few
+minutes (valgrind runs Python ~50x slower). The count is not exact either: the run's own work
+depends on timing (how many `begin` lines share a group commit, which samples the sim draws for
+which vote), and the same tree gave 913k-987k instructions a request in three runs, against
+±15% for CPU time.
 
     python benchmarks/engine_overhead.py [--accepted 1500] [--repeat 3] [--quick]
     python benchmarks/engine_overhead.py --instructions [--accepted 1500]
