@@ -50,6 +50,25 @@ def test_engine_overhead_quick(outputs) -> None:
     assert doc["agen_cpu_s_per_1k"] > 0 and doc["bare_cpu_s_per_1k"] > 0 and doc["ratio"] > 0
 
 
+def test_engine_overhead_instruction_children_run_without_valgrind() -> None:
+    """`--instructions` runs each side as a `--child` under callgrind; the children themselves are
+    checked here without it (valgrind may be absent, and under it they take minutes): the agen
+    child reports the mix the bare child is then given."""
+    script = str(ROOT / "benchmarks" / "engine_overhead.py")
+
+    def child(*args: str) -> dict:
+        out = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True, cwd=ROOT,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        (line,) = [x for x in out.stdout.splitlines() if x.startswith("MIX ")]
+        return orjson.loads(line[4:])
+
+    mix = child("agen", "20")
+    assert mix["requests"] == mix["gen"] + mix["votes"] > 0 and mix["mean_n"] >= 1
+    assert child("agen", "0") == {"requests": 0}  # the warm-up alone
+    assert child("bare", str(mix["gen"]), str(mix["votes"]), str(mix["mean_n"]))["requests"] == mix["requests"]
+
+
 def test_latency_throughput_quick(outputs) -> None:
     """latency_throughput --quick reports achieved req/s and its share of C/latency per concurrency."""
     _, doc = _doc(outputs, "latency_throughput")
