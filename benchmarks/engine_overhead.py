@@ -180,8 +180,7 @@ def _pair(out: Path, sim_url: str, n: int, concurrency: int) -> dict[str, Any]:
     cpu, wall, calls = run_pipeline(out, sim_url, max(2, n // 10), n - max(2, n // 10), counts)
     mix = _mix(out, calls)
     mean_n = mix["mean_n"]
-    prop, solve = bodies("propose", 1), bodies("solve", mean_n)
-    payloads = [prop[i % len(prop)] for i in range(mix["gen"])] + [solve[i % len(solve)] for i in range(mix["votes"])]
+    payloads = _bare_payloads(mix["gen"], mix["votes"], mean_n)
     bcpu, bwall, ok = uvloop.run(run_bare(sim_url + "/v1/chat/completions", payloads, concurrency))
     with session_gc():  # the collector settings agen's session runs with: what of the gap they explain
         gcpu = uvloop.run(run_bare(sim_url + "/v1/chat/completions", payloads, concurrency))[0]
@@ -210,8 +209,7 @@ def _child(argv: list[str]) -> dict[str, Any]:
         with SimProcess(path) as sim:
             if kind == "bare":
                 gen, votes, mean_n = map(int, rest)
-                prop, solve = bodies("propose", 1), bodies("solve", mean_n)
-                payloads = [prop[i % len(prop)] for i in range(gen)] + [solve[i % len(solve)] for i in range(votes)]
+                payloads = _bare_payloads(gen, votes, mean_n)
                 uvloop.run(run_bare(sim.base_url + "/v1/chat/completions", payloads, 64))
                 mix = {"requests": len(payloads)}
             else:
@@ -223,6 +221,13 @@ def _child(argv: list[str]) -> dict[str, Any]:
                     mix = _mix(Path(d) / "run", calls)
     print("MIX " + orjson.dumps(mix).decode(), flush=True)
     return mix
+
+
+def _bare_payloads(gen: int, votes: int, mean_n: int) -> list[bytes]:
+    """The bare loop's requests for a run's mix: one proposal-style body per generation call,
+    one solve body asking for the run's mean `n` per vote call."""
+    prop, solve = bodies("propose", 1), bodies("solve", mean_n)
+    return [prop[i % len(prop)] for i in range(gen)] + [solve[i % len(solve)] for i in range(votes)]
 
 
 def _mix(out: Path, calls: list[dict[str, Any]]) -> dict[str, Any]:

@@ -116,7 +116,7 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = True
         self.closed = False
         self.idle_since = 0.0
-        self.reuse_for = 0.0  # seconds it may sit idle and still be reused (the pool's, or less if the server says)
+        self.reuse_for = pool._keepalive_s  # seconds it may sit idle and still be reused (less if the server says)
         self.last_byte = 0.0
         self.timer: asyncio.TimerHandle | None = None
 
@@ -248,8 +248,10 @@ class HttpPool:
         status, body_parts, headers = conn.status, conn.body, conn.headers
         hdrs = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reversed(headers)}
         if conn.keep_alive and not conn.closed:
-            conn.reuse_for = self._keepalive_s if "keep-alive" not in hdrs else _reuse_for(hdrs["keep-alive"],
-                                                                                         self._keepalive_s)
+            if "keep-alive" in hdrs:  # the server's word holds for this answer only
+                conn.reuse_for = _reuse_for(hdrs["keep-alive"], self._keepalive_s)
+            else:
+                conn.reuse_for = self._keepalive_s
             self._release(conn)
         else:
             conn.abort()
