@@ -73,7 +73,10 @@ _SLASH = re.compile(r"^([-+]?\d+)\s*/\s*([-+]?\d+)$")
 _E_NOTATION = re.compile(r"^([-+]?(?:\d+\.?\d*|\.\d+))[eE]([-+]?\d+)$")
 _TIMES_TEN = re.compile(r"^([-+]?)(?:(\d+\.?\d*|\.\d+)\s*(?:\\times|\\cdot|×|\*)\s*)?"
                         r"10\s*\^\s*(?:\{\s*([-+]?\d+)\s*\}|([-+]?\d+))$")
-_TRAILING_WORDS = re.compile(r"^(.*?\d\.?)\s*((?:[A-Za-z]+\s*)+)$")
+# the words after the number: a letter, then letters and blanks (`(?:[A-Za-z]+\s*)+` says the same
+# with nested repeats, and backtracked exponentially when the rest did not match: 47 s on the loop
+# for "A $90^\circ$ rotation around the origin in the counter-clock"; tests/test_answers.py)
+_TRAILING_WORDS = re.compile(r"^(.*?\d\.?)\s*([A-Za-z][A-Za-z\s]*)$")
 # Words that are mathematics, not units: "3 pi" is a number but not this module's to decide.
 _MATH_WORDS = frozenset({"pi", "sqrt", "inf", "infty", "infinity", "ln", "log", "sin", "cos",
                          "tan", "exp", "frac", "cdot", "times", "circ"})
@@ -89,6 +92,9 @@ class Quantity:
 
     value: int | Fraction
     unit: str
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled to equivalence workers; compiled, a class needs it said
+        return Quantity, (self.value, self.unit)
 
 
 def _unwrap(s: str) -> str:
@@ -145,10 +151,10 @@ def _to_number(s: str) -> int | Fraction | None:
     if m:
         num_s = (m.group(2) if m.group(2) is not None else m.group(3)).strip()
         den_s = (m.group(4) if m.group(4) is not None else m.group(5)).strip()
-        num, den = _to_number(num_s), _to_number(den_s)
-        if num is None or den is None or den == 0:
+        top, bottom = _to_number(num_s), _to_number(den_s)
+        if top is None or bottom is None or bottom == 0:
             return None
-        value = Fraction(num, den)
+        value = Fraction(top, bottom)
         return -value if m.group(1) else value
     return None
 
@@ -361,11 +367,13 @@ class AnswerClasses:
         self._by_key[key] = idx
         return idx
 
-    def classify(self, ans: str | None) -> int | None:
-        """The class `ans` belongs to (without counting it); None for a missing answer."""
+    def classify(self, ans: str | None, key: Hashable = None) -> int | None:
+        """The class `ans` belongs to (without counting it); None for a missing answer. `key`:
+        its `answer_key`, if the caller has it."""
         if ans is None or not ans.strip():
             return None
-        key = answer_key(ans)
+        if key is None:
+            key = answer_key(ans)
         idx = self._by_key.get(key)
         if idx is not None:
             return idx
@@ -376,15 +384,25 @@ class AnswerClasses:
                 return i
         return self._new_class(ans, key, count=0)
 
-    def add(self, ans: str | None) -> int | None:
+    def __reduce__(self) -> tuple[Any, ...]:  # the equivalence pool pickles tallies to its workers
+        return _classes_from, (self.representatives, self.counts, self._rep_keys, self._by_key)
+
+    def add(self, ans: str | None, key: Hashable = None) -> int | None:
         """Count `ans` in its class and return the class index (None for a missing answer)."""
-        idx = self.classify(ans)
+        idx = self.classify(ans, key)
         if idx is not None:
             self.counts[idx] += 1
         return idx
 
     def __len__(self) -> int:
         return len(self.representatives)
+
+
+def _classes_from(representatives: list[str], counts: list[int], rep_keys: list[Hashable],
+                  by_key: dict[Hashable, int]) -> AnswerClasses:
+    classes = AnswerClasses()
+    classes.representatives, classes.counts, classes._rep_keys, classes._by_key = representatives, counts, rep_keys, by_key
+    return classes
 
 
 def group_answers(answers: Iterable[str | None]) -> list[tuple[str, int]]:
