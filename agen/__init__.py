@@ -6,6 +6,10 @@
 
 from typing import Any
 
+from agen import native
+
+native.guard()  # before any compiled module can be imported: a stale build is never used
+
 
 def __getattr__(name: str) -> Any:
     if name == "run":  # `import agen; agen.run(...)` before anything imported the package

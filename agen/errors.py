@@ -20,6 +20,8 @@ Only `agen.providers` raises ProviderError subclasses; the pipeline catches Fata
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class AgenError(Exception):
     """Base of every error agen raises on purpose."""
@@ -118,3 +120,15 @@ class EndpointFailingError(FatalRunError):
     task once its retries are spent. Exit code 6, like an unreachable endpoint."""
 
     exit_code = 6
+
+
+class WireError(Exception):
+    """A 200 body that cannot be used; `usage` (an `agen.types.Usage`) is whatever billing it still
+    reported. Defined here, not in `providers/wire` where it is raised: that module is compiled
+    (`agen/native.py`), and an interpreted class (`providers/reward._BadBody`) cannot subclass a
+    compiled one."""
+
+    def __init__(self, message: str, usage: Any = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage
+        self.code = code

@@ -5,8 +5,7 @@ The sim runs in its own process with every model on `sim-fast` (zero latency, no
 (`agen.app.runner.run_session`: lanes, client, ledger, parse, dedup, early-stopped votes with `n`,
 group-committed fsynced shards) after a small warm-up run in the same process; its requests are
 the ledger's call lines. The bare row sends the same number of requests with the same mix (one
-proposal-style body per generation call, one solve body with the pipeline's mean `n` per vote
-call) from a semaphore-bounded aiohttp loop: the floor for any Python client. With `--repeat R` the two are measured back to back R times
+proposal-style body per generation call, solve bodies asking for the run's vote samples, `n` spread evenly over its vote calls) from a semaphore-bounded aiohttp loop: the floor for any Python client. With `--repeat R` the two are measured back to back R times
 (each pair sees the same machine load; on a shared machine the load moves between runs) and the
 median pair is reported with every pair's ratio. The bare loop is also run under the collector
 settings agen's session uses (`app/gc_policy`), so `ratio_same_gc` shows how much of the gap is
@@ -52,6 +51,7 @@ import orjson
 import uvloop
 import yaml
 
+from agen import native
 from agen.config import parse_config
 from agen.run.rundir import read_ledger
 from agen.run.shards import read_records
@@ -159,8 +159,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 pairs.append(_pair(Path(d) / f"run{r}", sim.base_url, n, args.concurrency))
     result = dict(sorted(pairs, key=lambda p: p["ratio"])[(len(pairs) - 1) // 2])  # the median pair
     result["ratios"] = [p["ratio"] for p in pairs]
+    result["build"] = native.status()
     print(f"{result['requests']} requests ({result['generation_calls']} generation, {result['vote_calls']} vote), "
-          f"sim-fast in its own process; {len(pairs)} pair(s), the median pair shown")
+          f"sim-fast in its own process; {len(pairs)} pair(s), the median pair shown; agen {result['build']}")
     print(f"{'path':<34}{'CPU s / 1k req':>16}{'req/s':>10}")
     print(f"{'bare aiohttp+uvloop+orjson':<34}{result['bare_cpu_s_per_1k']:>16.4f}{result['bare_req_per_s']:>10.1f}")
     print(f"{'bare, agen session GC settings':<34}{result['bare_session_gc_cpu_s_per_1k']:>16.4f}{'':>10}")
@@ -179,13 +180,12 @@ def _pair(out: Path, sim_url: str, n: int, concurrency: int) -> dict[str, Any]:
     counts = _Counts()
     cpu, wall, calls = run_pipeline(out, sim_url, max(2, n // 10), n - max(2, n // 10), counts)
     mix = _mix(out, calls)
-    mean_n = mix["mean_n"]
-    payloads = _bare_payloads(mix["gen"], mix["votes"], mean_n)
+    payloads = _bare_payloads(mix["gen"], mix["votes"], mix["samples"])
     bcpu, bwall, ok = uvloop.run(run_bare(sim_url + "/v1/chat/completions", payloads, concurrency))
     with session_gc():  # the collector settings agen's session runs with: what of the gap they explain
         gcpu = uvloop.run(run_bare(sim_url + "/v1/chat/completions", payloads, concurrency))[0]
     reqs = mix["requests"]
-    result = {"requests": reqs, "generation_calls": mix["gen"], "vote_calls": mix["votes"], "bare_vote_n": mean_n,
+    result = {"requests": reqs, "generation_calls": mix["gen"], "vote_calls": mix["votes"], "vote_samples": mix["samples"],
               "agen_cpu_s_per_1k": round(cpu / reqs * 1000, 4), "agen_req_per_s": round(reqs / wall, 1),
               "bare_cpu_s_per_1k": round(bcpu / len(payloads) * 1000, 4),
               "bare_req_per_s": round(len(payloads) / bwall, 1), "bare_ok": ok,
@@ -208,8 +208,8 @@ def _child(argv: list[str]) -> dict[str, Any]:
         path.write_text(yaml.safe_dump(cfg))
         with SimProcess(path) as sim:
             if kind == "bare":
-                gen, votes, mean_n = map(int, rest)
-                payloads = _bare_payloads(gen, votes, mean_n)
+                gen, votes, samples = map(int, rest)
+                payloads = _bare_payloads(gen, votes, samples)
                 uvloop.run(run_bare(sim.base_url + "/v1/chat/completions", payloads, 64))
                 mix = {"requests": len(payloads)}
             else:
@@ -223,18 +223,21 @@ def _child(argv: list[str]) -> dict[str, Any]:
     return mix
 
 
-def _bare_payloads(gen: int, votes: int, mean_n: int) -> list[bytes]:
-    """The bare loop's requests for a run's mix: one proposal-style body per generation call,
-    one solve body asking for the run's mean `n` per vote call."""
-    prop, solve = bodies("propose", 1), bodies("solve", mean_n)
-    return [prop[i % len(prop)] for i in range(gen)] + [solve[i % len(solve)] for i in range(votes)]
+def _bare_payloads(gen: int, votes: int, samples: int) -> list[bytes]:
+    """The bare loop's requests for a run's mix: one proposal-style body per generation call, and
+    solve bodies asking for the run's vote samples in all (`n` of q or q+1 each; a rounded mean
+    `n` moved the bare loop's figure by ~5% between runs of one tree)."""
+    q, r = divmod(max(samples, votes), max(1, votes))
+    prop, solve, solve_more = bodies("propose", 1), bodies("solve", q), bodies("solve", q + 1)
+    return ([prop[i % len(prop)] for i in range(gen)] + [solve_more[i % len(solve_more)] for i in range(r)]
+            + [solve[i % len(solve)] for i in range(r, votes)])
 
 
 def _mix(out: Path, calls: list[dict[str, Any]]) -> dict[str, Any]:
     gen = sum(1 for c in calls if not c["stage"].endswith(".vote"))
     votes = len(calls) - gen
     samples = sum(r["vote"]["samples"] for s in ("accepted", "rejected") for r in read_records(out / s) if r.get("vote"))
-    return {"requests": len(calls), "gen": gen, "votes": votes, "mean_n": max(1, round(samples / max(1, votes)))}
+    return {"requests": len(calls), "gen": gen, "votes": votes, "samples": samples}
 
 
 def _counted(args: list[str]) -> tuple[int, dict[str, Any]]:
@@ -255,7 +258,7 @@ def _instructions(n: int) -> dict[str, Any]:
     small = max(30, n // 3)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:  # two children at a time: one per core
         (i_small, m_small), (i_big, m_big) = pool.map(_counted, [["agen", str(small)], ["agen", str(n)]])
-        bare = [["bare", str(m["gen"]), str(m["votes"]), str(m["mean_n"])] for m in (m_small, m_big)]
+        bare = [["bare", str(m["gen"]), str(m["votes"]), str(m["samples"])] for m in (m_small, m_big)]
         (b_small, bm_small), (b_big, bm_big) = pool.map(_counted, bare)
         # fixed cost of a session: a tiny run after the warm-up, minus its requests at the slope
         (i_warm, _), (i_tiny, m_tiny) = pool.map(_counted, [["agen", "0"], ["agen", "10"]])
@@ -263,12 +266,13 @@ def _instructions(n: int) -> dict[str, Any]:
     bare_slope = (b_big - b_small) / (bm_big["requests"] - bm_small["requests"])
     fixed = max(0.0, (i_tiny - i_warm) - agen_slope * m_tiny["requests"])
     result = {"benchmark": "engine_overhead", "mode": "instructions", "agen_requests": [m_small["requests"], m_big["requests"]],
-              "bare_requests": [bm_small["requests"], bm_big["requests"]], "mean_n": m_big["mean_n"],
+              "bare_requests": [bm_small["requests"], bm_big["requests"]], "vote_samples": m_big["samples"], "build": native.status(),
               "agen_kinstr_per_req": round(agen_slope / 1e3, 1), "bare_kinstr_per_req": round(bare_slope / 1e3, 1),
               "agen_fixed_minstr": round(fixed / 1e6, 1),
               "ratio": round(agen_slope / bare_slope, 3),
               "ratio_with_fixed": round((agen_slope + fixed / m_big["requests"]) / bare_slope, 3)}
-    print(f"instructions per request (callgrind, slope between {small} and {n} accepted; sim outside valgrind)")
+    print(f"instructions per request (callgrind, slope between {small} and {n} accepted; sim outside valgrind); "
+          f"agen {native.status()}")
     print(f"{'bare aiohttp+uvloop+orjson':<34}{result['bare_kinstr_per_req']:>10.1f} k")
     print(f"{'agen full pipeline (run_session)':<34}{result['agen_kinstr_per_req']:>10.1f} k   "
           f"+ {result['agen_fixed_minstr']} M a session")

@@ -11,12 +11,14 @@ from click.testing import CliRunner
 from agen.app.cli import cli
 from agen.app.runner import EXIT_OK, run_session
 from agen.config import load_config, parse_config
+from agen import native
 from conftest import quick_raw, sim_config_file
 
 
 def test_version():
     res = CliRunner().invoke(cli, ["--version"])
     assert res.exit_code == 0 and res.output.startswith("agen ") and res.output.split()[1][0].isdigit()
+    assert native.status() in res.output  # which build runs: compiled, or pure Python and why
 
 
 def test_every_option_has_help_text():

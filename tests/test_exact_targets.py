@@ -31,7 +31,10 @@ def test_target_is_met_exactly_and_a_larger_target_resumes_exactly(tmp_path, cap
     assert len(list(read_records(root / "accepted"))) == 42
     assert _by_status(root, "propose")["accepted"] == 5 and _by_status(root, "amplify")["accepted"] == 37
     surplus = [r for r in records(root) if r["status"] == "surplus"]
-    assert surplus and all(r["reason"].startswith("surplus:") for r in surplus)
+    # how many are decided past the target is timing: admission keeps in flight about what the
+    # acceptance estimate needs, so a quick run has 0-2 (slower runs had some every time); what
+    # they are is not timing
+    assert all(r["reason"].startswith("surplus:") for r in surplus)
     assert {r["id"] for r in surplus} <= {r["id"] for r in read_records(root / "rejected")}
     cut = [r for r in surplus if r["reason"] == "surplus:not_filtered" and "vote" in r]
     assert all(r["vote"]["samples"] < r["vote"]["k"] for r in cut)  # a vote cut at the target: paid samples kept

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from agen.config import CategoriesConfig, RipConfig
 from agen.errors import FatalRunError, TaskFailedError
-from agen.filters import answer_consistency as ac
 from agen.filters import gather_settled
 from agen.filters.rip import RipFilter
+from agen.gen import solutions
 from agen.gen.rip_metrics import RipMetrics
 from agen.types import Completion, Example, Usage
 
@@ -113,10 +113,10 @@ _PIECES = st.sampled_from([" ", "\n", "x", "Step.", "\\boxed{", "\\fbox{", "}", 
 def test_keep_solutions_is_the_shortest_cuts_in_order(agreeing: list[str], cap: int) -> None:
     """Cutting only the solutions that can still be among the shortest keeps exactly what cutting
     all of them and sorting (stable: the earliest of equal lengths first) keeps."""
-    old = ac.MAX_SOLUTION_CHARS
-    ac.MAX_SOLUTION_CHARS = cap
+    old = solutions.MAX_SOLUTION_CHARS
+    solutions.MAX_SOLUTION_CHARS = cap
     try:
-        every = sorted((ac.through_final_box(t) for t in agreeing), key=len)
-        assert ac.keep_solutions(agreeing) == [t for t in every if len(t) <= cap][:ac.MAX_SOLUTIONS]
+        every = sorted((solutions.through_final_box(t) for t in agreeing), key=len)
+        assert solutions.keep_solutions(agreeing) == [t for t in every if len(t) <= cap][:solutions.MAX_SOLUTIONS]
     finally:
-        ac.MAX_SOLUTION_CHARS = old
+        solutions.MAX_SOLUTION_CHARS = old

@@ -8,8 +8,9 @@ PKG = Path(__file__).resolve().parent.parent / "agen"
 # Lower number = lower layer. A module may import only from its own layer or below.
 LAYERS = {
     # leaves: typed seams, errors, config, prices, pure text/vote/dedup/RIP logic
-    "agen.types": 0, "agen.errors": 0, "agen.yaml_text": 0, "agen.version": 0, "agen.seeding": 0, "agen.config": 1, "agen.cost": 2,
+    "agen.types": 0, "agen.errors": 0, "agen.yaml_text": 0, "agen.version": 0, "agen.native": 0, "agen.seeding": 0, "agen.config": 1, "agen.cost": 2,
     "agen.gen.parse": 2, "agen.gen.answers": 2, "agen.gen.vote": 3, "agen.gen.dedup": 2, "agen.gen.dedup_store": 1,
+    "agen.gen.spill_dir": 1, "agen.gen.solutions": 3,
     "agen.gen.rip_metrics": 3, "agen.gen.category_parse": 2, "agen.gen.judge": 2,
     # verifiable domains: how answers are read and checked (code runs in a sandboxed child process)
     "agen.verify": 3,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from agen import native
 from agen.app.logs import configure_logging
 from agen.config import BUILTIN_CONFIGS, builtin_config, k_key, load_config
 from agen.errors import AgenError, StorageError
@@ -24,7 +25,7 @@ def _version() -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), "--version", prog_name="agen", message="%(prog)s %(version)s")
+@click.version_option(_version(), "--version", prog_name="agen", message=f"%(prog)s %(version)s, {native.status()}")
 def cli() -> None:
     """agen: propose-and-amplify verified training examples with CoT-Self-Instruct."""
 

@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import itertools
 import time
-from collections import Counter
+from collections import defaultdict
 from typing import Any, Callable
 
 import structlog
@@ -95,14 +95,14 @@ class Pipeline:
         self.journal = Journal(previous.journal if previous else None)
         self._paid_before = previous.paid_ids if previous else frozenset()
         self.redone_usd = 0.0  # paid in this session for a request an earlier session had paid for
-        self._replayed_cost: Counter[str] = Counter()  # per task: paid in an earlier session, replayed
+        self._replayed_cost: defaultdict[str, float] = defaultdict(float)  # per task: paid in an earlier session, replayed
         self.fatal: FatalRunError | None = None
         self.watchdog = Watchdog(cfg.watchdog)
         self.stall: Stall | None = None  # why the watchdog stopped the run
         self.exhausted: list[str] = []  # stages that tried max_attempts candidates short of their target
         self.started = time.monotonic()
         self.loop_lag = LoopLagMonitor()
-        self._task_cost: Counter[str] = Counter()
+        self._task_cost: defaultdict[str, float] = defaultdict(float)
         self._changed = asyncio.Event()
         self._req_ids = itertools.count()
         self._propose_done = asyncio.Event()

@@ -105,7 +105,7 @@ class Watchdog:
         if len(recent) < self.cfg.window:
             return None
         top, n = max(family_counts.items(), key=lambda kv: kv[1], default=(None, 0))
-        if not n:
+        if top is None or not n:
             return None
         if n < self.cfg.share * len(recent):
             return None

@@ -232,24 +232,36 @@ class VoteFeed:
         self._all_numeric = key is None or is_numeric_key(key)
         self.undecidable: list[dict[str, Any]] = []  # {"sample": index, "answer": text}
 
-    async def add(self, answer: str | None) -> bool:
-        """Count one sample's answer; whether it agrees with the candidate's."""
+    def inline(self, answer: str | None) -> bool | None:
+        """Count a sample its key decides (no answer, an answer already seen, a number among
+        numbers: a dict lookup, µs) and say whether it agrees; None, counting nothing, for one
+        that needs the pool. Synchronous: nearly every sample is decided without a coroutine."""
         if answer is None or not answer.strip():
             return self.tally.add(answer)
         key = answer_key(answer)
         numeric = is_numeric_key(key)
         if key in self._keys or (numeric and self._all_numeric):
-            agrees = self.tally.add(answer)  # a dict lookup, or numbers only: no math-verify (µs)
-        else:
-            result = None
-            if not self._pool.timed_out(key):
-                result = await self._pool.add(self.tally, answer, comparisons=len(self._keys))
-            if result is None:
-                self.undecidable.append({"sample": len(self.tally.votes), "answer": answer})
-                self.tally.add(None)  # counts towards K, for no class
-                return False
-            agrees = result.agreeing > self.tally.agreeing
-            self.tally = result
+            self._keys.add(key)
+            self._all_numeric = self._all_numeric and numeric
+            return self.tally.add(answer, key)
+        return None
+
+    async def add(self, answer: str | None) -> bool:
+        """Count one sample's answer; whether it agrees with the candidate's."""
+        agrees = self.inline(answer)
+        if agrees is not None:
+            return agrees
+        assert answer is not None  # `inline` counts every missing answer
+        key = answer_key(answer)
+        result = None
+        if not self._pool.timed_out(key):
+            result = await self._pool.add(self.tally, answer, comparisons=len(self._keys))
+        if result is None:
+            self.undecidable.append({"sample": len(self.tally.votes), "answer": answer})
+            self.tally.add(None)  # counts towards K, for no class
+            return False
+        agrees = result.agreeing > self.tally.agreeing
+        self.tally = result
         self._keys.add(key)
-        self._all_numeric = self._all_numeric and numeric
+        self._all_numeric = self._all_numeric and is_numeric_key(key)
         return agrees

@@ -20,10 +20,7 @@ the index.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
-import weakref
 from array import array
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import compress, count, repeat
@@ -32,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from agen.errors import StorageError
+from agen.gen.spill_dir import SpillDir
 
 __all__ = ["ItemLog", "MultiMap", "SpillDir"]
 
@@ -42,40 +40,6 @@ _BLOCK = 64  # records between fence keys: a lookup reads ~one block (512-768 by
 # in a thread.
 MERGE_CHUNK = 1 << 15
 _MERGER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agen-dedup-merge")
-
-
-class SpillDir:
-    """The folder a deduper's files go in, created on first use (small runs never touch disk).
-
-    Given a folder, it is removed at once (left-overs of an earlier session are stale: the index is
-    rebuilt from the shards); without one, a private temporary folder is used. `close` removes it.
-    """
-
-    def __init__(self, folder: Path | None = None) -> None:
-        self._given = folder
-        self._path: Path | None = None
-        self._names = count()
-        self._finalizer: weakref.finalize | None = None
-        if folder is not None:  # now, at start-up, not on the loop at the first spill
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def new_file(self, prefix: str) -> Path:
-        if self._path is None:
-            if self._given is not None:
-                self._given.mkdir(parents=True, exist_ok=True)
-                self._path = self._given
-            else:
-                self._path = Path(tempfile.mkdtemp(prefix="agen-dedup-"))
-            self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._path), True)
-        return self._path / f"{prefix}-{next(self._names):06d}.bin"
-
-    @property
-    def used(self) -> bool:
-        return self._path is not None
-
-    def close(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()
 
 
 class _Run:

@@ -48,7 +48,15 @@ def min_agree(k: int, min_share: float) -> int:
     return next(c for c in range(k + 1) if c / k >= min_share)
 
 
-def _make(classes: AnswerClasses, samples: int, accepted: bool, reason: str) -> VoteDecision:
+def _tally_from(k: int, min_share: float, needed: int, classes: Any, votes: list[str | None], truncated: int) -> Tally:
+    tally = Tally("", k, min_share, classes=classes)
+    tally._needed, tally._votes, tally.truncated = needed, votes, truncated
+    return tally
+
+
+# `classes`: `AnswerClasses`, or a verifier's own (choice, code; `agen.verify.base.AnswerClassesLike`),
+# typed Any because a compiled module checks a class-typed argument's class at run time
+def _make(classes: Any, samples: int, accepted: bool, reason: str) -> VoteDecision:
     counts = classes.counts
     top = max(range(len(counts)), key=counts.__getitem__)  # the candidate (class 0) wins ties
     return VoteDecision(
@@ -61,7 +69,7 @@ def _make(classes: AnswerClasses, samples: int, accepted: bool, reason: str) -> 
     )
 
 
-def _final(classes: AnswerClasses, samples: int, needed: int) -> VoteDecision:
+def _final(classes: Any, samples: int, needed: int) -> VoteDecision:
     """The full-vote rule, given every sample (class 0 is the candidate's answer)."""
     c = classes.counts[0]
     o = max(classes.counts[1:], default=0)
@@ -94,9 +102,13 @@ class Tally:
         self.min_share = min_share
         # Class 0 is the candidate's own answer, so "agrees" and "other" use one equivalence;
         # a verifier may bring its own classes (agen.verify: option letters, test outcomes).
-        self._classes = classes if classes is not None else AnswerClasses(seed=candidate_answer)
+        self._classes: Any = classes if classes is not None else AnswerClasses(seed=candidate_answer)
         self._votes: list[str | None] = []
         self.truncated = 0  # samples cut at max_tokens: neither for nor against, out of K
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled to the equivalence pool's workers (a compiled class is not picklable by default)."""
+        return _tally_from, (self.k, self.min_share, self._needed, self._classes, self._votes, self.truncated)
 
     @property
     def votes(self) -> tuple[str | None, ...]:
@@ -113,13 +125,14 @@ class Tally:
         """Samples still missing from the full K."""
         return self.k - len(self._votes) - self.truncated
 
-    def add(self, answer: str | None) -> bool:
+    def add(self, answer: str | None, key: Any = None) -> bool:
         """Count one solver's final answer (None when it gave none); whether it agrees with the
-        candidate's answer (so the caller can keep that solution)."""
+        candidate's answer (so the caller can keep that solution). `key`: the answer's
+        `answer_key`, when the caller has computed it (math classes only)."""
         if self.remaining <= 0:
             raise ValueError(f"vote already has its k={self.k} samples")
         self._votes.append(answer)
-        return self._classes.add(answer) == 0
+        return (self._classes.add(answer) if key is None else self._classes.add(answer, key)) == 0
 
     def add_truncated(self) -> None:
         """Count one sample cut at max_tokens: it takes a seat of K but votes neither way, so the

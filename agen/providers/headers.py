@@ -172,8 +172,7 @@ def parse_rate_limits(headers: Mapping[str, str], provider: str, now_epoch: floa
             return None if v is None else parse_instant(v, now)
 
         kinds = ("tokens", "input-tokens", "output-tokens")
-        remaining = [(_int(headers, f"anthropic-ratelimit-{k}-remaining"), k) for k in kinds]
-        remaining = [(r, k) for r, k in remaining if r is not None]
+        remaining = [(r, k) for k in kinds if (r := _int(headers, f"anthropic-ratelimit-{k}-remaining")) is not None]
         tight = min(remaining, key=lambda rk: rk[0])[1] if remaining else "tokens"
         return RateLimitInfo(
             limit_requests=_int(headers, "anthropic-ratelimit-requests-limit"),

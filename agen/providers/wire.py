@@ -10,19 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from agen.errors import WireError
 from agen.providers.prompt_cache import DEFAULT_MIN_TOKENS, cacheable
 from agen.types import ChatRequest, Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
-
-
-class WireError(Exception):
-    """A 200 body that cannot be used; `usage` is whatever billing it still reported."""
-
-    def __init__(self, message: str, usage: Usage | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.usage = usage
-        self.code = code
 
 
 @dataclass(slots=True)  # not frozen: see agen.types
@@ -152,12 +144,13 @@ def parse_anthropic(doc: Any) -> Parsed:
     if not isinstance(content, list):
         raise WireError("200 body has no content", usage)
     parts = [b.get("text") for b in content if isinstance(b, dict) and b.get("type") == "text"]
-    if not parts or not all(isinstance(p, str) for p in parts):
+    texts = [p for p in parts if isinstance(p, str)]
+    if not texts or len(texts) != len(parts):
         raise WireError("200 body has no text block", usage)
     if usage is None:
         raise WireError("200 body has no usage", None)
     rid = doc.get("id")
-    return Parsed(("".join(parts),), (doc.get("stop_reason"),), usage, rid if isinstance(rid, str) else None)
+    return Parsed(("".join(texts),), (doc.get("stop_reason"),), usage, rid if isinstance(rid, str) else None)
 
 
 def estimate_prompt_tokens(req: ChatRequest) -> int:

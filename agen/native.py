@@ -1,0 +1,91 @@
+"""Which build of the engine runs: the mypyc-compiled modules, or their Python sources.
+
+`setup.py` compiles the modules in `COMPILED` (the synchronous per-request and per-candidate work:
+parsing bodies and answers, the vote tally, dedup, records, ledger and cost bookkeeping) when it can, and writes `MANIFEST` beside them: a digest of each
+source it compiled. Python would import a compiled module before its `.py`, so `guard()` (run
+by `agen/__init__`, before any of them is imported) uses the compiled build only when every
+source still matches its digest: an editable checkout whose sources were edited since the last
+`pip install -e .` runs the edited code, never a stale build. All or none: compiled modules call
+each other directly, so one stale module makes the whole build unusable. `AGEN_PURE=1` forces
+the sources (to compare the two, or to debug). `status()` says which runs and why.
+
+Stand-alone (standard library only): `setup.py` imports it before agen is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+# Synchronous modules only: mypyc loses an exception on its way out when a `finally` awaits a
+# future that then raises and is caught (mypy 2.4; tests/test_native.py keeps async code out).
+COMPILED = (
+    "cost",
+    "engine.admission", "engine.fewshot", "engine.records", "engine.tasks", "engine.watchdog",
+    "gen.answers", "gen.dedup", "gen.dedup_store", "gen.parse", "gen.prompts", "gen.solutions", "gen.vote",
+    "providers.headers", "providers.retry", "providers.wire",
+    "run.journal", "run.ledger",
+)
+MANIFEST = "_compiled.json"
+_PACKAGE = Path(__file__).resolve().parent
+_status = "pure Python (not built)"
+
+
+def source_digest(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+
+
+class _SourcesFirst(importlib.abc.MetaPathFinder):
+    """Imports the listed modules from their `.py`, whatever compiled file lies beside it."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+        if name not in self.names:
+            return None
+        source = _PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
+        return importlib.util.spec_from_file_location(name, source)
+
+
+def _decide() -> tuple[bool, str]:
+    if os.environ.get("AGEN_PURE", "") not in ("", "0"):
+        return False, "pure Python (AGEN_PURE is set)"
+    try:
+        manifest = json.loads((_PACKAGE / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False, "pure Python (not built)"
+    if set(manifest) != {f"agen.{m}" for m in COMPILED}:
+        return False, "pure Python (built for another module list)"
+    for name, digest in manifest.items():
+        source = _PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
+        try:
+            if source_digest(source) != digest:
+                return False, f"pure Python ({source.relative_to(_PACKAGE.parent)} changed since the build)"
+        except OSError:
+            return False, f"pure Python ({name} has no source)"
+    return True, f"compiled (mypyc, {len(COMPILED)} modules)"
+
+
+def guard() -> None:
+    """Make sure what is imported is the compiled build only if it matches the sources."""
+    global _status
+    compiled, _status = _decide()
+    if not compiled and not any(isinstance(f, _SourcesFirst) for f in sys.meta_path):
+        sys.meta_path.insert(0, _SourcesFirst({f"agen.{m}" for m in COMPILED}))
+
+
+def status() -> str:
+    """Which build runs, and why: "compiled (mypyc, N modules)" or "pure Python (why)"."""
+    return _status
+
+
+def is_compiled(module: object) -> bool:
+    """Whether a module object came from a compiled extension (tests and benchmarks check it)."""
+    return str(getattr(module, "__file__", "")).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
