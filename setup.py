@@ -46,6 +46,8 @@ class BuildCompiled(build_ext):
         if not self.extensions:
             return
         outputs = [Path(self.get_ext_fullpath(e.name)) for e in self.extensions]
+        package = Path(self.get_ext_fullpath("agen.x")).parent
+        (package / MANIFEST).unlink(missing_ok=True)  # an earlier build's, in an editable checkout
         try:
             super().run()
         except Exception as exc:  # CompileError, LinkError, a missing compiler: anything
@@ -53,7 +55,6 @@ class BuildCompiled(build_ext):
                 path.unlink(missing_ok=True)
             print(f"agen: compiling the engine failed ({exc}); installing pure Python", file=sys.stderr)
             return
-        package = Path(self.get_ext_fullpath("agen.x")).parent
         manifest = {f"agen.{m}": source_digest(ROOT / "agen" / f"{m.replace('.', '/')}.py") for m in COMPILED}
         (package / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
