@@ -24,7 +24,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "agen"))
-from native import COMPILED, MANIFEST, source_digest  # agen/native.py: standard library only
+from native import COMPILED, MANIFEST, source_digest, source_path  # agen/native.py: standard library only
 
 del sys.path[0]
 
@@ -56,7 +56,7 @@ class BuildCompiled(build_ext):
                 path.unlink(missing_ok=True)
             print(f"agen: compiling the engine failed ({exc}); installing pure Python", file=sys.stderr)
             return
-        manifest = {f"agen.{m}": source_digest(ROOT / "agen" / f"{m.replace('.', '/')}.py") for m in COMPILED}
+        manifest = {f"agen.{m}": source_digest(source_path(m, ROOT / "agen")) for m in COMPILED}
         (package / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
     def get_outputs(self) -> list[str]:  # the manifest ships with the extensions
@@ -77,7 +77,8 @@ def compiled_extensions() -> list:
     cwd = os.getcwd()
     os.chdir(ROOT)  # mypyc names modules by their paths relative to the working directory
     try:
-        return mypycify([f"agen/{m.replace('.', '/')}.py" for m in COMPILED] + ["--ignore-missing-imports", "--follow-imports=silent", "--no-site-packages"],
+        paths = [str(source_path(m, Path("agen"))) for m in COMPILED]  # relative, see above
+        return mypycify(paths + ["--ignore-missing-imports", "--follow-imports=silent", "--no-site-packages"],
                         opt_level="3", group_name="agen._compiled")
     except (Exception, SystemExit) as exc:  # mypyc exits on a type error it cannot compile past
         print(f"agen: mypyc could not compile the engine ({exc}); installing pure Python", file=sys.stderr)

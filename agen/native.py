@@ -1,8 +1,8 @@
 """Which build of the engine runs: the mypyc-compiled modules, or their Python sources.
 
 `setup.py` compiles the modules in `COMPILED` (the synchronous per-request and per-candidate work:
-parsing bodies and answers, the vote tally, dedup, records, ledger and cost bookkeeping) when it can, and writes `MANIFEST` beside them: a digest of each
-source it compiled. Python would import a compiled module before its `.py`, so `guard()` (run
+parsing bodies and answers, the vote tally, dedup, records, ledger and cost bookkeeping) when it
+can, and writes `MANIFEST` beside them: a digest of each source it compiled. Python would import a compiled module before its `.py`, so `guard()` (run
 by `agen/__init__`, before any of them is imported) uses the compiled build only when every
 source still matches its digest: an editable checkout whose sources were edited since the last
 `pip install -e .` runs the edited code, never a stale build. All or none: compiled modules call
@@ -37,6 +37,11 @@ _PACKAGE = Path(__file__).resolve().parent
 _status = "pure Python (not built)"
 
 
+def source_path(module: str, package: Path = _PACKAGE) -> Path:
+    """The `.py` of a module named as in `COMPILED` ("gen.parse") inside the `agen` folder `package`."""
+    return package.joinpath(*module.split(".")).with_suffix(".py")
+
+
 def source_digest(path: Path) -> str:
     return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
 
@@ -50,8 +55,7 @@ class _SourcesFirst(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
         if name not in self.names:
             return None
-        source = _PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
-        return importlib.util.spec_from_file_location(name, source)
+        return importlib.util.spec_from_file_location(name, source_path(name.removeprefix("agen.")))
 
 
 def _decide() -> tuple[bool, str]:
@@ -64,7 +68,7 @@ def _decide() -> tuple[bool, str]:
     if set(manifest) != {f"agen.{m}" for m in COMPILED}:
         return False, "pure Python (built for another module list)"
     for name, digest in manifest.items():
-        source = _PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
+        source = source_path(name.removeprefix("agen."))
         try:
             if source_digest(source) != digest:
                 return False, f"pure Python ({source.relative_to(_PACKAGE.parent)} changed since the build)"

@@ -48,7 +48,7 @@ def test_compiled_modules_are_synchronous():
     coroutine returns normally. The cleanup paths of a stop depend on exactly that, so no module
     with a coroutine is compiled; their synchronous work lives in modules that are."""
     for name in native.COMPILED:
-        source = PACKAGE.joinpath(*name.split(".")).with_suffix(".py").read_text()
+        source = native.source_path(name, PACKAGE).read_text()
         tree = ast.parse(source)
         assert not [n for n in ast.walk(tree) if isinstance(n, (ast.AsyncFunctionDef, ast.Await))], name
 
@@ -68,7 +68,7 @@ def test_an_edited_source_runs_as_source(tmp_path):
     root = _copy(tmp_path)
     if not BUILT:  # the manifest of a build (without its compiled files): the edit alone decides
         (root / "agen" / native.MANIFEST).write_text(json.dumps(
-            {f"agen.{m}": native.source_digest(root.joinpath("agen", *m.split(".")).with_suffix(".py"))
+            {f"agen.{m}": native.source_digest(native.source_path(m, root / "agen"))
              for m in native.COMPILED}))
     with open(root / "agen" / "gen" / "parse.py", "a") as f:
         f.write("\nEDITED = True\n")
