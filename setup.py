@@ -18,13 +18,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "agen"))
-from native import COMPILED, MANIFEST, source_digest, source_path  # agen/native.py: standard library only
+from native import C_HELPERS, COMPILED, MANIFEST, source_digest, source_path  # agen/native.py: standard library only
 
 del sys.path[0]
 
@@ -56,7 +56,7 @@ class BuildCompiled(build_ext):
                 path.unlink(missing_ok=True)
             print(f"agen: compiling the engine failed ({exc}); installing pure Python", file=sys.stderr)
             return
-        manifest = {f"agen.{m}": source_digest(source_path(m, ROOT / "agen")) for m in COMPILED}
+        manifest = {f"agen.{m}": source_digest(source_path(m, ROOT / "agen")) for m in COMPILED + C_HELPERS}
         (package / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
     def get_outputs(self) -> list[str]:  # the manifest ships with the extensions
@@ -78,8 +78,10 @@ def compiled_extensions() -> list:
     os.chdir(ROOT)  # mypyc names modules by their paths relative to the working directory
     try:
         paths = [str(source_path(m, Path("agen"))) for m in COMPILED]  # relative, see above
+        helpers = [Extension(f"agen.{m}", [str(source_path(m, Path("agen")))], extra_compile_args=["-O3"])
+                   for m in C_HELPERS]
         return mypycify(paths + ["--ignore-missing-imports", "--follow-imports=silent", "--no-site-packages"],
-                        opt_level="3", group_name="agen._compiled")
+                        opt_level="3", group_name="agen._compiled") + helpers
     except (Exception, SystemExit) as exc:  # mypyc exits on a type error it cannot compile past
         print(f"agen: mypyc could not compile the engine ({exc}); installing pure Python", file=sys.stderr)
         return []

@@ -32,14 +32,19 @@ COMPILED = (
     "providers.headers", "providers.retry", "providers.wire",
     "run.journal", "run.ledger",
 )
+# Hand-written C helpers built beside them (`agen/gen/_minhash.c`): the one place where the work is
+# many small numpy calls, which compiling the Python around them cannot remove. Each has the same
+# computation in Python, used when the helper is absent or the build is not used.
+C_HELPERS = ("gen._minhash",)
 MANIFEST = "_compiled.json"
 _PACKAGE = Path(__file__).resolve().parent
 _status = "pure Python (not built)"
 
 
 def source_path(module: str, package: Path = _PACKAGE) -> Path:
-    """The `.py` of a module named as in `COMPILED` ("gen.parse") inside the `agen` folder `package`."""
-    return package.joinpath(*module.split(".")).with_suffix(".py")
+    """The source of a module named as in `COMPILED` ("gen.parse") or `C_HELPERS` inside the `agen`
+    folder `package`: its `.py`, or a helper's `.c`."""
+    return package.joinpath(*module.split(".")).with_suffix(".c" if module in C_HELPERS else ".py")
 
 
 def source_digest(path: Path) -> str:
@@ -47,12 +52,16 @@ def source_digest(path: Path) -> str:
 
 
 class _SourcesFirst(importlib.abc.MetaPathFinder):
-    """Imports the listed modules from their `.py`, whatever compiled file lies beside it."""
+    """Imports the listed modules from their `.py`, whatever compiled file lies beside it, and
+    none of the C helpers (their callers then take their Python path)."""
 
     def __init__(self, names: set[str]) -> None:
         self.names = names
+        self.helpers = {f"agen.{m}" for m in C_HELPERS}
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+        if name in self.helpers:
+            raise ModuleNotFoundError(f"{name}: not used in a pure-Python run ({_status})", name=name)
         if name not in self.names:
             return None
         return importlib.util.spec_from_file_location(name, source_path(name.removeprefix("agen.")))
@@ -65,7 +74,7 @@ def _decide() -> tuple[bool, str]:
         manifest = json.loads((_PACKAGE / MANIFEST).read_text())
     except (OSError, ValueError):
         return False, "pure Python (not built)"
-    if set(manifest) != {f"agen.{m}" for m in COMPILED}:
+    if set(manifest) != {f"agen.{m}" for m in COMPILED + C_HELPERS}:
         return False, "pure Python (built for another module list)"
     for name, digest in manifest.items():
         source = source_path(name.removeprefix("agen."))
@@ -74,7 +83,7 @@ def _decide() -> tuple[bool, str]:
                 return False, f"pure Python ({source.relative_to(_PACKAGE.parent)} changed since the build)"
         except OSError:
             return False, f"pure Python ({name} has no source)"
-    return True, f"compiled (mypyc, {len(COMPILED)} modules)"
+    return True, f"compiled (mypyc, {len(COMPILED)} modules; {len(C_HELPERS)} C helper)"
 
 
 def guard() -> None:
@@ -86,7 +95,7 @@ def guard() -> None:
 
 
 def status() -> str:
-    """Which build runs, and why: "compiled (mypyc, N modules)" or "pure Python (why)"."""
+    """Which build runs, and why: "compiled (mypyc, N modules; M C helper)" or "pure Python (why)"."""
     return _status
 
 

@@ -69,7 +69,7 @@ def test_an_edited_source_runs_as_source(tmp_path):
     if not BUILT:  # the manifest of a build (without its compiled files): the edit alone decides
         (root / "agen" / native.MANIFEST).write_text(json.dumps(
             {f"agen.{m}": native.source_digest(native.source_path(m, root / "agen"))
-             for m in native.COMPILED}))
+             for m in native.COMPILED + native.C_HELPERS}))
     with open(root / "agen" / "gen" / "parse.py", "a") as f:
         f.write("\nEDITED = True\n")
     status, parse_file, dedup_file = _python(PROBE + "; print(p.EDITED)", root).split("\n")[:3]

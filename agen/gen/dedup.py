@@ -44,6 +44,11 @@ from rapidfuzz.distance import LCSseq
 
 from agen.gen.dedup_store import ItemLog, MultiMap, SpillDir
 
+try:  # the C helper built with the compiled engine (setup.py); absent in a pure-Python install
+    from agen.gen._minhash import signature as _c_signature
+except ImportError:
+    _c_signature = None
+
 __all__ = ["DupMatch", "Deduper", "rouge_l", "tokenize"]
 
 _WORD = re.compile(r"[^\W_]+")
@@ -221,6 +226,9 @@ class Deduper:
         # multipliers; each band's own odd multiplier then hashes it to 32 bits (multiply-shift)
         self._row_mix = (rng.integers(0, 1 << 63, (bands, rows), dtype=np.uint64) << odd) | odd
         self._band_mix = (rng.integers(0, 1 << 63, bands, dtype=np.uint64) << odd) | odd
+        # the same parameters for the C helper, which computes what `_band_keys` does
+        self._c_args = (_STOP_BYTES, _STOP, a.tobytes(), c.tobytes(), self._band_mix.tobytes(), rows,
+                        self._row_mix.tobytes())
         merge_at = MERGE_AT if merge_at is None else merge_at
         spill_at = SPILL_AT if spill_at is None else spill_at
         self._spill = SpillDir(store)
@@ -244,15 +252,26 @@ class Deduper:
     # -- features ---------------------------------------------------------------------------
 
     def _prepare(self, text: str) -> _Prepared:
+        tokens = _tokens(text)
+        if _c_signature is not None:
+            query, keys = _c_signature(tokens, *self._c_args)
+        else:
+            query, keys = self.py_signature(tokens)
+        if keys is None:
+            return _Prepared(exact_key(text), query, None, [])
+        return _Prepared(exact_key(text), query, np.array(keys, dtype=np.uint32), keys)
+
+    def py_signature(self, tokens: list[bytes] | list[str]) -> tuple[str, list[int] | None]:
+        """A question's token codes (one character a token) and LSH band keys (None for no
+        tokens), in Python; `_minhash.signature` computes the same in C."""
         if len(_CODES) > TOKEN_CACHE:  # bounded: rare words and numbers would grow it forever
             _CODES.clear()
             _FEATURES.clear()
-        tokens = _tokens(text)
         query = "".join(map(_CODES.__getitem__, tokens))
         if not query:
-            return _Prepared(exact_key(text), query, None, [])
+            return query, None
         keys = self._band_keys(query, list(filter(_CONTENT, map(_FEATURES.__getitem__, tokens))))
-        return _Prepared(exact_key(text), query, keys, keys.tolist())
+        return query, keys.tolist()
 
     def _band_keys(self, query: str, content: list[int]) -> np.ndarray:
         """The `bands` LSH keys of a question's content features (its codes, stop words and
