@@ -132,3 +132,9 @@ class WireError(Exception):
         super().__init__(message)
         self.usage = usage
         self.code = code
+
+
+class HttpProtocolError(ConnectionError):
+    """The server's bytes were not an HTTP/1.1 response the lean client can read
+    (`providers/http1`). Defined here, not there: the compiled connection that raises it
+    (`providers/http1_conn`) cannot define a subclass of a built-in exception."""

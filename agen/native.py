@@ -29,7 +29,7 @@ COMPILED = (
     "cost",
     "engine.admission", "engine.fewshot", "engine.records", "engine.tasks", "engine.watchdog",
     "gen.answers", "gen.dedup", "gen.dedup_store", "gen.parse", "gen.prompts", "gen.solutions", "gen.vote",
-    "providers.headers", "providers.retry", "providers.wire",
+    "providers.headers", "providers.http1_conn", "providers.retry", "providers.wire",
     "run.journal", "run.ledger",
 )
 # Hand-written C helpers built beside them (`agen/gen/_minhash.c`): the one place where the work is

@@ -204,7 +204,7 @@ async def test_http10_keep_alive_is_reused_and_plain_http10_is_not() -> None:
 
 
 async def test_keep_alive_timeout_parsing() -> None:  # async: the module's asyncio mark
-    from agen.providers.http1 import _reuse_for
+    from agen.providers.http1_conn import reuse_for as _reuse_for
 
     assert _reuse_for("timeout=5, max=100", 15.0) == 4.0
     assert _reuse_for("max=100;Timeout = 1", 15.0) == 0.75

@@ -87,9 +87,14 @@ class Watchdog:
     def _window(self, rec: dict[str, Any]) -> Stall | None:
         stage, reason = rec["stage"], rec["reason"]
         family = reason.split(":", 1)[0]
-        recent = self._recent.setdefault(stage, deque(maxlen=self.cfg.window))
-        reasons = self._reasons.setdefault(stage, deque(maxlen=self.cfg.window))
-        family_counts = self._family_counts.setdefault(stage, Counter())  # of `recent`, kept as it slides
+        recent = self._recent.get(stage)
+        if recent is None:  # not setdefault: its default (a Counter above all) costs more than the rest
+            recent = self._recent[stage] = deque(maxlen=self.cfg.window)
+            self._reasons[stage] = deque(maxlen=self.cfg.window)
+            self._family_counts[stage] = Counter()
+            self._session[stage] = Counter()
+        reasons = self._reasons[stage]
+        family_counts = self._family_counts[stage]  # of `recent`, kept as it slides
         if len(recent) == recent.maxlen and (gone := recent[0]) is not None:
             family_counts[gone] -= 1
         fam = family if family in FAMILIES else None
@@ -97,7 +102,7 @@ class Watchdog:
         if fam is not None:
             family_counts[fam] += 1
         reasons.append(reason)
-        counts = self._session.setdefault(stage, Counter())
+        counts = self._session[stage]
         counts["finished"] += 1
         counts["accepted"] += rec["status"] == "accepted"
         if rec.get("error"):

@@ -135,19 +135,26 @@ def extract_boxed(text: str) -> str | None:
 
 
 def _one_block(text: str, begin: re.Pattern[str], end: re.Pattern[str], what: str) -> str | ParseFailure:
-    begins = begin.findall(text)
-    if not begins:
+    """The text between the one `begin` marker and the `end` after it. Each pattern is scanned
+    over the text about once (findall and search of both took four scans); markers are bracketed
+    (`[ … ]`, no bracket inside), so two matches of one never overlap."""
+    begins = begin.finditer(text)
+    m = next(begins, None)
+    if m is None:
         return ParseFailure("no_answer_block" if what == "answer" else f"no_{what}")
-    if len(begins) > 1:
+    if next(begins, None) is not None:
         return ParseFailure(f"multiple_{what}s")
-    m = begin.search(text)
-    assert m is not None
-    e = end.search(text, m.end())
-    if e is None:
+    first = end.search(text)
+    if first is None:
         return ParseFailure(f"unclosed_{what}")
-    if len(end.findall(text)) > 1:
+    if first.start() < m.end():  # an end before the begin: the block needs another after it
+        e = end.search(text, m.end())
+        if e is None:
+            return ParseFailure(f"unclosed_{what}")
         return ParseFailure(f"multiple_{what}s")
-    return text[m.end() : e.start()]
+    if end.search(text, first.end()) is not None:
+        return ParseFailure(f"multiple_{what}s")
+    return text[m.end() : first.start()]
 
 
 def parse_generation(text: str) -> Candidate | ParseFailure:

@@ -22,38 +22,21 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import errno
-import re
 import socket
 import ssl
-import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httptools
 
+from agen.errors import HttpProtocolError
+from agen.providers.http1_conn import Conn, decoded_body
+
 __all__ = ["HttpPool", "HttpProtocolError", "Target"]
 
 KEEPALIVE_S = 15.0  # aiohttp's default keep-alive of an idle connection
-_KA_TIMEOUT = re.compile(r"(?:^|[,;\s])timeout\s*=\s*(\d+(?:\.\d+)?)", re.I)
-
-
-def _reuse_for(keep_alive: str, ours: float) -> float:
-    """How long an idle connection may be reused when the server sent `Keep-Alive: timeout=N`:
-    it closes the connection N seconds after the last response, so a request sent near N meets a
-    closing socket (a reset, paid for with a retry). Reused up to N less a margin (a quarter of N,
-    at most one second), never past our own keep-alive."""
-    m = _KA_TIMEOUT.search(keep_alive)
-    if m is None:
-        return ours
-    n = float(m.group(1))
-    return max(0.0, min(ours, n - min(1.0, n / 4)))
 DNS_TTL_S = 300.0  # and its connector's DNS cache
-
-
-class HttpProtocolError(ConnectionError):
-    """The server's bytes were not an HTTP/1.1 response this client can read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,108 +81,6 @@ class Target:
         return self.host, self.port, self.tls
 
 
-class _Conn(asyncio.Protocol):
-    """One connection: feeds the parser, hands one response at a time to its waiter."""
-
-    def __init__(self, pool: HttpPool, origin: tuple[str, int, bool]) -> None:
-        self.pool = pool
-        self.origin = origin
-        self.loop = pool.loop
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[None] | None = None
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []  # as received; decoded once, at the end
-        self.body: list[bytes] = []
-        self.headers_done = False
-        self.until_close = False  # no length, not chunked: the body ends when the server closes
-        self.keep_alive = True
-        self.closed = False
-        self.idle_since = 0.0
-        self.reuse_for = pool._keepalive_s  # seconds it may sit idle and still be reused (less if the server says)
-        self.last_byte = 0.0
-        self.timer: asyncio.TimerHandle | None = None
-
-    # -- asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.last_byte = self.loop.time()
-        if self.waiter is None:  # bytes nobody asked for (junk after a response): unusable
-            self.abort()
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self.fail(HttpProtocolError(errno.EPROTO, f"unreadable HTTP response: {exc}"))
-            self.abort()
-
-    def eof_received(self) -> bool:
-        return False  # the transport closes; connection_lost ends a read-until-close body
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed:
-            self.closed = True
-            self.pool._closed(self)
-        if self.waiter is not None and not self.waiter.done():
-            if self.headers_done and self.until_close and exc is None:
-                self.keep_alive = False
-                self.waiter.set_result(None)
-            else:
-                self.fail(ConnectionResetError(errno.ECONNRESET, "the server closed the connection "
-                                               + ("mid-response" if self.headers_done else "before answering")))
-
-    # -- httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-        self.headers_done = True
-        if self.status >= 200:
-            names = {k.lower() for k, _ in self.headers}
-            self.until_close = b"content-length" not in names and b"transfer-encoding" not in names
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        if self.status < 200:  # 100 Continue / 103 Early Hints: the real answer follows
-            self.headers, self.body, self.headers_done = [], [], False
-            return
-        self.keep_alive = self.parser.should_keep_alive()
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    # -- the pool's side
-    def begin(self, waiter: asyncio.Future[None]) -> None:
-        self.waiter, self.status, self.headers, self.body = waiter, 0, [], []
-        self.headers_done = self.until_close = False
-
-    def fail(self, exc: BaseException) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(exc)
-
-    def watch(self, read_timeout: float, since: float) -> None:
-        """Fail the response if no byte arrives for `read_timeout` (one timer, moved on lazily)."""
-        quiet_from = max(self.last_byte, since)
-        due = quiet_from + read_timeout
-        if self.loop.time() >= due:
-            self.timer = None
-            self.fail(asyncio.TimeoutError())
-            self.abort()
-        else:
-            self.timer = self.loop.call_at(due, self.watch, read_timeout, since)
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-        if not self.closed:
-            self.closed = True
-            self.pool._closed(self)
-
-
 class HttpPool:
     """Keep-alive connections for every origin the run POSTs to, at most `limit` open at once."""
 
@@ -212,7 +93,7 @@ class HttpPool:
         self._halted = halted
         self._keepalive_s = keepalive_s
         self._ssl = ssl_context
-        self._idle: dict[tuple[str, int, bool], list[_Conn]] = {}
+        self._idle: dict[tuple[str, int, bool], list[Conn]] = {}
         self._open = 0  # connections open or being opened
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._dns: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
@@ -245,27 +126,15 @@ class HttpPool:
                 conn.timer.cancel()
                 conn.timer = None
             conn.waiter = None
-        status, body_parts, headers = conn.status, conn.body, conn.headers
-        hdrs = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reversed(headers)}
-        if conn.keep_alive and not conn.closed:
-            if "keep-alive" in hdrs:  # the server's word holds for this answer only
-                conn.reuse_for = _reuse_for(hdrs["keep-alive"], self._keepalive_s)
-            else:
-                conn.reuse_for = self._keepalive_s
+        status, hdrs, data, reusable = conn.take_response()
+        if reusable:
             self._release(conn)
         else:
             conn.abort()
-        data = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
-        enc = hdrs.get("content-encoding", "").lower()
-        if enc in ("gzip", "x-gzip", "deflate") and data:
-            try:
-                data = zlib.decompress(data, wbits=47) if enc != "deflate" else _inflate(data)
-            except zlib.error as exc:
-                raise HttpProtocolError(errno.EPROTO, f"undecodable {enc} body: {exc}") from None
-        return status, hdrs, data
+        return status, hdrs, decoded_body(data, hdrs)
 
     # -- connections
-    async def _acquire(self, origin: tuple[str, int, bool], connect_timeout: float) -> _Conn:
+    async def _acquire(self, origin: tuple[str, int, bool], connect_timeout: float) -> Conn:
         while True:
             idle = self._idle.get(origin)
             now = self.loop.time()
@@ -289,14 +158,14 @@ class HttpPool:
                 continue
             return await self._connect(origin, connect_timeout)
 
-    async def _connect(self, origin: tuple[str, int, bool], connect_timeout: float) -> _Conn:
+    async def _connect(self, origin: tuple[str, int, bool], connect_timeout: float) -> Conn:
         host, port, tls = origin
         self._open += 1
-        conn: _Conn | None = None
+        conn: Conn | None = None
 
-        def protocol() -> _Conn:
+        def protocol() -> Conn:
             nonlocal conn
-            conn = _Conn(self, origin)
+            conn = Conn(self, origin, self._keepalive_s)
             return conn
 
         async def first_that_answers() -> None:
@@ -338,12 +207,12 @@ class HttpPool:
         self._dns[(host, port)] = (now + DNS_TTL_S, addrs)
         return addrs
 
-    def _release(self, conn: _Conn) -> None:
+    def _release(self, conn: Conn) -> None:
         conn.idle_since = self.loop.time()
         self._idle.setdefault(conn.origin, []).append(conn)
         self._wake()
 
-    def _closed(self, conn: _Conn) -> None:
+    def _closed(self, conn: Conn) -> None:
         """A connection ended (either side): its slot is free."""
         self._open -= 1
         idle = self._idle.get(conn.origin)
@@ -372,10 +241,3 @@ class HttpPool:
                 conn.abort()
         self._idle.clear()
 
-
-def _inflate(data: bytes) -> bytes:
-    """`deflate` as servers send it: zlib-wrapped per the RFC, or raw as some do."""
-    try:
-        return zlib.decompress(data)
-    except zlib.error:
-        return zlib.decompress(data, wbits=-15)
