@@ -17,7 +17,9 @@ CPU time on a shared 2-core machine moves ±15% between identical runs (the bare
 `--instructions` counts instead: each side runs under valgrind's callgrind (instructions
 executed, whatever else the machine does) at two sizes, and the ratio is of the slopes
 (instructions per extra request, so imports and warm-up cancel), with agen's per-session fixed
-cost spread over the run's requests beside it. The sim runs outside valgrind. It takes a few
+cost spread over the run's requests beside it. The sim runs outside valgrind, and so does the
+reading of the run's ledger and records for its request mix (the parent reads them: reading a run
+back is not the pipeline's work, and it grew with the requests, ~2% of agen's count). It takes a few
 minutes (valgrind runs Python ~50x slower). The count is not exact either: the run's own work
 depends on timing (how many `begin` lines share a group commit, which samples the sim draws for
 which vote), and the same tree gave 913k-987k instructions a request in three runs, against
@@ -94,8 +96,8 @@ class _Counts:
             os.fsync, os.fdatasync, concurrent.futures.ThreadPoolExecutor.submit = fsync, fdatasync, submit  # type: ignore[method-assign]
 
 
-def run_pipeline(out: Path, sim_url: str, proposals: int, amplified: int,
-                 counts: _Counts | None = None) -> tuple[float, float, list[dict[str, Any]]]:
+def run_pipeline(out: Path, sim_url: str, proposals: int, amplified: int, counts: _Counts | None = None,
+                 read_calls: bool = True) -> tuple[float, float, list[dict[str, Any]]]:
     raw = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
     raw["seeds"]["path"] = str(ROOT / "data" / "gsm8k_sample.jsonl")
     raw["propose"]["target"], raw["amplify"]["target"] = proposals, amplified
@@ -112,7 +114,7 @@ def run_pipeline(out: Path, sim_url: str, proposals: int, amplified: int,
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     if res.exit_code != EXIT_OK:
         raise SystemExit(f"pipeline run failed: {res.message}")
-    return cpu, wall, read_ledger(out).calls
+    return cpu, wall, read_ledger(out).calls if read_calls else []
 
 
 async def run_bare(url: str, payloads: list[bytes], conc: int) -> tuple[float, float, int]:
@@ -198,9 +200,10 @@ def _pair(out: Path, sim_url: str, n: int, concurrency: int) -> dict[str, Any]:
 
 
 def _child(argv: list[str]) -> dict[str, Any]:
-    """One side, in a process of its own (under valgrind): `agen ACCEPTED` prints the run's
-    request mix (`agen 0`: the warm-up alone); `bare GEN VOTES N` sends that mix from the bare
-    loop."""
+    """One side, in a process of its own (under valgrind): `agen ACCEPTED OUT` runs the pipeline
+    into OUT (`agen 0 OUT`: the warm-up alone), whose ledger and records the parent reads for the
+    run's request mix (outside valgrind: reading them back is not the pipeline's work, and it grew
+    with the requests); `bare GEN VOTES N` sends that mix from the bare loop."""
     kind, *rest = argv
     cfg = {"models": {MODEL: {"latency_ms": {"median": 0, "sigma": 0}}}}
     with tempfile.TemporaryDirectory() as d:
@@ -211,16 +214,13 @@ def _child(argv: list[str]) -> dict[str, Any]:
                 gen, votes, samples = map(int, rest)
                 payloads = _bare_payloads(gen, votes, samples)
                 uvloop.run(run_bare(sim.base_url + "/v1/chat/completions", payloads, 64))
-                mix = {"requests": len(payloads)}
-            else:
-                run_pipeline(Path(d) / "warm", sim.base_url, 2, 8)
-                n = int(rest[0])
-                mix = {"requests": 0}
-                if n:
-                    calls = run_pipeline(Path(d) / "run", sim.base_url, max(2, n // 10), n - max(2, n // 10))[2]
-                    mix = _mix(Path(d) / "run", calls)
-    print("MIX " + orjson.dumps(mix).decode(), flush=True)
-    return mix
+                print(f"SENT {len(payloads)}", flush=True)
+                return {"requests": len(payloads)}
+            run_pipeline(Path(d) / "warm", sim.base_url, 2, 8, read_calls=False)
+            n, out = int(rest[0]), Path(rest[1])
+            if n:
+                run_pipeline(out, sim.base_url, max(2, n // 10), n - max(2, n // 10), read_calls=False)
+    return {}
 
 
 def _bare_payloads(gen: int, votes: int, samples: int) -> list[bytes]:
@@ -240,16 +240,27 @@ def _mix(out: Path, calls: list[dict[str, Any]]) -> dict[str, Any]:
     return {"requests": len(calls), "gen": gen, "votes": votes, "samples": samples}
 
 
-def _counted(args: list[str]) -> tuple[int, dict[str, Any]]:
-    """Instructions callgrind counted for one child, and the mix it printed."""
+def _counted(args: list[str], valgrind: bool = True) -> tuple[int, dict[str, Any]]:
+    """Instructions callgrind counted for one child, and its request mix: the pipeline's read off
+    its run directory here, the bare loop's from what it printed (`valgrind=False`: the child
+    alone, 0 instructions; tests)."""
     with tempfile.TemporaryDirectory() as d:
-        proc = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out", sys.executable,
-                               str(Path(__file__).resolve()), "--child", *args], capture_output=True, text=True)
-    found = re.search(r"Collected : (\d+)", proc.stderr)
-    mix = re.search(r"^MIX (.*)$", proc.stdout, re.M)
-    if proc.returncode != 0 or found is None or mix is None:
-        raise SystemExit(f"callgrind child {args} failed:\n{proc.stderr[-2000:]}")
-    return int(found.group(1)), orjson.loads(mix.group(1))
+        out = Path(d) / "run"
+        child = [*args, str(out)] if args[0] == "agen" else args
+        tool = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out"] if valgrind else []
+        proc = subprocess.run([*tool, sys.executable, str(Path(__file__).resolve()), "--child", *child],
+                              capture_output=True, text=True)
+        found = re.search(r"Collected : (\d+)", proc.stderr)
+        if proc.returncode != 0 or (valgrind and found is None):
+            raise SystemExit(f"callgrind child {args} failed:\n{proc.stderr[-2000:]}")
+        if args[0] == "bare":
+            sent = re.search(r"^SENT (\d+)$", proc.stdout, re.M)
+            mix = {"requests": int(sent.group(1)) if sent else 0}
+        elif args[1] == "0":
+            mix = {"requests": 0}
+        else:
+            mix = _mix(out, read_ledger(out).calls)
+    return int(found.group(1)) if found else 0, mix
 
 
 def _instructions(n: int) -> dict[str, Any]:

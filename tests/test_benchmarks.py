@@ -53,20 +53,17 @@ def test_engine_overhead_quick(outputs) -> None:
 def test_engine_overhead_instruction_children_run_without_valgrind() -> None:
     """`--instructions` runs each side as a `--child` under callgrind; the children themselves are
     checked here without it (valgrind may be absent, and under it they take minutes): the agen
-    child reports the mix the bare child is then given."""
-    script = str(ROOT / "benchmarks" / "engine_overhead.py")
-
-    def child(*args: str) -> dict:
-        out = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True, cwd=ROOT,
-                             timeout=300)
-        assert out.returncode == 0, out.stderr[-3000:]
-        (line,) = [x for x in out.stdout.splitlines() if x.startswith("MIX ")]
-        return orjson.loads(line[4:])
-
-    mix = child("agen", "20")
+    child's run gives the mix the bare child is then given."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import engine_overhead
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    _, mix = engine_overhead._counted(["agen", "20"], valgrind=False)
     assert mix["requests"] == mix["gen"] + mix["votes"] > 0 and mix["samples"] >= mix["votes"]
-    assert child("agen", "0") == {"requests": 0}  # the warm-up alone
-    assert child("bare", str(mix["gen"]), str(mix["votes"]), str(mix["samples"]))["requests"] == mix["requests"]
+    assert engine_overhead._counted(["agen", "0"], valgrind=False)[1] == {"requests": 0}  # the warm-up alone
+    bare = ["bare", str(mix["gen"]), str(mix["votes"]), str(mix["samples"])]
+    assert engine_overhead._counted(bare, valgrind=False)[1]["requests"] == mix["requests"]
 
 
 def test_latency_throughput_quick(outputs) -> None:
