@@ -220,3 +220,29 @@ def test_truncated_samples_vote_neither_way() -> None:
     assert d is not None and not d.accepted and d.reason == "all_truncated"
     with pytest.raises(ValueError):
         t.add("7")
+
+
+def test_count_decided_counts_in_order_and_stops_at_the_first_undecided():
+    """The vote loop's compiled fast path: samples are counted in order while their keys decide
+    them; the first that needs math-verify (and every later one) is left for the pool, so the
+    tally sees samples in the order they were drawn whichever path counts them."""
+    from agen.gen.vote import KeyedFeed, count_decided
+
+    feed = KeyedFeed(Tally("12", 8, 0.5), "12")
+    texts = ["a \\boxed{12}", "b \\boxed{12.0}", "c", "d \\boxed{13}", "e \\boxed{x^2}", "f \\boxed{12}"]
+    votes = ["12", "12.0", None, "13", "x^2", "12"]
+    agreeing: list[str] = []
+    answered, first = count_decided(feed.inline, texts, votes, agreeing)
+    assert (answered, first) == (3, 4)  # "x^2" among numbers needs math-verify
+    assert agreeing == texts[:2] and feed.tally.votes == ("12", "12.0", None, "13")
+    assert feed.inline("x^2") is None and len(feed.tally.votes) == 4  # counting nothing
+
+
+def test_untruncated_counts_cut_samples_apart():
+    from agen.gen.vote import untruncated
+    from agen.types import Completion, Usage
+
+    tally = Tally("1", 8, 0.5)
+    outs = [Completion(("a", "b"), Usage(), 0.0, "m", finish_reasons=("stop", "length")),
+            Completion(("c",), Usage(), 0.0, "m")]
+    assert untruncated(outs, tally) == ["a", "c"] and tally.truncated == 1

@@ -21,12 +21,13 @@ from agen.filters import Call, FilterTask, TargetMet, Verdict, gather_settled
 from agen.filters.equivalence_pool import EquivalencePool, VoteFeed
 from agen.gen.prompts import layout_messages
 from agen.gen.solutions import keep_solutions
-from agen.gen.vote import Tally
+from agen.gen.vote import Tally, count_decided, untruncated
 from agen.providers.client import ModelClient
 from agen.seeding import stable_int
 from agen.types import ChatRequest
 from agen.verify import InlineFeed, Verifier
 from agen.verify.math import MathVerifier
+
 
 class AnswerConsistency:
     def __init__(self, cfg: VoteConfig, client: ModelClient, call: Call, verifier: Verifier | None = None,
@@ -65,6 +66,7 @@ class AnswerConsistency:
         # math answers may need math-verify: off the loop; other domains' votes are a dict lookup
         feed = (VoteFeed(tally, task.answer or "", self.equivalence) if vf.pooled_equivalence
                 else InlineFeed(tally))
+        inline = feed.keyed.inline if isinstance(feed, VoteFeed) else feed.inline
         messages = layout_messages(vf.solve_template, self.cache_layout, question=task.question)
         base_seed = stable_int(f"{task.key}/vote")
         offset = answered = 0
@@ -82,18 +84,13 @@ class AnswerConsistency:
             want = max(1, min(want, vc.k - offset))
             reqs = self._requests(messages, base_seed, offset, want, stage, task.id)
             outs = await gather_settled(*(self.call(self.client, r) for r in reqs))
-            texts = []
-            for out in outs:
-                for i, text in enumerate(out.texts):
-                    if out.truncated(i):
-                        feed.tally.add_truncated()
-                    else:
-                        texts.append(text)
-            for text, vote in zip(texts, await vf.votes(task.question, texts), strict=True):
-                agrees = feed.inline(vote)  # a key decides nearly every sample: no coroutine for it
-                if agrees is None:
-                    agrees = await feed.add(vote)
-                if agrees:
+            texts = untruncated(outs, feed.tally)
+            votes = await vf.votes(task.question, texts)
+            # a key decides nearly every sample: counted in one compiled call, no coroutine for them
+            counted, first_pending = count_decided(inline, texts, votes, agreeing)
+            answered += counted
+            for text, vote in zip(texts[first_pending:], votes[first_pending:], strict=True):
+                if await feed.add(vote):
                     agreeing.append(text)
                 answered += vote is not None
             offset += want

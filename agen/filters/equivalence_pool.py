@@ -42,8 +42,8 @@ from typing import Any
 
 import structlog
 
-from agen.gen.answers import answer_key, is_numeric_key
-from agen.gen.vote import Tally
+from agen.gen.answers import answer_key
+from agen.gen.vote import KeyedFeed, Tally
 
 __all__ = ["COMPARE_TIMEOUT_S", "EquivalencePool", "VoteFeed", "default_workers"]
 
@@ -220,48 +220,36 @@ class EquivalencePool:
 
 class VoteFeed:
     """Feeds one vote's samples into its `Tally`: inline when the answers' keys decide (a number
-    among numbers, or an answer already seen), in the pool otherwise."""
+    among numbers, or an answer already seen: `gen.vote.KeyedFeed`, compiled), in the pool otherwise."""
 
-    __slots__ = ("_all_numeric", "_keys", "_pool", "tally", "undecidable")
+    __slots__ = ("_pool", "keyed", "undecidable")
 
     def __init__(self, tally: Tally, candidate_answer: str, pool: EquivalencePool) -> None:
-        self.tally = tally
+        self.keyed = KeyedFeed(tally, candidate_answer)
         self._pool = pool
-        key = answer_key(candidate_answer) if candidate_answer.strip() else None
-        self._keys: set[Hashable] = {key} if key is not None else set()
-        self._all_numeric = key is None or is_numeric_key(key)
         self.undecidable: list[dict[str, Any]] = []  # {"sample": index, "answer": text}
 
+    @property
+    def tally(self) -> Tally:
+        return self.keyed.tally
+
     def inline(self, answer: str | None) -> bool | None:
-        """Count a sample its key decides (no answer, an answer already seen, a number among
-        numbers: a dict lookup, µs) and say whether it agrees; None, counting nothing, for one
-        that needs the pool. Synchronous: nearly every sample is decided without a coroutine."""
-        if answer is None or not answer.strip():
-            return self.tally.add(answer)
-        key = answer_key(answer)
-        numeric = is_numeric_key(key)
-        if key in self._keys or (numeric and self._all_numeric):
-            self._keys.add(key)
-            self._all_numeric = self._all_numeric and numeric
-            return self.tally.add(answer, key)
-        return None
+        """Count a sample its key decides and say whether it agrees; None, counting nothing, for
+        one that needs the pool. Synchronous: nearly every sample is decided without a coroutine."""
+        return self.keyed.inline(answer)
 
     async def add(self, answer: str | None) -> bool:
         """Count one sample's answer; whether it agrees with the candidate's."""
-        agrees = self.inline(answer)
+        keyed = self.keyed
+        agrees = keyed.inline(answer)
         if agrees is not None:
             return agrees
         assert answer is not None  # `inline` counts every missing answer
-        key = answer_key(answer)
         result = None
-        if not self._pool.timed_out(key):
-            result = await self._pool.add(self.tally, answer, comparisons=len(self._keys))
+        if not self._pool.timed_out(answer_key(answer)):
+            result = await self._pool.add(keyed.tally, answer, comparisons=len(keyed.keys))
         if result is None:
-            self.undecidable.append({"sample": len(self.tally.votes), "answer": answer})
-            self.tally.add(None)  # counts towards K, for no class
+            self.undecidable.append({"sample": len(keyed.tally.votes), "answer": answer})
+            keyed.tally.add(None)  # counts towards K, for no class
             return False
-        agrees = result.agreeing > self.tally.agreeing
-        self.tally = result
-        self._keys.add(key)
-        self._all_numeric = self._all_numeric and is_numeric_key(key)
-        return agrees
+        return keyed.absorb(result, answer)

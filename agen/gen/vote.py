@@ -11,11 +11,12 @@ or clearly bad questions; `decide_full` is the reference it is tested against.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agen.gen.answers import AnswerClasses
+from agen.gen.answers import AnswerClasses, answer_key, is_numeric_key
+from agen.types import TRUNCATED_FINISH
 
 __all__ = ["Tally", "VoteDecision", "decide_full", "min_agree"]
 
@@ -200,3 +201,66 @@ def decide_full(
     for vote in votes:
         classes.add(vote)
     return _final(classes, k, needed)
+
+
+class KeyedFeed:
+    """The synchronous half of a math vote's feed (`filters.equivalence_pool.VoteFeed` holds it
+    and sends the rest to worker processes): counts a sample whose answer key decides it (no
+    answer, an answer already seen, a number among numbers: a dict lookup, µs)."""
+
+    def __init__(self, tally: Tally, candidate_answer: str) -> None:
+        self.tally = tally
+        key = answer_key(candidate_answer) if candidate_answer.strip() else None
+        self.keys: set[Hashable] = {key} if key is not None else set()
+        self.all_numeric = key is None or is_numeric_key(key)
+
+    def inline(self, answer: str | None) -> bool | None:
+        """Count a sample its key decides and say whether it agrees; None, counting nothing, for
+        one that needs math-verify."""
+        if answer is None or not answer.strip():
+            return self.tally.add(answer)
+        key = answer_key(answer)
+        numeric = is_numeric_key(key)
+        if key in self.keys or (numeric and self.all_numeric):
+            self.keys.add(key)
+            self.all_numeric = self.all_numeric and numeric
+            return self.tally.add(answer, key)
+        return None
+
+    def absorb(self, result: Tally, answer: str) -> bool:
+        """Take the tally math-verify counted `answer` into; whether it agrees."""
+        agrees = result.agreeing > self.tally.agreeing
+        self.tally = result
+        key = answer_key(answer)
+        self.keys.add(key)
+        self.all_numeric = self.all_numeric and is_numeric_key(key)
+        return agrees
+
+
+def untruncated(outs: Sequence[Any], tally: Any) -> list[str]:
+    """The sample texts of a vote round's completions; each one cut at max_tokens is counted as
+    truncated instead (it never votes)."""
+    texts: list[str] = []
+    for out in outs:
+        reasons = out.finish_reasons
+        for i, text in enumerate(out.texts):
+            if i < len(reasons) and reasons[i] in TRUNCATED_FINISH:
+                tally.add_truncated()
+            else:
+                texts.append(text)
+    return texts
+
+
+def count_decided(inline: Any, texts: list[str], votes: list[str | None], agreeing: list[str]) -> tuple[int, int]:
+    """Count samples in order while `inline` (a feed's) decides them, each agreeing text onto
+    `agreeing`: (how many gave an answer, the index of the first it could not decide)."""
+    answered = 0
+    for i in range(len(texts)):
+        vote = votes[i]
+        agrees = inline(vote)
+        if agrees is None:
+            return answered, i
+        if agrees:
+            agreeing.append(texts[i])
+        answered += vote is not None
+    return answered, len(texts)
