@@ -59,7 +59,7 @@ def _copy(tmp_path: Path) -> Path:
 
 
 PROBE = "import agen.gen.parse as p, agen.gen.dedup as d; from agen import native; print(native.status()); " \
-        "print(p.__file__); print(d.__file__)"
+        "print(p.__file__); print(d.__file__); print('C helper' if d._c_signature else 'Python signature')"
 
 
 def test_an_edited_source_runs_as_source(tmp_path):
@@ -72,21 +72,23 @@ def test_an_edited_source_runs_as_source(tmp_path):
              for m in native.COMPILED + native.C_HELPERS}))
     with open(root / "agen" / "gen" / "parse.py", "a") as f:
         f.write("\nEDITED = True\n")
-    status, parse_file, dedup_file = _python(PROBE + "; print(p.EDITED)", root).split("\n")[:3]
+    status, parse_file, dedup_file, signature = _python(PROBE + "; print(p.EDITED)", root).split("\n")[:4]
     assert status == "pure Python (agen/gen/parse.py changed since the build)"
     assert parse_file.endswith("parse.py") and dedup_file.endswith("dedup.py")
+    assert signature == "Python signature"  # nor is the C helper of that build imported
 
 
 def test_agen_pure_forces_the_sources(tmp_path):
-    status, parse_file, _ = _python(PROBE, _copy(tmp_path), AGEN_PURE="1").split("\n")[:3]
+    status, parse_file, _, signature = _python(PROBE, _copy(tmp_path), AGEN_PURE="1").split("\n")[:4]
     assert status == "pure Python (AGEN_PURE is set)" and parse_file.endswith(".py")
+    assert signature == "Python signature"
 
 
 @built_only
 def test_a_matching_build_is_used(tmp_path):
-    status, parse_file, dedup_file = _python(PROBE, _copy(tmp_path)).split("\n")[:3]
+    status, parse_file, dedup_file, signature = _python(PROBE, _copy(tmp_path)).split("\n")[:4]
     assert status.startswith("compiled (mypyc")
-    assert not parse_file.endswith(".py") and not dedup_file.endswith(".py")
+    assert not parse_file.endswith(".py") and not dedup_file.endswith(".py") and signature == "C helper"
 
 
 # Every pure function of the per-candidate path over the repo's seed data, in one process per build.
