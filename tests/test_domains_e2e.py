@@ -110,3 +110,24 @@ def test_math_quickstart_on_latex_answers(tmp_path):
     after = sum(map(correct, accepted)) / len(accepted)
     print(f"math (LaTeX) precision before vote {before:.3f} ({len(voted)}), after {after:.3f} ({len(accepted)})")
     assert after >= 0.95 and after > before
+
+
+def test_math_run_where_solvers_box_sentences(tmp_path):
+    """Solvers that box a sentence with numbers in it (`prose_answer_p`: "A $70^\\circ$ rotation
+    around the origin in the counter-clock", "12 in all, counting the 3 given away") break the
+    assumption that a boxed answer is a number or a formula. One such answer once took answer_key
+    47 s of backtracking on the event loop; the run must finish, keep the sentences as votes, and
+    never stall its loop for seconds (a hang guard, not a speed target)."""
+    raw = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+    raw["seeds"]["path"] = str(ROOT / raw["seeds"]["path"])
+    raw["output"]["dir"] = str(tmp_path / "run")
+    raw["propose"]["target"], raw["amplify"]["target"] = 4, 30
+    raw["simulator"] = {"config": str(sim_config_file(tmp_path, latency_ms=2, prose_answer_p=0.3))}
+    out = run_session(parse_config(raw), live=False)
+    assert out.exit_code == EXIT_OK, out.message
+    recs = records(tmp_path / "run")
+    votes = [v for r in recs if r.get("vote") for v in r["vote"]["votes"] if v]
+    prose = [v for v in votes if " " in v and any(c.isdigit() for c in v)]
+    assert len(prose) >= 0.1 * len(votes) > 0  # the sentences reached the vote as answers
+    assert sum(r["status"] == "accepted" for r in recs) >= 30
+    assert out.snapshot["loop_lag"]["max_ms"] < 5000

@@ -105,3 +105,16 @@ def test_open_quality_link_zero_decouples_responses_from_prompts() -> None:
             assert mean(hi) - mean(lo) > 0.2
         else:
             assert lo == [response_quality(respond(p, s, cfg)) for p in high for s in range(5)]
+
+
+def test_prose_answer_p_boxes_a_sentence_around_the_answer() -> None:
+    """`prose_answer_p` boxes a sentence holding the solution's answer (and other numbers)."""
+    from agen.sim.model import solve
+
+    q, truth = generate_problem(random.Random(7), 3)
+    prose_cfg = SimModel(**FAST, solve_correct_p=1.0, prose_answer_p=1.0)
+    answers = {solution_answer(solve(q, seed, prose_cfg)) for seed in range(40)}
+    assert all(a and " " in a for a in answers) and len(answers) > 3
+    assert all(truth in a for a in answers if "rotation" not in a)  # the rotation has no answer in it
+    plain = {solution_answer(solve(q, seed, SimModel(**FAST, solve_correct_p=1.0))) for seed in range(40)}
+    assert plain == {truth}

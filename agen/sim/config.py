@@ -157,6 +157,10 @@ class SimModel(_Strict):
     # Share of solutions whose final answer is a power tower (2^{2^{2^{2^{10}}}}) that math-verify
     # needs seconds to compare: breaks the assumption that comparing two answers is cheap.
     pathological_answer_p: float = Field(default=0.0, ge=0, le=1)
+    # Share of solutions that box a sentence with numbers in it ("A $90^\circ$ rotation around the
+    # origin", "12 apples, counting the 3 she gave away"), as MATH-style solvers do: breaks the
+    # assumption that a boxed answer is a number or a formula (answer keys, equivalence, the loop).
+    prose_answer_p: float = Field(default=0.0, ge=0, le=1)
     # the world's assumptions about answers (see the docstring; agen.sim.model, agen.sim.open_world)
     trap_share: float = Field(default=0.0, ge=0, le=1)  # share of problems that trap this model
     trap_p: float = Field(default=0.8, ge=0, le=1)  # on a trap: chance an answer is the shared wrong one

@@ -72,6 +72,21 @@ def sample_rng(digest: bytes, sample: int) -> random.Random:
 
 
 PATHOLOGICAL_ANSWER = "2^{2^{2^{2^{10}}}}"  # see SimModel.pathological_answer_p
+# see SimModel.prose_answer_p: {a} is the answer the solution reached, {k} a small number
+PROSE_ANSWERS = (
+    "{a} in all, counting the {k} given away",
+    "A ${k}0^\\circ$ rotation around the origin in the counter-clock",
+    "The answer is {a}",
+    "{a} dollars and {k}0 cents",
+    "about {a}, or {k} per day for 3 days",
+    "{a} items remain after {k} are used",
+)
+
+
+def prose_answer(answer: str, seed: int) -> str:
+    """`answer` as a sentence around it (SimModel.prose_answer_p); which one, from the seed."""
+    h = (seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    return PROSE_ANSWERS[(h >> 50) % len(PROSE_ANSWERS)].format(a=answer, k=2 + (h >> 40) % 7)
 
 
 def _pick_wrong(u: float, question: str) -> str:
@@ -145,6 +160,8 @@ def solve(question: str, seed: int, cfg: SimModel) -> str:
         answer = str(prob.evaluate()) if u1 < solve_p(question, prob.steps, cfg) else _pick_wrong(u2, question)
     if u4 < cfg.no_box_p:
         return unboxed_solution_text(question, answer)
+    if cfg.prose_answer_p and ((seed * 0xD6E8FEB86659FD93) >> 40 & 0xFFFFFF) / 16777216.0 < cfg.prose_answer_p:
+        answer = prose_answer(answer, seed)
     return solution_text(question, answer)
 
 
