@@ -66,7 +66,6 @@ class AnswerConsistency:
         # math answers may need math-verify: off the loop; other domains' votes are a dict lookup
         feed = (VoteFeed(tally, task.answer or "", self.equivalence) if vf.pooled_equivalence
                 else InlineFeed(tally))
-        inline = feed.keyed.inline if isinstance(feed, VoteFeed) else feed.inline
         messages = layout_messages(vf.solve_template, self.cache_layout, question=task.question)
         base_seed = stable_int(f"{task.key}/vote")
         offset = answered = 0
@@ -87,7 +86,7 @@ class AnswerConsistency:
             texts = untruncated(outs, feed.tally)
             votes = await vf.votes(task.question, texts)
             # a key decides nearly every sample: counted in one compiled call, no coroutine for them
-            counted, first_pending = count_decided(inline, texts, votes, agreeing)
+            counted, first_pending = count_decided(feed.inline, texts, votes, agreeing)
             answered += counted
             for text, vote in zip(texts[first_pending:], votes[first_pending:], strict=True):
                 if await feed.add(vote):

@@ -222,21 +222,19 @@ class VoteFeed:
     """Feeds one vote's samples into its `Tally`: inline when the answers' keys decide (a number
     among numbers, or an answer already seen: `gen.vote.KeyedFeed`, compiled), in the pool otherwise."""
 
-    __slots__ = ("_pool", "keyed", "undecidable")
+    __slots__ = ("_pool", "inline", "keyed", "undecidable")
 
     def __init__(self, tally: Tally, candidate_answer: str, pool: EquivalencePool) -> None:
         self.keyed = KeyedFeed(tally, candidate_answer)
+        # Count a sample its key decides and say whether it agrees; None, counting nothing, for one
+        # that needs the pool. The compiled method itself: nearly every sample is decided there.
+        self.inline = self.keyed.inline
         self._pool = pool
         self.undecidable: list[dict[str, Any]] = []  # {"sample": index, "answer": text}
 
     @property
     def tally(self) -> Tally:
         return self.keyed.tally
-
-    def inline(self, answer: str | None) -> bool | None:
-        """Count a sample its key decides and say whether it agrees; None, counting nothing, for
-        one that needs the pool. Synchronous: nearly every sample is decided without a coroutine."""
-        return self.keyed.inline(answer)
 
     async def add(self, answer: str | None) -> bool:
         """Count one sample's answer; whether it agrees with the candidate's."""
@@ -245,11 +243,12 @@ class VoteFeed:
         if agrees is not None:
             return agrees
         assert answer is not None  # `inline` counts every missing answer
+        key = answer_key(answer)
         result = None
-        if not self._pool.timed_out(answer_key(answer)):
+        if not self._pool.timed_out(key):
             result = await self._pool.add(keyed.tally, answer, comparisons=len(keyed.keys))
         if result is None:
             self.undecidable.append({"sample": len(keyed.tally.votes), "answer": answer})
             keyed.tally.add(None)  # counts towards K, for no class
             return False
-        return keyed.absorb(result, answer)
+        return keyed.absorb(result, key)

@@ -227,11 +227,10 @@ class KeyedFeed:
             return self.tally.add(answer, key)
         return None
 
-    def absorb(self, result: Tally, answer: str) -> bool:
-        """Take the tally math-verify counted `answer` into; whether it agrees."""
+    def absorb(self, result: Tally, key: Hashable) -> bool:
+        """Take the tally math-verify counted an answer into (`key`: its `answer_key`); whether it agrees."""
         agrees = result.agreeing > self.tally.agreeing
         self.tally = result
-        key = answer_key(answer)
         self.keys.add(key)
         self.all_numeric = self.all_numeric and is_numeric_key(key)
         return agrees

@@ -81,12 +81,12 @@ class InlineFeed:
         self.tally = tally
         self.undecidable: list[dict[str, Any]] = []  # never: a key lookup always decides
 
-    def inline(self, vote: str | None) -> bool | None:
+    def inline(self, vote: str | None) -> bool:
         """Count one vote; whether it agrees with the candidate (never None: a key decides)."""
         return bool(self.tally.add(vote))
 
     async def add(self, vote: str | None) -> bool:
-        return bool(self.tally.add(vote))
+        return self.inline(vote)
 
 
 class Verifier(ABC):
