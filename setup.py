@@ -40,9 +40,9 @@ class BuildPyWithData(build_py):
 
 
 class BuildCompiled(build_ext):
-    """Builds the mypyc extensions, and on success writes the manifest of the sources they were
-    built from; on any failure removes what it built, so the install is wholly pure Python (a
-    module's compiled shim without its shared library would not import at all)."""
+    """Builds the mypyc extensions and the C helpers, and on success writes the manifest of the
+    sources they were built from; on any failure removes what it built, so the install is wholly
+    pure Python (a module's compiled shim without its shared library would not import at all)."""
 
     def run(self) -> None:
         if not self.extensions:
