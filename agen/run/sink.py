@@ -8,7 +8,9 @@ rest), so a crash can never leave a billed request the ledger does not know abou
 
 All file I/O of a group commit (ledger, accepted, rejected: write, flush, fdatasync each) runs as
 one call in the sink's own writer thread: one thread hop per commit, however many requests'
-`begin` lines and records it carries; while it runs, the next commit's lines accumulate.
+`begin` lines and records it carries; while it runs, the next commit's lines accumulate. Records
+linger up to `linger_s` (50 ms) so that `begin` flushes, which requests wait for, sync the
+ledger alone.
 """
 
 from __future__ import annotations
@@ -100,38 +102,47 @@ class Sink:
         await fut
 
     async def run(self) -> None:
-        """Write until `aclose`; a storage error is kept in `self.error` and ends the loop."""
+        """Write until `aclose`; a storage error is kept in `self.error` and ends the loop.
+
+        A waiting `begin` line is committed at once, alone (one fdatasync, of the ledger); records
+        wait for the oldest of them to be `linger_s` old (or for a full batch, or the stop) and
+        then go with the ledger in one commit. Writing them with every `begin` flush cost two
+        more fdatasyncs per flush (each ~0.1 ms of kernel CPU here) for records no request waits for.
+        """
+        loop = asyncio.get_running_loop()
+        batch: list[dict[str, Any]] = []
+        due = 0.0  # when the oldest record in `batch` must be written
         stopping = False
         try:
             while not stopping:
-                batch: list[dict[str, Any]] = []
+                timeout = max(0.0, due - loop.time()) if batch else self._linger_s * 4
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), self._linger_s * 4)
+                    item = await asyncio.wait_for(self._queue.get(), timeout)
+                except TimeoutError:
+                    item = None
+                while True:
                     if item is _STOP:
                         stopping = True
                     elif item is _FLUSH:
                         self._flush_queued = False
-                    else:
+                    elif item is not None:
+                        if not batch:
+                            due = loop.time() + self._linger_s
                         batch.append(item)
-                except TimeoutError:
-                    if not self._ledger:
-                        continue
-                while len(batch) < self._max_batch and not self._queue.empty():
+                    if len(batch) >= self._max_batch or self._queue.empty():
+                        break
                     item = self._queue.get_nowait()
-                    if item is _STOP:
-                        stopping = True
-                        continue
-                    if item is _FLUSH:
-                        self._flush_queued = False
-                        continue
-                    batch.append(item)
-                await self._commit(batch)
+                if stopping or len(batch) >= self._max_batch or (batch and loop.time() >= due):
+                    await self._commit(batch)
+                    batch = []
+                elif self._durable or (item is None and self._ledger):
+                    await self._commit([])
         except StorageError as exc:
             self.error = exc
         finally:
             for w in self._writers.values():
                 try:
-                    await asyncio.get_running_loop().run_in_executor(self._io, w.close)
+                    await loop.run_in_executor(self._io, w.close)
                 except StorageError as exc:
                     self.error = self.error or exc
             self._io.shutdown(wait=False)
