@@ -32,10 +32,11 @@ COMPILED = (
     "providers.headers", "providers.http1_conn", "providers.retry", "providers.wire",
     "run.journal", "run.ledger",
 )
-# Hand-written C helpers built beside them (`agen/gen/_minhash.c`): the one place where the work is
-# many small numpy calls, which compiling the Python around them cannot remove. Each has the same
-# computation in Python, used when the helper is absent or the build is not used.
-C_HELPERS = ("gen._minhash",)
+# Hand-written C helpers built beside them (`agen/gen/_minhash.c`, `agen/gen/_keybuf.c`): where the
+# work is many small numpy calls or Python ints in a dict, which compiling the Python around them
+# cannot remove. Each has the same computation in Python, used when the helper is absent or the
+# build is not used.
+C_HELPERS = ("gen._minhash", "gen._keybuf")
 MANIFEST = "_compiled.json"
 _PACKAGE = Path(__file__).resolve().parent
 _status = "pure Python (not built)"
@@ -83,7 +84,7 @@ def _decide() -> tuple[bool, str]:
                 return False, f"pure Python ({source.relative_to(_PACKAGE.parent)} changed since the build)"
         except OSError:
             return False, f"pure Python ({name} has no source)"
-    return True, f"compiled (mypyc, {len(COMPILED)} modules; {len(C_HELPERS)} C helper)"
+    return True, f"compiled (mypyc, {len(COMPILED)} modules; {len(C_HELPERS)} C helpers)"
 
 
 def guard() -> None:
@@ -95,7 +96,7 @@ def guard() -> None:
 
 
 def status() -> str:
-    """Which build runs, and why: "compiled (mypyc, N modules; M C helper)" or "pure Python (why)"."""
+    """Which build runs, and why: "compiled (mypyc, N modules; M C helpers)" or "pure Python (why)"."""
     return _status
 
 

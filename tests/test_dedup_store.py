@@ -224,3 +224,41 @@ def test_an_unwritable_cache_folder_is_a_storage_error_naming_it(tmp_path: Path)
     with pytest.raises(StorageError, match="dedup index: writing .*file/cache"):
         for i in range(10):
             log.append("\x01\x02\x03", f"id-{i}")
+
+
+def test_c_key_buffer_behaves_as_the_python_buffer() -> None:
+    """`_keybuf.KeyBuffer` (the compiled build's buffer) answers every query exactly as
+    `_Buffer` does, repeats within one add, table growth and 64-bit keys included."""
+    import pytest
+
+    from agen.gen.dedup_store import _Buffer
+
+    keybuf = pytest.importorskip("agen.gen._keybuf", reason="no compiled build here (no C compiler, or AGEN_COMPILE=0)")
+    rng = random.Random(11)
+    for width, top in ((4, (1 << 32) - 1), (8, (1 << 64) - 1)):
+        c, py = keybuf.KeyBuffer(width), _Buffer(width)
+        pool = [rng.randint(0, top) for _ in range(700)] + [0, top]
+        for v in range(3000):  # ~100k values: the table grows many times
+            ks = [rng.choice(pool) if rng.random() < 0.7 else rng.randint(0, top) for _ in range(rng.randrange(0, 40))]
+            if ks and rng.random() < 0.2:
+                ks.append(ks[0])  # a key repeated within one add
+            c.add(ks, v)
+            py.add(ks, v)
+            if v % 97 == 0:
+                probe = [rng.choice(pool) for _ in range(33)] + [rng.randint(0, top)]
+                need = [rng.randrange(0, 70) for _ in probe]
+                out_c, out_py, need_c = [], [], list(need)
+                c.gather(probe, need_c, out_c)
+                py.gather(probe, need, out_py)
+                assert (out_c, need_c) == (out_py, need)
+                assert [c.latest(k) for k in probe] == [py.latest(k) for k in probe]
+                assert all(c.newest(k, 5) == py.newest(k, 5) for k in probe)
+        assert len(c) == len(py)
+        ck, cv = c.arrays()
+        pk, pv = py.arrays()
+        assert ck == pk.tobytes() and cv == pv.tobytes()
+        assert 16 * len(c) <= c.nbytes() <= 64 * len(c)  # 8-byte key, value, prev + the table
+    with pytest.raises(OverflowError):
+        keybuf.KeyBuffer(4).add([-1], 0)
+    with pytest.raises(ValueError):
+        keybuf.KeyBuffer(3)

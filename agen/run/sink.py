@@ -8,9 +8,10 @@ rest), so a crash can never leave a billed request the ledger does not know abou
 
 All file I/O of a group commit (ledger, accepted, rejected: write, flush, fdatasync each) runs as
 one call in the sink's own writer thread: one thread hop per commit, however many requests'
-`begin` lines and records it carries; while it runs, the next commit's lines accumulate. Records
-linger up to `linger_s` (50 ms) so that `begin` flushes, which requests wait for, sync the
-ledger alone.
+`begin` lines and records it carries; while it runs, the next commit's lines accumulate. A
+request's `begin` waits at most `begin_window_s` (2 ms, against model latencies of 100s of ms) for
+others to share its fdatasync; records, which no request waits for, linger up to `linger_s` (50 ms)
+so that the `begin` flushes sync the ledger alone.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class Sink:
     def __init__(self, run_dir: RunDir, out: OutputConfig, committed_ids: CommittedIds,
                  on_commit: Callable[[list[dict[str, Any]]], None], *,
                  before_write: Callable[[list[dict[str, Any]]], Awaitable[set[str]]] | None = None,
-                 max_queue: int = 1024, max_batch: int = 512, linger_s: float = 0.05) -> None:
+                 max_queue: int = 1024, max_batch: int = 512, linger_s: float = 0.05,
+                 begin_window_s: float = 0.002, begin_group: int = 32) -> None:
         self._writers = {
             "accepted": ShardWriter(run_dir.stream("accepted"), out.shard_max_records, out.shard_max_bytes),
             "rejected": ShardWriter(run_dir.stream("rejected"), out.shard_max_records, out.shard_max_bytes),
@@ -62,6 +64,9 @@ class Sink:
         self._before_write = before_write  # a coordinated run: ids another worker now owns are not written
         self._max_batch = max_batch
         self._linger_s = linger_s
+        self._begin_window_s = begin_window_s
+        self._begin_group = begin_group
+        self._begin_due = 0.0  # when the oldest waiting `begin` line must be committed
         self.error: StorageError | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agen-sink")
         self.commits = 0
@@ -91,9 +96,14 @@ class Sink:
         may be sent whose `begin` is not on disk.
         """
         self._ledger.append(orjson.dumps(row) + b"\n")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        first = not self._durable
+        if first:
+            self._begin_due = loop.time() + self._begin_window_s
         self._durable.append(fut)
-        if self.error is None and not self._flush_queued:
+        # the writer is woken by the first line of a group and by a full group, not by each line
+        if (first or len(self._durable) == self._begin_group) and self.error is None and not self._flush_queued:
             try:
                 self._queue.put_nowait(_FLUSH)
                 self._flush_queued = True
@@ -104,10 +114,12 @@ class Sink:
     async def run(self) -> None:
         """Write until `aclose`; a storage error is kept in `self.error` and ends the loop.
 
-        A waiting `begin` line is committed at once, alone (one fdatasync, of the ledger); records
-        wait for the oldest of them to be `linger_s` old (or for a full batch, or the stop) and
-        then go with the ledger in one commit. Writing them with every `begin` flush cost two
-        more fdatasyncs per flush (each ~0.1 ms of kernel CPU here) for records no request waits for.
+        `begin` lines are committed as a group, alone (one fdatasync, of the ledger), once the
+        oldest has waited `begin_window_s` or `begin_group` are waiting; records wait for the oldest
+        of them to be `linger_s` old (or a full batch, or the stop) and then go with the ledger in
+        one commit. An fdatasync costs ~0.1-0.3 ms of kernel CPU here whatever it carries: writing
+        records with every `begin` flush, or flushing each `begin` as soon as the last commit was
+        done, made 150-210 of them per 1,000 requests (benchmarks/engine_overhead.py).
         """
         loop = asyncio.get_running_loop()
         batch: list[dict[str, Any]] = []
@@ -115,7 +127,12 @@ class Sink:
         stopping = False
         try:
             while not stopping:
-                timeout = max(0.0, due - loop.time()) if batch else self._linger_s * 4
+                now = loop.time()
+                deadline = (now if len(self._durable) >= self._begin_group else self._begin_due) if self._durable \
+                    else now + self._linger_s * 4
+                if batch:
+                    deadline = min(deadline, due)
+                timeout = max(0.0, deadline - now)
                 try:
                     item = await asyncio.wait_for(self._queue.get(), timeout)
                 except TimeoutError:
@@ -132,10 +149,13 @@ class Sink:
                     if len(batch) >= self._max_batch or self._queue.empty():
                         break
                     item = self._queue.get_nowait()
-                if stopping or len(batch) >= self._max_batch or (batch and loop.time() >= due):
+                now = loop.time()
+                if stopping or len(batch) >= self._max_batch or (batch and now >= due):
                     await self._commit(batch)
                     batch = []
-                elif self._durable or (item is None and self._ledger):
+                elif self._durable and (now >= self._begin_due or len(self._durable) >= self._begin_group):
+                    await self._commit([])
+                elif item is None and self._ledger and not self._durable:
                     await self._commit([])
         except StorageError as exc:
             self.error = exc

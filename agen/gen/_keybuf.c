@@ -1,0 +1,325 @@
+/* The dedup index's in-RAM buffer of (key -> items) in C: `agen.gen.dedup_store._Buffer` without
+ * its Python dict and int objects.
+ *
+ * Every kept question adds 33 keys (32 LSH bands, one exact hash) and every check looks 33 up, so
+ * the buffer is the index's busiest part. As a dict of Python ints (one ~28-byte object a key,
+ * spread over the heap) plus arrays, an add of 32 keys took ~13 us and each lookup touched several
+ * cache lines; here a key's chain head is one int32 in an open-addressing table (linear probing,
+ * at most half full) and the values are three flat arrays, ~24 bytes a value in all.
+ *
+ * KeyBuffer(width) -- width 4 or 8: the byte width of the keys `arrays()` exports
+ *   add(keys: list[int], value)         store `value` under each key
+ *   newest(key, limit) -> list[int]     up to `limit` values under `key`, newest first
+ *   latest(key) -> int | None           the newest value under `key`
+ *   gather(keys, need, out)             for each i with need[i] > 0: newest(keys[i], need[i])
+ *                                       appended to `out`, need[i] lowered by as many
+ *   arrays() -> (keys bytes, vals bytes)  every stored (key, value), in insertion order
+ *   nbytes() -> int, len()
+ *
+ * It behaves exactly as `_Buffer` (tests/test_dedup_store.py holds the two equal), including
+ * a key repeated within one `add`: each repeat is stored (the merge sees all of them) but only
+ * the last is on the key's chain.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    PyObject_HEAD
+    int width;
+    Py_ssize_t n, cap;   /* values stored, room in the arrays */
+    uint64_t *keys;
+    int32_t *vals, *prev;
+    int32_t *table;      /* chain heads (slots), -1 empty */
+    Py_ssize_t mask;     /* table size - 1 */
+    Py_ssize_t distinct; /* keys in the table */
+} KeyBuffer;
+
+static inline Py_ssize_t home(uint64_t key, Py_ssize_t mask) {
+    return (Py_ssize_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & mask;
+}
+
+/* the table position holding `key`, or the empty position where it would go */
+static inline Py_ssize_t probe(const KeyBuffer *b, uint64_t key) {
+    Py_ssize_t i = home(key, b->mask);
+    for (;;) {
+        int32_t s = b->table[i];
+        if (s < 0 || b->keys[s] == key)
+            return i;
+        i = (i + 1) & b->mask;
+    }
+}
+
+static int grow_table(KeyBuffer *b) {
+    Py_ssize_t size = (b->mask + 1) * 2;
+    int32_t *t = PyMem_Malloc(sizeof(int32_t) * size);
+    if (!t) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(t, 0xFF, sizeof(int32_t) * size);
+    int32_t *old = b->table;
+    Py_ssize_t old_size = b->mask + 1;
+    b->table = t;
+    b->mask = size - 1;
+    for (Py_ssize_t i = 0; i < old_size; i++) {
+        int32_t s = old[i];
+        if (s >= 0) {
+            Py_ssize_t j = home(b->keys[s], b->mask);
+            while (t[j] >= 0)
+                j = (j + 1) & b->mask;
+            t[j] = s;
+        }
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+static int reserve(KeyBuffer *b, Py_ssize_t more) {
+    if (b->n + more <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 256;
+    while (cap < b->n + more)
+        cap *= 2;
+    if (cap > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "KeyBuffer: too many values");
+        return -1;
+    }
+    uint64_t *k = PyMem_Realloc(b->keys, sizeof(uint64_t) * cap);
+    if (!k)
+        goto nomem;
+    b->keys = k;
+    int32_t *v = PyMem_Realloc(b->vals, sizeof(int32_t) * cap);
+    if (!v)
+        goto nomem;
+    b->vals = v;
+    int32_t *p = PyMem_Realloc(b->prev, sizeof(int32_t) * cap);
+    if (!p)
+        goto nomem;
+    b->prev = p;
+    b->cap = cap;
+    return 0;
+nomem:
+    PyErr_NoMemory();
+    return -1;
+}
+
+static int as_key(PyObject *o, uint64_t *out) {
+    unsigned long long k = PyLong_AsUnsignedLongLong(o);
+    if (k == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    *out = (uint64_t)k;
+    return 0;
+}
+
+static int KeyBuffer_init(KeyBuffer *b, PyObject *args, PyObject *kw) {
+    int width;
+    if (!PyArg_ParseTuple(args, "i", &width))
+        return -1;
+    if (width != 4 && width != 8) {
+        PyErr_SetString(PyExc_ValueError, "KeyBuffer: width must be 4 or 8");
+        return -1;
+    }
+    b->width = width;
+    if (!b->table) {
+        b->table = PyMem_Malloc(sizeof(int32_t) * 1024);
+        if (!b->table) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memset(b->table, 0xFF, sizeof(int32_t) * 1024);
+        b->mask = 1023;
+    }
+    return 0;
+}
+
+static void KeyBuffer_dealloc(KeyBuffer *b) {
+    PyMem_Free(b->keys);
+    PyMem_Free(b->vals);
+    PyMem_Free(b->prev);
+    PyMem_Free(b->table);
+    Py_TYPE(b)->tp_free((PyObject *)b);
+}
+
+static Py_ssize_t KeyBuffer_len(KeyBuffer *b) { return b->n; }
+
+static PyObject *KeyBuffer_add(KeyBuffer *b, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "add(keys: list[int], value: int)");
+        return NULL;
+    }
+    PyObject *keys = args[0];
+    long value = PyLong_AsLong(args[1]);
+    if (value == -1 && PyErr_Occurred())
+        return NULL;
+    if (value < INT32_MIN || value > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "KeyBuffer.add: value out of int32 range");
+        return NULL;
+    }
+    Py_ssize_t m = PyList_GET_SIZE(keys), slot = b->n;
+    if (reserve(b, m) < 0)
+        return NULL;
+    for (Py_ssize_t i = 0; i < m; i++)  /* every key converts before anything changes */
+        if (as_key(PyList_GET_ITEM(keys, i), &b->keys[slot + i]) < 0)
+            return NULL;
+    while ((b->distinct + m) * 2 > b->mask + 1)  /* room for every key being new: no growth below */
+        if (grow_table(b) < 0)
+            return NULL;
+    /* as _Buffer: each slot's prev is its key's head before this add, then the heads move */
+    for (Py_ssize_t i = 0; i < m; i++) {
+        Py_ssize_t at = probe(b, b->keys[slot + i]);
+        int32_t s = b->table[at];
+        /* a key repeated within this add: its head is still the one from before the add */
+        b->prev[slot + i] = (s >= slot) ? b->prev[s] : s;
+        b->vals[slot + i] = (int32_t)value;
+        b->distinct += s < 0;
+        b->table[at] = (int32_t)(slot + i);
+    }
+    b->n = slot + m;
+    Py_RETURN_NONE;
+}
+
+/* append up to `limit` values under `key` to `out` (newest first); the number appended or -1 */
+static Py_ssize_t walk(const KeyBuffer *b, uint64_t key, Py_ssize_t limit, PyObject *out) {
+    if (limit <= 0 || !b->n)
+        return 0;
+    int32_t s = b->table[probe(b, key)];
+    Py_ssize_t got = 0;
+    while (s >= 0 && got < limit) {
+        PyObject *v = PyLong_FromLong(b->vals[s]);
+        if (!v || PyList_Append(out, v) < 0) {
+            Py_XDECREF(v);
+            return -1;
+        }
+        Py_DECREF(v);
+        got++;
+        s = b->prev[s];
+    }
+    return got;
+}
+
+static PyObject *KeyBuffer_newest(KeyBuffer *b, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "newest(key, limit)");
+        return NULL;
+    }
+    uint64_t key;
+    if (as_key(args[0], &key) < 0)
+        return NULL;
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out && walk(b, key, limit, out) < 0)
+        Py_CLEAR(out);
+    return out;
+}
+
+static PyObject *KeyBuffer_latest(KeyBuffer *b, PyObject *key_obj) {
+    uint64_t key;
+    if (as_key(key_obj, &key) < 0)
+        return NULL;
+    int32_t s = b->n ? b->table[probe(b, key)] : -1;
+    if (s < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(b->vals[s]);
+}
+
+static PyObject *KeyBuffer_gather(KeyBuffer *b, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyList_Check(args[2])
+        || PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "gather(keys: list[int], need: list[int] of the same length, out: list)");
+        return NULL;
+    }
+    PyObject *keys = args[0], *need = args[1], *out = args[2];
+    if (!b->n)
+        Py_RETURN_NONE;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+        uint64_t key;
+        Py_ssize_t want = PyLong_AsSsize_t(PyList_GET_ITEM(need, i));
+        if ((want == -1 && PyErr_Occurred()) || as_key(PyList_GET_ITEM(keys, i), &key) < 0)
+            return NULL;
+        Py_ssize_t got = walk(b, key, want, out);
+        if (got < 0)
+            return NULL;
+        if (got) {
+            PyObject *left = PyLong_FromSsize_t(want - got);
+            if (!left)
+                return NULL;
+            PyList_SetItem(need, i, left);  /* steals `left`, drops the old count */
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *KeyBuffer_arrays(KeyBuffer *b, PyObject *unused) {
+    PyObject *keys = PyBytes_FromStringAndSize(NULL, b->n * b->width);
+    if (!keys)
+        return NULL;
+    char *p = PyBytes_AS_STRING(keys);
+    if (b->width == 8) {
+        memcpy(p, b->keys, sizeof(uint64_t) * b->n);
+    } else {
+        for (Py_ssize_t i = 0; i < b->n; i++) {
+            uint32_t k = (uint32_t)b->keys[i];
+            memcpy(p + 4 * i, &k, 4);
+        }
+    }
+    PyObject *vals = PyBytes_FromStringAndSize((const char *)b->vals, sizeof(int32_t) * b->n);
+    if (!vals) {
+        Py_DECREF(keys);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", keys, vals);
+}
+
+static PyObject *KeyBuffer_nbytes(KeyBuffer *b, PyObject *unused) {
+    return PyLong_FromSsize_t(b->cap * (Py_ssize_t)(sizeof(uint64_t) + 2 * sizeof(int32_t))
+                              + (b->mask + 1) * (Py_ssize_t)sizeof(int32_t));
+}
+
+static PyMethodDef KeyBuffer_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))KeyBuffer_add, METH_FASTCALL, "add(keys, value): store value under each key"},
+    {"newest", (PyCFunction)(void (*)(void))KeyBuffer_newest, METH_FASTCALL,
+     "newest(key, limit) -> up to limit values under key, newest first"},
+    {"latest", (PyCFunction)KeyBuffer_latest, METH_O, "latest(key) -> the newest value under key, or None"},
+    {"gather", (PyCFunction)(void (*)(void))KeyBuffer_gather, METH_FASTCALL,
+     "gather(keys, need, out): each key's newest need[i] values appended to out, need lowered"},
+    {"arrays", (PyCFunction)KeyBuffer_arrays, METH_NOARGS, "arrays() -> (keys, values) as bytes, insertion order"},
+    {"nbytes", (PyCFunction)KeyBuffer_nbytes, METH_NOARGS, "bytes held"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods KeyBuffer_seq = {.sq_length = (lenfunc)KeyBuffer_len};
+
+static PyTypeObject KeyBufferType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "agen.gen._keybuf.KeyBuffer",
+    .tp_basicsize = sizeof(KeyBuffer),
+    .tp_dealloc = (destructor)KeyBuffer_dealloc,
+    .tp_as_sequence = &KeyBuffer_seq,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "KeyBuffer(width): an append-only key -> values multimap (the dedup index's buffer)",
+    .tp_methods = KeyBuffer_methods,
+    .tp_init = (initproc)KeyBuffer_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "agen.gen._keybuf",
+                                    "The dedup index's in-RAM key buffer (agen.gen.dedup_store) in C.", -1, NULL};
+
+PyMODINIT_FUNC PyInit__keybuf(void) {
+    if (PyType_Ready(&KeyBufferType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m)
+        return NULL;
+    Py_INCREF(&KeyBufferType);
+    if (PyModule_AddObject(m, "KeyBuffer", (PyObject *)&KeyBufferType) < 0) {
+        Py_DECREF(&KeyBufferType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
