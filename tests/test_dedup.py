@@ -66,9 +66,9 @@ def test_multimap_merges_keep_order_and_limit() -> None:
     mm = MultiMap(np.uint32, merge_at=4)
     for value in range(10):
         mm.add([7, 100 + value], value)
-    keys = np.array([7, 105, 999], dtype=np.uint32)
+    keys = [7, 105, 999]
     assert sorted(mm.get(keys, limit=100)) == sorted(list(range(10)) + [5])
-    assert sorted(mm.get(np.array([7], dtype=np.uint32), limit=3)) == [7, 8, 9]
+    assert sorted(mm.get([7], limit=3)) == [7, 8, 9]
 
 
 def _variant(rng: random.Random, words: list[str], vocab: list[str], f: float) -> str:
@@ -146,12 +146,12 @@ def test_index_merges_in_the_background_and_finds_everything():
         for k in keys:
             ref.setdefault(k, []).append(v)
         if v % 50 == 0:  # mid-merge or not: the answer is the same
-            probe = np.array([3, 140, 999], dtype=np.uint32)
+            probe = [3, 140, 999]
             got = sorted(m.get(probe, 5))
             assert got == sorted(x for k in (3, 140, 999) for x in ref.get(k, [])[-5:])
     m.wait_merged()
     assert m._merging is None and m._frozen is None
-    probe = np.array(sorted(ref), dtype=np.uint32)
+    probe = sorted(ref)
     assert sorted(m.get(probe, 1000)) == sorted(x for k in ref for x in ref[k])
 
 
@@ -197,8 +197,8 @@ def test_buffer_add_with_a_repeated_key() -> None:
     mm = MultiMap(np.uint32, merge_at=1 << 10)
     mm.add([5, 6], 1)
     mm.add([5, 5, 7], 2)
-    assert sorted(mm.get(np.array([5], dtype=np.uint32), 10)) == [1, 2]
-    assert sorted(mm.get(np.array([5, 6, 7], dtype=np.uint32), 10)) == [1, 1, 2, 2]
+    assert sorted(mm.get([5], 10)) == [1, 2]
+    assert sorted(mm.get([5, 6, 7], 10)) == [1, 1, 2, 2]
     assert mm.newest(5) == 2 and mm.newest(6) == 1 and mm.newest(8) is None
 
 

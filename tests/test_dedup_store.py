@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
 from test_dedup import GSM8K, _variant
@@ -40,15 +41,15 @@ def test_spilling_multimap_answers_as_one_sorted_array(tmp_path: Path) -> None:
         pairs.append((ks, v))
         if v % 499 == 0:
             probe = [7, ks[0], ks[1], 4_000_000]
-            assert sorted(m.get(np.array(probe, dtype=np.uint32), 5)) == _reference(pairs, probe, 5)
+            assert sorted(m.get(probe, 5)) == _reference(pairs, probe, 5)
     m.wait_merged()
     files = m._state[2]
     assert 1 <= len(files) <= int(np.log2(18000 / 64)) + 1
     assert m.file_bytes() == 8 * sum(f.n for f in files) and sum(f.n for f in files) > 17000
     assert m.nbytes() < 8 * 64 + 4 * sum(f.n for f in files) // _BLOCK + 4 * len(files)
     probe = list(range(0, 5000, 7))
-    assert sorted(m.get(np.array(probe, dtype=np.uint32), 1000)) == _reference(pairs, probe, 1000)
-    assert sorted(m.get(np.array([7, 7], dtype=np.uint32), 3)) == [5997, 5997, 5998, 5998, 5999, 5999]
+    assert sorted(m.get(probe, 1000)) == _reference(pairs, probe, 1000)
+    assert sorted(m.get([7, 7], 3)) == [5997, 5997, 5998, 5998, 5999, 5999]
     m.close()
 
 
@@ -229,8 +230,6 @@ def test_an_unwritable_cache_folder_is_a_storage_error_naming_it(tmp_path: Path)
 def test_c_key_buffer_behaves_as_the_python_buffer() -> None:
     """`_keybuf.KeyBuffer` (the compiled build's buffer) answers every query exactly as
     `_Buffer` does, repeats within one add, table growth and 64-bit keys included."""
-    import pytest
-
     from agen.gen.dedup_store import _Buffer
 
     keybuf = pytest.importorskip("agen.gen._keybuf", reason="no compiled build here (no C compiler, or AGEN_COMPILE=0)")
@@ -262,3 +261,28 @@ def test_c_key_buffer_behaves_as_the_python_buffer() -> None:
         keybuf.KeyBuffer(4).add([-1], 0)
     with pytest.raises(ValueError):
         keybuf.KeyBuffer(3)
+
+
+def test_c_sorted_run_lookups_answer_as_numpy() -> None:
+    """`_keybuf.sorted_gather`/`sorted_latest` (the compiled build's lookups in a sorted in-RAM run)
+    give what the numpy path `_run_gather` and a slice give, both key widths, crowded keys included."""
+    from agen.gen.dedup_store import _run_gather
+
+    keybuf = pytest.importorskip("agen.gen._keybuf", reason="no compiled build here (no C compiler, or AGEN_COMPILE=0)")
+    rng = np.random.default_rng(5)
+    for dtype, top in ((np.uint32, 1 << 32), (np.uint64, 1 << 64)):
+        keys = np.sort(np.concatenate([rng.integers(0, top, 5000, dtype=dtype, endpoint=False),
+                                       np.full(300, 12345, dtype=dtype), np.array([0, top - 1], dtype=dtype)]))
+        vals = rng.integers(0, 1 << 31, len(keys), dtype=np.int32)
+        query = [*keys[rng.integers(0, len(keys), 40)].tolist(), 12345, 0, top - 1, 7, top - 2]
+        need = [int(x) for x in rng.integers(-1, 80, len(query))]
+        out_c, need_c, out_py = [], list(need), []
+        keybuf.sorted_gather(keys, vals, query, need_c, out_c)
+        _run_gather(keys, vals, np.array(query, dtype=dtype), need, out_py)
+        assert (out_c, need_c) == (out_py, need)
+        for k in query:
+            i = int(np.searchsorted(keys, np.array(k, dtype=dtype), "right"))
+            want = int(vals[i - 1]) if i and keys[i - 1] == k else None
+            assert keybuf.sorted_latest(keys, vals, k) == want
+    with pytest.raises(ValueError):
+        keybuf.sorted_latest(np.zeros(3, dtype=np.uint16), np.zeros(3, dtype=np.int32), 1)

@@ -16,6 +16,10 @@
  *   arrays() -> (keys bytes, vals bytes)  every stored (key, value), in insertion order
  *   nbytes() -> int, len()
  *
+ * sorted_gather(keys, vals, query, need, out) and sorted_latest(keys, vals, key) answer the same
+ * questions of a `MultiMap`'s sorted in-RAM run (numpy arrays) with one binary search a key, where
+ * numpy took six calls (searchsorted twice, take, ==, flatnonzero, tolist) for 32 keys.
+ *
  * It behaves exactly as `_Buffer` (tests/test_dedup_store.py holds the two equal), including
  * a key repeated within one `add`: each repeat is stored (the merge sees all of them) but only
  * the last is on the key's chain.
@@ -306,8 +310,130 @@ static PyTypeObject KeyBufferType = {
     .tp_new = PyType_GenericNew,
 };
 
+
+/* ---- a sorted run (numpy arrays of keys, uint32 or uint64, and int32 values): lookups without numpy calls */
+
+typedef struct {
+    Py_buffer keys, vals;
+    Py_ssize_t n;
+    int width;
+} Run;
+
+static int run_open(Run *r, PyObject *keys, PyObject *vals) {
+    if (PyObject_GetBuffer(keys, &r->keys, PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (PyObject_GetBuffer(vals, &r->vals, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&r->keys);
+        return -1;
+    }
+    r->width = (int)r->keys.itemsize;
+    r->n = r->keys.len / (r->width ? r->width : 1);
+    if ((r->width != 4 && r->width != 8) || r->vals.itemsize != 4 || r->vals.len != 4 * r->n) {
+        PyBuffer_Release(&r->keys);
+        PyBuffer_Release(&r->vals);
+        PyErr_SetString(PyExc_ValueError, "a sorted run is uint32 or uint64 keys and as many int32 values");
+        return -1;
+    }
+    return 0;
+}
+
+static void run_close(Run *r) {
+    PyBuffer_Release(&r->keys);
+    PyBuffer_Release(&r->vals);
+}
+
+static inline uint64_t run_key(const Run *r, Py_ssize_t i) {
+    return r->width == 4 ? ((const uint32_t *)r->keys.buf)[i] : ((const uint64_t *)r->keys.buf)[i];
+}
+
+/* first position in [lo, hi) whose key is > key (upper) or >= key (lower) */
+static Py_ssize_t run_bound(const Run *r, uint64_t key, Py_ssize_t lo, Py_ssize_t hi, int upper) {
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        uint64_t k = run_key(r, mid);
+        if (upper ? k <= key : k < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static PyObject *sorted_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyList_Check(args[2]) || !PyList_Check(args[3]) || !PyList_Check(args[4])
+        || PyList_GET_SIZE(args[2]) != PyList_GET_SIZE(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "sorted_gather(keys, vals, query: list[int], need: list[int], out: list)");
+        return NULL;
+    }
+    Run r;
+    if (run_open(&r, args[0], args[1]) < 0)
+        return NULL;
+    PyObject *query = args[2], *need = args[3], *out = args[4];
+    const int32_t *vals = r.vals.buf;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(query); i++) {
+        Py_ssize_t want = PyLong_AsSsize_t(PyList_GET_ITEM(need, i));
+        if (want == -1 && PyErr_Occurred())
+            goto fail;
+        if (want <= 0)
+            continue;
+        uint64_t key;
+        if (as_key(PyList_GET_ITEM(query, i), &key) < 0)
+            goto fail;
+        Py_ssize_t lo = run_bound(&r, key, 0, r.n, 0);
+        if (lo == r.n || run_key(&r, lo) != key)
+            continue;
+        Py_ssize_t hi = run_bound(&r, key, lo, r.n, 1);
+        Py_ssize_t start = hi - want > lo ? hi - want : lo;
+        for (Py_ssize_t j = start; j < hi; j++) {  /* oldest first, as a slice of the run gives them */
+            PyObject *v = PyLong_FromLong(vals[j]);
+            if (!v || PyList_Append(out, v) < 0) {
+                Py_XDECREF(v);
+                goto fail;
+            }
+            Py_DECREF(v);
+        }
+        PyObject *left = PyLong_FromSsize_t(want - (hi - start));
+        if (!left)
+            goto fail;
+        PyList_SetItem(need, i, left);
+    }
+    run_close(&r);
+    Py_RETURN_NONE;
+fail:
+    run_close(&r);
+    return NULL;
+}
+
+static PyObject *sorted_latest(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "sorted_latest(keys, vals, key)");
+        return NULL;
+    }
+    uint64_t key;
+    if (as_key(args[2], &key) < 0)
+        return NULL;
+    Run r;
+    if (run_open(&r, args[0], args[1]) < 0)
+        return NULL;
+    Py_ssize_t hi = run_bound(&r, key, 0, r.n, 1);
+    PyObject *res = (hi > 0 && run_key(&r, hi - 1) == key) ? PyLong_FromLong(((const int32_t *)r.vals.buf)[hi - 1])
+                                                            : Py_NewRef(Py_None);
+    run_close(&r);
+    return res;
+}
+
+static PyMethodDef module_methods[] = {
+    {"sorted_gather", (PyCFunction)(void (*)(void))sorted_gather, METH_FASTCALL,
+     "sorted_gather(keys, vals, query, need, out): each query key's last need[i] values in a sorted run "
+     "appended to out (oldest first), need lowered"},
+    {"sorted_latest", (PyCFunction)(void (*)(void))sorted_latest, METH_FASTCALL,
+     "sorted_latest(keys, vals, key) -> the last value under key in a sorted run, or None"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "agen.gen._keybuf",
-                                    "The dedup index's in-RAM key buffer (agen.gen.dedup_store) in C.", -1, NULL};
+                                    "The dedup index's in-RAM key buffer and sorted-run lookups (agen.gen.dedup_store) in C.",
+                                    -1, module_methods};
 
 PyMODINIT_FUNC PyInit__keybuf(void) {
     if (PyType_Ready(&KeyBufferType) < 0)

@@ -2,6 +2,9 @@
  * numpy calls and per-token dict lookups (~60% of a dedup check's instructions in Python).
  *
  * signature(tokens, stop_bytes, stop_str, a, c, band_mix, rows, row_mix) -> (query, keys)
+ * signature_text(text, ...the same) -> (query, keys, normalised text)   for an ASCII str: the
+ *     tokens are found here (no token objects; stop words looked up in a C table), and the text
+ *     `dedup.exact_key` hashes, " ".join(text.casefold().split()), is made in the same pass
  *
  *   tokens     list of bytes (ASCII text) or of str (other text), as `dedup._tokens` gives them
  *   stop_*     frozensets of the stop words, as bytes and as str
@@ -79,86 +82,61 @@ static const uint64_t *u64s(PyObject *b, Py_ssize_t want, const char *what) {
     return (const uint64_t *)PyBytes_AS_STRING(b);
 }
 
-static PyObject *signature(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "signature takes 8 arguments");
-        return NULL;
-    }
-    PyObject *tokens = args[0], *stop_bytes = args[1], *stop_str = args[2];
-    if (!PyList_Check(tokens) || !PyAnySet_Check(stop_bytes) || !PyAnySet_Check(stop_str)) {
-        PyErr_SetString(PyExc_TypeError, "signature: tokens must be a list and the stop words sets");
-        return NULL;
-    }
-    Py_ssize_t rows = PyLong_AsSsize_t(args[6]);
-    if (rows == -1 && PyErr_Occurred())
-        return NULL;
-    if (rows < 1 || !PyBytes_Check(args[3]) || PyBytes_GET_SIZE(args[3]) % (8 * rows)) {
-        PyErr_SetString(PyExc_ValueError, "signature: a must hold bands * rows uint64s");
-        return NULL;
-    }
-    Py_ssize_t perms = PyBytes_GET_SIZE(args[3]) / 8, bands = perms / rows;
-    const uint64_t *a = u64s(args[3], perms, "a"), *c = u64s(args[4], perms, "c");
-    const uint64_t *band_mix = u64s(args[5], bands, "band_mix");
-    const uint64_t *row_mix = rows == 4 ? NULL : u64s(args[7], perms, "row_mix");
-    if (!a || !c || !band_mix || (rows != 4 && !row_mix))
-        return NULL;
+typedef struct {
+    PyObject *stop_bytes, *stop_str;
+    const uint64_t *a, *c, *band_mix, *row_mix;
+    Py_ssize_t rows, perms, bands;
+} Params;
 
-    Py_ssize_t n = PyList_GET_SIZE(tokens);
-    uint32_t *codes = PyMem_Malloc(sizeof(uint32_t) * (n ? n : 1) * 2);
-    uint16_t *mins = PyMem_Malloc(sizeof(uint16_t) * perms);
-    if (!codes || !mins) {
-        PyMem_Free(codes);
-        PyMem_Free(mins);
-        return PyErr_NoMemory();
+/* args[1:8] of both entry points: the stop words and the MinHash parameters */
+static int parse_params(PyObject *const *args, Params *p) {
+    p->stop_bytes = args[0];
+    p->stop_str = args[1];
+    if (!PyAnySet_Check(p->stop_bytes) || !PyAnySet_Check(p->stop_str)) {
+        PyErr_SetString(PyExc_TypeError, "signature: the stop words must be sets");
+        return -1;
     }
-    uint32_t *feats = codes + n;
-    Py_ssize_t nfeat = 0;
+    p->rows = PyLong_AsSsize_t(args[5]);
+    if (p->rows == -1 && PyErr_Occurred())
+        return -1;
+    if (p->rows < 1 || !PyBytes_Check(args[2]) || PyBytes_GET_SIZE(args[2]) % (8 * p->rows)) {
+        PyErr_SetString(PyExc_ValueError, "signature: a must hold bands * rows uint64s");
+        return -1;
+    }
+    p->perms = PyBytes_GET_SIZE(args[2]) / 8;
+    p->bands = p->perms / p->rows;
+    p->a = u64s(args[2], p->perms, "a");
+    p->c = u64s(args[3], p->perms, "c");
+    p->band_mix = u64s(args[4], p->bands, "band_mix");
+    p->row_mix = p->rows == 4 ? NULL : u64s(args[6], p->perms, "row_mix");
+    if (!p->a || !p->c || !p->band_mix || (p->rows != 4 && !p->row_mix))
+        return -1;
+    return 0;
+}
+
+static uint32_t code_of(const unsigned char *p, Py_ssize_t len) {
+    uint32_t code = crc32_of(p, len) % CODE_SPAN;
+    return code >= 0xD800 ? code + 0x800 : code;
+}
+
+/* (query, band keys or None) from n token codes and the nfeat content features in feats (which
+ * has room for n): what both entry points share */
+static PyObject *finish(const Params *p, const uint32_t *codes, Py_ssize_t n, uint32_t *feats, Py_ssize_t nfeat) {
     uint32_t maxchar = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *t = PyList_GET_ITEM(tokens, i);
-        const char *p;
-        Py_ssize_t len;
-        int stop, digits;
-        if (PyBytes_Check(t)) {
-            p = PyBytes_AS_STRING(t);
-            len = PyBytes_GET_SIZE(t);
-            stop = PySet_Contains(stop_bytes, t);
-            digits = is_digits_bytes(p, len);
-        } else if (PyUnicode_Check(t)) {
-            p = PyUnicode_AsUTF8AndSize(t, &len);
-            if (!p)
-                goto fail;
-            stop = PySet_Contains(stop_str, t);
-            digits = is_digits_str(t);
-        } else {
-            PyErr_SetString(PyExc_TypeError, "signature: a token must be bytes or str");
-            goto fail;
-        }
-        if (stop < 0)
-            goto fail;
-        uint32_t code = crc32_of((const unsigned char *)p, len) % CODE_SPAN;
-        if (code >= 0xD800)
-            code += 0x800;
-        codes[i] = code;
-        if (code > maxchar)
-            maxchar = code;
-        if (!stop && !digits)
-            feats[nfeat++] = code;
-    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (codes[i] > maxchar)
+            maxchar = codes[i];
     PyObject *query = PyUnicode_New(n, maxchar);
     if (!query)
-        goto fail;
+        return NULL;
     {
         int kind = PyUnicode_KIND(query);
         void *data = PyUnicode_DATA(query);
         for (Py_ssize_t i = 0; i < n; i++)
             PyUnicode_WRITE(kind, data, i, codes[i]);
     }
-    if (n == 0) {
-        PyMem_Free(codes);
-        PyMem_Free(mins);
+    if (n == 0)
         return Py_BuildValue("(NO)", query, Py_None);
-    }
     if (nfeat < 3) {  /* nearly all numbers / stop words: use every word */
         memcpy(feats, codes, sizeof(uint32_t) * n);
         nfeat = n;
@@ -173,8 +151,14 @@ static PyObject *signature(PyObject *self, PyObject *const *args, Py_ssize_t nar
             run = 0;
         }
     }
-    for (Py_ssize_t j = 0; j < perms; j++) {
-        uint64_t aj = a[j], cj = c[j];
+    uint16_t mins_stack[512];
+    uint16_t *mins = p->perms <= 512 ? mins_stack : PyMem_Malloc(sizeof(uint16_t) * p->perms);
+    if (!mins) {
+        Py_DECREF(query);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t j = 0; j < p->perms; j++) {
+        uint64_t aj = p->a[j], cj = p->c[j];
         uint16_t m = 0xFFFF;
         for (Py_ssize_t i = 0; i < nfeat; i++) {
             uint16_t h = (uint16_t)(((uint64_t)feats[i] * aj + cj) >> 48);
@@ -183,40 +167,229 @@ static PyObject *signature(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
         mins[j] = m;
     }
-    PyObject *keys = PyList_New(bands);
-    if (!keys) {
-        Py_DECREF(query);
+    PyObject *keys = PyList_New(p->bands);
+    if (!keys)
         goto fail;
-    }
-    for (Py_ssize_t b = 0; b < bands; b++) {
+    for (Py_ssize_t b = 0; b < p->bands; b++) {
         uint64_t packed = 0;
-        if (rows == 4) {
+        if (p->rows == 4) {
             for (int r = 0; r < 4; r++)
                 packed |= (uint64_t)mins[4 * b + r] << (16 * r);
         } else {
-            for (Py_ssize_t r = 0; r < rows; r++)
-                packed += (uint64_t)mins[b * rows + r] * row_mix[b * rows + r];
+            for (Py_ssize_t r = 0; r < p->rows; r++)
+                packed += (uint64_t)mins[b * p->rows + r] * p->row_mix[b * p->rows + r];
         }
-        PyObject *k = PyLong_FromUnsignedLong((unsigned long)((packed * band_mix[b]) >> 32));
+        PyObject *k = PyLong_FromUnsignedLong((unsigned long)((packed * p->band_mix[b]) >> 32));
         if (!k) {
             Py_DECREF(keys);
-            Py_DECREF(query);
             goto fail;
         }
         PyList_SET_ITEM(keys, b, k);
     }
-    PyMem_Free(codes);
-    PyMem_Free(mins);
+    if (mins != mins_stack)
+        PyMem_Free(mins);
     return Py_BuildValue("(NN)", query, keys);
 fail:
-    PyMem_Free(codes);
-    PyMem_Free(mins);
+    if (mins != mins_stack)
+        PyMem_Free(mins);
+    Py_DECREF(query);
     return NULL;
+}
+
+static PyObject *signature(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "signature takes 8 arguments");
+        return NULL;
+    }
+    PyObject *tokens = args[0];
+    Params p;
+    if (!PyList_Check(tokens)) {
+        PyErr_SetString(PyExc_TypeError, "signature: tokens must be a list");
+        return NULL;
+    }
+    if (parse_params(args + 1, &p) < 0)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(tokens);
+    uint32_t *codes = PyMem_Malloc(sizeof(uint32_t) * (n ? n : 1) * 2);
+    if (!codes)
+        return PyErr_NoMemory();
+    uint32_t *feats = codes + n;
+    Py_ssize_t nfeat = 0;
+    PyObject *res = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(tokens, i);
+        const char *s;
+        Py_ssize_t len;
+        int stop, digits;
+        if (PyBytes_Check(t)) {
+            s = PyBytes_AS_STRING(t);
+            len = PyBytes_GET_SIZE(t);
+            stop = PySet_Contains(p.stop_bytes, t);
+            digits = is_digits_bytes(s, len);
+        } else if (PyUnicode_Check(t)) {
+            s = PyUnicode_AsUTF8AndSize(t, &len);
+            if (!s)
+                goto done;
+            stop = PySet_Contains(p.stop_str, t);
+            digits = is_digits_str(t);
+        } else {
+            PyErr_SetString(PyExc_TypeError, "signature: a token must be bytes or str");
+            goto done;
+        }
+        if (stop < 0)
+            goto done;
+        codes[i] = code_of((const unsigned char *)s, len);
+        if (!stop && !digits)
+            feats[nfeat++] = codes[i];
+    }
+    res = finish(&p, codes, n, feats, nfeat);
+done:
+    PyMem_Free(codes);
+    return res;
+}
+
+/* ---- ASCII text, tokenized here: no token objects, and the exact key's normalised text */
+
+#define STOP_SLOTS 512
+#define STOP_MAX 24
+static struct { unsigned char len; char word[STOP_MAX]; } stop_table[STOP_SLOTS];
+static PyObject *stop_table_of = NULL;  /* the set the table was built from (a strong reference) */
+
+static Py_ssize_t stop_slot(const char *w, Py_ssize_t len) {
+    return (Py_ssize_t)(crc32_of((const unsigned char *)w, len) & (STOP_SLOTS - 1));
+}
+
+/* the table of `stop_bytes` (built once per set object); 0, -1 if a word does not fit (the
+ * caller then leaves the text to the token path), -2 on an error */
+static int stop_table_for(PyObject *stop_bytes) {
+    if (stop_bytes == stop_table_of)
+        return 0;
+    memset(stop_table, 0, sizeof(stop_table));
+    PyObject *it = PyObject_GetIter(stop_bytes), *w;
+    if (!it)
+        return -2;
+    Py_ssize_t count = 0;
+    while ((w = PyIter_Next(it))) {
+        if (!PyBytes_Check(w) || PyBytes_GET_SIZE(w) == 0 || PyBytes_GET_SIZE(w) >= STOP_MAX
+            || ++count > STOP_SLOTS / 2) {
+            Py_DECREF(w);
+            Py_DECREF(it);
+            memset(stop_table, 0, sizeof(stop_table));
+            Py_CLEAR(stop_table_of);
+            return -1;
+        }
+        Py_ssize_t len = PyBytes_GET_SIZE(w), i = stop_slot(PyBytes_AS_STRING(w), len);
+        while (stop_table[i].len)
+            i = (i + 1) & (STOP_SLOTS - 1);
+        stop_table[i].len = (unsigned char)len;
+        memcpy(stop_table[i].word, PyBytes_AS_STRING(w), len);
+        Py_DECREF(w);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return -2;
+    Py_XSETREF(stop_table_of, Py_NewRef(stop_bytes));
+    return 0;
+}
+
+static int is_stop(const char *w, Py_ssize_t len) {
+    if (len >= STOP_MAX)
+        return 0;
+    for (Py_ssize_t i = stop_slot(w, len);; i = (i + 1) & (STOP_SLOTS - 1)) {
+        if (!stop_table[i].len)
+            return 0;
+        if (stop_table[i].len == len && !memcmp(stop_table[i].word, w, len))
+            return 1;
+    }
+}
+
+static inline int ascii_alnum(unsigned char ch) {
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+}
+
+static inline int ascii_space(unsigned char ch) {  /* what str.split() splits ASCII text on */
+    return ch == ' ' || (ch >= '\t' && ch <= '\r') || (ch >= 0x1C && ch <= 0x1F);
+}
+
+static PyObject *signature_text(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "signature_text takes 8 arguments");
+        return NULL;
+    }
+    PyObject *text = args[0];
+    Params p;
+    if (!PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)) {
+        PyErr_SetString(PyExc_TypeError, "signature_text: text must be an ASCII str");
+        return NULL;
+    }
+    if (parse_params(args + 1, &p) < 0)
+        return NULL;
+    int table = stop_table_for(p.stop_bytes);
+    if (table == -2)
+        return NULL;
+    if (table == -1)
+        Py_RETURN_NONE;
+    const unsigned char *t = (const unsigned char *)PyUnicode_DATA(text);
+    Py_ssize_t size = PyUnicode_GET_LENGTH(text);
+    PyObject *norm = PyBytes_FromStringAndSize(NULL, size);
+    uint32_t *codes = PyMem_Malloc(sizeof(uint32_t) * (size / 2 + 1) * 2);
+    if (!norm || !codes) {
+        Py_XDECREF(norm);
+        PyMem_Free(codes);
+        return PyErr_NoMemory();
+    }
+    char *lower = PyBytes_AS_STRING(norm);  /* first the lowered text, then (in place) its normal form */
+    for (Py_ssize_t i = 0; i < size; i++)
+        lower[i] = (t[i] >= 'A' && t[i] <= 'Z') ? (char)(t[i] + 32) : (char)t[i];
+    /* tokens: runs of letters and digits (at most one per two characters of text) */
+    uint32_t *feats = codes + size / 2 + 1;
+    Py_ssize_t n = 0, nfeat = 0;
+    for (Py_ssize_t i = 0; i < size;) {
+        if (!ascii_alnum(t[i])) {
+            i++;
+            continue;
+        }
+        Py_ssize_t j = i, digits = 1;
+        while (j < size && ascii_alnum(t[j])) {
+            digits &= t[j] >= '0' && t[j] <= '9';
+            j++;
+        }
+        codes[n] = code_of((const unsigned char *)lower + i, j - i);
+        if (!digits && !is_stop(lower + i, j - i))
+            feats[nfeat++] = codes[n];
+        n++;
+        i = j;
+    }
+    /* the exact key's text: " ".join(text.casefold().split()), casefold being lower for ASCII */
+    Py_ssize_t w = 0;
+    for (Py_ssize_t i = 0; i < size;) {
+        if (ascii_space(t[i])) {
+            i++;
+            continue;
+        }
+        if (w)
+            lower[w++] = ' ';
+        while (i < size && !ascii_space(t[i]))
+            lower[w++] = lower[i++];
+    }
+    PyObject *sig = finish(&p, codes, n, feats, nfeat);
+    PyMem_Free(codes);
+    if (!sig || _PyBytes_Resize(&norm, w) < 0) {
+        Py_XDECREF(sig);
+        Py_XDECREF(norm);
+        return NULL;
+    }
+    PyObject *res = Py_BuildValue("(OON)", PyTuple_GET_ITEM(sig, 0), PyTuple_GET_ITEM(sig, 1), norm);
+    Py_DECREF(sig);
+    return res;
 }
 
 static PyMethodDef methods[] = {
     {"signature", (PyCFunction)(void (*)(void))signature, METH_FASTCALL,
      "signature(tokens, stop_bytes, stop_str, a, c, band_mix, rows, row_mix) -> (query, band keys or None)"},
+    {"signature_text", (PyCFunction)(void (*)(void))signature_text, METH_FASTCALL,
+     "signature_text(text, stop_bytes, stop_str, a, c, band_mix, rows, row_mix) -> (query, band keys or None, "
+     "the exact key's normalised text as bytes), or None if the stop words do not fit its table"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -46,8 +46,9 @@ from agen.gen.dedup_store import ItemLog, MultiMap, SpillDir
 
 try:  # the C helper built with the compiled engine (setup.py); absent in a pure-Python install
     from agen.gen._minhash import signature as _c_signature
+    from agen.gen._minhash import signature_text as _c_signature_text
 except ImportError:
-    _c_signature = None
+    _c_signature = _c_signature_text = None
 
 __all__ = ["DupMatch", "Deduper", "rouge_l", "tokenize"]
 
@@ -80,8 +81,11 @@ _RANK_SHIFT = 21  # a code fits in 21 bits; the k-th repeat of a word adds k << 
 
 def exact_key(text: str) -> int:
     """The exact-duplicate key: a 64-bit hash of the case- and whitespace-normalised text."""
-    norm = " ".join(text.casefold().split())
-    return int.from_bytes(hashlib.blake2b(norm.encode(), digest_size=8).digest(), "little")
+    return _hash_normalised(" ".join(text.casefold().split()).encode())
+
+
+def _hash_normalised(norm: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(norm, digest_size=8).digest(), "little")
 
 
 def tokenize(text: str) -> list[str]:
@@ -186,8 +190,7 @@ class DupMatch:
 class _Prepared:
     exact: int
     query: str  # one code a character, one character a token
-    band_keys: np.ndarray | None
-    band_list: list[int]  # the same keys as ints (dict lookups in the buffers)
+    band_list: list[int]  # its LSH band keys (none for a text without tokens)
 
 
 class Deduper:
@@ -252,14 +255,17 @@ class Deduper:
     # -- features ---------------------------------------------------------------------------
 
     def _prepare(self, text: str) -> _Prepared:
+        if _c_signature_text is not None and text.isascii():
+            got = _c_signature_text(text, *self._c_args)
+            if got is not None:
+                query, keys, norm = got
+                return _Prepared(_hash_normalised(norm), query, [] if keys is None else keys)
         tokens = _tokens(text)
         if _c_signature is not None:
             query, keys = _c_signature(tokens, *self._c_args)
         else:
             query, keys = self.py_signature(tokens)
-        if keys is None:
-            return _Prepared(exact_key(text), query, None, [])
-        return _Prepared(exact_key(text), query, np.array(keys, dtype=np.uint32), keys)
+        return _Prepared(exact_key(text), query, [] if keys is None else keys)
 
     def py_signature(self, tokens: list[bytes] | list[str]) -> tuple[str, list[int] | None]:
         """A question's token codes (one character a token) and LSH band keys (None for no
@@ -294,9 +300,9 @@ class Deduper:
         hit = self._exact.newest(p.exact)
         if hit is not None:
             return DupMatch("exact", self._items.item_id(hit), 1.0)
-        if p.band_keys is None:
+        if not p.band_list:
             return None
-        cands = self._lsh.get(p.band_keys, self.max_bucket, p.band_list)
+        cands = self._lsh.get(p.band_list, self.max_bucket)
         if not cands:
             return None
         n, t, lengths = len(p.query), self.threshold, self._items.lengths

@@ -33,9 +33,9 @@ from agen.errors import StorageError
 from agen.gen.spill_dir import SpillDir
 
 try:  # the C helper built with the compiled engine (setup.py); absent in a pure-Python install
-    from agen.gen._keybuf import KeyBuffer
+    from agen.gen._keybuf import KeyBuffer, sorted_gather, sorted_latest
 except ImportError:
-    KeyBuffer = None
+    KeyBuffer = sorted_gather = sorted_latest = None
 
 __all__ = ["ItemLog", "MultiMap", "SpillDir"]
 
@@ -240,6 +240,19 @@ def _get_files(runs: tuple[_Run, ...], keys: np.ndarray, need: list[int], out: l
             need[i] -= 1
 
 
+def _run_gather(mem_keys: np.ndarray, mem_vals: np.ndarray, keys: np.ndarray, need: list[int], out: list[int]) -> None:
+    """Each key's last `need[i]` values in the sorted in-RAM run (`_keybuf.sorted_gather` in C)."""
+    lo = mem_keys.searchsorted(keys, "left")
+    found = np.flatnonzero(mem_keys.take(lo, mode="clip") == keys)
+    if len(found):  # few keys are in the run: only their ends are searched for
+        hi = mem_keys.searchsorted(keys[found], "right").tolist()
+        for i, a, b in zip(found.tolist(), lo[found].tolist(), hi, strict=True):
+            if need[i] > 0:
+                take = mem_vals[max(a, b - need[i]) : b].tolist()
+                out += take
+                need[i] -= len(take)
+
+
 _State = tuple[np.ndarray, np.ndarray, tuple[_Run, ...]]  # in-RAM run (keys, vals), files oldest first
 
 
@@ -318,28 +331,22 @@ class MultiMap:
         if self._merging is not None:
             self._swap()
 
-    def get(self, keys: np.ndarray, limit: int, key_list: list[int] | None = None) -> list[int]:
-        """Values stored under any of `keys` (`key_list`: the same as ints, if the caller has
-        them), at most `limit` (the most recent) per key, in no particular order."""
+    def get(self, keys: list[int], limit: int) -> list[int]:
+        """Values stored under any of `keys`, at most `limit` (the most recent) per key, in no
+        particular order."""
         out: list[int] = []
         need = [limit] * len(keys)
-        kl = keys.tolist() if key_list is None else key_list
         for buf in (self._buf, self._frozen):  # newest first
             if buf is not None:
-                buf.gather(kl, need, out)
+                buf.gather(keys, need, out)
         mem_keys, mem_vals, runs = self._state
         if len(mem_keys):
-            lo = mem_keys.searchsorted(keys, "left")
-            found = np.flatnonzero(mem_keys.take(lo, mode="clip") == keys)
-            if len(found):  # few keys are in the run: only their ends are searched for
-                hi = mem_keys.searchsorted(keys[found], "right").tolist()
-                for i, a, b in zip(found.tolist(), lo[found].tolist(), hi, strict=True):
-                    if need[i] > 0:
-                        take = mem_vals[max(a, b - need[i]) : b].tolist()
-                        out += take
-                        need[i] -= len(take)
+            if sorted_gather is not None:
+                sorted_gather(mem_keys, mem_vals, keys, need, out)
+            else:
+                _run_gather(mem_keys, mem_vals, np.array(keys, dtype=self._dtype), need, out)
         if runs and max(need) > 0:
-            _get_files(runs, keys, need, out)
+            _get_files(runs, np.array(keys, dtype=self._dtype), need, out)
         return out
 
     def newest(self, key: int) -> int | None:
@@ -349,11 +356,15 @@ class MultiMap:
                 return hit
         mem_keys, mem_vals, runs = self._state
         if len(mem_keys):
-            i = int(mem_keys.searchsorted(key, "right"))
-            if i and mem_keys[i - 1] == key:
-                return int(mem_vals[i - 1])
+            if sorted_latest is not None:
+                if (hit := sorted_latest(mem_keys, mem_vals, key)) is not None:
+                    return hit
+            else:
+                i = int(mem_keys.searchsorted(key, "right"))
+                if i and mem_keys[i - 1] == key:
+                    return int(mem_vals[i - 1])
         if runs:
-            hits = self.get(np.array([key], dtype=self._dtype), 1)
+            hits = self.get([key], 1)
             return hits[0] if hits else None
         return None
 

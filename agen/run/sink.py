@@ -153,9 +153,8 @@ class Sink:
                 if stopping or len(batch) >= self._max_batch or (batch and now >= due):
                     await self._commit(batch)
                     batch = []
-                elif self._durable and (now >= self._begin_due or len(self._durable) >= self._begin_group):
-                    await self._commit([])
-                elif item is None and self._ledger and not self._durable:
+                elif (self._durable and (now >= self._begin_due or len(self._durable) >= self._begin_group)) \
+                        or (item is None and self._ledger and not self._durable):  # a due group; idle ledger lines
                     await self._commit([])
         except StorageError as exc:
             self.error = exc
