@@ -601,13 +601,13 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: obj}
 
 
+_RESUMABLE_PARTS = [pattern.split(".") for pattern in RESUMABLE_FIELDS]
+
+
 def _resumable(path: str) -> bool:
     parts = path.split(".")
-    for pattern in RESUMABLE_FIELDS:
-        pp = pattern.split(".")
-        if len(parts) >= len(pp) and all(p == "*" or p == q for p, q in zip(pp, parts)):
-            return True
-    return False
+    return any(len(parts) >= len(pp) and all(p == "*" or p == q for p, q in zip(pp, parts))
+               for pp in _RESUMABLE_PARTS)
 
 
 def output_defining(cfg: RunConfig) -> dict[str, Any]:

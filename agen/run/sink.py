@@ -31,7 +31,6 @@ from agen.run.shards import ShardWriter
 
 _LEDGER_SHARD_RECORDS = 1_000_000
 _STOP = object()
-_FLUSH = object()  # a durable ledger line is waiting: commit now
 # Requests released per loop turn once their `begin` lines are durable: a group commit can free
 # hundreds at once, and sending them all in one turn would hold every other callback back.
 _RELEASE_CHUNK = 32
@@ -57,7 +56,7 @@ class Sink:
         self._queue: asyncio.Queue[Any] = asyncio.Queue(max_queue)
         self._ledger: list[bytes] = []
         self._durable: list[asyncio.Future[None]] = []  # log_durable callers waiting for the next fsync
-        self._flush_queued = False
+        self._wake: asyncio.Future[bool] | None = None  # the writer's sleep, ended early by `_poke`
         self._committed = committed_ids
         self._pending: set[str] = set()
         self._on_commit = on_commit
@@ -84,6 +83,7 @@ class Sink:
             raise self.error
         self._pending.add(rid)
         await self._queue.put(record)
+        self._poke()
 
     def log(self, row: dict[str, Any]) -> None:
         """Buffer one ledger line; it is written with the next commit."""
@@ -102,14 +102,25 @@ class Sink:
         if first:
             self._begin_due = loop.time() + self._begin_window_s
         self._durable.append(fut)
-        # the writer is woken by the first line of a group and by a full group, not by each line
-        if (first or len(self._durable) == self._begin_group) and self.error is None and not self._flush_queued:
-            try:
-                self._queue.put_nowait(_FLUSH)
-                self._flush_queued = True
-            except asyncio.QueueFull:
-                pass  # the writer is busy and commits again soon, taking this line with it
+        if first or len(self._durable) == self._begin_group:  # not woken by each line of a group
+            self._poke()
         await fut
+
+    def _poke(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(True)
+
+    async def _sleep_until(self, deadline: float) -> bool:
+        """Sleep until `deadline` or a `_poke`, whichever is first; True if poked. A future and a
+        timer: `asyncio.wait_for(queue.get(), t)` made a task per wake-up."""
+        loop = asyncio.get_running_loop()
+        wake = self._wake = loop.create_future()
+        timer = loop.call_at(deadline, _timed_out, wake)
+        try:
+            return await wake
+        finally:
+            timer.cancel()
+            self._wake = None
 
     async def run(self) -> None:
         """Write until `aclose`; a storage error is kept in `self.error` and ends the loop.
@@ -128,33 +139,29 @@ class Sink:
         try:
             while not stopping:
                 now = loop.time()
-                deadline = (now if len(self._durable) >= self._begin_group else self._begin_due) if self._durable \
-                    else now + self._linger_s * 4
+                if self._durable:
+                    deadline = now if len(self._durable) >= self._begin_group else self._begin_due
+                else:
+                    deadline = now + self._linger_s * 4
                 if batch:
                     deadline = min(deadline, due)
-                timeout = max(0.0, deadline - now)
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), timeout)
-                except TimeoutError:
-                    item = None
-                while True:
+                idle = False  # slept the whole way: nothing arrived
+                if self._queue.empty() and deadline > now:
+                    idle = not await self._sleep_until(deadline)
+                while len(batch) < self._max_batch and not self._queue.empty():
+                    item = self._queue.get_nowait()
                     if item is _STOP:
                         stopping = True
-                    elif item is _FLUSH:
-                        self._flush_queued = False
-                    elif item is not None:
-                        if not batch:
-                            due = loop.time() + self._linger_s
-                        batch.append(item)
-                    if len(batch) >= self._max_batch or self._queue.empty():
-                        break
-                    item = self._queue.get_nowait()
+                        continue
+                    if not batch:
+                        due = loop.time() + self._linger_s
+                    batch.append(item)
                 now = loop.time()
                 if stopping or len(batch) >= self._max_batch or (batch and now >= due):
                     await self._commit(batch)
                     batch = []
                 elif (self._durable and (now >= self._begin_due or len(self._durable) >= self._begin_group)) \
-                        or (item is None and self._ledger and not self._durable):  # a due group; idle ledger lines
+                        or (idle and self._ledger and not self._durable):  # a due group; idle ledger lines
                     await self._commit([])
         except StorageError as exc:
             self.error = exc
@@ -206,3 +213,9 @@ class Sink:
         """Flush everything queued, then stop; safe to call after a storage error."""
         if self.error is None:
             await self._queue.put(_STOP)
+            self._poke()
+
+
+def _timed_out(wake: asyncio.Future[bool]) -> None:
+    if not wake.done():
+        wake.set_result(False)
