@@ -5,7 +5,7 @@
    editable install) reads them where they are.
 2. The engine's synchronous per-request modules (`agen.native.COMPILED`) are compiled with
    mypyc, the mypy team's compiler for annotated Python (mypy and black ship built with it), and
-   the C helpers (`agen.native.C_HELPERS`: the dedup signature) are built beside them: ~26% fewer
+   the C helpers (`agen.native.C_HELPERS`: the dedup signature, key buffer and LCS check) are built beside them: ~26% fewer
    instructions per request for the whole pipeline (benchmarks/engine_overhead.py). The sources
    stay the truth (each helper's computation is also in Python). Without a C compiler, with
    `AGEN_COMPILE=0`, or if mypyc fails, the install is pure Python and behaves the same; at run

@@ -32,11 +32,11 @@ COMPILED = (
     "providers.headers", "providers.http1_conn", "providers.retry", "providers.wire",
     "run.journal", "run.ledger",
 )
-# Hand-written C helpers built beside them (`agen/gen/_minhash.c`, `agen/gen/_keybuf.c`): where the
-# work is many small numpy calls or Python ints in a dict, which compiling the Python around them
-# cannot remove. Each has the same computation in Python, used when the helper is absent or the
-# build is not used.
-C_HELPERS = ("gen._minhash", "gen._keybuf")
+# Hand-written C helpers built beside them (`agen/gen/_minhash.c`, `_keybuf.c`, `_lcs.c`): where the
+# work is many small numpy calls, Python ints in a dict or a Python object per candidate, which
+# compiling the Python around them cannot remove. Each has the same computation in Python, used
+# when the helper is absent or the build is not used.
+C_HELPERS = ("gen._minhash", "gen._keybuf", "gen._lcs")
 MANIFEST = "_compiled.json"
 _PACKAGE = Path(__file__).resolve().parent
 _status = "pure Python (not built)"

@@ -286,3 +286,37 @@ def test_c_sorted_run_lookups_answer_as_numpy() -> None:
             assert keybuf.sorted_latest(keys, vals, k) == want
     with pytest.raises(ValueError):
         keybuf.sorted_latest(np.zeros(3, dtype=np.uint16), np.zeros(3, dtype=np.int32), 1)
+
+
+def test_c_best_match_verifies_as_rapidfuzz(tmp_path: Path, monkeypatch) -> None:
+    """`_lcs.best_match` (the compiled build's verification: bit-parallel LCS over the log's codes,
+    read from the tail or with a pread) picks the same candidate with the same score, compares as
+    many and reads as many records as the Python path with rapidfuzz, queries past 64 and 128
+    tokens (several machine words) and repeated candidates included."""
+    from agen.gen import dedup_store
+
+    pytest.importorskip("agen.gen._lcs", reason="no compiled build here (no C compiler, or AGEN_COMPILE=0)")
+    rng = random.Random(8)
+    log = ItemLog(SpillDir(tmp_path / "c"), flush_at=4096)  # most records in the file, the rest in the tail
+    vocab = [chr(c) for c in [*range(0x41, 0x60), 0xD7FF, 0xE000, 0x10FFFF, *range(0x3000, 0x3010)]]
+    base = ["".join(rng.choice(vocab) for _ in range(rng.randint(1, 200))) for _ in range(60)]
+    for i in range(600):
+        words = list(rng.choice(base))
+        for _ in range(rng.randint(0, 12)):  # edits: near copies of a few bases
+            words[rng.randrange(len(words))] = rng.choice(vocab)
+        log.append("".join(words), f"id-{i}")
+    for _ in range(300):
+        query = "".join(rng.choice(vocab) for _ in range(rng.choice([1, 5, 40, 64, 65, 127, 128, 129, 200])))
+        if rng.random() < 0.5:
+            query = rng.choice(base)[: rng.randint(1, 200)]
+        cands = [rng.randrange(len(log)) for _ in range(rng.randint(1, 40))]
+        cands += cands[:3]
+        t = rng.choice([0.7, 0.3, 0.05])
+        reads = log.reads
+        c = log.best_match(query, cands, t)
+        c_reads, log.reads = log.reads - reads, reads
+        with monkeypatch.context() as m:
+            m.setattr(dedup_store, "_c_best_match", None)
+            py = log.best_match(query, cands, t)
+        assert c == py and c_reads == log.reads - reads, (query[:20], cands)
+    assert log.reads > 0 and log.file_bytes() > 0

@@ -58,8 +58,10 @@ def _copy(tmp_path: Path) -> Path:
     return tmp_path
 
 
-PROBE = "import agen.gen.parse as p, agen.gen.dedup as d; from agen import native; print(native.status()); " \
-        "print(p.__file__); print(d.__file__); print('C helper' if d._c_signature else 'Python signature')"
+PROBE = "import agen.gen.parse as p, agen.gen.dedup as d, agen.gen.dedup_store as s; from agen import native; " \
+        "print(native.status()); print(p.__file__); print(d.__file__); " \
+        "h = [d._c_signature, d._c_signature_text, s.KeyBuffer, s.sorted_gather, s._c_best_match]; " \
+        "print('C helper' if all(h) else 'Python signature' if not any(h) else 'some C helpers')"
 
 
 def test_an_edited_source_runs_as_source(tmp_path):

@@ -28,14 +28,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from rapidfuzz.distance import LCSseq
 
 from agen.errors import StorageError
 from agen.gen.spill_dir import SpillDir
 
-try:  # the C helper built with the compiled engine (setup.py); absent in a pure-Python install
+try:  # the C helpers built with the compiled engine (setup.py); absent in a pure-Python install
     from agen.gen._keybuf import KeyBuffer, sorted_gather, sorted_latest
+    from agen.gen._lcs import best_match as _c_best_match
 except ImportError:
-    KeyBuffer = sorted_gather = sorted_latest = None
+    KeyBuffer = sorted_gather = sorted_latest = _c_best_match = None
 
 __all__ = ["ItemLog", "MultiMap", "SpillDir"]
 
@@ -447,6 +449,26 @@ class ItemLog:
 
     def item_id(self, i: int) -> str:
         return self._record(i)[4 * self._len[i] :].decode()
+
+    def best_match(self, query: str, cands: list[int], threshold: float) -> tuple[int, float, int]:
+        """The candidate with the highest ROUGE-L F1 against `query` (the oldest of equal ones; -1
+        if none scores above 0), its score, and how many were compared: only candidates a full
+        overlap could bring to `threshold` are read. One C call in the compiled build (`_lcs.c`)."""
+        if _c_best_match is not None:
+            best_idx, best, checked, reads = _c_best_match(query, cands, self._len, self._off, self._tail,
+                                                           self._flushed, -1 if self._fd is None else self._fd,
+                                                           threshold)
+            self.reads += reads
+            return best_idx, best, checked
+        n, lengths = len(query), self._len
+        near = [j for j in sorted(set(cands)) if 2 * min(n, m := lengths[j]) >= threshold * (n + m)]
+        best, best_idx = 0.0, -1
+        lcs = LCSseq.similarity
+        for j, other in zip(near, self.texts(near), strict=True):
+            score = 2 * lcs(query, other) / (n + len(other))
+            if score > best:
+                best, best_idx = score, j
+        return best_idx, best, len(near)
 
     def nbytes(self) -> int:
         return self._off.itemsize * len(self._off) + self._len.itemsize * len(self._len) + len(self._tail)
