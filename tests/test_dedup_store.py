@@ -257,8 +257,11 @@ def test_c_key_buffer_behaves_as_the_python_buffer() -> None:
         pk, pv = py.arrays()
         assert ck == pk.tobytes() and cv == pv.tobytes()
         assert 16 * len(c) <= c.nbytes() <= 64 * len(c)  # 8-byte key, value, prev + the table
-    with pytest.raises(OverflowError):
-        keybuf.KeyBuffer(4).add([-1], 0)
+    for bad in ([-1], [1 << 32]):
+        with pytest.raises(OverflowError):
+            keybuf.KeyBuffer(4).add(bad, 0)
+        with pytest.raises(OverflowError):
+            _Buffer(4).add(bad, 0)
     with pytest.raises(ValueError):
         keybuf.KeyBuffer(3)
 

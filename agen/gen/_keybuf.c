@@ -164,9 +164,14 @@ static PyObject *KeyBuffer_add(KeyBuffer *b, PyObject *const *args, Py_ssize_t n
     Py_ssize_t m = PyList_GET_SIZE(keys), slot = b->n;
     if (reserve(b, m) < 0)
         return NULL;
-    for (Py_ssize_t i = 0; i < m; i++)  /* every key converts before anything changes */
+    for (Py_ssize_t i = 0; i < m; i++) {  /* every key converts before anything changes */
         if (as_key(PyList_GET_ITEM(keys, i), &b->keys[slot + i]) < 0)
             return NULL;
+        if (b->width == 4 && b->keys[slot + i] > UINT32_MAX) {  /* as array('I') refuses it */
+            PyErr_SetString(PyExc_OverflowError, "KeyBuffer.add: key out of uint32 range");
+            return NULL;
+        }
+    }
     while ((b->distinct + m) * 2 > b->mask + 1)  /* room for every key being new: no growth below */
         if (grow_table(b) < 0)
             return NULL;
