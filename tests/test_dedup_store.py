@@ -323,3 +323,31 @@ def test_c_best_match_verifies_as_rapidfuzz(tmp_path: Path, monkeypatch) -> None
             py = log.best_match(query, cands, t)
         assert c == py and c_reads == log.reads - reads, (query[:20], cands)
     assert log.reads > 0 and log.file_bytes() > 0
+
+
+def test_c_files_gather_reads_as_numpy(tmp_path: Path) -> None:
+    """`_keybuf.files_gather` (the compiled build's lookups in the index's files) takes the same
+    values in the same order and leaves the same needs as the numpy path `_get_files`, over
+    several files of both key widths, crowded keys and keys past either end included."""
+    from agen.gen.dedup_store import _get_files
+
+    keybuf = pytest.importorskip("agen.gen._keybuf", reason="no compiled build here (no C compiler, or AGEN_COMPILE=0)")
+    rng = np.random.default_rng(9)
+    spill = SpillDir(tmp_path / "c")
+    for dtype, top in ((np.uint32, 1 << 32), (np.uint64, 1 << 64)):
+        runs = []
+        for size in (5000, 1200, 300, 70):
+            keys = np.sort(np.concatenate([rng.integers(1, top - 1, size, dtype=dtype, endpoint=False),
+                                           np.full(size // 5, 777, dtype=dtype)]))
+            vals = rng.integers(0, 1 << 31, len(keys), dtype=np.int32)
+            runs.append(_Run.write(spill.new_file("t"), _records(keys, vals)))
+        for _ in range(200):
+            query = [*rng.choice(np.concatenate([r.fence for r in runs]), 20).tolist(), 777, 0, top - 1,
+                     *rng.integers(0, top, 5, dtype=dtype, endpoint=False).tolist()]
+            need = [int(x) for x in rng.integers(-1, 90, len(query))]
+            out_c, need_c, out_py = [], list(need), []
+            keybuf.files_gather([(r.fence, r.n, r._fd) for r in runs], query, need_c, out_c, _BLOCK)
+            _get_files(tuple(runs), np.array(query, dtype=dtype), need, out_py)
+            assert (out_c, need_c) == (out_py, need)
+        for r in runs:
+            r.close(unlink=True)

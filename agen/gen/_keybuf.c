@@ -18,7 +18,9 @@
  *
  * sorted_gather(keys, vals, query, need, out) and sorted_latest(keys, vals, key) answer the same
  * questions of a `MultiMap`'s sorted in-RAM run (numpy arrays) with one binary search a key, where
- * numpy took six calls (searchsorted twice, take, ==, flatnonzero, tolist) for 32 keys.
+ * numpy took six calls (searchsorted twice, take, ==, flatnonzero, tolist) for 32 keys;
+ * files_gather(runs, query, need, out, block) does it for the index's files (a fence search and
+ * one pread a key and file), where numpy took a dozen calls and Python a loop over the hits.
  *
  * It behaves exactly as `_Buffer` (tests/test_dedup_store.py holds the two equal), including
  * a key repeated within one `add`: each repeat is stored (the merge sees all of them) but only
@@ -28,6 +30,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     PyObject_HEAD
@@ -427,10 +430,146 @@ static PyObject *sorted_latest(PyObject *module, PyObject *const *args, Py_ssize
     return res;
 }
 
+
+/* files_gather(runs, query, need, out, block) -> preads made: `dedup_store._get_files` in one call. `runs` lists
+ * (fence, n, fd) oldest file first: fence is every `block`-th key of a file of n packed records
+ * (key of the fence's width, then an int32 value). Each query key's window in each file is found
+ * in the fence and read with one pread; hits are taken newest file first, newest record first, up
+ * to need[i] for key i. */
+static PyObject *files_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyList_Check(args[2])
+        || !PyList_Check(args[3]) || PyList_GET_SIZE(args[1]) != PyList_GET_SIZE(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "files_gather(runs: list, query: list[int], need: list[int], out: list, block)");
+        return NULL;
+    }
+    PyObject *runs = args[0], *query = args[1], *need = args[2], *out = args[3];
+    Py_ssize_t block = PyLong_AsSsize_t(args[4]);
+    if (block == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t nk = PyList_GET_SIZE(query), limit = 0, reads = 0;
+    uint64_t *keys = PyMem_Malloc(sizeof(uint64_t) * (nk ? nk : 1));
+    Py_ssize_t *want = PyMem_Malloc(sizeof(Py_ssize_t) * (nk ? nk : 1));
+    char *buf = NULL;
+    Py_ssize_t cap = 0;
+    if (!keys || !want) {
+        PyMem_Free(keys);
+        PyMem_Free(want);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < nk; i++) {
+        want[i] = PyLong_AsSsize_t(PyList_GET_ITEM(need, i));
+        if ((want[i] == -1 && PyErr_Occurred()) || as_key(PyList_GET_ITEM(query, i), &keys[i]) < 0)
+            goto fail;
+        if (want[i] > limit)
+            limit = want[i];
+    }
+    for (Py_ssize_t r = PyList_GET_SIZE(runs) - 1; r >= 0; r--) {  /* newest file first */
+        PyObject *t = PyList_GET_ITEM(runs, r);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3) {
+            PyErr_SetString(PyExc_TypeError, "files_gather: a run is (fence, n, fd)");
+            goto fail;
+        }
+        Py_ssize_t n = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 1));
+        long fd = PyLong_AsLong(PyTuple_GET_ITEM(t, 2));
+        if (PyErr_Occurred())
+            goto fail;
+        Run fence;  /* only its keys: the fence */
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(t, 0), &fence.keys, PyBUF_C_CONTIGUOUS) < 0)
+            goto fail;
+        fence.width = (int)fence.keys.itemsize;
+        fence.n = fence.keys.len / (fence.width ? fence.width : 1);
+        if (fence.width != 4 && fence.width != 8) {
+            PyBuffer_Release(&fence.keys);
+            PyErr_SetString(PyExc_ValueError, "files_gather: a fence is uint32 or uint64 keys");
+            goto fail;
+        }
+        Py_ssize_t rec = fence.width + 4;
+        for (Py_ssize_t i = nk - 1; i >= 0; i--) {  /* as the Python path walks back: last key first */
+            if (want[i] <= 0)
+                continue;
+            Py_ssize_t a = run_bound(&fence, keys[i], 0, fence.n, 0), b = run_bound(&fence, keys[i], a, fence.n, 1);
+            if (b == 0)
+                continue;
+            Py_ssize_t end = b * block < n ? b * block : n;
+            Py_ssize_t start = (a > 1 ? a - 1 : 0) * block;
+            if (start < end - block - limit)
+                start = end - block - limit;
+            if (end <= start)
+                continue;
+            Py_ssize_t bytes = (end - start) * rec;
+            if (bytes > cap) {
+                PyMem_Free(buf);
+                cap = bytes;
+                buf = PyMem_Malloc(cap);
+                if (!buf) {
+                    PyBuffer_Release(&fence.keys);
+                    PyErr_NoMemory();
+                    goto fail;
+                }
+            }
+            ssize_t got;
+            Py_BEGIN_ALLOW_THREADS
+            got = pread((int)fd, buf, bytes, (off_t)(start * rec));
+            Py_END_ALLOW_THREADS
+            reads++;
+            if (got != bytes) {
+                PyBuffer_Release(&fence.keys);
+                if (got < 0)
+                    PyErr_SetFromErrno(PyExc_OSError);
+                else
+                    PyErr_SetString(PyExc_OSError, "files_gather: short read of a dedup index file");
+                goto fail;
+            }
+            for (Py_ssize_t j = end - start - 1; j >= 0 && want[i] > 0; j--) {  /* newest record first */
+                const char *p = buf + j * rec;
+                uint64_t k;
+                if (fence.width == 4) {
+                    uint32_t k32;
+                    memcpy(&k32, p, 4);
+                    k = k32;
+                } else {
+                    memcpy(&k, p, 8);
+                }
+                if (k != keys[i])
+                    continue;
+                int32_t v;
+                memcpy(&v, p + fence.width, 4);
+                PyObject *o = PyLong_FromLong(v);
+                if (!o || PyList_Append(out, o) < 0) {
+                    Py_XDECREF(o);
+                    PyBuffer_Release(&fence.keys);
+                    goto fail;
+                }
+                Py_DECREF(o);
+                want[i]--;
+            }
+        }
+        PyBuffer_Release(&fence.keys);
+    }
+    for (Py_ssize_t i = 0; i < nk; i++) {
+        PyObject *left = PyLong_FromSsize_t(want[i]);
+        if (!left)
+            goto fail;
+        PyList_SetItem(need, i, left);
+    }
+    PyMem_Free(keys);
+    PyMem_Free(want);
+    PyMem_Free(buf);
+    return PyLong_FromSsize_t(reads);
+fail:
+    PyMem_Free(keys);
+    PyMem_Free(want);
+    PyMem_Free(buf);
+    return NULL;
+}
+
 static PyMethodDef module_methods[] = {
     {"sorted_gather", (PyCFunction)(void (*)(void))sorted_gather, METH_FASTCALL,
      "sorted_gather(keys, vals, query, need, out): each query key's last need[i] values in a sorted run "
      "appended to out (oldest first), need lowered"},
+    {"files_gather", (PyCFunction)(void (*)(void))files_gather, METH_FASTCALL,
+     "files_gather(runs, query, need, out, block) -> preads: the newest need[i] values of each key in the index's "
+     "files, newest file first (runs: (fence, n, fd), oldest first)"},
     {"sorted_latest", (PyCFunction)(void (*)(void))sorted_latest, METH_FASTCALL,
      "sorted_latest(keys, vals, key) -> the last value under key in a sorted run, or None"},
     {NULL, NULL, 0, NULL},

@@ -34,10 +34,10 @@ from agen.errors import StorageError
 from agen.gen.spill_dir import SpillDir
 
 try:  # the C helpers built with the compiled engine (setup.py); absent in a pure-Python install
-    from agen.gen._keybuf import KeyBuffer, sorted_gather, sorted_latest
+    from agen.gen._keybuf import KeyBuffer, files_gather, sorted_gather, sorted_latest
     from agen.gen._lcs import best_match as _c_best_match
 except ImportError:
-    KeyBuffer = sorted_gather = sorted_latest = _c_best_match = None
+    KeyBuffer = files_gather = sorted_gather = sorted_latest = _c_best_match = None
 
 __all__ = ["ItemLog", "MultiMap", "SpillDir"]
 
@@ -215,15 +215,16 @@ def _merged(keys: np.ndarray, vals: np.ndarray, buf: KeyBuffers,
     return np.insert(keys, at, new_keys), np.insert(vals, at, new_vals)
 
 
-def _get_files(runs: tuple[_Run, ...], keys: np.ndarray, need: list[int], out: list[int]) -> None:
+def _get_files(runs: tuple[_Run, ...], keys: np.ndarray, need: list[int], out: list[int]) -> int:
     """Each key's window in each file (one pread each, issued together), then the hits' values,
-    newest file first and newest record first, at most `need[i]` for key i."""
+    newest file first and newest record first, at most `need[i]` for key i; returns the preads
+    (`_keybuf.files_gather` does the same in C)."""
     windows = [r.windows(keys, max(need)) for r in runs]  # oldest file first
     start = np.concatenate([w[0] for w in windows])
     end = np.concatenate([w[1] for w in windows])
     live = np.flatnonzero(end > start)
     if not len(live):
-        return
+        return 0
     size = runs[0].rec.itemsize
     fds = [r._fd for r in runs for _ in range(len(keys))]
     chunks = [os.pread(fds[i], (e - s) * size, s * size)
@@ -232,7 +233,7 @@ def _get_files(runs: tuple[_Run, ...], keys: np.ndarray, need: list[int], out: l
     owner = np.repeat(live % len(keys), end[live] - start[live])
     hit = np.flatnonzero(recs["k"] == keys[owner])
     if not len(hit):
-        return
+        return len(chunks)
     vals = recs["v"][hit].tolist()
     owners = owner[hit].tolist()
     for j in range(len(vals) - 1, -1, -1):  # walking back: newest file, newest record first
@@ -240,6 +241,7 @@ def _get_files(runs: tuple[_Run, ...], keys: np.ndarray, need: list[int], out: l
         if need[i] > 0:
             out.append(vals[j])
             need[i] -= 1
+    return len(chunks)
 
 
 def _run_gather(mem_keys: np.ndarray, mem_vals: np.ndarray, keys: np.ndarray, need: list[int], out: list[int]) -> None:
@@ -289,7 +291,7 @@ class MultiMap:
     """
 
     __slots__ = ("_buf", "_dtype", "_frozen", "_merge_at", "_merging", "_prefix", "_spill",
-                 "_spill_at", "_state", "_width")
+                 "_spill_at", "_state", "_width", "reads")
 
     def __init__(self, dtype: type[np.unsignedinteger], merge_at: int = 1 << 15, spill_at: int = 1 << 18,
                  spill: SpillDir | None = None, prefix: str = "map") -> None:
@@ -303,6 +305,7 @@ class MultiMap:
         self._spill_at = spill_at
         self._spill = spill if spill is not None else SpillDir()
         self._prefix = prefix
+        self.reads = 0  # preads of the files (benchmarks read it)
 
     def add(self, keys: list[int], value: int) -> None:
         buf = self._buf
@@ -348,7 +351,10 @@ class MultiMap:
             else:
                 _run_gather(mem_keys, mem_vals, np.array(keys, dtype=self._dtype), need, out)
         if runs and max(need) > 0:
-            _get_files(runs, np.array(keys, dtype=self._dtype), need, out)
+            if files_gather is not None:
+                self.reads += files_gather([(r.fence, r.n, r._fd) for r in runs], keys, need, out, _BLOCK)
+            else:
+                self.reads += _get_files(runs, np.array(keys, dtype=self._dtype), need, out)
         return out
 
     def newest(self, key: int) -> int | None:
