@@ -14,7 +14,8 @@ a cache folder, read back with `os.pread` (the page cache, not this process's RS
 The files are a cache, never a source of truth: each `Deduper` starts with an empty folder and is
 rebuilt from the shards on resume. Merges and spills run in one worker thread (numpy releases the
 GIL); the caller's thread only swaps finished results in, so no add waits for work that grows with
-the index.
+the index. In the compiled build the buffer and every lookup (`gen/_keybuf.c`) and an item's
+verification (`gen/_lcs.c`) are C; the Python here is the same computation for the pure build.
 """
 
 from __future__ import annotations
