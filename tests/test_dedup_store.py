@@ -6,6 +6,7 @@ import json
 import random
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -15,8 +16,16 @@ from test_dedup import GSM8K, _variant
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from agen.gen import dedup_store
 from agen.gen.dedup import Deduper
-from agen.gen.dedup_store import _BLOCK, ItemLog, MultiMap, SpillDir, _merge_runs, _records, _Run
+from agen.gen.dedup_store import (
+    _BLOCK, ItemLog, MultiMap, SpillDir, _Buffer, _get_files, _merge_runs, _records, _Run, _run_gather,
+)
+
+
+def _c_helper(name: str) -> ModuleType:
+    """The compiled build's C helper `agen.gen.<name>`, or a skip where there is none."""
+    return pytest.importorskip(f"agen.gen.{name}", reason="no compiled build here (no C compiler, or AGEN_COMPILE=0)")
 
 
 def _reference(pairs: list[tuple[list[int], int]], keys: list[int], limit: int) -> list[int]:
@@ -230,9 +239,7 @@ def test_an_unwritable_cache_folder_is_a_storage_error_naming_it(tmp_path: Path)
 def test_c_key_buffer_behaves_as_the_python_buffer() -> None:
     """`_keybuf.KeyBuffer` (the compiled build's buffer) answers every query exactly as
     `_Buffer` does, repeats within one add, table growth and 64-bit keys included."""
-    from agen.gen.dedup_store import _Buffer
-
-    keybuf = pytest.importorskip("agen.gen._keybuf", reason="no compiled build here (no C compiler, or AGEN_COMPILE=0)")
+    keybuf = _c_helper("_keybuf")
     rng = random.Random(11)
     for width, top in ((4, (1 << 32) - 1), (8, (1 << 64) - 1)):
         c, py = keybuf.KeyBuffer(width), _Buffer(width)
@@ -269,9 +276,7 @@ def test_c_key_buffer_behaves_as_the_python_buffer() -> None:
 def test_c_sorted_run_lookups_answer_as_numpy() -> None:
     """`_keybuf.sorted_gather`/`sorted_latest` (the compiled build's lookups in a sorted in-RAM run)
     give what the numpy path `_run_gather` and a slice give, both key widths, crowded keys included."""
-    from agen.gen.dedup_store import _run_gather
-
-    keybuf = pytest.importorskip("agen.gen._keybuf", reason="no compiled build here (no C compiler, or AGEN_COMPILE=0)")
+    keybuf = _c_helper("_keybuf")
     rng = np.random.default_rng(5)
     for dtype, top in ((np.uint32, 1 << 32), (np.uint64, 1 << 64)):
         keys = np.sort(np.concatenate([rng.integers(0, top, 5000, dtype=dtype, endpoint=False),
@@ -296,9 +301,7 @@ def test_c_best_match_verifies_as_rapidfuzz(tmp_path: Path, monkeypatch) -> None
     read from the tail or with a pread) picks the same candidate with the same score, compares as
     many and reads as many records as the Python path with rapidfuzz, queries past 64 and 128
     tokens (several machine words) and repeated candidates included."""
-    from agen.gen import dedup_store
-
-    pytest.importorskip("agen.gen._lcs", reason="no compiled build here (no C compiler, or AGEN_COMPILE=0)")
+    _c_helper("_lcs")
     rng = random.Random(8)
     log = ItemLog(SpillDir(tmp_path / "c"), flush_at=4096)  # most records in the file, the rest in the tail
     vocab = [chr(c) for c in [*range(0x41, 0x60), 0xD7FF, 0xE000, 0x10FFFF, *range(0x3000, 0x3010)]]
@@ -329,9 +332,7 @@ def test_c_files_gather_reads_as_numpy(tmp_path: Path) -> None:
     """`_keybuf.files_gather` (the compiled build's lookups in the index's files) takes the same
     values in the same order and leaves the same needs as the numpy path `_get_files`, over
     several files of both key widths, crowded keys and keys past either end included."""
-    from agen.gen.dedup_store import _get_files
-
-    keybuf = pytest.importorskip("agen.gen._keybuf", reason="no compiled build here (no C compiler, or AGEN_COMPILE=0)")
+    keybuf = _c_helper("_keybuf")
     rng = np.random.default_rng(9)
     spill = SpillDir(tmp_path / "c")
     for dtype, top in ((np.uint32, 1 << 32), (np.uint64, 1 << 64)):

@@ -192,6 +192,13 @@ static PyObject *KeyBuffer_add(KeyBuffer *b, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
+static int append_int(PyObject *out, long v) {
+    PyObject *o = PyLong_FromLong(v);
+    int r = o ? PyList_Append(out, o) : -1;
+    Py_XDECREF(o);
+    return r;
+}
+
 /* append up to `limit` values under `key` to `out` (newest first); the number appended or -1 */
 static Py_ssize_t walk(const KeyBuffer *b, uint64_t key, Py_ssize_t limit, PyObject *out) {
     if (limit <= 0 || !b->n)
@@ -199,12 +206,8 @@ static Py_ssize_t walk(const KeyBuffer *b, uint64_t key, Py_ssize_t limit, PyObj
     int32_t s = b->table[probe(b, key)];
     Py_ssize_t got = 0;
     while (s >= 0 && got < limit) {
-        PyObject *v = PyLong_FromLong(b->vals[s]);
-        if (!v || PyList_Append(out, v) < 0) {
-            Py_XDECREF(v);
+        if (append_int(out, b->vals[s]) < 0)
             return -1;
-        }
-        Py_DECREF(v);
         got++;
         s = b->prev[s];
     }
@@ -327,16 +330,28 @@ typedef struct {
     int width;
 } Run;
 
-static int run_open(Run *r, PyObject *keys, PyObject *vals) {
+/* the keys alone (a file's fence): uint32 or uint64 */
+static int keys_open(Run *r, PyObject *keys) {
     if (PyObject_GetBuffer(keys, &r->keys, PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    r->width = (int)r->keys.itemsize;
+    r->n = r->keys.len / (r->width ? r->width : 1);
+    if (r->width != 4 && r->width != 8) {
+        PyBuffer_Release(&r->keys);
+        PyErr_SetString(PyExc_ValueError, "sorted keys are uint32 or uint64");
+        return -1;
+    }
+    return 0;
+}
+
+static int run_open(Run *r, PyObject *keys, PyObject *vals) {
+    if (keys_open(r, keys) < 0)
         return -1;
     if (PyObject_GetBuffer(vals, &r->vals, PyBUF_C_CONTIGUOUS) < 0) {
         PyBuffer_Release(&r->keys);
         return -1;
     }
-    r->width = (int)r->keys.itemsize;
-    r->n = r->keys.len / (r->width ? r->width : 1);
-    if ((r->width != 4 && r->width != 8) || r->vals.itemsize != 4 || r->vals.len != 4 * r->n) {
+    if (r->vals.itemsize != 4 || r->vals.len != 4 * r->n) {
         PyBuffer_Release(&r->keys);
         PyBuffer_Release(&r->vals);
         PyErr_SetString(PyExc_ValueError, "a sorted run is uint32 or uint64 keys and as many int32 values");
@@ -393,12 +408,8 @@ static PyObject *sorted_gather(PyObject *module, PyObject *const *args, Py_ssize
         Py_ssize_t hi = run_bound(&r, key, lo, r.n, 1);
         Py_ssize_t start = hi - want > lo ? hi - want : lo;
         for (Py_ssize_t j = start; j < hi; j++) {  /* oldest first, as a slice of the run gives them */
-            PyObject *v = PyLong_FromLong(vals[j]);
-            if (!v || PyList_Append(out, v) < 0) {
-                Py_XDECREF(v);
+            if (append_int(out, vals[j]) < 0)
                 goto fail;
-            }
-            Py_DECREF(v);
         }
         PyObject *left = PyLong_FromSsize_t(want - (hi - start));
         if (!left)
@@ -474,15 +485,8 @@ static PyObject *files_gather(PyObject *module, PyObject *const *args, Py_ssize_
         if (PyErr_Occurred())
             goto fail;
         Run fence;  /* only its keys: the fence */
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(t, 0), &fence.keys, PyBUF_C_CONTIGUOUS) < 0)
+        if (keys_open(&fence, PyTuple_GET_ITEM(t, 0)) < 0)
             goto fail;
-        fence.width = (int)fence.keys.itemsize;
-        fence.n = fence.keys.len / (fence.width ? fence.width : 1);
-        if (fence.width != 4 && fence.width != 8) {
-            PyBuffer_Release(&fence.keys);
-            PyErr_SetString(PyExc_ValueError, "files_gather: a fence is uint32 or uint64 keys");
-            goto fail;
-        }
         Py_ssize_t rec = fence.width + 4;
         for (Py_ssize_t i = nk - 1; i >= 0; i--) {  /* as the Python path walks back: last key first */
             if (want[i] <= 0)
@@ -534,13 +538,10 @@ static PyObject *files_gather(PyObject *module, PyObject *const *args, Py_ssize_
                     continue;
                 int32_t v;
                 memcpy(&v, p + fence.width, 4);
-                PyObject *o = PyLong_FromLong(v);
-                if (!o || PyList_Append(out, o) < 0) {
-                    Py_XDECREF(o);
+                if (append_int(out, v) < 0) {
                     PyBuffer_Release(&fence.keys);
                     goto fail;
                 }
-                Py_DECREF(o);
                 want[i]--;
             }
         }
