@@ -68,8 +68,12 @@ def test_early_stop_decides_as_the_full_vote(tmp_path):
 
 
 def test_faults_every_candidate_ends_once_with_a_reason(tmp_path):
-    """With 5xx, 429 and malformed bodies injected, every candidate ends in one of accepted/rejected/failed."""
-    sim = sim_config_file(tmp_path, latency_ms=3, faults={"error_5xx_p": 0.05, "error_429_p": 0.02, "malformed_p": 0.03})
+    """With 5xx, 429 and malformed bodies injected, every candidate ends in one of accepted/rejected/failed.
+
+    Each fault is drawn at 5% over ~300 calls, so a run without one of them has odds ~1e-7 (at 2%
+    a CI run once drew no 429); random 429s ask for 50 ms so their lane pauses stay short."""
+    sim = sim_config_file(tmp_path, latency_ms=3, faults={"error_5xx_p": 0.05, "error_429_p": 0.05,
+                                                          "malformed_p": 0.05, "throttle_s": 0.05})
     cfg = quick_cfg(tmp_path, proposals=8, target=40, simulator={"config": str(sim)},
                     models={"strong": {"provider": "openai", "model": "sim-large", "base_url": "sim", "max_retries": 2},
                             "cheap": {"provider": "openai", "model": "sim-small", "base_url": "sim", "max_retries": 2}})

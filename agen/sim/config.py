@@ -46,6 +46,7 @@ class Faults(_Strict):
 
     error_5xx_p: float = Field(default=0.0, ge=0, le=1)
     error_429_p: float = Field(default=0.0, ge=0, le=1)
+    throttle_s: float = Field(default=1.0, gt=0)  # the wait a random 429 asks for (retry-after, retry-after-ms)
     hang_p: float = Field(default=0.0, ge=0, le=1)
     hang_s: float = Field(default=30.0, ge=0)
     malformed_p: float = Field(default=0.0, ge=0, le=1)

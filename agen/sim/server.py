@@ -517,7 +517,7 @@ class Handlers:
                 raise _Reply(status, body, rl)
             r -= faults.error_5xx_p
             if r < faults.error_429_p:
-                raise _Reply(*self._rate_limited(fmt, ms, rid, model, 1.0, 0.0, 0, now, rl))
+                raise _Reply(*self._rate_limited(fmt, ms, rid, model, faults.throttle_s, 0.0, 0, now, rl))
             r -= faults.error_429_p
             if r < faults.hang_p:
                 await asyncio.sleep(faults.hang_s)
