@@ -259,9 +259,12 @@ def _symbolic(key: Hashable) -> bool:
 def _needs_math_verify(ka: Hashable, kb: Hashable) -> bool:
     """Unequal keys still may be equal answers only when one side is symbolic and the other
     is symbolic or a number (never a Quantity or a final str)."""
-    def open_(k: Hashable) -> bool:
-        return is_numeric_key(k) or _symbolic(k)
-    return (_symbolic(ka) or _symbolic(kb)) and open_(ka) and open_(kb)
+    return (_symbolic(ka) or _symbolic(kb)) and _open(ka) and _open(kb)
+
+
+def _open(k: Hashable) -> bool:
+    """Symbolic or a number: a key math-verify may still find equal to another."""
+    return is_numeric_key(k) or _symbolic(k)
 
 
 def _mv_text(ans: str, key: Hashable) -> str:
