@@ -29,8 +29,9 @@ COMPILED = (
     "cost",
     "engine.admission", "engine.fewshot", "engine.records", "engine.tasks", "engine.watchdog",
     "gen.answers", "gen.dedup", "gen.dedup_store", "gen.parse", "gen.prompts", "gen.solutions", "gen.vote",
-    "providers.headers", "providers.http1_conn", "providers.retry", "providers.wire",
-    "run.journal", "run.ledger",
+    "providers.breaker", "providers.facts", "providers.headers", "providers.http1_conn", "providers.pacer",
+    "providers.reserve", "providers.retry", "providers.wire",
+    "run.committed", "run.journal", "run.ledger",
 )
 # Hand-written C helpers built beside them (`agen/gen/_minhash.c`, `_keybuf.c`, `_lcs.c`): where the
 # work is many small numpy calls, Python ints in a dict or a Python object per candidate, which

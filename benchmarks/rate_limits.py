@@ -59,7 +59,8 @@ from agen.filters.answer_consistency import AnswerConsistency
 from agen.gen.prompts import generation_prompt
 from agen.gen.seeds import load_seeds
 from agen.providers import Providers
-from agen.providers.lane import Lane, Pacer, Ticket
+from agen.providers.lane import Lane
+from agen.providers.pacer import Pacer, Ticket
 from agen.seeding import stable_int
 from agen.sim.world import generate_problem
 from agen.sim.process import SimProcess

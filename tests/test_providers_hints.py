@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from agen.providers.facts import ChargeProbe, EndpointFacts
 from agen.providers.headers import header_families, parse_rate_limits, parse_retry_after, retry_hint
-from agen.providers.lane import Pacer
+from agen.providers.pacer import Pacer
 from agen.providers.reserve import KEEP, WARM, OutputReserve
 from agen.providers.transport import classify
 from agen.errors import ThrottledError

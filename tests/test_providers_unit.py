@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from agen.errors import (BadResponseError, CapacityError, FatalRunError, TaskFailedError, ThrottledError)
 from agen.providers.headers import RateLimitInfo, parse_duration, parse_rate_limits, parse_retry_after
-from agen.providers.lane import Lane, Pacer
+from agen.providers.lane import Lane
+from agen.providers.pacer import Pacer
 from agen.providers.retry import RetryPolicy, retry_delay
 from agen.providers.transport import classify
 from agen.providers.wire import (WireError, anthropic_body, estimate_tokens, openai_body, parse_anthropic,
@@ -275,7 +276,7 @@ def test_pacer_backs_off_an_overloaded_server_but_not_a_few_random_500s() -> Non
     """5xx among successes at a healthy server's rate (1 in 20) never cut the lane; a storm of them
     (an overloaded server) cuts it to OVERLOAD_CUT once per generation, and it then recovers by
     doubling, not all at once."""
-    from agen.providers.lane import OVERLOAD_CUT, OVERLOAD_DOUBLING_S
+    from agen.providers.pacer import OVERLOAD_CUT, OVERLOAD_DOUBLING_S
 
     p = Pacer(rpm=None, tpm=None)
     t = 0.0

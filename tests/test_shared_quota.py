@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from agen.config import ModelConfig, SharedQuotaConfig
 from agen.errors import ConfigError, FatalRunError
 from agen.providers import Providers, check_api_keys
-from agen.providers.lane import Lane, Pacer
+from agen.providers.lane import Lane
+from agen.providers.pacer import Pacer
 from agen.providers.shared_quota import QuotaStoreUnreachableError, SharedQuota, redacted_url
 from agen.sim import SimServer, start_sim
 from agen.sim.redis_process import RedisProcess, redis_server_binary

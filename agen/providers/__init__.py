@@ -22,7 +22,8 @@ from agen.errors import ConfigError
 from agen.providers.batch_collector import BatchSetup
 from agen.providers.client import ModelClient
 from agen.providers.http1 import HttpPool
-from agen.providers.lane import Lane, Pacer
+from agen.providers.lane import Lane
+from agen.providers.pacer import Pacer
 from agen.providers.reward import RewardClient
 from agen.providers.transport import GatedConnector, Transport, fit_open_files
 from agen.types import CallRecord

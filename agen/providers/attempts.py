@@ -25,7 +25,8 @@ from agen.errors import (BadResponseError, CapacityError, EndpointFailingError, 
 from agen.providers.breaker import Breaker
 from agen.providers.facts import EndpointFacts
 from agen.providers.headers import header_families, parse_rate_limits
-from agen.providers.lane import Lane, Pacer
+from agen.providers.lane import Lane
+from agen.providers.pacer import Pacer
 from agen.providers.retry import RetryPolicy, retry_delay
 from agen.providers.transport import HttpResult, Transport, classify, request_id_of
 from agen.providers.wire import WireError

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MIN_ATTEMPTS = 3  # transport failures before a window's verdict: one slow timeout is not one
+
 
 @dataclass(slots=True)
 class Breaker:
@@ -23,8 +25,6 @@ class Breaker:
     down_since: float | None = None
     failures: int = 0  # transport failures in a row
     up_at: float = float("-inf")  # the last HTTP response
-
-    MIN_ATTEMPTS = 3
 
     def reachable(self, now: float) -> None:
         self.down_since, self.failures, self.up_at = None, 0, now
@@ -36,4 +36,4 @@ class Breaker:
         self.failures += 1
         if self.attempts is not None and self.failures >= self.attempts:
             return True
-        return self.failures >= self.MIN_ATTEMPTS and now - self.down_since >= self.window_s
+        return self.failures >= MIN_ATTEMPTS and now - self.down_since >= self.window_s

@@ -18,7 +18,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
@@ -72,8 +72,9 @@ class ChargeProbe:
     close to the real output the two look alike — and then the choice does not matter.
     """
 
-    MIN, MAX = 6, 40  # reports before deciding; when to settle an ambiguous case
-    USAGE_ABOVE = 0.3
+    MIN: ClassVar[int] = 6  # reports before deciding
+    MAX: ClassVar[int] = 40  # reports after which an ambiguous case is settled
+    USAGE_ABOVE: ClassVar[float] = 0.3
 
     def __init__(self) -> None:
         self.ratios: list[float] = []

@@ -66,7 +66,8 @@ class CommittedIds:
 
     def __iter__(self) -> Iterator[str]:
         for (prefix, stage), bits in self._bits.items():
-            for byte, value in enumerate(bits):
+            for byte in range(len(bits)):  # not enumerate: mypyc (2.4) fails to compile it over a bytearray
+                value = bits[byte]
                 if value:
                     for bit in range(8):
                         if value & (1 << bit):
