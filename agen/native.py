@@ -32,6 +32,7 @@ COMPILED = (
     "providers.breaker", "providers.facts", "providers.headers", "providers.http1_conn", "providers.pacer",
     "providers.reserve", "providers.retry", "providers.wire",
     "run.committed", "run.journal", "run.ledger",
+    "types",
 )
 # Hand-written C helpers built beside them (`agen/gen/_minhash.c`, `_keybuf.c`, `_lcs.c`): where the
 # work is many small numpy calls, Python ints in a dict or a Python object per candidate, which

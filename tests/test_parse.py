@@ -181,3 +181,38 @@ def test_fast_paths_agree_with_the_regex_scans(pieces: list[str]) -> None:
     assert (last.span() if last else None) == (matches[-1].span() if matches else None)
     if "<" not in text:
         assert not _THINK_TAG.search(text) and _strip_think(text) == (text.strip(), False)
+
+
+def _scanned_block(text, begin, end, what):  # the scanning version _one_block replaced, as the reference
+    begins = begin.finditer(text)
+    m = next(begins, None)
+    if m is None:
+        return ("no_answer_block" if what == "answer" else f"no_{what}"), None
+    if next(begins, None) is not None:
+        return f"multiple_{what}s", None
+    first = end.search(text)
+    if first is None:
+        return f"unclosed_{what}", None
+    if first.start() < m.end():
+        return (f"unclosed_{what}" if end.search(text, m.end()) is None else f"multiple_{what}s"), None
+    if end.search(text, first.end()) is not None:
+        return f"multiple_{what}s", None
+    return None, text[m.end() : first.start()]
+
+
+_MARKER_PIECES = ["[New Question Begin]", "[ new  question begin ]", "[New Question End]", "[NEW QUESTION END]",
+                  "[Final Answer to New Question Begin]", "[Final Answer to New Question End]", "[", "]", "[[",
+                  "[New Question", " Begin]", "q", " ", "\n", "\\boxed{1}", "[x]"]
+
+
+@given(st.lists(st.sampled_from(_MARKER_PIECES), max_size=12))
+def test_marker_matches_at_brackets_agree_with_the_scans(pieces: list[str]) -> None:
+    """Matching the markers only where the text has a `[` finds the block (or the failure) that
+    scanning the whole text for each marker finds."""
+    from agen.gen.parse import _A_BEGIN, _A_END, _Q_BEGIN, _Q_END, _brackets, _one_block
+
+    text = "".join(pieces)
+    for begin, end, what in ((_Q_BEGIN, _Q_END, "question"), (_A_BEGIN, _A_END, "answer")):
+        got = _one_block(text, begin, end, what, _brackets(text))
+        have = (got.reason, None) if isinstance(got, ParseFailure) else (None, got)
+        assert have == _scanned_block(text, begin, end, what), text

@@ -35,7 +35,7 @@ from agen.engine.admission import StageCounts, budget_left
 from agen.engine.coordination import Coordination, Solo
 from agen.engine.fewshot import COVERAGE_TASKS, FewShotCoverage, Rotation, coverage, pick_examples
 from agen.engine.loop_lag import LoopLagMonitor
-from agen.engine.records import build_record, usage_dict
+from agen.engine.records import build_record, call_row
 from agen.engine.seed_categories import categorize_seeds
 from agen.engine.tasks import FilterJob, GenTask
 from agen.engine.turns import Turns
@@ -120,12 +120,7 @@ class Pipeline:
 
     def on_call(self, rec: CallRecord) -> None:
         """Ledger hook for every HTTP attempt: durable line, cost book, per-task cost."""
-        self.sink.log({"ev": "call", "session": self.run_dir.session, "ts": rec.ts, "model": rec.model,
-                       "stage": rec.stage, "task_id": rec.task_id, "outcome": rec.outcome,
-                       "status": rec.status, "cost_usd": rec.cost_usd, "latency_s": rec.latency_s,
-                       "request_id": rec.request_id, "usage": usage_dict(rec.usage),
-                       **({"mode": rec.mode} if rec.mode != "online" else {}),
-                       **({"saved_usd": rec.saved_usd} if rec.saved_usd else {})})
+        self.sink.log(call_row(self.run_dir.session, rec))
         self.costs.add(rec)
         if rec.cost_usd and rec.task_id in self._paid_before:
             self.redone_usd += rec.cost_usd
