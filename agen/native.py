@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 # Synchronous modules only: mypyc loses an exception on its way out when a `finally` awaits a
-# future that then raises and is caught (mypy 2.4; tests/test_native.py keeps async code out).
+# future that then raises and is caught (mypy 2.4 on uvloop 0.23; tests/test_native.py keeps async code out).
 COMPILED = (
     "cost",
     "engine.admission", "engine.fewshot", "engine.records", "engine.tasks", "engine.watchdog",
