@@ -23,8 +23,8 @@ import os
 import sys
 from pathlib import Path
 
-# Synchronous modules only: mypyc loses an exception on its way out when a `finally` awaits a
-# future that then raises and is caught (mypy 2.4 on uvloop 0.23; tests/test_native.py keeps async code out).
+# Synchronous modules only: mypyc loses an exception on its way out when a `finally` (or an
+# `except`) suspends on a future that then raises (mypy 2.4 on uvloop 0.23; tests/test_native.py).
 COMPILED = (
     "cost",
     "engine.admission", "engine.fewshot", "engine.records", "engine.tasks", "engine.watchdog",

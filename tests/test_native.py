@@ -45,9 +45,11 @@ def test_status_tells_which_build_runs():
 def test_compiled_modules_are_synchronous():
     """mypyc (2.4) drops an exception on its way out of a `try` when the `finally` awaits a future
     that then raises and is caught there (a cancelled task awaited in cleanup, say): the compiled
-    coroutine returns normally. Seen on uvloop 0.23, the run's loop; asyncio's own loop keeps the
-    exception (a task awaited in a `finally`, cancelled or raising, caught there: "lost" on uvloop). The cleanup paths of a stop depend on exactly that, so no module
-    with a coroutine is compiled; their synchronous work lives in modules that are."""
+    coroutine returns normally; an `except` block that suspends the same way and re-raises ends in
+    a SystemError. Both only when the await really suspends and uvloop (0.23, the run's loop)
+    resumes it: asyncio's own loop keeps the exception. The cleanup paths of a stop depend on
+    exactly that, so no module with a coroutine is compiled; their synchronous work lives in
+    modules that are."""
     for name in native.COMPILED:
         source = native.source_path(name, PACKAGE).read_text()
         tree = ast.parse(source)
