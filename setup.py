@@ -3,7 +3,7 @@
 1. A wheel carries configs/ and data/ — prices, templates, simulated models, built-in configs and
    seed data — as agen/_bundled, so an installed agen runs from any directory. A checkout (and an
    editable install) reads them where they are.
-2. The engine's synchronous per-request modules (`agen.native.COMPILED`) are compiled with
+2. The engine's per-request modules (`agen.native.COMPILED`) are compiled with
    mypyc, the mypy team's compiler for annotated Python (mypy and black ship built with it), and
    the C helpers (`agen.native.C_HELPERS`: the dedup signature, key buffer and LCS check) are built beside them: ~26% fewer
    instructions per request for the whole pipeline (benchmarks/engine_overhead.py). The sources
@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -50,6 +51,9 @@ class BuildCompiled(build_ext):
         outputs = [Path(self.get_ext_fullpath(e.name)) for e in self.extensions]
         package = Path(self.get_ext_fullpath("agen.x")).parent
         (package / MANIFEST).unlink(missing_ok=True)  # an earlier build's, in an editable checkout
+        for path in package.rglob("*"):  # and its modules no longer compiled: Python would import them before the .py
+            if path.name.endswith(tuple(EXTENSION_SUFFIXES)) and path not in outputs:
+                path.unlink()
         try:
             super().run()
         except Exception as exc:  # CompileError, LinkError, a missing compiler: anything

@@ -1,7 +1,8 @@
 """Which build of the engine runs: the mypyc-compiled modules, or their Python sources.
 
-`setup.py` compiles the modules in `COMPILED` (the synchronous per-request and per-candidate work:
-parsing bodies and answers, the vote tally, dedup, records, ledger and cost bookkeeping) when it
+`setup.py` compiles the modules in `COMPILED` (the per-request and per-candidate work: the HTTP
+pool and attempt loop, parsing bodies and answers, the vote and its tally, dedup, records, ledger
+and cost bookkeeping) when it
 can, and writes `MANIFEST` beside them: a digest of each source it compiled. Python would import a compiled module before its `.py`, so `guard()` (run
 by `agen/__init__`, before any of them is imported) uses the compiled build only when every
 source still matches its digest: an editable checkout whose sources were edited since the last
@@ -23,14 +24,17 @@ import os
 import sys
 from pathlib import Path
 
-# Synchronous modules only: mypyc loses an exception on its way out when a `finally` (or an
-# `except`) suspends on a future that then raises (mypy 2.4 on uvloop 0.23; tests/test_native.py).
+# No coroutine here suspends in an `except` or `finally` block: mypyc loses an exception on its way
+# out when one suspends on a future that then raises (mypy 2.4 on uvloop 0.23; tests/test_native.py).
+# `providers.lane` stays out: benchmarks/rate_limits.py subclasses its Lane.
 COMPILED = (
     "cost",
-    "engine.admission", "engine.fewshot", "engine.records", "engine.tasks", "engine.watchdog",
+    "engine.admission", "engine.fewshot", "engine.records", "engine.tasks", "engine.turns", "engine.watchdog",
     "gen.answers", "gen.dedup", "gen.dedup_store", "gen.parse", "gen.prompts", "gen.solutions", "gen.vote",
-    "providers.breaker", "providers.facts", "providers.headers", "providers.http1_conn", "providers.pacer",
-    "providers.reserve", "providers.retry", "providers.wire",
+    "filters.answer_consistency",
+    "providers.attempts", "providers.breaker", "providers.client", "providers.facts", "providers.headers",
+    "providers.http1", "providers.http1_conn", "providers.pacer", "providers.reserve",
+    "providers.retry", "providers.reward", "providers.wire",
     "run.committed", "run.journal", "run.ledger",
     "types",
 )

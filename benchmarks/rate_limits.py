@@ -338,20 +338,25 @@ async def wild_ignore_n(base: str, k: int, candidates: int) -> dict[str, float]:
         async def call(c, r):  # type: ignore[no-untyped-def]
             return await c.complete(r)
 
-        inner = client._call
+        # every request's seeds, read off the bodies the transport sends (the client is compiled:
+        # its methods cannot be wrapped); votes are judged one at a time, so `judging` names the task
+        transport, judging = client._transport, [""]
+        inner = transport.post
 
-        async def spy(req: ChatRequest, n: int):  # type: ignore[no-untyped-def]
-            seeds_sent.setdefault(req.task_id.split("/v")[0], []).extend(
-                [None] if req.seed is None else [req.seed + i for i in range(n)])
-            return await inner(req, n)
+        async def spy(url: str, body: bytes, headers):  # type: ignore[no-untyped-def]
+            doc = orjson.loads(body)
+            seed, n = doc.get("seed"), doc.get("n", 1)
+            seeds_sent.setdefault(judging[0], []).extend([None] if seed is None else [seed + i for i in range(n)])
+            return await inner(url, body, headers)
 
-        client._call = spy  # type: ignore[method-assign]
+        transport.post = spy
         ac = AnswerConsistency(vc, client, call)
         bases = {}
         for i in range(candidates):
             q, a = generate_problem(random.Random(i), 3)[:2]
             task = FilterTask(f"c{i}", f"bench/{i}", "propose", q, a)
             bases[task.id] = stable_int(f"{task.key}/vote")
+            judging[0] = task.id
             await ac.judge(task)
         facts = p.facts()["v"]
     requests = [len(v) for v in seeds_sent.values()]

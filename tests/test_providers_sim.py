@@ -284,6 +284,12 @@ async def test_server_rate_limit_learned_from_headers() -> None:
 
 # ---------------------------------------------------------------- keys
 
+def _state(obj: object) -> dict[str, object]:
+    """An object's attributes, whether it keeps them in a `__dict__` or is a compiled (mypyc) class."""
+    names = [k for k in dir(obj) if not k.startswith("__")]
+    return {k: v for k in names if not callable(v := getattr(obj, k, None)) or isinstance(v, type)}
+
+
 async def test_api_key_never_in_errors_or_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
     """A wrong key gives FatalRunError whose text, repr and stats never contain the key."""
     secret = "sk-agen-test-SECRET-0123456789"
@@ -295,7 +301,7 @@ async def test_api_key_never_in_errors_or_reprs(monkeypatch: pytest.MonkeyPatch)
             async with run as p:
                 with pytest.raises(FatalRunError) as ei:
                     await p["m"].complete(req())
-                dumped = " ".join([str(ei.value), repr(ei.value), repr(p["m"]), repr(p["m"].__dict__),
+                dumped = " ".join([str(ei.value), repr(ei.value), repr(p["m"]), repr(_state(p["m"])),
                                    str(p.statistics()), repr(run.records)])
             assert ei.value.status == 401
             assert secret not in dumped and secret[8:] not in dumped

@@ -14,7 +14,7 @@ early stopping the pass rate is over the samples drawn before the decision, not 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from agen.config import VoteConfig
 from agen.filters import Call, FilterTask, TargetMet, Verdict, gather_settled
@@ -22,15 +22,22 @@ from agen.filters.equivalence_pool import EquivalencePool, VoteFeed
 from agen.gen.prompts import layout_messages
 from agen.gen.solutions import keep_solutions
 from agen.gen.vote import Tally, count_decided, untruncated
-from agen.providers.client import ModelClient
 from agen.seeding import stable_int
 from agen.types import ChatRequest
 from agen.verify import InlineFeed, Verifier
 from agen.verify.math import MathVerifier
 
 
+class Solver(Protocol):
+    """What the vote needs of the model that solves (a `ModelClient`, or a benchmark's stub: a
+    Protocol, so the compiled build checks no class at run time)."""
+
+    @property
+    def supports_n(self) -> bool: ...
+
+
 class AnswerConsistency:
-    def __init__(self, cfg: VoteConfig, client: ModelClient, call: Call, verifier: Verifier | None = None,
+    def __init__(self, cfg: VoteConfig, client: Solver, call: Call, verifier: Verifier | None = None,
                  cache_layout: bool = True) -> None:
         self.cfg = cfg
         self.cache_layout = cache_layout  # prompts.cache_layout: the solve template's static part first

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -76,10 +76,11 @@ class _Secret:
 
 
 @dataclass(slots=True)  # not frozen: see agen.types
-class Attempted(Generic[T]):
-    """A call that succeeded: the parsed result and what the whole call took."""
+class Attempted:
+    """A call that succeeded: the parsed result and what the whole call took. Not generic over the
+    result's type: mypyc (2.4) cannot build a generic dataclass."""
 
-    value: T
+    value: Any  # what the call's ParseBody returned
     usage: Usage
     cost_usd: float
     request_id: str | None
@@ -199,7 +200,7 @@ class LaneClient:
         return usage.input_tokens + max(out_tokens, usage.output_tokens)
 
     async def _attempt(self, body: bytes | Callable[[], bytes], headers: dict[str, str], est_tokens: int,
-                       parse: ParseBody[T], *, stage: str, task_id: str, out_tokens: int = 0) -> Attempted[T]:
+                       parse: ParseBody[T], *, stage: str, task_id: str, out_tokens: int = 0) -> Attempted:
         """POST `body` until it parses, retrying per the policy. Raises FatalRunError or TaskFailedError only.
 
         `body` may be a function: it is serialised once the lane admits the request, so a request
@@ -272,7 +273,7 @@ class LaneClient:
             self._record(stage, task_id, outcome_of(err), err.status, u, cost, res.latency_s if res else 0.0,
                          err.request_id)
             throttled = isinstance(err, ThrottledError)
-            delay = (err.retry_after_s if throttled else  # type: ignore[union-attr]
+            delay = (err.retry_after_s if isinstance(err, ThrottledError) else
                      retry_delay(err, retries_done=retries, bad_responses_done=bad, policy=self.policy))
             if isinstance(err, FatalRunError):
                 self._set_fatal(err)  # before release: the next waiter must not be admitted

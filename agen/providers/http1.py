@@ -174,7 +174,8 @@ class HttpPool:
             errors: list[OSError] = []
             for addr in await self._addresses(host, port):
                 try:
-                    await self.loop.create_connection(protocol, addr[0], addr[1], ssl=self._ssl if tls else None,
+                    await self.loop.create_connection(protocol, addr[0], addr[1],  # type: ignore[type-var]
+                                                      ssl=self._ssl if tls else None,
                                                       server_hostname=host if tls else None)
                     return
                 except OSError as exc:
@@ -203,7 +204,7 @@ class HttpPool:
         if hit is not None and hit[0] > now:
             return hit[1]
         infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addrs = list(dict.fromkeys((sa[0], sa[1]) for *_, sa in infos))
+        addrs = list(dict.fromkeys((str(sa[0]), int(sa[1])) for *_, sa in infos))
         self._dns[(host, port)] = (now + DNS_TTL_S, addrs)
         return addrs
 
