@@ -286,8 +286,7 @@ async def test_server_rate_limit_learned_from_headers() -> None:
 
 def _state(obj: object) -> dict[str, object]:
     """An object's attributes, whether it keeps them in a `__dict__` or is a compiled (mypyc) class."""
-    names = [k for k in dir(obj) if not k.startswith("__")]
-    return {k: v for k in names if not callable(v := getattr(obj, k, None)) or isinstance(v, type)}
+    return {k: getattr(obj, k, None) for k in dir(obj) if not k.startswith("__")}
 
 
 async def test_api_key_never_in_errors_or_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
