@@ -16,7 +16,7 @@ from conftest import ROOT, need_redis_server
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from coord_crash import scale_crash, start  # noqa: E402
-from crash_resume import SimProcess, agen, committed_ids, write_run_config, write_sim_config  # noqa: E402
+from crash_resume import SimProcess, agen, committed_ids, kill_group, write_run_config, write_sim_config  # noqa: E402
 
 from agen.app.status import snapshot_from_files  # noqa: E402
 from agen.coord.layout import worker_dir  # noqa: E402
@@ -96,22 +96,33 @@ def test_an_unreachable_coordinator_stops_before_anything_is_sent(sim, tmp_path)
     assert sum(sum(m["status"].values()) for m in stats.values() if isinstance(m, dict) and "status" in m) == 0
 
 
-def _until_another_worker_takes_a_claim_of(redis_url: str, worker: str) -> None:
-    """Wait until some index `worker` holds now is owned by another worker or done: the lease ran
-    out and the other worker claimed it (paced by the coordinator's state, not a guessed sleep)."""
-    import redis
+def _claims_of(r, worker: str) -> dict[str, list[bytes]]:  # type: ignore[no-untyped-def]
+    """{owner key: the indices `worker` holds on a lease now} (not those being committed: they never expire)."""
+    return {k.decode(): [i for i, w in r.hgetall(k).items()
+                         if w == worker.encode() and r.zscore(k.decode().removesuffix("owner") + "lease", i) is not None]
+            for k in r.scan_iter(match="agen:run:*:owner")}
 
-    r = redis.Redis.from_url(redis_url)
-    try:
-        held = {k: [i for i, w in r.hgetall(k).items() if w == worker.encode()]
-                for k in r.scan_iter(match="agen:run:*:owner")}
-        assert any(held.values()), f"{worker} held no claims"
-        deadline = time.monotonic() + 120
-        while not any(r.hget(k, i) != worker.encode() for k, ids in held.items() for i in ids):
-            assert time.monotonic() < deadline, "no claim was taken over"
-            time.sleep(0.05)
-    finally:
-        r.close()
+
+def _until_leases_ran_out(r, held: dict[str, list[bytes]]) -> None:  # type: ignore[no-untyped-def]
+    """Until every lease among `held` has ended on Redis's clock (the one the claim script reads)."""
+    deadline = time.monotonic() + 60
+    while True:
+        secs, micros = r.time()
+        ends = [r.zscore(k.removesuffix("owner") + "lease", i) for k, ids in held.items() for i in ids]
+        if all(e < secs + micros / 1e6 for e in ends):  # stopped, nobody renews nor moves them
+            return
+        assert time.monotonic() < deadline, "the leases never ran out"
+        time.sleep(0.05)
+
+
+def _until_another_worker_takes_a_claim_of(r, held: dict[str, list[bytes]], worker: str, other) -> None:  # type: ignore[no-untyped-def]
+    """Until some index of `held` is owned by another worker or done (paced by the coordinator's
+    state, not a guessed sleep); `other`, the only worker running, must not exit first."""
+    deadline = time.monotonic() + 120
+    while not any(r.hget(k, i) != worker.encode() for k, ids in held.items() for i in ids):
+        assert time.monotonic() < deadline, "no claim was taken over"
+        assert other.poll() is None, f"the other worker exited ({other.returncode}) before taking a claim over"
+        time.sleep(0.05)
 
 
 def test_a_worker_stalled_past_its_lease_loses_its_claims_and_writes_no_duplicate(sim, redis_url, tmp_path):
@@ -120,18 +131,40 @@ def test_a_worker_stalled_past_its_lease_loses_its_claims_and_writes_no_duplicat
     import os
     import signal
 
+    import redis
+
     root = tmp_path / "run"
     cfg = write_run_config(tmp_path / "run.yaml", sim.base_url, root, proposals=8, target=200,
                            coordinator={"url": redis_url, "worker_id": "unset", "lease_s": 1.5})
     procs = {w: start(cfg, root, w, redis_url, tmp_path / f"{w}.log") for w in ("a", "b")}
-    deadline = time.monotonic() + 60
-    while len(committed_ids(worker_dir(root, "a"))) < 30 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(procs["a"].pid, signal.SIGSTOP)
-    _until_another_worker_takes_a_claim_of(redis_url, "a")  # past the lease, on Redis's clock, and taken
-    os.killpg(procs["a"].pid, signal.SIGCONT)
-    codes = {w: p.wait(timeout=180) for w, p in procs.items()}
-    assert codes == {"a": 0, "b": 0}, [(tmp_path / f"{w}.log").read_text()[-800:] for w in procs]
+    logs = lambda: {w: (tmp_path / f"{w}.log").read_text()[-1500:] for w in procs}  # noqa: E731
+    r = redis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + 60
+        while len(committed_ids(worker_dir(root, "a"))) < 15 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Both stop, so b cannot meet the target with fresh indices before a's leases run out (it
+        # would then never need a's); once they have, b alone wakes: its next claim takes one of a's.
+        for p in procs.values():
+            os.killpg(p.pid, signal.SIGSTOP)
+        held = _claims_of(r, "a")
+        assert any(held.values()), "a held no claims on a lease"
+        _until_leases_ran_out(r, held)
+        os.killpg(procs["b"].pid, signal.SIGCONT)
+        try:
+            _until_another_worker_takes_a_claim_of(r, held, "a", procs["b"])
+        finally:
+            os.killpg(procs["a"].pid, signal.SIGCONT)
+        codes = {w: p.wait(timeout=180) for w, p in procs.items()}
+    except BaseException as exc:
+        for p in procs.values():
+            kill_group(p, signal.SIGCONT)
+            kill_group(p)
+            p.wait(timeout=30)
+        raise AssertionError(f"{exc!r}; logs: {logs()}") from exc
+    finally:
+        r.close()
+    assert codes == {"a": 0, "b": 0}, logs()
     ids = Counter(i for w in procs for i in committed_ids(worker_dir(root, w)))
     assert max(ids.values()) == 1
     snap = snapshot_from_files(root)

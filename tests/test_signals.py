@@ -96,10 +96,13 @@ def test_second_sigint_exits_promptly_and_the_run_still_resumes(sim, tmp_path):
     _wait_for_calls(proc, root, 20)
     for model in SIM_MODELS:  # every request from now on hangs
         _post(sim.base_url + "/sim/script", {"model": model, "responses": [{"hang_s": 600}] * 400})
-    hung = _ledger_count(root, b'"ev":"begin"')
-    deadline = time.monotonic() + 60  # until some requests are on the wire, stuck
-    while _ledger_count(root, b'"ev":"begin"') < hung + 4 and time.monotonic() < deadline:
+    # Until a request is on the wire, stuck: the sim has taken a hang off the script for it (a
+    # ledger's begin line is written before its send, so it does not tell). One is enough for the
+    # drain to wait for the second signal.
+    deadline = time.monotonic() + 60
+    while not _hanging(sim.base_url, 400) and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert _hanging(sim.base_url, 400), "no request reached the sim after the hang was scripted"
     rc = _interrupt(proc, 2, timeout=120)
     assert rc == 130, (tmp_path / "agen.log").read_text()[-3000:]
     assert read_ledger(root).billing_unknown > 0  # the requests it did not wait for
@@ -110,7 +113,13 @@ def test_second_sigint_exits_promptly_and_the_run_still_resumes(sim, tmp_path):
     assert check_run(root, done, {"propose": 6, "amplify": 400}, sim.base_url).problems == []
 
 
-def _post(url: str, doc: dict) -> None:
+def _hanging(base_url: str, scripted: int) -> int:
+    """Requests the sim is holding: the hangs it took off each model's script of `scripted`."""
+    return sum(scripted - _post(base_url + "/sim/script", {"model": m, "responses": []})["queued"] for m in SIM_MODELS)
+
+
+def _post(url: str, doc: dict) -> dict:
     req = urllib.request.Request(url, data=json.dumps(doc).encode(), method="POST",
                                  headers={"content-type": "application/json"})
-    urllib.request.urlopen(req, timeout=10).close()
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
