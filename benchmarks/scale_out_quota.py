@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from crash_resume import SimProcess, agen, write_run_config  # noqa: E402
 
+from agen.coord.layout import worker_dir  # noqa: E402
 from agen.sim.redis_process import RedisProcess  # noqa: E402
 
 
@@ -57,6 +58,20 @@ def stats(url: str) -> dict:
         return json.loads(r.read())
 
 
+def _until_every_worker_amplifies(root: Path, workers: int, timeout_s: float = 120.0) -> None:
+    """Until each worker's ledger holds an amplify call (past start-up and proposing)."""
+    deadline = time.monotonic() + timeout_s
+
+    def amplifies(w: int) -> bool:
+        return any(b'"ev":"call"' in line and b'"stage":"amplify' in line
+                   for p in (worker_dir(root, f"w{w}") / "ledger").glob("*.jsonl") for line in p.read_bytes().splitlines())
+
+    while not all(amplifies(w) for w in range(workers)):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the workers did not start amplifying within {timeout_s:g} s")
+        time.sleep(0.1)
+
+
 def one_row(tmp: Path, way: str, sim_url: str, redis_url: str, args: argparse.Namespace) -> dict:
     root = tmp / f"run-{way}"
     cheap = {"rpm": args.rpm, "tpm": args.tpm}
@@ -70,6 +85,7 @@ def one_row(tmp: Path, way: str, sim_url: str, redis_url: str, args: argparse.Na
     procs = [agen(["run", str(cfg), "--worker-id", f"w{i}", "--no-preflight"], tmp / f"{way}-w{i}.log")
              for i in range(args.workers)]
     time.sleep(args.warm)
+    _until_every_worker_amplifies(root, args.workers)  # a slow start would otherwise be in the window
     post(sim_url + "/sim/reset")  # the window starts: counters cleared, buckets empty
     t0 = time.monotonic()
     time.sleep(args.seconds)

@@ -90,20 +90,29 @@ def test_kill9_around_a_batch_resumes_without_resubmitting(sim, tmp_path, provid
         assert any(r.get("adopted") for r in rows if r["ev"] == "submitted")
 
 
-def test_ctrl_c_while_batches_wait_then_resume_polls_them(sim, tmp_path):
+@pytest.fixture
+def slow_batch_sim(tmp_path):
+    """Batches that take 2.5 s (the module's take 1 s): the signal below lands while one waits even on a
+    slow machine, and the resume's rounds of batches stay short."""
+    with SimProcess(sim_yaml(tmp_path / "slow.yaml", delay_s=2.5)) as s:
+        yield s
+
+
+def test_ctrl_c_while_batches_wait_then_resume_polls_them(slow_batch_sim, tmp_path):
     """SIGINT with batches submitted and unfinished: exit 130 at once (nobody waits for the batch), the
     batches stay open in the journal, and the resumed session polls them instead of resubmitting."""
+    sim = slow_batch_sim
     root, log = tmp_path / "run", tmp_path / "agen.log"
     cfg = run_config(tmp_path, sim.base_url, "openai")
     proc = agen(["run", str(cfg)], log)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
+    waiting = False
+    while not waiting and time.monotonic() < deadline and proc.poll() is None:
         if (root / "batches.jsonl").exists():
-            rows = journal(root)
-            ev = Counter(r["ev"] for r in rows)
-            if ev["submitted"] > ev["results"]:
-                break
+            ev = Counter(r["ev"] for r in journal(root))
+            waiting = ev["submitted"] > ev["results"]
         time.sleep(0.02)
+    assert waiting, log.read_text()[-3000:]
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=60) == 130, log.read_text()[-3000:]
     rows = journal(root)

@@ -13,19 +13,26 @@ import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("engine_overhead", "latency_throughput", "memory", "dedup_store", "strategy_cost", "filter_precision", "loop_lag", "drain")
+SCRIPTS = ("engine_overhead", "latency_throughput", "memory", "dedup_store", "strategy_cost", "filter_precision", "loop_lag")
+ALONE = ("drain",)  # it times what leaves after a signal: seven neighbours on two cores would time them
 
 
 @pytest.fixture(scope="module")
 def outputs() -> dict[str, tuple[int, str, str]]:
-    """All the quick runs at once (they are mostly waiting on subprocess start-up and the sim)."""
+    """The quick runs, SCRIPTS at once (they mostly wait on subprocess start-up and the sim), then ALONE."""
+    out = _quick_runs(SCRIPTS)
+    out.update(_quick_runs(ALONE))
+    return out
+
+
+def _quick_runs(names: tuple[str, ...]) -> dict[str, tuple[int, str, str]]:
     procs = {name: subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick"],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-             for name in SCRIPTS}
+             for name in names}
     out = {}
     for name, p in procs.items():
         try:
-            stdout, stderr = p.communicate(timeout=900)  # a hang guard: 8 at once on 2 loaded cores are slow
+            stdout, stderr = p.communicate(timeout=900)  # a hang guard: 7 at once on 2 loaded cores are slow
         except subprocess.TimeoutExpired:
             p.kill()
             stdout, stderr = p.communicate()
@@ -119,11 +126,13 @@ def test_drain_quick(outputs) -> None:
     # that waited for a pooled connection can look later: hold the issue's bound (<= 5% of in flight)
     assert doc["in_flight_at_signal"] > 0 and doc["started_after_handled"] <= 0.05 * doc["in_flight_at_signal"]
     assert doc["resume_redone_usd"] == 0
-    # The sim's own record: what it read after the signal is at most what was on the wire then. (Its
-    # "caught up" point is a heuristic: under load the sim runs on time while sockets still hold
-    # requests sent before the signal. A client-side log of every write showed 0 writes after the
-    # signal in a run where the sim read 634 requests after its "caught up".)
-    assert doc["sim_received_after_signal"] <= doc["in_flight_at_signal"], doc["sim_received_per_250ms"]
+    # The sim's own record: what it read after the signal is at most what was on the wire then, plus
+    # what left before the signal was handled (the 5% above). (Its "caught up" point is a heuristic:
+    # under load the sim runs on time while sockets still hold requests sent before the signal. A
+    # client-side log of every write showed 0 writes after the signal in a run where the sim read 634
+    # requests after its "caught up".)
+    assert doc["sim_received_after_signal"] <= doc["in_flight_at_signal"] + doc["started_after_signal"], \
+        doc["sim_received_per_250ms"]
 
 
 def test_filter_precision_quick(outputs) -> None:

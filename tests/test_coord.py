@@ -61,7 +61,7 @@ async def test_two_workers_never_claim_the_same_index(redis_url: str, tmp_path: 
 
 
 async def test_a_dead_workers_claims_return_after_its_lease(redis_url: str, tmp_path: Path) -> None:
-    dead = await joined(redis_url, tmp_path, "dead", lease_s=3.0)  # outlasts the next worker's start-up
+    dead = await joined(redis_url, tmp_path, "dead", lease_s=6.0)  # outlasts the next worker's start-up
     assert [await dead.claim("propose", 100) for _ in range(3)] == [0, 1, 2]
     await dead.close()  # killed: nothing given back, no more renewals
     other = await joined(redis_url, tmp_path, "other")

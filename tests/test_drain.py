@@ -32,9 +32,10 @@ def _requests(base_url: str) -> int:
     return sum(m["requests"] for m in sim_stats(base_url).values())
 
 
-def _vote_begins(root: Path) -> int:
-    """Ledger `begin` lines of amplify votes so far (a cheap byte count; torn tails do not matter)."""
-    return sum(p.read_bytes().count(b'"stage":"amplify.vote"') for p in (root / "ledger").glob("*.jsonl"))
+def _vote_lines(root: Path, ev: bytes) -> int:
+    """Ledger lines of event `ev` of amplify votes so far (torn tails do not matter)."""
+    return sum(1 for p in (root / "ledger").glob("*.jsonl") for line in p.read_bytes().splitlines()
+               if line.startswith(b'{"ev":"' + ev + b'"') and b'"stage":"amplify.vote"' in line)
 
 
 def test_cut_votes_resume_from_their_paid_samples(sim, tmp_path):
@@ -52,10 +53,14 @@ def test_cut_votes_resume_from_their_paid_samples(sim, tmp_path):
     deadline = time.monotonic() + 30
     while sessions(root) == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    # votes under way, many queued behind the voter lane (wait for them, not for a fixed time: the
-    # amplifier first waits for its minimum pool of proposals)
-    while _vote_begins(root) < 120 and time.monotonic() < deadline + 60:
+    # votes under way, some samples paid and many queued behind the voter lane (wait for them, not
+    # for a fixed time: the amplifier first waits for its minimum pool of proposals; a begin line
+    # is written before its request leaves, so only the paid calls tell that votes are cut)
+    deadline += 60
+    while (_vote_lines(root, b"call") < 12 or _vote_lines(root, b"begin") < 100) and time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
         time.sleep(0.05)
+    assert _vote_lines(root, b"call") >= 12, "the votes never got under way"
     proc.send_signal(signal.SIGINT)
     at_signal = _requests(sim.base_url)
     assert proc.wait(timeout=30) == 130, log.read_text()[-3000:]

@@ -210,7 +210,7 @@ async def test_bad_200_retries_exhausted(sim: SimServer) -> None:
 async def test_read_timeout_on_hang_then_retry(sim: SimServer) -> None:
     """A server that stalls longer than read_timeout_s is cut off and the call is retried."""
     await script(sim, "sim-large", {"status": 200, "hang_s": 60})
-    run = Run(sim, m=oa(read_timeout_s=0.3))
+    run = Run(sim, m=oa(read_timeout_s=2.0))  # the retry's normal answer has 2 s, the hang is 60 s
     async with run as p:
         c = await p["m"].complete(req())
     assert c.attempts == 2

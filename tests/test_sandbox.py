@@ -115,7 +115,8 @@ def test_exiting_early_is_not_a_pass():
 def test_hostile_runs_do_not_stall_others():
     """A loop, a sleeper and a memory hog in flight together with good runs: every good run passes,
     every hostile one fails, and all of them end."""
-    sb = Sandbox(Limits(cpu_s=1, wall_s=2, memory_mb=256), parallel=4)
+    # wall_s leaves the good runs' start-up room beside a CPU and a memory hog on two cores
+    sb = Sandbox(Limits(cpu_s=1, wall_s=8, memory_mb=256), parallel=4)
     hostile = ["def f(x):\n    while True: pass\n", "import time\ndef f(x):\n    time.sleep(60)\n",
                "def f(x):\n    a = []\n    while True: a.append(bytearray(10**7))\n"]
 

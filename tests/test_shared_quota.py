@@ -233,11 +233,12 @@ async def test_settle_refunds_and_charges_the_difference(redis_url: str) -> None
 async def test_quota_names_are_separate_budgets(redis_url: str) -> None:
     a, a2, b = SharedQuota(redis_url, "a"), SharedQuota(redis_url, "a"), SharedQuota(redis_url, "b")
     try:
-        assert await a.admit(1, 1.0, None) == 0.0
-        assert await a2.admit(1, 1.0, None) > 0.5  # same name: the second request of 1/s must wait
-        assert await b.admit(1, 1.0, None) == 0.0  # another name: its own budget
-        await b.pause(5.0)
-        assert await a.admit(1, None, None) == 0.0 and await b.admit(1, None, None) > 4.0
+        # (a slow rate and a long pause: a loaded machine's gaps between round trips stay far inside them)
+        assert await a.admit(1, 0.1, None) == 0.0
+        assert await a2.admit(1, 0.1, None) > 5.0  # same name: the second request of 0.1/s must wait
+        assert await b.admit(1, 0.1, None) == 0.0  # another name: its own budget
+        await b.pause(60.0)
+        assert await a.admit(1, None, None) == 0.0 and await b.admit(1, None, None) > 50.0
     finally:
         for q in (a, a2, b):
             await q.aclose()
