@@ -96,11 +96,16 @@ def test_an_unreachable_coordinator_stops_before_anything_is_sent(sim, tmp_path)
     assert sum(sum(m["status"].values()) for m in stats.values() if isinstance(m, dict) and "status" in m) == 0
 
 
+def _lease_key(owner_key: str) -> str:
+    """A stage's lease ZSET beside its owner HASH (`agen:run:{name}:{stage}:owner` → `…:lease`)."""
+    return owner_key.removesuffix("owner") + "lease"
+
+
 def _claims_of(r, worker: str) -> dict[str, list[bytes]]:  # type: ignore[no-untyped-def]
     """{owner key: the indices `worker` holds on a lease now} (not those being committed: they never expire)."""
-    return {k.decode(): [i for i, w in r.hgetall(k).items()
-                         if w == worker.encode() and r.zscore(k.decode().removesuffix("owner") + "lease", i) is not None]
-            for k in r.scan_iter(match="agen:run:*:owner")}
+    keys = [k.decode() for k in r.scan_iter(match="agen:run:*:owner")]
+    return {k: [i for i, w in r.hgetall(k).items() if w == worker.encode() and r.zscore(_lease_key(k), i) is not None]
+            for k in keys}
 
 
 def _until_leases_ran_out(r, held: dict[str, list[bytes]]) -> None:  # type: ignore[no-untyped-def]
@@ -108,7 +113,7 @@ def _until_leases_ran_out(r, held: dict[str, list[bytes]]) -> None:  # type: ign
     deadline = time.monotonic() + 60
     while True:
         secs, micros = r.time()
-        ends = [r.zscore(k.removesuffix("owner") + "lease", i) for k, ids in held.items() for i in ids]
+        ends = [r.zscore(_lease_key(k), i) for k, ids in held.items() for i in ids]
         if all(e < secs + micros / 1e6 for e in ends):  # stopped, nobody renews nor moves them
             return
         assert time.monotonic() < deadline, "the leases never ran out"
